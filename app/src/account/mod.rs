@@ -1,0 +1,32 @@
+//! `/account`: the signed-in person's own details.
+
+use leptos::prelude::*;
+use leptos_router::components::Redirect;
+
+use crate::AuthContext;
+
+#[component]
+pub fn AccountPage() -> impl IntoView {
+    let user = expect_context::<AuthContext>().user;
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                match user.await {
+                    Ok(Some(me)) => view! {
+                        <section class="mx-auto mt-10 w-full max-w-xl rounded-xl bg-white p-6 shadow-sm ring-1 ring-slate-200 sm:p-8">
+                            <h1 class="mb-6 text-2xl font-bold text-slate-900">"Your account"</h1>
+                            <dl class="grid grid-cols-1 gap-4 sm:grid-cols-3">
+                                <dt class="text-sm font-medium text-slate-600">"Display name"</dt>
+                                <dd class="text-slate-900 sm:col-span-2">{me.display_name}</dd>
+                                <dt class="text-sm font-medium text-slate-600">"Email"</dt>
+                                <dd class="break-all text-slate-900 sm:col-span-2">{me.email}</dd>
+                            </dl>
+                        </section>
+                    }
+                    .into_any(),
+                    _ => view! { <Redirect path="/login?next=%2Faccount"/> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}

@@ -1,0 +1,88 @@
+//! Small accessible building blocks shared by the pages.
+
+use leptos::prelude::*;
+
+/// A labelled input whose error (if any) is shown right under it and announced through
+/// `aria-describedby` / `aria-invalid`.
+#[component]
+pub fn TextField(
+    label: &'static str,
+    name: &'static str,
+    #[prop(default = "text")] kind: &'static str,
+    #[prop(optional)] autocomplete: Option<&'static str>,
+    #[prop(optional)] hint: Option<&'static str>,
+    #[prop(into)] error: Signal<Option<String>>,
+    #[prop(into, optional)] value: Signal<String>,
+) -> impl IntoView {
+    let error_id = format!("{name}-error");
+    let hint_id = format!("{name}-hint");
+    let described_by = {
+        let (error_id, hint_id) = (error_id.clone(), hint_id.clone());
+        move || {
+            let mut ids = Vec::new();
+            if hint.is_some() {
+                ids.push(hint_id.clone());
+            }
+            if error.get().is_some() {
+                ids.push(error_id.clone());
+            }
+            (!ids.is_empty()).then(|| ids.join(" "))
+        }
+    };
+    view! {
+        <div class="space-y-1">
+            <label for=name class="block text-sm font-medium text-slate-800">
+                {label}
+            </label>
+            <input
+                id=name
+                name=name
+                type=kind
+                autocomplete=autocomplete
+                value=move || value.get()
+                aria-invalid=move || error.get().map(|_| "true")
+                aria-describedby=described_by
+                class="block w-full rounded-md border border-slate-300 bg-white px-3 py-2 text-slate-900 shadow-sm focus:border-indigo-600 focus:outline-none focus:ring-2 focus:ring-indigo-600 aria-[invalid=true]:border-red-600"
+            />
+            {hint.map(|h| view! { <p id=hint_id class="text-xs text-slate-600">{h}</p> })}
+            {move || {
+                error
+                    .get()
+                    .map(|message| {
+                        view! {
+                            <p id=error_id.clone() class="text-sm font-medium text-red-700">
+                                {message}
+                            </p>
+                        }
+                    })
+            }}
+        </div>
+    }
+}
+
+/// A form-level message (errors that belong to no single field).
+#[component]
+pub fn FormAlert(#[prop(into)] message: Signal<Option<String>>) -> impl IntoView {
+    move || {
+        message.get().map(|m| {
+            view! {
+                <div role="alert" class="rounded-md border border-red-300 bg-red-50 px-3 py-2 text-sm text-red-800">
+                    {m}
+                </div>
+            }
+        })
+    }
+}
+
+pub const BUTTON_CLASS: &str = "inline-flex w-full justify-center rounded-md bg-indigo-700 px-4 py-2 font-semibold text-white hover:bg-indigo-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600 focus-visible:ring-offset-2";
+
+/// The centred card the sign-in and sign-up pages sit in.
+#[component]
+pub fn Card(title: &'static str, children: Children) -> impl IntoView {
+    view! {
+        <div class="mx-auto mt-10 w-full max-w-md rounded-xl bg-white p-6 shadow-sm ring-1 ring-slate-200 sm:p-8">
+            <h1 class="mb-6 text-2xl font-bold text-slate-900">{title}</h1>
+            {children()}
+        </div>
+    }
+}

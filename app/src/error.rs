@@ -1,0 +1,91 @@
+//! The one error type every server function returns. Its text is shown to people, so it
+//! never carries internals: server-side failures get a reference id and are logged.
+
+use serde::{Deserialize, Serialize};
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+
+/// A message for one form field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    /// Input broke one or more rules; each message belongs next to its field.
+    #[error("Please correct the highlighted fields.")]
+    Invalid(Vec<FieldError>),
+    #[error("Incorrect email or password.")]
+    InvalidCredentials,
+    #[error("Please sign in to continue.")]
+    Unauthenticated,
+    #[error("The server is busy right now. Please try again in a moment.")]
+    Busy,
+    #[error("The request was malformed or incomplete.")]
+    BadRequest,
+    #[error("Could not reach the server. Check your connection and try again.")]
+    Network,
+    #[error("Something went wrong on our side (reference {0}). Please try again.")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldError { field: field.into(), message: message.into() }])
+    }
+
+    /// The message for `field`, if this error concerns it.
+    pub fn message_for(&self, field: &str) -> Option<String> {
+        match self {
+            Self::Invalid(errors) => errors.iter().find(|e| e.field == field).map(|e| e.message.clone()),
+            _ => None,
+        }
+    }
+
+    /// The message shown above the form (for errors not tied to one field).
+    pub fn form_message(&self) -> Option<String> {
+        match self {
+            Self::Invalid(_) => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    #[cfg(feature = "ssr")]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Invalid(_) => 422,
+            Self::InvalidCredentials | Self::Unauthenticated => 401,
+            Self::Busy => 503,
+            Self::BadRequest => 400,
+            Self::Network | Self::Internal(_) => 500,
+        }
+    }
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) | ServerFnErrorErr::Deserialization(_) => {
+                Self::BadRequest
+            }
+            ServerFnErrorErr::Request(_) => Self::Network,
+            other => {
+                #[cfg(feature = "ssr")]
+                {
+                    let reference = crate::server::new_reference();
+                    tracing::error!(reference, error = %other, "server function failed");
+                    Self::Internal(reference)
+                }
+                #[cfg(not(feature = "ssr"))]
+                {
+                    let _ = other;
+                    Self::Internal("client".into())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Fluxi's Leptos application: pages, components and server functions, shared by the
+//! server (feature `ssr`) and the wasm frontend (feature `hydrate`).
+
+pub mod account;
+pub mod auth;
+pub mod components;
+pub mod error;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::{path, SsrMode};
+
+use auth::api::{CurrentUser, Login, Logout, Signup};
+use error::AppError;
+
+/// The account actions and the signed-in person, shared by the navigation and pages.
+/// `user` refetches whenever one of the actions completes.
+#[derive(Clone, Copy)]
+pub struct AuthContext {
+    pub signup: ServerAction<Signup>,
+    pub login: ServerAction<Login>,
+    pub logout: ServerAction<Logout>,
+    pub user: Resource<Result<Option<CurrentUser>, AppError>>,
+}
+
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body class="min-h-screen bg-slate-50 text-slate-900 antialiased">
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let signup = ServerAction::<Signup>::new();
+    let login = ServerAction::<Login>::new();
+    let logout = ServerAction::<Logout>::new();
+    let user = Resource::new(
+        move || (signup.version().get(), login.version().get(), logout.version().get()),
+        |_| auth::api::fetch_current_user(),
+    );
+    provide_context(AuthContext { signup, login, logout, user });
+    // Effects run only in the browser, after hydration: mark the page as interactive
+    // (end-to-end tests wait for this instead of guessing with timeouts).
+    Effect::new(move |_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/fluxi.css"/>
+        <Title text="Fluxi"/>
+        <Router>
+            <Nav/>
+            <main class="px-4 pb-16">
+                <Routes fallback=NotFound>
+                    <Route path=path!("/") view=HomePage ssr=SsrMode::Async/>
+                    <Route path=path!("/signup") view=auth::SignupPage ssr=SsrMode::Async/>
+                    <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async/>
+                    <Route path=path!("/account") view=account::AccountPage ssr=SsrMode::Async/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+const NAV_LINK: &str = "rounded px-2 py-1 text-sm font-medium text-slate-700 hover:text-slate-950 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
+
+#[component]
+fn Nav() -> impl IntoView {
+    let AuthContext { logout, user, .. } = expect_context::<AuthContext>();
+    view! {
+        <header class="border-b border-slate-200 bg-white">
+            <nav aria-label="Main" class="mx-auto flex max-w-5xl flex-wrap items-center justify-between gap-2 px-4 py-3">
+                <A href="/" attr:class="text-lg font-bold text-indigo-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600">"Fluxi"</A>
+                <div class="flex items-center gap-2">
+                    <Transition>
+                        {move || Suspend::new(async move {
+                            match user.await {
+                                Ok(Some(_)) => view! {
+                                    <A href="/account" attr:class=NAV_LINK>"Account"</A>
+                                    <ActionForm action=logout>
+                                        <button type="submit" class="rounded-md border border-slate-300 px-3 py-1 text-sm font-medium text-slate-800 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600">
+                                            "Sign out"
+                                        </button>
+                                    </ActionForm>
+                                }
+                                .into_any(),
+                                _ => view! {
+                                    <A href="/login" attr:class=NAV_LINK>"Sign in"</A>
+                                    <A href="/signup" attr:class=NAV_LINK>"Create account"</A>
+                                }
+                                .into_any(),
+                            }
+                        })}
+                    </Transition>
+                </div>
+            </nav>
+        </header>
+    }
+}
+
+#[component]
+fn HomePage() -> impl IntoView {
+    view! {
+        <section class="mx-auto mt-16 max-w-2xl text-center">
+            <h1 class="text-3xl font-bold text-slate-900 sm:text-4xl">"Fluxi"</h1>
+            <p class="mt-4 text-lg text-slate-700">
+                "The secure workspace backbone for your team: sign-in with strong passwords, isolated workspaces and an audit trail you can trust."
+            </p>
+        </section>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+            res.set_status(axum::http::StatusCode::NOT_FOUND);
+        }
+    }
+    view! {
+        <section class="mx-auto mt-16 max-w-xl text-center">
+            <h1 class="text-2xl font-bold">"Page not found"</h1>
+            <p class="mt-2 text-slate-700">"There is nothing at this address."</p>
+        </section>
+    }
+}

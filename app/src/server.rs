@@ -1,0 +1,141 @@
+//! Server-side context shared by every server function (compiled only with `ssr`).
+
+
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use fluxi_core::accounts::{self, PasswordHasher, User};
+use fluxi_core::clock::SharedClock;
+use fluxi_core::db::{Pool, PooledConn};
+use fluxi_core::sessions::{AuthState, SessionCheck, SessionPolicy, AUTH_KEY};
+use leptos::prelude::*;
+use leptos_axum::ResponseOptions;
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+use crate::error::AppError;
+
+/// Everything a server function needs, built once at start-up.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub hasher: PasswordHasher,
+    pub clock: SharedClock,
+    pub session_policy: SessionPolicy,
+    pub leptos_options: LeptosOptions,
+}
+
+/// A short random reference that links a generic client-facing error to the log line
+/// holding the details.
+pub fn new_reference() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Logs an unexpected failure and returns the generic error shown to the person.
+pub fn internal(error: impl std::fmt::Display) -> AppError {
+    let reference = new_reference();
+    tracing::error!(reference, %error, "internal error");
+    AppError::Internal(reference)
+}
+
+pub fn state() -> Result<AppState, AppError> {
+    use_context::<AppState>().ok_or_else(|| internal("AppState missing from context"))
+}
+
+pub async fn session() -> Result<Session, AppError> {
+    leptos_axum::extract::<Session>().await.map_err(internal)
+}
+
+pub async fn conn(state: &AppState) -> Result<PooledConn, AppError> {
+    state.pool.get().await.map_err(|e| {
+        tracing::warn!(error = %e, "database pool exhausted or unreachable");
+        AppError::Busy
+    })
+}
+
+/// True for a plain HTML form post (no JavaScript): the browser will follow a redirect
+/// and render a page, rather than read the server function's body.
+pub fn is_plain_form_post() -> bool {
+    use_context::<Parts>()
+        .and_then(|p| p.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(|v| v.contains("text/html")))
+        .unwrap_or(false)
+}
+
+/// What a form sent last time, kept for one page view so that without JavaScript the
+/// page can show the errors next to their fields and keep what was typed (never passwords).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredFlash {
+    pub form: String,
+    pub error: AppError,
+    pub values: Vec<(String, String)>,
+}
+
+pub const FLASH_KEY: &str = "flash";
+
+/// Turns a failed form submission into the right response: for JavaScript callers an
+/// HTTP status matching the error; for plain form posts a flash message in the session
+/// (leptos_axum then redirects back to the form's page, which shows it).
+pub async fn fail(form: &str, values: &[(&str, &str)], error: AppError) -> AppError {
+    if is_plain_form_post() {
+        if let Ok(session) = session().await {
+            let flash = StoredFlash {
+                form: form.into(),
+                error: error.clone(),
+                values: values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            };
+            if let Err(e) = session.insert(FLASH_KEY, flash).await {
+                tracing::warn!(error = %e, "could not store form flash");
+            }
+        }
+    } else if let Some(res) = use_context::<ResponseOptions>() {
+        res.set_status(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST));
+        if matches!(error, AppError::Busy) {
+            res.insert_header(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+    }
+    error
+}
+
+/// The signed-in user of this request, enforcing the idle and absolute timeouts.
+/// An expired or dangling session is deleted and treated as signed out.
+pub async fn current_user(state: &AppState, session: &Session) -> Result<Option<User>, AppError> {
+    let Some(mut auth) = session.get::<AuthState>(AUTH_KEY).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    let now = state.clock.now();
+    match state.session_policy.check(&auth, now) {
+        SessionCheck::IdleExpired | SessionCheck::AbsoluteExpired => {
+            session.flush().await.map_err(internal)?;
+            return Ok(None);
+        }
+        SessionCheck::Active { touch: true } => {
+            auth.last_seen_at = now;
+            session.insert(AUTH_KEY, auth).await.map_err(internal)?;
+        }
+        SessionCheck::Active { touch: false } => {}
+    }
+    let mut conn = conn(state).await?;
+    match accounts::find_user_by_id(&mut conn, auth.user_id).await.map_err(internal)? {
+        Some(user) => Ok(Some(user)),
+        None => {
+            session.flush().await.map_err(internal)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Starts a signed-in session: a fresh session id (so a planted id is useless) holding
+/// only the new sign-in state.
+pub async fn start_session(state: &AppState, session: &Session, user: &User) -> Result<(), AppError> {
+    let now = state.clock.now();
+    session.clear().await;
+    session.cycle_id().await.map_err(internal)?;
+    session
+        .insert(AUTH_KEY, AuthState { user_id: user.id, authenticated_at: now, last_seen_at: now })
+        .await
+        .map_err(internal)
+}
+
+impl axum::extract::FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}

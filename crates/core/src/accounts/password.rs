@@ -1,0 +1,171 @@
+//! Argon2id password hashing, run off the async runtime behind a bounded permit count.
+//!
+//! Each hash holds ~19 MiB and ~20 ms of a core. Hashing on the async workers would stall
+//! every other request during a sign-in burst, and unbounded parallel hashing would eat
+//! memory; so hashes run in `spawn_blocking` only while holding one of a few permits, and
+//! a request that cannot get a permit within a short wait is told to try again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// OWASP's recommended Argon2id parameters: m = 19 MiB, t = 2, p = 1.
+pub const ARGON2_M_KIB: u32 = 19_456;
+pub const ARGON2_T: u32 = 2;
+pub const ARGON2_P: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// All hashing permits stayed busy for the whole wait.
+    #[error("too many sign-in attempts are being processed; try again in a moment")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordHasherConfig {
+    /// Concurrent hashes allowed (default: number of CPU cores).
+    pub permits: usize,
+    /// How long a request waits for a permit before getting `Busy`.
+    pub max_wait: Duration,
+}
+
+impl Default for PasswordHasherConfig {
+    fn default() -> Self {
+        Self {
+            permits: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            max_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PasswordHasher {
+    permits: Arc<Semaphore>,
+    max_wait: Duration,
+    /// Verified against when an email is unknown, so that both failures cost the same.
+    dummy_hash: Arc<str>,
+}
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None)
+        .expect("constant Argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash_blocking(password: &[u8]) -> Result<String, HashError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Internal(e.to_string()))
+}
+
+fn verify_blocking(password: &[u8], phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2().verify_password(password, &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+impl PasswordHasher {
+    pub fn new(config: PasswordHasherConfig) -> Self {
+        let mut random = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut random);
+        let dummy_hash = hash_blocking(&random).expect("hashing random bytes cannot fail");
+        Self {
+            permits: Arc::new(Semaphore::new(config.permits.max(1))),
+            max_wait: config.max_wait,
+            dummy_hash: dummy_hash.into(),
+        }
+    }
+
+    async fn run_blocking<T, F>(&self, work: F) -> Result<T, HashError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let permit = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy)?
+            .map_err(|_| HashError::Internal("hasher closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| HashError::Internal(e.to_string()))
+    }
+
+    /// Hashes a new password into a PHC string (argon2id, OWASP parameters, random salt).
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        self.run_blocking(move || hash_blocking(&password)).await?
+    }
+
+    /// Verifies a password against a stored hash. With `None` (unknown account) it still
+    /// does the full work against a dummy hash and returns `false`, so unknown emails and
+    /// wrong passwords cannot be told apart by timing.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, HashError> {
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        let (phc, known) = match stored {
+            Some(phc) => (phc.to_string(), true),
+            None => (self.dummy_hash.to_string(), false),
+        };
+        let ok = self.run_blocking(move || verify_blocking(&password, &phc)).await?;
+        Ok(ok && known)
+    }
+
+    /// True when a stored hash was made with other parameters than today's, so it should
+    /// be replaced after the next successful sign-in.
+    pub fn needs_rehash(stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else { return true };
+        if parsed.algorithm != Algorithm::Argon2id.ident() {
+            return true;
+        }
+        match Params::try_from(&parsed) {
+            Ok(p) => p.m_cost() != ARGON2_M_KIB || p.t_cost() != ARGON2_T || p.p_cost() != ARGON2_P,
+            Err(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_owasp_parameters() {
+        let hasher = PasswordHasher::new(PasswordHasherConfig::default());
+        let phc = hasher.hash("violet-anchor-tundra-42").await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!PasswordHasher::needs_rehash(&phc));
+        assert!(hasher.verify("violet-anchor-tundra-42", Some(&phc)).await.unwrap());
+        assert!(!hasher.verify("violet-anchor-tundra-43", Some(&phc)).await.unwrap());
+        assert!(!hasher.verify("violet-anchor-tundra-42", None).await.unwrap());
+        assert!(!hasher.verify("x", Some("not a phc string")).await.unwrap());
+    }
+
+    #[test]
+    fn weaker_parameters_need_rehash() {
+        let weak = "$argon2id$v=19$m=4096,t=3,p=1$c2FsdHNhbHRzYWx0$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNo";
+        assert!(PasswordHasher::needs_rehash(weak));
+        assert!(PasswordHasher::needs_rehash("garbage"));
+    }
+
+    #[tokio::test]
+    async fn exhausted_permits_give_busy_after_the_wait() {
+        let hasher = PasswordHasher::new(PasswordHasherConfig { permits: 1, max_wait: Duration::from_millis(10) });
+        let held = hasher.permits.clone().acquire_owned().await.unwrap();
+        assert!(matches!(hasher.hash("violet-anchor-tundra-42").await, Err(HashError::Busy)));
+        drop(held);
+        assert!(hasher.hash("violet-anchor-tundra-42").await.is_ok());
+    }
+}

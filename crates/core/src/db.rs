@@ -1,0 +1,99 @@
+//! Connection pool and embedded migrations.
+//!
+//! Migrations come in two sets: `migrations/public` (global tables, applied once per
+//! database) and `migrations/tenant` (tables each workspace schema gets; applied by the
+//! workspace feature). Both are embedded in the binary.
+
+use diesel::migration::{Migration, MigrationSource};
+use diesel::pg::Pg;
+use diesel::Connection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub type Pool = DeadPool<AsyncPgConnection>;
+pub type PooledConn = Object<AsyncPgConnection>;
+
+pub const PUBLIC_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/public");
+
+/// Advisory lock key serializing concurrent migration runs (e.g. two servers starting).
+const MIGRATION_LOCK_KEY: i64 = 0x666c_7578_695f_6d67; // "fluxi_mg"
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("could not build the database pool: {0}")]
+    Pool(String),
+    #[error("could not connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("migration failed, nothing was applied: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+/// One pool for the whole process.
+pub fn build_pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    DeadPool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))
+}
+
+/// Applies the pending `public` migrations.
+pub async fn run_public_migrations(database_url: &str) -> Result<Vec<String>, DbError> {
+    run_migrations_from(database_url, PUBLIC_MIGRATIONS).await
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MigrateInner {
+    #[error("{0}")]
+    Diesel(#[from] diesel::result::Error),
+    #[error("{0}")]
+    Migration(String),
+}
+
+/// Applies all pending migrations of `source` in a single transaction: either every
+/// pending migration is applied, or (on any failure) none is and the database is left
+/// exactly as it was. A transaction-scoped advisory lock serializes concurrent runners.
+pub async fn run_migrations_from<S>(database_url: &str, source: S) -> Result<Vec<String>, DbError>
+where
+    S: MigrationSource<Pg> + Send + 'static,
+{
+    let conn = AsyncPgConnection::establish(database_url).await?;
+    let mut wrapper: AsyncConnectionWrapper<AsyncPgConnection> = AsyncConnectionWrapper::from(conn);
+    tokio::task::spawn_blocking(move || {
+        Connection::transaction::<_, MigrateInner, _>(&mut wrapper, |c| {
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")),
+                c,
+            )?;
+            let pending = c
+                .pending_migrations(source)
+                .map_err(|e| MigrateInner::Migration(e.to_string()))?;
+            let mut applied = Vec::with_capacity(pending.len());
+            for migration in pending {
+                let name = migration.name().to_string();
+                c.run_migration(&migration)
+                    .map_err(|e| MigrateInner::Migration(format!("{name}: {e}")))?;
+                applied.push(name);
+            }
+            Ok(applied)
+        })
+    })
+    .await
+    .map_err(|e| DbError::Migration(format!("migration task failed: {e}")))?
+    .map_err(|e| DbError::Migration(e.to_string()))
+}
+
+/// Cheap readiness probe: one round trip through the pool.
+pub async fn ping(pool: &Pool) -> Result<(), DbError> {
+    let mut conn = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
+    diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Sessions: the Diesel-backed tower-sessions store and the sign-in state kept in it.
+
+mod policy;
+mod store;
+
+pub use policy::{AuthState, SessionCheck, SessionPolicy, AUTH_KEY};
+pub use store::{delete_expired_sessions, session_id_hash, DieselSessionStore};

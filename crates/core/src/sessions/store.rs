@@ -1,0 +1,151 @@
+//! A tower-sessions store on the `sessions` table, written with Diesel so the process has
+//! a single database driver and a single pool.
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+use uuid::Uuid;
+
+use super::policy::{AuthState, SessionPolicy, AUTH_KEY};
+use crate::clock::SharedClock;
+use crate::db::Pool;
+use crate::schema::sessions;
+
+/// The stored key: SHA-256 of the cookie's session id. The id itself is never stored,
+/// so reading the table does not yield usable cookies.
+pub fn session_id_hash(id: &Id) -> Vec<u8> {
+    Sha256::digest(id.0.to_le_bytes()).to_vec()
+}
+
+#[derive(Clone)]
+pub struct DieselSessionStore {
+    pool: Pool,
+    clock: SharedClock,
+    policy: SessionPolicy,
+}
+
+impl std::fmt::Debug for DieselSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DieselSessionStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> session_store::Error {
+    session_store::Error::Backend(e.to_string())
+}
+
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = sessions)]
+struct SessionRow {
+    id_hash: Vec<u8>,
+    user_id: Option<Uuid>,
+    data: serde_json::Value,
+    expires_at: OffsetDateTime,
+}
+
+impl DieselSessionStore {
+    pub fn new(pool: Pool, clock: SharedClock, policy: SessionPolicy) -> Self {
+        Self { pool, clock, policy }
+    }
+
+    fn row(&self, record: &Record) -> session_store::Result<SessionRow> {
+        let auth = record
+            .data
+            .get(AUTH_KEY)
+            .and_then(|v| serde_json::from_value::<AuthState>(v.clone()).ok());
+        // Whatever the cookie says, a row never outlives the idle timeout from its last
+        // write, nor (when signed in) the absolute timeout.
+        let mut expires_at = record.expiry_date.min(self.clock.now() + self.policy.idle_timeout);
+        if let Some(auth) = &auth {
+            expires_at = expires_at.min(self.policy.expires_at(auth));
+        }
+        Ok(SessionRow {
+            id_hash: session_id_hash(&record.id),
+            user_id: auth.map(|a| a.user_id),
+            data: serde_json::to_value(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?,
+            expires_at,
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for DieselSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        // On the (astronomically unlikely) id collision, draw a new id instead of
+        // overwriting someone else's session.
+        loop {
+            let row = self.row(record)?;
+            let inserted = diesel::insert_into(sessions::table)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(&mut conn)
+                .await
+                .map_err(backend)?;
+            if inserted == 1 {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let row = self.row(record)?;
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        diesel::insert_into(sessions::table)
+            .values(&row)
+            .on_conflict(sessions::id_hash)
+            .do_update()
+            .set((
+                sessions::user_id.eq(excluded(sessions::user_id)),
+                sessions::data.eq(excluded(sessions::data)),
+                sessions::expires_at.eq(excluded(sessions::expires_at)),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        let found: Option<(serde_json::Value, OffsetDateTime)> = sessions::table
+            .filter(sessions::id_hash.eq(session_id_hash(id)))
+            .filter(sessions::expires_at.gt(self.clock.now()))
+            .select((sessions::data, sessions::expires_at))
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(backend)?;
+        match found {
+            None => Ok(None),
+            Some((data, expiry_date)) => Ok(Some(Record {
+                id: *id,
+                data: serde_json::from_value(data).map_err(|e| session_store::Error::Decode(e.to_string()))?,
+                expiry_date,
+            })),
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        let mut conn = self.pool.get().await.map_err(backend)?;
+        diesel::delete(sessions::table.filter(sessions::id_hash.eq(session_id_hash(id))))
+            .execute(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// Deletes every session row that has expired by `now`; run periodically in the background.
+pub async fn delete_expired_sessions(pool: &Pool, now: OffsetDateTime) -> Result<usize, crate::db::DbError> {
+    let mut conn = pool.get().await.map_err(|e| crate::db::DbError::Pool(e.to_string()))?;
+    Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
+        .execute(&mut conn)
+        .await?)
+}

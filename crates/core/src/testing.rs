@@ -1,0 +1,152 @@
+//! Test fixtures: a clean database per test, cloned from a migrated template, and
+//! builders for domain objects.
+//!
+//! Needs `FLUXI_TEST_ADMIN_URL`: a URL of a throwaway cluster's maintenance database
+//! with the right to create databases (scripts/test sets it).
+
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use sha2::{Digest, Sha256};
+
+use crate::accounts::{self, NewUser, PasswordHasher, User};
+use crate::db::{self, Pool};
+
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    pub pool: Pool,
+}
+
+fn admin_url() -> String {
+    std::env::var("FLUXI_TEST_ADMIN_URL")
+        .expect("FLUXI_TEST_ADMIN_URL must point at a throwaway PostgreSQL cluster (run the tests through scripts/test)")
+}
+
+/// Replaces the database name (the last path segment) of a connection URL.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..host_end], database);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The template's name depends on the migrations, so a changed migration set gets a
+/// fresh template instead of a stale one.
+fn template_name() -> String {
+    let names: Vec<String> = MigrationSource::<Pg>::migrations(&db::PUBLIC_MIGRATIONS)
+        .expect("embedded migrations")
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    let digest = Sha256::digest(names.join("\n").as_bytes());
+    format!("fluxi_tpl_{}", &hex::encode(digest)[..16])
+}
+
+impl TestDb {
+    /// A new, empty, fully migrated database of its own.
+    pub async fn new() -> Self {
+        let admin = admin_url();
+        let template = template_name();
+        let mut conn = AsyncPgConnection::establish(&admin).await.expect("connect to the test cluster");
+        // Serialize template creation across test processes and threads.
+        diesel::sql_query("SELECT pg_advisory_lock(4242)").execute(&mut conn).await.unwrap();
+        let exists: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+            "(SELECT count(*) FROM pg_database WHERE datname = '{template}')"
+        )))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        if exists == 0 {
+            let building = format!("{template}_building");
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}")).execute(&mut conn).await.unwrap();
+            diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut conn).await.unwrap();
+            db::run_public_migrations(&url_with_database(&admin, &building)).await.expect("migrate the template");
+            diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}")).execute(&mut conn).await.unwrap();
+        }
+        diesel::sql_query("SELECT pg_advisory_unlock(4242)").execute(&mut conn).await.unwrap();
+        let name = format!("fluxi_test_{}", uuid::Uuid::new_v4().simple());
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut conn).await.unwrap();
+        let url = url_with_database(&admin, &name);
+        let pool = db::build_pool(&url, 8).expect("pool");
+        Self { url, name, pool }
+    }
+
+    /// An empty database with no migrations applied, for migration tests.
+    pub async fn empty() -> Self {
+        let admin = admin_url();
+        let mut conn = AsyncPgConnection::establish(&admin).await.expect("connect to the test cluster");
+        let name = format!("fluxi_test_{}", uuid::Uuid::new_v4().simple());
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let url = url_with_database(&admin, &name);
+        let pool = db::build_pool(&url, 4).expect("pool");
+        Self { url, name, pool }
+    }
+
+    pub async fn conn(&self) -> db::PooledConn {
+        self.pool.get().await.expect("test connection")
+    }
+}
+
+/// Builds a user with sensible defaults; every field can be overridden.
+pub struct UserBuilder {
+    display_name: String,
+    email: String,
+    password: String,
+}
+
+impl Default for UserBuilder {
+    fn default() -> Self {
+        let n = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            display_name: "Test Person".into(),
+            email: format!("person-{}@example.test", &n[..12]),
+            password: "correct horse battery staple".into(),
+        }
+    }
+}
+
+impl UserBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn display_name(mut self, v: &str) -> Self {
+        self.display_name = v.into();
+        self
+    }
+    pub fn email(mut self, v: &str) -> Self {
+        self.email = v.into();
+        self
+    }
+    pub fn password(mut self, v: &str) -> Self {
+        self.password = v.into();
+        self
+    }
+    pub fn password_str(&self) -> &str {
+        &self.password
+    }
+
+    pub async fn create(self, pool: &Pool, hasher: &PasswordHasher) -> User {
+        let hash = hasher.hash(&self.password).await.expect("hash");
+        let mut conn = pool.get().await.expect("conn");
+        accounts::create_user(
+            &mut conn,
+            NewUser {
+                email: self.email.trim(),
+                email_normalized: &accounts::normalize_email(&self.email),
+                display_name: &self.display_name,
+                password_hash: &hash,
+            },
+        )
+        .await
+        .expect("create user")
+    }
+}

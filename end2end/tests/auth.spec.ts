@@ -1,0 +1,87 @@
+import { test, expect } from '@playwright/test';
+import { PASSWORD, ready, signIn, signUp, uniqueEmail } from './helpers';
+
+test('sign up, sign out, sign in, see the account page', async ({ page }) => {
+  const email = uniqueEmail('journey');
+  await signUp(page, 'Grace Hopper', email);
+  await expect(page.getByRole('heading', { name: 'Your account' })).toBeVisible();
+  await expect(page.getByText('Grace Hopper')).toBeVisible();
+  await expect(page.getByText(email)).toBeVisible();
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page).toHaveURL(/\/login$/);
+  await expect(page.getByRole('button', { name: 'Sign out' })).toHaveCount(0);
+
+  await ready(page);
+  await signIn(page, email.toUpperCase());
+  await expect(page).toHaveURL(/\/account$/);
+  await expect(page.getByText('Grace Hopper')).toBeVisible();
+  await expect(page.getByRole('button', { name: 'Sign out' })).toBeVisible();
+});
+
+test('a wrong password is refused with a clear message', async ({ page }) => {
+  const email = uniqueEmail('wrongpw');
+  await signUp(page, 'Wrong Password', email);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page).toHaveURL(/\/login$/);
+  await ready(page);
+  await signIn(page, email, 'definitely not it!');
+  await expect(page.getByRole('alert')).toHaveText('Incorrect email or password.');
+  await expect(page).toHaveURL(/\/login/);
+  await expect(page.getByRole('button', { name: 'Sign out' })).toHaveCount(0);
+  // The email stays filled in, the password does not.
+  await expect(page.getByLabel('Email')).toHaveValue(email);
+  await expect(page.getByLabel('Password')).toHaveValue(/^$|definitely not it!/);
+});
+
+test('signed-out visitors to /account sign in and come back', async ({ page }) => {
+  const email = uniqueEmail('redirect');
+  await signUp(page, 'Returning Person', email);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page).toHaveURL(/\/login$/);
+
+  await page.goto('/account');
+  await expect(page).toHaveURL(/\/login\?next=%2Faccount$/);
+  await ready(page);
+  await signIn(page, email);
+  await expect(page).toHaveURL(/\/account$/);
+  await expect(page.getByText('Returning Person')).toBeVisible();
+});
+
+test('sign-up errors appear next to their fields', async ({ page }) => {
+  await page.goto('/signup');
+  await ready(page);
+  await page.getByLabel('Display name').fill('Field Errors');
+  await page.getByLabel('Email').fill('not-an-email');
+  await page.getByLabel('Password').fill('short');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  const email = page.getByLabel('Email');
+  const password = page.getByLabel('Password');
+  await expect(email).toHaveAttribute('aria-invalid', 'true');
+  await expect(email).toHaveAccessibleDescription(/valid email address/);
+  await expect(password).toHaveAccessibleDescription(/at least 12 characters/);
+  await expect(page.getByLabel('Display name')).toHaveValue('Field Errors');
+});
+
+test('the forms can be used with the keyboard alone', async ({ page }) => {
+  const email = uniqueEmail('keyboard');
+  await page.goto('/signup');
+  await ready(page);
+  await page.getByLabel('Display name').focus();
+  await page.keyboard.type('Key Board');
+  await page.keyboard.press('Tab');
+  await expect(page.getByLabel('Email')).toBeFocused();
+  await page.keyboard.type(email);
+  await page.keyboard.press('Tab');
+  await expect(page.getByLabel('Password')).toBeFocused();
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press('Enter');
+  await expect(page).toHaveURL(/\/account$/);
+  // Focus is visible: a focused control draws an outline or ring.
+  await page.getByRole('button', { name: 'Sign out' }).focus();
+  const outline = await page.getByRole('button', { name: 'Sign out' }).evaluate((el) => {
+    const s = getComputedStyle(el);
+    return `${s.outlineStyle} ${s.boxShadow}`;
+  });
+  expect(outline).not.toBe('none none');
+});

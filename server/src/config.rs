@@ -1,0 +1,58 @@
+//! Configuration from environment variables (all documented in the README).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fluxi_core::accounts::PasswordHasherConfig;
+use fluxi_core::sessions::SessionPolicy;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub addr: SocketAddr,
+    pub pool_size: usize,
+    pub session_policy: SessionPolicy,
+    pub session_cleanup_every: Duration,
+    pub hasher: PasswordHasherConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+fn var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a valid value")))
+        }
+        _ => Ok(default),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = std::env::var("DATABASE_URL")
+            .map_err(|_| ConfigError("DATABASE_URL is not set (scripts/run sets it for the embedded cluster)".into()))?;
+        let idle: i64 = var("FLUXI_SESSION_IDLE_MINUTES", 30)?;
+        let absolute: i64 = var("FLUXI_SESSION_ABSOLUTE_HOURS", 12)?;
+        if idle <= 0 || absolute <= 0 {
+            return Err(ConfigError("session timeouts must be positive".into()));
+        }
+        let default_hasher = PasswordHasherConfig::default();
+        Ok(Self {
+            database_url,
+            addr: var("LEPTOS_SITE_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            pool_size: var("FLUXI_DB_POOL_SIZE", 16)?,
+            session_policy: SessionPolicy {
+                idle_timeout: time::Duration::minutes(idle),
+                absolute_timeout: time::Duration::hours(absolute),
+                ..SessionPolicy::default()
+            },
+            session_cleanup_every: Duration::from_secs(var("FLUXI_SESSION_CLEANUP_SECONDS", 300)?),
+            hasher: PasswordHasherConfig {
+                permits: var("FLUXI_HASH_CONCURRENCY", default_hasher.permits)?,
+                max_wait: Duration::from_millis(var("FLUXI_HASH_MAX_WAIT_MS", 2000)?),
+            },
+        })
+    }
+}

@@ -1,0 +1,117 @@
+//! The Fluxi HTTP server: configuration, router, middleware and background jobs.
+//! `main.rs` is only the command line around it; integration tests build the same
+//! router through [`build_router`].
+
+pub mod config;
+pub mod middleware;
+
+use std::time::Duration;
+
+use app::server::AppState;
+use app::{shell, App};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use fluxi_core::clock::SharedClock;
+use fluxi_core::db::{self, Pool};
+use fluxi_core::sessions::{delete_expired_sessions, DieselSessionStore};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::services::ServeDir;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+/// Session cookie name. The `__Host-` prefix makes browsers insist on Secure, Path=/
+/// and no Domain, so no sibling subdomain can set or shadow it.
+pub const SESSION_COOKIE: &str = "__Host-fluxi_session";
+
+/// Largest request body accepted. Every form we have fits in a fraction of this.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+fn provide_state(state: AppState) -> impl Fn() + Clone + Send + Sync + 'static {
+    move || provide_context(state.clone())
+}
+
+async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
+    leptos_axum::handle_server_fns_with_context(provide_state(state), req).await
+}
+
+/// Renders the app for any path no route or file matched, so people get the styled
+/// "Page not found" page with a 404 status.
+async fn not_found(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let options = state.leptos_options.clone();
+    let handler = leptos_axum::render_app_to_stream_with_context(provide_state(state), move || shell(options.clone()));
+    let mut res = handler(req).await;
+    *res.status_mut() = StatusCode::NOT_FOUND;
+    res
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match db::ping(&state.pool).await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+/// The complete application router with every layer, ready to serve.
+pub fn build_router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let site_root = state.leptos_options.site_root.to_string();
+    let store = DieselSessionStore::new(state.pool.clone(), state.clock.clone(), state.session_policy);
+    let sessions = SessionManagerLayer::new(store)
+        .with_name(SESSION_COOKIE)
+        .with_secure(true)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_path("/")
+        .with_expiry(Expiry::OnSessionEnd);
+
+    let static_files = ServeDir::new(site_root)
+        .precompressed_br()
+        .precompressed_gzip()
+        .not_found_service(axum::routing::any(not_found).with_state(state.clone()));
+
+    let leptos_state = state.clone();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/{*fn_name}", post(server_fn_handler))
+        .leptos_routes_with_context(&state, routes, provide_state(leptos_state.clone()), move || {
+            shell(leptos_state.leptos_options.clone())
+        })
+        .fallback_service(static_files)
+        .layer(sessions)
+        .layer(axum::middleware::from_fn(middleware::same_origin_writes))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::map_response(middleware::explain_payload_too_large))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(CompressionLayer::new())
+        .with_state(state)
+}
+
+/// Deletes expired sessions every `every`, forever.
+pub fn spawn_session_cleanup(pool: Pool, clock: SharedClock, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match delete_expired_sessions(&pool, clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "expired sessions removed"),
+                Err(e) => tracing::warn!(error = %e, "expired-session cleanup failed"),
+            }
+        }
+    })
+}

@@ -1,0 +1,91 @@
+//! `server [serve]` runs Fluxi; `server migrate` only applies pending migrations.
+
+use std::sync::Arc;
+
+use app::server::AppState;
+use fluxi_core::accounts::PasswordHasher;
+use fluxi_core::clock::{SharedClock, SystemClock};
+use fluxi_core::db;
+use leptos::config::get_configuration;
+use server::config::Config;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_sessions=warn".into()),
+        )
+        .init();
+    // Defaults for running the binary outside cargo-leptos (scripts/run does).
+    for (k, v) in [("LEPTOS_OUTPUT_NAME", "fluxi"), ("LEPTOS_SITE_ROOT", "target/site"), ("LEPTOS_SITE_PKG_DIR", "pkg")] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = match command.as_str() {
+        "serve" => runtime.block_on(serve()),
+        "migrate" => runtime.block_on(migrate()),
+        other => Err(format!("unknown command {other:?}; use `serve` or `migrate`")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fluxi: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate_with(config: &Config) -> Result<(), String> {
+    let applied = db::run_public_migrations(&config.database_url).await.map_err(|e| e.to_string())?;
+    if applied.is_empty() {
+        tracing::info!("database schema is up to date");
+    } else {
+        tracing::info!(?applied, "applied migrations");
+    }
+    Ok(())
+}
+
+async fn migrate() -> Result<(), String> {
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    migrate_with(&config).await
+}
+
+async fn serve() -> Result<(), String> {
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    migrate_with(&config).await?;
+    let mut leptos_options = get_configuration(None).map_err(|e| e.to_string())?.leptos_options;
+    leptos_options.site_addr = config.addr;
+    let pool = db::build_pool(&config.database_url, config.pool_size).map_err(|e| e.to_string())?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let state = AppState {
+        pool: pool.clone(),
+        hasher: PasswordHasher::new(config.hasher.clone()),
+        clock: clock.clone(),
+        session_policy: config.session_policy,
+        leptos_options,
+    };
+    server::spawn_session_cleanup(pool, clock, config.session_cleanup_every);
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    println!("Fluxi is serving at http://{}", config.addr);
+    axum::serve(listener, server::build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

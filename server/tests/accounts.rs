@@ -1,0 +1,277 @@
+//! Sign-up, sign-in and sign-out rules, over real HTTP against real PostgreSQL.
+
+mod common;
+
+use app::error::AppError;
+use common::{TestApp, PASSWORD};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use fluxi_core::schema::users;
+use reqwest::StatusCode;
+
+async fn user_count(app: &TestApp) -> i64 {
+    let mut conn = app.db.conn().await;
+    users::table.count().get_result(&mut conn).await.unwrap()
+}
+
+fn field_message(err: &AppError, field: &str) -> String {
+    err.message_for(field).unwrap_or_else(|| panic!("no error for {field}: {err:?}"))
+}
+
+#[tokio::test]
+async fn signup_signs_in_and_account_shows_the_person() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let res = c.call("signup", &[("display_name", "  Ada Lovelace "), ("email", "  Ada@Example.TEST "), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.location(), Some("/account"));
+    assert!(c.session_cookie.is_some());
+
+    let page = c.get("/account").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Ada Lovelace"), "{}", page.body);
+    assert!(page.body.contains("Ada@Example.TEST"));
+    assert!(page.body.contains("Sign out"));
+
+    // Stored trimmed, normalized for comparison.
+    let mut conn = app.db.conn().await;
+    let (email, norm, name): (String, String, String) = users::table
+        .select((users::email, users::email_normalized, users::display_name))
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((email.as_str(), norm.as_str(), name.as_str()), ("Ada@Example.TEST", "ada@example.test", "Ada Lovelace"));
+}
+
+#[tokio::test]
+async fn stored_hash_is_argon2id_with_owasp_parameters() {
+    let app = TestApp::spawn().await;
+    app.signed_up("Hash").await;
+    let mut conn = app.db.conn().await;
+    let phc: String = users::table.select(users::password_hash).first(&mut conn).await.unwrap();
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    assert!(!phc.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn duplicate_email_is_rejected_case_insensitively_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, email) = app.signed_up("First").await;
+    let mut c = app.client();
+    let res = c
+        .call("signup", &[("display_name", "Second"), ("email", &format!("  {} ", email.to_uppercase())), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_message(&res.error(), "email").contains("already exists"));
+    assert_eq!(user_count(&app).await, 1);
+    assert!(c.session_cookie.is_none(), "a failed sign-up must not sign anyone in");
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_signups_create_one_account() {
+    let app = TestApp::spawn().await;
+    let calls = (0..6).map(|i| {
+        let mut c = app.client();
+        async move {
+            let email = if i % 2 == 0 { "race@example.test" } else { "RACE@example.test" };
+            c.call("signup", &[("display_name", "Racer"), ("email", email), ("password", PASSWORD)]).await.status
+        }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::UNPROCESSABLE_ENTITY));
+    assert_eq!(user_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn each_password_rule_has_its_own_message() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let cases: [(&str, &str); 4] = [
+        ("", "Enter your password."),
+        ("short pass", "at least 12 characters"),
+        (&"x".repeat(129), "at most 128 characters"),
+        ("1qaz2wsx3edc", "too common"),
+    ];
+    for (password, expected) in cases {
+        let res = c.call("signup", &[("display_name", "P"), ("email", "p@example.test"), ("password", password)]).await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{password}");
+        let msg = field_message(&res.error(), "password");
+        assert!(msg.contains(expected), "{password:?}: {msg}");
+    }
+    // Any Unicode, no composition rules, no truncation: 128 emoji are fine, and a
+    // password differing only in its 128th character is a different password.
+    let long = "🔑".repeat(127) + "a";
+    let res = c.call("signup", &[("display_name", "U"), ("email", "u@example.test"), ("password", &long)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let mut other = app.client();
+    let wrong = "🔑".repeat(127) + "b";
+    let res = other.call("login", &[("email", "u@example.test"), ("password", &wrong)]).await;
+    assert_eq!(res.error(), AppError::InvalidCredentials);
+    let res = other.call("login", &[("email", "u@example.test"), ("password", &long)]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(user_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn invalid_fields_are_reported_together_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let res = c.call("signup", &[("display_name", "   "), ("email", "not-an-email"), ("password", "short")]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let err = res.error();
+    assert_eq!(field_message(&err, "display_name"), "Enter your display name.");
+    assert!(field_message(&err, "email").contains("valid email"));
+    assert!(field_message(&err, "password").contains("at least 12"));
+    assert_eq!(user_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn malformed_missing_and_oversized_input_get_clear_errors() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    // Missing field.
+    let res = c.call("signup", &[("display_name", "A"), ("email", "a@example.test")]).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    assert_eq!(res.error(), AppError::BadRequest);
+    // Not form-encoded at all.
+    let req = c.http().post(c.url("/api/login")).header("content-type", "application/x-www-form-urlencoded").body("%%%\u{0}");
+    let res = c.raw(req).await;
+    assert!(res.status.is_client_error(), "{:?}", res.status);
+    // 1 MB field: refused before it is parsed, with a readable message.
+    let big = "a".repeat(1024 * 1024);
+    let res = c.call("signup", &[("display_name", &big), ("email", "b@example.test"), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(res.body.contains("too large"));
+    // Too long but under the body limit: a field error.
+    let res = c.call("signup", &[("display_name", &"n".repeat(101)), ("email", "b@example.test"), ("password", PASSWORD)]).await;
+    assert!(field_message(&res.error(), "display_name").contains("at most 100"));
+    assert_eq!(user_count(&app).await, 0);
+    // Nothing leaked any internals.
+    for body in [&res.body] {
+        assert!(!body.to_lowercase().contains("diesel") && !body.contains("panicked"));
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_look_the_same() {
+    let app = TestApp::spawn().await;
+    let (_, email) = app.signed_up("Known").await;
+    let mut c = app.client();
+    let wrong = c.call("login", &[("email", &email), ("password", "not the right password")]).await;
+    let unknown = c.call("login", &[("email", "nobody@example.test"), ("password", "not the right password")]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, wrong.status);
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.error(), AppError::InvalidCredentials);
+    assert!(c.session_cookie.is_none());
+
+    // Similar timing: both paths run a full Argon2 verification. Medians of a few runs,
+    // compared as a ratio so the machine's speed does not matter.
+    async fn median(c: &mut common::Client, email: &str) -> f64 {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            c.call("login", &[("email", email), ("password", "not the right password")]).await;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        times[3]
+    }
+    let known = median(&mut c, &email).await;
+    let unknown = median(&mut c, "nobody@example.test").await;
+    let ratio = unknown / known;
+    assert!((0.5..2.0).contains(&ratio), "unknown-email sign-in took {unknown:.4}s vs wrong password {known:.4}s");
+}
+
+#[tokio::test]
+async fn sign_in_is_case_insensitive_on_email_and_honours_safe_next() {
+    let app = TestApp::spawn().await;
+    let (_, email) = app.signed_up("Next").await;
+    let mut c = app.client();
+    let res = c.call("login", &[("email", &format!(" {} ", email.to_uppercase())), ("password", PASSWORD), ("next", "/account?x=1")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.location(), Some("/account?x=1"));
+    for evil in ["https://evil.example/", "//evil.example/x", "/\\evil.example"] {
+        let mut c = app.client();
+        let res = c.call("login", &[("email", &email), ("password", PASSWORD), ("next", evil)]).await;
+        assert_eq!(res.location(), Some("/account"), "{evil}");
+    }
+}
+
+#[tokio::test]
+async fn sign_out_deletes_the_server_side_session() {
+    let app = TestApp::spawn().await;
+    let (mut c, _) = app.signed_up("Leaver").await;
+    let old_cookie = c.session_cookie.clone().unwrap();
+    let res = c.call("logout", &[]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.location(), Some("/login"));
+    let mut conn = app.db.conn().await;
+    let n: i64 = fluxi_core::schema::sessions::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(n, 0, "the session row must be gone");
+    // Replaying the old cookie gets a signed-out visitor.
+    let mut replay = app.client();
+    replay.session_cookie = Some(old_cookie);
+    let page = replay.get("/account").await;
+    assert_eq!(page.status, StatusCode::FOUND);
+    assert_eq!(page.location(), Some("/login?next=%2Faccount"));
+}
+
+#[tokio::test]
+async fn signed_out_account_visit_redirects_to_login() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let res = c.get("/account").await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    assert_eq!(res.location(), Some("/login?next=%2Faccount"));
+}
+
+#[tokio::test]
+async fn plain_form_posts_redirect_and_show_errors_once() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let res = c.post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "bad"), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    assert_eq!(res.location().unwrap(), format!("{}/signup", app.base));
+    let page = c.get("/signup").await;
+    assert!(page.body.contains("Enter a valid email address"), "{}", page.body);
+    assert!(page.body.contains("value=\"Form User\""), "typed values are kept");
+    assert!(!page.body.contains(PASSWORD), "passwords are never echoed back");
+    let again = c.get("/signup").await;
+    assert!(!again.body.contains("Enter a valid email address"), "a flash shows once");
+
+    let ok = c.post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "form@example.test"), ("password", PASSWORD)]).await;
+    assert_eq!(ok.status, StatusCode::FOUND);
+    assert_eq!(ok.location(), Some("/account"));
+}
+
+#[tokio::test]
+async fn cross_site_form_posts_are_refused() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let req = c
+        .http()
+        .post(c.url("/api/signup"))
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(common::encode(&[("display_name", "X"), ("email", "x@example.test"), ("password", PASSWORD)]));
+    assert_eq!(c.raw(req).await.status, StatusCode::FORBIDDEN);
+    let req = c
+        .http()
+        .post(c.url("/api/signup"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(common::encode(&[("display_name", "X"), ("email", "x@example.test"), ("password", PASSWORD)]));
+    assert_eq!(c.raw(req).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(user_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    assert_eq!(c.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(c.get("/readyz").await.status, StatusCode::OK);
+    assert_eq!(c.get("/no/such/page").await.status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,192 @@
+//! Integration-test harness: a real server on a loopback port, over a database of its
+//! own, with a clock the test controls; and a small HTTP client that keeps cookies
+//! the way a browser would (including `Secure` ones, since we talk to loopback).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use app::error::AppError;
+use app::server::AppState;
+use fluxi_core::accounts::{PasswordHasher, PasswordHasherConfig};
+use fluxi_core::clock::ManualClock;
+use fluxi_core::sessions::SessionPolicy;
+use fluxi_core::testing::TestDb;
+use leptos::config::LeptosOptions;
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, REFERER, SET_COOKIE};
+use reqwest::{redirect, StatusCode};
+use time::OffsetDateTime;
+
+pub const COOKIE_NAME: &str = "__Host-fluxi_session";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub base: String,
+    pub db: TestDb,
+    pub clock: ManualClock,
+    pub state: AppState,
+}
+
+pub struct Options {
+    pub hasher: PasswordHasherConfig,
+    pub policy: SessionPolicy,
+    pub pool_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { hasher: PasswordHasherConfig::default(), policy: SessionPolicy::default(), pool_size: 8 }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(opts: Options) -> Self {
+        let mut db = TestDb::new().await;
+        db.pool = fluxi_core::db::build_pool(&db.url, opts.pool_size).unwrap();
+        let clock = ManualClock::new(OffsetDateTime::now_utc());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let site_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/site");
+        let state = AppState {
+            pool: db.pool.clone(),
+            hasher: PasswordHasher::new(opts.hasher),
+            clock: Arc::new(clock.clone()),
+            session_policy: opts.policy,
+            leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
+        };
+        let router = server::build_router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { base: format!("http://{addr}"), db, clock, state }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
+    }
+
+    /// A client that has signed up a fresh account (returns it with the email used).
+    pub async fn signed_up(&self, name: &str) -> (Client, String) {
+        let mut c = self.client();
+        let email = format!("{}-{}@example.test", name.to_lowercase(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let res = c.call("signup", &[("display_name", name), ("email", &email), ("password", PASSWORD)]).await;
+        assert_eq!(res.status, StatusCode::OK, "signup failed: {:?}", res.body);
+        (c, email)
+    }
+}
+
+/// One HTTP response, read fully.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn error(&self) -> AppError {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not an AppError ({e}): {}", self.body))
+    }
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get(LOCATION).and_then(|v| v.to_str().ok())
+    }
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+}
+
+/// A browser-like client with a one-cookie jar for the session cookie.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    pub session_cookie: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder().redirect(redirect::Policy::none()).build().unwrap();
+        Self { base: base.to_string(), http, session_cookie: None }
+    }
+
+    fn absorb(&mut self, headers: &HeaderMap) {
+        for v in headers.get_all(SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let first = v.split(';').next().unwrap();
+            if let Some(value) = first.strip_prefix(&format!("{COOKIE_NAME}=")) {
+                let removed = value.is_empty() || v.to_ascii_lowercase().contains("max-age=0");
+                self.session_cookie = (!removed).then(|| value.to_string());
+            }
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Reply {
+        let req = match &self.session_cookie {
+            Some(v) => req.header(COOKIE, format!("{COOKIE_NAME}={v}")),
+            None => req,
+        };
+        let res = req.send().await.expect("request");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.text().await.unwrap_or_default();
+        self.absorb(&headers);
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        let req = self.http.get(format!("{}{path}", self.base)).header(ACCEPT, "text/html");
+        self.send(req).await
+    }
+
+    /// Calls a server function the way the hydrated app does (fetch, JSON reply).
+    pub async fn call(&mut self, name: &str, form: &[(&str, &str)]) -> Reply {
+        let req = self
+            .http
+            .post(format!("{}/api/{name}", self.base))
+            .header(ACCEPT, "application/json")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(encode(form));
+        self.send(req).await
+    }
+
+    /// Submits a form the way a browser without JavaScript does (redirect reply).
+    pub async fn post_form(&mut self, name: &str, referer_path: &str, form: &[(&str, &str)]) -> Reply {
+        let req = self
+            .http
+            .post(format!("{}/api/{name}", self.base))
+            .header(ACCEPT, "text/html,application/xhtml+xml")
+            .header(REFERER, format!("{}{referer_path}", self.base))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(encode(form));
+        self.send(req).await
+    }
+
+    pub async fn raw(&mut self, req: reqwest::RequestBuilder) -> Reply {
+        self.send(req).await
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub fn encode(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,227 @@
+//! Session storage and lifetime rules.
+
+mod common;
+
+use app::error::AppError;
+use common::{Options, TestApp, COOKIE_NAME, PASSWORD};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use fluxi_core::accounts::PasswordHasherConfig;
+use fluxi_core::schema::sessions;
+use fluxi_core::sessions::delete_expired_sessions;
+use reqwest::StatusCode;
+use sha2::Digest;
+use time::Duration;
+
+async fn stored_rows(app: &TestApp) -> Vec<(Vec<u8>, serde_json::Value)> {
+    let mut conn = app.db.conn().await;
+    sessions::table.select((sessions::id_hash, sessions::data)).load(&mut conn).await.unwrap()
+}
+
+/// The cookie value is tower-sessions' base64 of the 128-bit id.
+fn cookie_id_bytes(cookie: &str) -> Vec<u8> {
+    let id: tower_sessions::session::Id = cookie.parse().expect("session id cookie");
+    id.0.to_le_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn cookie_has_host_prefix_and_safe_attributes() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let res = c.call("signup", &[("display_name", "C"), ("email", "c@example.test"), ("password", PASSWORD)]).await;
+    let cookie = res.set_cookies().into_iter().find(|s| s.starts_with(COOKIE_NAME)).expect("session cookie set");
+    let lower = cookie.to_ascii_lowercase();
+    assert!(cookie.starts_with("__Host-"));
+    for attr in ["; secure", "; httponly", "; samesite=lax", "; path=/"] {
+        assert!(lower.contains(attr), "{cookie} lacks {attr}");
+    }
+    assert!(!lower.contains("domain="), "{cookie}");
+}
+
+#[tokio::test]
+async fn the_table_never_holds_the_cookie_value() {
+    let app = TestApp::spawn().await;
+    let (c, _) = app.signed_up("Stored").await;
+    let cookie = c.session_cookie.clone().unwrap();
+    let rows = stored_rows(&app).await;
+    assert_eq!(rows.len(), 1);
+    let (id_hash, data) = &rows[0];
+    let id_bytes = cookie_id_bytes(&cookie);
+    assert_eq!(id_hash, &sha2::Sha256::digest(&id_bytes).to_vec(), "key is SHA-256 of the id");
+    assert_ne!(id_hash, &id_bytes);
+    let dump = format!("{data} {}", hex::encode(id_hash));
+    assert!(!dump.contains(&cookie));
+    assert!(!dump.contains(&hex::encode(&id_bytes)));
+}
+
+#[tokio::test]
+async fn session_id_is_cycled_at_sign_in() {
+    let app = TestApp::spawn().await;
+    let (_, email) = app.signed_up("Cycle").await;
+    let mut c = app.client();
+    // A failed plain-form sign-in creates an anonymous session (holding the flash)...
+    c.post_form("login", "/login", &[("email", &email), ("password", "wrong password!!")]).await;
+    let before = c.session_cookie.clone().expect("anonymous session");
+    // ...which a successful sign-in must not keep using (session fixation).
+    let res = c.call("login", &[("email", &email), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let after = c.session_cookie.clone().unwrap();
+    assert_ne!(before, after);
+    let mut planted = app.client();
+    planted.session_cookie = Some(before);
+    assert_eq!(planted.get("/account").await.status, StatusCode::FOUND, "the pre-login id is not signed in");
+}
+
+#[tokio::test]
+async fn idle_timeout_signs_out() {
+    let app = TestApp::spawn().await;
+    let (mut c, _) = app.signed_up("Idle").await;
+    // Activity every 20 minutes keeps the session alive (30-minute idle limit)...
+    for _ in 0..3 {
+        app.clock.advance(Duration::minutes(20));
+        assert_eq!(c.get("/account").await.status, StatusCode::OK);
+    }
+    // ...31 quiet minutes end it.
+    app.clock.advance(Duration::minutes(31));
+    let res = c.get("/account").await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    assert_eq!(res.location(), Some("/login?next=%2Faccount"));
+}
+
+#[tokio::test]
+async fn absolute_timeout_signs_out_despite_activity() {
+    let app = TestApp::spawn().await;
+    let (mut c, _) = app.signed_up("Absolute").await;
+    let mut elapsed = Duration::ZERO;
+    while elapsed + Duration::minutes(25) < Duration::hours(12) {
+        app.clock.advance(Duration::minutes(25));
+        elapsed += Duration::minutes(25);
+        assert_eq!(c.get("/account").await.status, StatusCode::OK, "after {elapsed}");
+    }
+    app.clock.advance(Duration::hours(12) - elapsed);
+    assert_eq!(c.get("/account").await.status, StatusCode::FOUND);
+    let mut conn = app.db.conn().await;
+    let n: i64 = sessions::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(n, 0, "the expired session was deleted");
+}
+
+#[tokio::test]
+async fn configured_timeouts_are_used() {
+    let app = TestApp::spawn_with(Options {
+        policy: fluxi_core::sessions::SessionPolicy {
+            idle_timeout: Duration::minutes(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let (mut c, _) = app.signed_up("Short").await;
+    app.clock.advance(Duration::minutes(4));
+    assert_eq!(c.get("/account").await.status, StatusCode::OK);
+    app.clock.advance(Duration::minutes(6));
+    assert_eq!(c.get("/account").await.status, StatusCode::FOUND);
+}
+
+#[tokio::test]
+async fn expired_sessions_are_deleted_by_the_cleanup() {
+    let app = TestApp::spawn().await;
+    let (_a, _) = app.signed_up("A").await;
+    app.clock.advance(Duration::minutes(20));
+    let (_b, _) = app.signed_up("B").await;
+    app.clock.advance(Duration::minutes(15));
+    // A has been idle for 35 minutes, B for 15.
+    let deleted = delete_expired_sessions(&app.db.pool, app.clock.now()).await.unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(stored_rows(&app).await.len(), 1);
+}
+
+use fluxi_core::clock::Clock;
+
+#[tokio::test]
+async fn forged_and_malformed_cookies_are_just_signed_out() {
+    let app = TestApp::spawn().await;
+    let (real, _) = app.signed_up("Real").await;
+    let real_cookie = real.session_cookie.unwrap();
+    for forged in [
+        "garbage".to_string(),
+        "".to_string(),
+        "A".repeat(5000),
+        // A well-formed id that was never issued.
+        tower_sessions::session::Id::default().to_string(),
+        // The real one with a character changed.
+        format!("{}{}", &real_cookie[..real_cookie.len() - 2], if real_cookie.ends_with('A') { "BB" } else { "AA" }),
+    ] {
+        let mut c = app.client();
+        c.session_cookie = Some(forged.clone());
+        let res = c.get("/account").await;
+        assert_eq!(res.status, StatusCode::FOUND, "{forged}");
+        let res = c.call("fetch_current_user", &[]).await;
+        assert_eq!(res.status, StatusCode::OK, "{forged}: {}", res.body);
+        assert_eq!(res.body, "null");
+    }
+}
+
+#[tokio::test]
+async fn sign_in_bursts_wait_for_a_permit_or_get_a_clear_busy_reply() {
+    // One hashing permit and a short wait: a burst of 12 sign-ins mostly gets "busy".
+    let app = TestApp::spawn_with(Options {
+        hasher: PasswordHasherConfig { permits: 1, max_wait: std::time::Duration::from_millis(30) },
+        pool_size: 16,
+        ..Default::default()
+    })
+    .await;
+    let (_, email) = app.signed_up("Burst").await;
+    let burst = (0..12).map(|_| {
+        let mut c = app.client();
+        let email = email.clone();
+        async move { c.call("login", &[("email", &email), ("password", PASSWORD)]).await }
+    });
+    let replies = futures::future::join_all(burst).await;
+    let busy: Vec<_> = replies.iter().filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE).collect();
+    assert!(replies.iter().any(|r| r.status == StatusCode::OK));
+    assert!(!busy.is_empty(), "with 1 permit and a 30 ms wait some must be refused");
+    for r in busy {
+        assert_eq!(r.error(), AppError::Busy);
+        assert!(r.headers.contains_key("retry-after"));
+    }
+}
+
+#[tokio::test]
+async fn other_requests_are_served_while_sign_ins_hash() {
+    // Two permits, generous wait: 16 sign-ins queue for the hashers (several hundred ms
+    // of CPU in all). Meanwhile the signed-in account page and the health check must be
+    // answered *before* the burst is over: hashing never occupies the async workers.
+    let app = TestApp::spawn_with(Options {
+        hasher: PasswordHasherConfig { permits: 2, max_wait: std::time::Duration::from_secs(30) },
+        pool_size: 24,
+        ..Default::default()
+    })
+    .await;
+    let (mut reader, email) = app.signed_up("Reader").await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let burst: Vec<_> = (0..16)
+        .map(|_| {
+            let mut c = app.client();
+            let (email, done) = (email.clone(), done.clone());
+            tokio::spawn(async move {
+                let r = c.call("login", &[("email", &email), ("password", PASSWORD)]).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                r.status
+            })
+        })
+        .collect();
+    // Wait until the burst is demonstrably under way (the first sign-in finished).
+    while std::sync::atomic::AtomicUsize::load(&done, std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(reader.get("/account").await.status, StatusCode::OK);
+        assert_eq!(reader.get("/healthz").await.status, StatusCode::OK);
+    }
+    let finished_when_reads_done = std::sync::atomic::AtomicUsize::load(&done, std::sync::atomic::Ordering::SeqCst);
+    for h in burst {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+    assert!(finished_when_reads_done < 16, "reads had to wait for the whole burst ({finished_when_reads_done}/16 done)");
+}
