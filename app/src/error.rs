@@ -70,6 +70,14 @@ impl FromServerFnError for AppError {
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
             ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) | ServerFnErrorErr::Deserialization(_) => {
+                // Raised before the function body runs, so give the reply its 400 here
+                // (a plain form post keeps the redirect back to its page instead).
+                #[cfg(feature = "ssr")]
+                if !crate::server::is_plain_form_post() {
+                    if let Some(res) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+                        res.set_status(axum::http::StatusCode::BAD_REQUEST);
+                    }
+                }
                 Self::BadRequest
             }
             ServerFnErrorErr::Request(_) => Self::Network,

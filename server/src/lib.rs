@@ -95,8 +95,8 @@ pub fn build_router(state: AppState) -> Router {
         .layer(sessions)
         .layer(axum::middleware::from_fn(middleware::same_origin_writes))
         .layer(axum::middleware::from_fn(middleware::security_headers))
-        .layer(axum::middleware::map_response(middleware::explain_payload_too_large))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(middleware::explain_payload_too_large))
         .layer(CompressionLayer::new())
         .with_state(state)
 }

@@ -233,7 +233,8 @@ async fn plain_form_posts_redirect_and_show_errors_once() {
     let mut c = app.client();
     let res = c.post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "bad"), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::FOUND);
-    assert_eq!(res.location().unwrap(), format!("{}/signup", app.base));
+    // Back to the form's page (Leptos also encodes the error in the query for ActionForm).
+    assert!(res.location().unwrap().starts_with(&format!("{}/signup", app.base)), "{:?}", res.location());
     let page = c.get("/signup").await;
     assert!(page.body.contains("Enter a valid email address"), "{}", page.body);
     assert!(page.body.contains("value=\"Form User\""), "typed values are kept");
