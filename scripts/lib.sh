@@ -6,6 +6,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PATH="$ROOT/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+# Leptos reads this at compile time (to name the wasm file). cargo-leptos sets it; set it
+# for plain cargo (tests) too, or `cargo test` rebuilds leptos and the server binary with
+# a different wasm name, and both builds keep invalidating each other.
+export LEPTOS_OUTPUT_NAME=fluxi
 
 CARGO_LEPTOS_VERSION="0.3.10"
 DIESEL_CLI_VERSION="2.3.14"
@@ -119,6 +123,8 @@ wait_http() {
   done
 }
 
+# leptos_env DEV|PROD: how the server finds the built site. Must match the build:
+# a debug build writes pkg/fluxi.wasm (DEV), a release build pkg/fluxi_bg.wasm (PROD).
 leptos_env() {
-  export LEPTOS_OUTPUT_NAME=fluxi LEPTOS_SITE_ROOT="$ROOT/target/site" LEPTOS_SITE_PKG_DIR=pkg LEPTOS_ENV="${LEPTOS_ENV:-PROD}"
+  export LEPTOS_OUTPUT_NAME=fluxi LEPTOS_SITE_ROOT="$ROOT/target/site" LEPTOS_SITE_PKG_DIR=pkg LEPTOS_ENV="$1"
 }

@@ -12,7 +12,7 @@ use server::config::Config;
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_sessions=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_sessions=error,tower_sessions_core=error".into()),
         )
         .init();
     // Defaults for running the binary outside cargo-leptos (scripts/run does).
