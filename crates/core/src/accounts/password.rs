@@ -8,9 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -45,9 +47,36 @@ impl Default for PasswordHasherConfig {
     }
 }
 
+/// Argon2 working memory, one buffer per permit, reused across hashes. Allocating 19 MiB
+/// per hash would cost page faults on every sign-in, and the allocator keeps freed
+/// buffers around per thread: a burst left the process hundreds of MiB larger. With a
+/// pool, hashing memory is bounded by `permits × 19 MiB`, allocated once.
+#[derive(Default)]
+struct MemoryPool(Mutex<Vec<Vec<Block>>>);
+
+impl MemoryPool {
+    fn take(&self, blocks: usize) -> Vec<Block> {
+        let reused = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match reused {
+            Some(buf) if buf.len() == blocks => buf,
+            _ => vec![Block::default(); blocks],
+        }
+    }
+
+    fn give_back(&self, buf: Vec<Block>, max: usize) {
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Only standard-size buffers are kept (a legacy hash may have needed another size).
+        if pool.len() < max && buf.len() == ARGON2_M_KIB as usize {
+            pool.push(buf);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    max_permits: usize,
+    memory: Arc<MemoryPool>,
     max_wait: Duration,
     /// Verified against when an email is unknown, so that both failures cost the same.
     dummy_hash: Arc<str>,
@@ -59,28 +88,61 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-fn hash_blocking(password: &[u8]) -> Result<String, HashError> {
+/// Hashes into a PHC string using the given working memory.
+fn hash_blocking(password: &[u8], memory: &mut [Block]) -> Result<String, HashError> {
+    let internal = |e: &dyn std::fmt::Display| HashError::Internal(e.to_string());
     let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError::Internal(e.to_string()))
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| internal(&e))?;
+    let argon = argon2();
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        argon.hash_password_into_with_memory(password, salt_bytes, out, &mut *memory).map_err(Into::into)
+    })
+    .map_err(|e| internal(&e))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon.params()).map_err(|e| internal(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
 }
 
-fn verify_blocking(password: &[u8], phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2().verify_password(password, &parsed).is_ok(),
-        Err(_) => false,
-    }
+/// Recomputes a stored hash (with the parameters it records) and compares in constant time.
+fn verify_blocking(password: &[u8], phc: &str, pool: &MemoryPool, max: usize) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let (Ok(algorithm), Ok(params), Some(expected), Some(salt)) =
+        (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed), parsed.hash, parsed.salt)
+    else {
+        return false;
+    };
+    let version = parsed.version.and_then(|v| Version::try_from(v).ok()).unwrap_or_default();
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else { return false };
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut memory = pool.take(params.block_count());
+    let computed = Output::init_with(expected.len(), |out| {
+        argon.hash_password_into_with_memory(password, salt_bytes, out, &mut memory).map_err(Into::into)
+    });
+    pool.give_back(memory, max);
+    // `Output`'s equality is constant-time.
+    computed.map(|c| c == expected).unwrap_or(false)
 }
 
 impl PasswordHasher {
     pub fn new(config: PasswordHasherConfig) -> Self {
         let mut random = [0u8; 32];
         rand::RngCore::fill_bytes(&mut OsRng, &mut random);
-        let dummy_hash = hash_blocking(&random).expect("hashing random bytes cannot fail");
+        let memory = Arc::new(MemoryPool::default());
+        let mut buf = memory.take(ARGON2_M_KIB as usize);
+        let dummy_hash = hash_blocking(&random, &mut buf).expect("hashing random bytes cannot fail");
+        let permits = config.permits.max(1);
+        memory.give_back(buf, permits);
         Self {
-            permits: Arc::new(Semaphore::new(config.permits.max(1))),
+            permits: Arc::new(Semaphore::new(permits)),
+            max_permits: permits,
+            memory,
             max_wait: config.max_wait,
             dummy_hash: dummy_hash.into(),
         }
@@ -107,7 +169,14 @@ impl PasswordHasher {
     /// Hashes a new password into a PHC string (argon2id, OWASP parameters, random salt).
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        self.run_blocking(move || hash_blocking(&password)).await?
+        let (pool, max) = (self.memory.clone(), self.max_permits);
+        self.run_blocking(move || {
+            let mut memory = pool.take(ARGON2_M_KIB as usize);
+            let result = hash_blocking(&password, &mut memory);
+            pool.give_back(memory, max);
+            result
+        })
+        .await?
     }
 
     /// Verifies a password against a stored hash. With `None` (unknown account) it still
@@ -119,7 +188,8 @@ impl PasswordHasher {
             Some(phc) => (phc.to_string(), true),
             None => (self.dummy_hash.to_string(), false),
         };
-        let ok = self.run_blocking(move || verify_blocking(&password, &phc)).await?;
+        let (pool, max) = (self.memory.clone(), self.max_permits);
+        let ok = self.run_blocking(move || verify_blocking(&password, &phc, &pool, max)).await?;
         Ok(ok && known)
     }
 
@@ -151,6 +221,21 @@ mod tests {
         assert!(!hasher.verify("violet-anchor-tundra-43", Some(&phc)).await.unwrap());
         assert!(!hasher.verify("violet-anchor-tundra-42", None).await.unwrap());
         assert!(!hasher.verify("x", Some("not a phc string")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn interoperates_with_the_reference_implementation() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::new(PasswordHasherConfig::default());
+        // Ours verifies by the reference implementation...
+        let ours = hasher.hash("violet-anchor-tundra-42").await.unwrap();
+        assert!(argon2().verify_password(b"violet-anchor-tundra-42", &PasswordHash::new(&ours).unwrap()).is_ok());
+        // ...and the reference implementation's hashes (even with other parameters) verify by ours.
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(4096, 3, 1, None).unwrap());
+        let theirs = weak.hash_password(b"violet-anchor-tundra-42", &SaltString::generate(&mut OsRng)).unwrap().to_string();
+        assert!(hasher.verify("violet-anchor-tundra-42", Some(&theirs)).await.unwrap());
+        assert!(!hasher.verify("violet-anchor-tundra-43", Some(&theirs)).await.unwrap());
+        assert!(PasswordHasher::needs_rehash(&theirs));
     }
 
     #[test]
