@@ -123,8 +123,8 @@ wait_http() {
   done
 }
 
-# leptos_env DEV|PROD: how the server finds the built site. Must match the build:
-# a debug build writes pkg/fluxi.wasm (DEV), a release build pkg/fluxi_bg.wasm (PROD).
+# leptos_env DEV|PROD: where the server finds the built site, and Leptos' mode
+# (DEV for the debug build the tests use, PROD for release).
 leptos_env() {
   export LEPTOS_OUTPUT_NAME=fluxi LEPTOS_SITE_ROOT="$ROOT/target/site" LEPTOS_SITE_PKG_DIR=pkg LEPTOS_ENV="$1"
 }
