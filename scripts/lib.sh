@@ -101,7 +101,27 @@ pg_start() {
     as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -p $port -k $sock -c max_connections=300 -c fsync=${PG_FSYNC:-on}" start >/dev/null
   fi
-  echo "postgres://fluxi:$(cat "$pwfile")@127.0.0.1:$port"
+  local url="postgres://fluxi:$(cat "$pwfile")@127.0.0.1:$port"
+  # The application's own login role: not a superuser, owns no tenant tables, may create
+  # the per-workspace roles (CREATEROLE) and, as database owner, their schemas.
+  # NOINHERIT: it holds no workspace's rights until it SETs that workspace's role.
+  psql -X -q -v ON_ERROR_STOP=1 "$url/postgres" >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fluxi_app') THEN
+    CREATE ROLE fluxi_app LOGIN NOINHERIT CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '$(cat "$pwfile")';
+  END IF;
+END \$\$;
+SQL
+  echo "$url"
+}
+
+# app_url SUPERUSER_BASE_URL DB: the application role's URL for database DB.
+app_url() { echo "${1/:\/\/fluxi:/://fluxi_app:}/$2"; }
+
+# create_app_db SUPERUSER_BASE_URL DB: creates DB (if missing) owned by the application role.
+create_app_db() {
+  psql -X -q "$1/postgres" -tc "SELECT 1 FROM pg_database WHERE datname = '$2'" | grep -q 1 \
+    || psql_url "$1/postgres" "CREATE DATABASE $2 OWNER fluxi_app"
 }
 
 pg_stop() {

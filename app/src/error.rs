@@ -21,6 +21,14 @@ pub enum AppError {
     InvalidCredentials,
     #[error("Please sign in to continue.")]
     Unauthenticated,
+    /// Also what non-members get for an existing workspace: existence is not revealed.
+    #[error("Not found.")]
+    NotFound,
+    #[error("Your role does not allow this.")]
+    Forbidden,
+    /// The request was understood but refused; the message says why.
+    #[error("{0}")]
+    Rejected(String),
     #[error("The server is busy right now. Please try again in a moment.")]
     Busy,
     #[error("The request was malformed or incomplete.")]
@@ -57,6 +65,9 @@ impl AppError {
         match self {
             Self::Invalid(_) => 422,
             Self::InvalidCredentials | Self::Unauthenticated => 401,
+            Self::NotFound => 404,
+            Self::Forbidden => 403,
+            Self::Rejected(_) => 409,
             Self::Busy => 503,
             Self::BadRequest => 400,
             Self::Network | Self::Internal(_) => 500,

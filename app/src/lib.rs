@@ -7,6 +7,7 @@ pub mod components;
 pub mod error;
 #[cfg(feature = "ssr")]
 pub mod server;
+pub mod workspaces;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -74,6 +75,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/signup") view=auth::SignupPage ssr=SsrMode::Async/>
                     <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async/>
                     <Route path=path!("/account") view=account::AccountPage ssr=SsrMode::Async/>
+                    <Route path=path!("/workspaces") view=workspaces::WorkspacesPage ssr=SsrMode::Async/>
+                    <Route path=path!("/w/:slug") view=workspaces::WorkspaceHomePage ssr=SsrMode::Async/>
+                    <Route path=path!("/w/:slug/settings/members") view=workspaces::MembersSettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/invite/:token") view=workspaces::InvitePage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
@@ -94,6 +99,7 @@ fn Nav() -> impl IntoView {
                         {move || Suspend::new(async move {
                             match user.await {
                                 Ok(Some(_)) => view! {
+                                    <A href="/workspaces" attr:class=NAV_LINK>"Workspaces"</A>
                                     <A href="/account" attr:class=NAV_LINK>"Account"</A>
                                     <ActionForm action=logout>
                                         <button type="submit" class="rounded-md border border-slate-300 px-3 py-1 text-sm font-medium text-slate-800 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600">

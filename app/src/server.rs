@@ -21,6 +21,10 @@ pub struct AppState {
     pub clock: SharedClock,
     pub session_policy: SessionPolicy,
     pub leptos_options: LeptosOptions,
+    /// Public base URL for links in mails (e.g. invitation links).
+    pub base_url: String,
+    /// Whether the development mailbox page (`/dev/mailbox`) exists.
+    pub dev_mailbox: bool,
 }
 
 /// A short random reference that links a generic client-facing error to the log line
@@ -138,4 +142,47 @@ impl axum::extract::FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos_options.clone()
     }
+}
+
+/// The signed-in user, or `Unauthenticated`.
+pub async fn require_user(state: &AppState) -> Result<User, AppError> {
+    let session = session().await?;
+    current_user(state, &session).await?.ok_or(AppError::Unauthenticated)
+}
+
+/// Maps domain errors of workspace operations to what the person sees.
+pub fn workspace_error(e: fluxi_core::workspaces::WorkspaceError) -> AppError {
+    use fluxi_core::workspaces::WorkspaceError as E;
+    match e {
+        E::NotFound => AppError::NotFound,
+        E::Forbidden => AppError::Forbidden,
+        E::LastOwner => AppError::Rejected("A workspace must keep at least one owner.".into()),
+        E::NoSuchMember => AppError::Rejected("That person is not a member of this workspace.".into()),
+        E::Invalid(message) => AppError::Rejected(message),
+        other => internal(other),
+    }
+}
+
+/// Sets the HTTP status for an error answered to a JavaScript caller (plain form posts
+/// keep leptos_axum's redirect back to the form, which shows the error).
+pub fn with_status(error: AppError) -> AppError {
+    if !is_plain_form_post() {
+        if let Some(res) = use_context::<ResponseOptions>() {
+            res.set_status(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST));
+        }
+    }
+    error
+}
+
+/// Signed-in user, pooled connection and their verified access to workspace `slug`.
+pub async fn workspace_access(
+    state: &AppState,
+    slug: &str,
+) -> Result<(User, PooledConn, fluxi_core::workspaces::WorkspaceAccess), AppError> {
+    let user = require_user(state).await.map_err(with_status)?;
+    let mut conn = conn(state).await?;
+    let access = fluxi_core::workspaces::authorize(&mut conn, user.id, slug)
+        .await
+        .map_err(|e| with_status(workspace_error(e)))?;
+    Ok((user, conn, access))
 }

@@ -14,6 +14,15 @@ pub struct Config {
     pub session_policy: SessionPolicy,
     pub session_cleanup_every: Duration,
     pub hasher: PasswordHasherConfig,
+    /// Public base URL used in links sent by mail.
+    pub base_url: String,
+    /// SMTP server for outgoing mail (`smtp://host:port`, `smtps://…`); none = no delivery.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    /// `production` hides development helpers such as `/dev/mailbox`.
+    pub production: bool,
+    /// Workspace schemas migrated at once by the fleet runner.
+    pub fleet_concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +48,21 @@ impl Config {
             return Err(ConfigError("session timeouts must be positive".into()));
         }
         let default_hasher = PasswordHasherConfig::default();
+        let addr: SocketAddr = var("LEPTOS_SITE_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
+        let env_name: String = var("FLUXI_ENV", "development".to_string())?;
+        let production = match env_name.as_str() {
+            "production" => true,
+            "development" => false,
+            other => return Err(ConfigError(format!("FLUXI_ENV={other:?}: use development or production"))),
+        };
         Ok(Self {
             database_url,
-            addr: var("LEPTOS_SITE_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            addr,
+            base_url: var("FLUXI_BASE_URL", format!("http://{addr}"))?,
+            smtp_url: std::env::var("SMTP_URL").ok().filter(|s| !s.trim().is_empty()),
+            mail_from: var("FLUXI_MAIL_FROM", "Fluxi <no-reply@fluxi.localhost>".to_string())?,
+            production,
+            fleet_concurrency: var("FLUXI_FLEET_CONCURRENCY", 4)?,
             pool_size: var("FLUXI_DB_POOL_SIZE", 16)?,
             session_policy: SessionPolicy {
                 idle_timeout: time::Duration::minutes(idle),

@@ -3,6 +3,7 @@
 //! router through [`build_router`].
 
 pub mod config;
+pub mod mail;
 pub mod middleware;
 
 use std::time::Duration;
@@ -51,6 +52,39 @@ async fn not_found(State(state): State<AppState>, req: Request<Body>) -> Respons
     res
 }
 
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Development only: the newest outgoing mails, so invitations can be followed without
+/// an SMTP server. Not routed at all in production (`FLUXI_ENV=production`).
+async fn dev_mailbox(State(state): State<AppState>) -> Response {
+    let Ok(mut conn) = state.pool.get().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
+    };
+    let mails = match fluxi_core::outbox::recent(&mut conn, 50).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "dev mailbox query failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "could not read the outbox").into_response();
+        }
+    };
+    let mut html = String::from(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Development mailbox</title></head>\
+         <body><h1>Development mailbox</h1><p>Mails Fluxi wrote to its outbox (newest first).</p>",
+    );
+    for m in mails {
+        html.push_str(&format!(
+            "<article><h2>{}</h2><p>To: {}</p><pre>{}</pre></article>",
+            escape_html(&m.subject),
+            escape_html(&m.recipient),
+            escape_html(&m.body)
+        ));
+    }
+    html.push_str("</body></html>");
+    axum::response::Html(html).into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -84,7 +118,11 @@ pub fn build_router(state: AppState) -> Router {
         .not_found_service(axum::routing::any(not_found).with_state(state.clone()));
 
     let leptos_state = state.clone();
-    Router::new()
+    let mut router = Router::new();
+    if state.dev_mailbox {
+        router = router.route("/dev/mailbox", get(dev_mailbox));
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/{*fn_name}", post(server_fn_handler))

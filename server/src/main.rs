@@ -37,12 +37,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Public migrations, then the tenant set on every workspace schema (fleet runner).
 async fn migrate_with(config: &Config) -> Result<(), String> {
     let applied = db::run_public_migrations(&config.database_url).await.map_err(|e| e.to_string())?;
     if applied.is_empty() {
         tracing::info!("database schema is up to date");
     } else {
         tracing::info!(?applied, "applied migrations");
+    }
+    let pool = db::build_pool(&config.database_url, config.fleet_concurrency + 1).map_err(|e| e.to_string())?;
+    let report = fluxi_core::tenancy::migrations::migrate_fleet(&pool, config.fleet_concurrency)
+        .await
+        .map_err(|e| e.to_string())?;
+    if report.migrated > 0 {
+        tracing::info!(migrated = report.migrated, "workspace schemas migrated");
+    }
+    if !report.failed.is_empty() {
+        return Err(format!(
+            "{} workspace schema(s) failed to migrate (the others are up to date; rerun to resume): {}",
+            report.failed.len(),
+            report.failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; ")
+        ));
     }
     Ok(())
 }
@@ -65,7 +80,15 @@ async fn serve() -> Result<(), String> {
         clock: clock.clone(),
         session_policy: config.session_policy,
         leptos_options,
+        base_url: config.base_url.clone(),
+        dev_mailbox: !config.production,
     };
+    if let Some(smtp_url) = &config.smtp_url {
+        let mailer = server::mail::Mailer::new(smtp_url, &config.mail_from)?;
+        server::mail::spawn_worker(pool.clone(), clock.clone(), mailer, std::time::Duration::from_secs(1));
+    } else {
+        tracing::info!("SMTP_URL is not set: mails stay in the outbox (see /dev/mailbox in development)");
+    }
     server::spawn_session_cleanup(pool, clock, config.session_cleanup_every);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

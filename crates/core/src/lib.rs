@@ -1,11 +1,14 @@
-//! Server-only core of Fluxi: domain rules (accounts, passwords, sessions),
-//! the Diesel schema and the queries on it. The wasm build never compiles this crate.
+//! Server-only core of Fluxi: domain rules (accounts, passwords, sessions, workspaces,
+//! tenancy), the Diesel schema and the queries on it. The wasm build never compiles it.
 
 pub mod accounts;
 pub mod clock;
 pub mod db;
+pub mod outbox;
 pub mod schema;
 pub mod sessions;
+pub mod tenancy;
+pub mod workspaces;
 
 #[cfg(feature = "testing")]
 pub mod testing;

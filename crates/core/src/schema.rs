@@ -1,6 +1,46 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    invitations (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        email -> Text,
+        email_normalized -> Text,
+        role -> Text,
+        token_hash -> Bytea,
+        invited_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        accepted_at -> Nullable<Timestamptz>,
+        accepted_by -> Nullable<Uuid>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    memberships (workspace_id, user_id) {
+        workspace_id -> Uuid,
+        user_id -> Uuid,
+        role -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox_emails (id) {
+        id -> Uuid,
+        recipient -> Text,
+        subject -> Text,
+        body -> Text,
+        created_at -> Timestamptz,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     sessions (id_hash) {
         id_hash -> Bytea,
         user_id -> Nullable<Uuid>,
@@ -21,6 +61,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    workspaces (id) {
+        id -> Uuid,
+        slug -> Text,
+        name -> Text,
+        schema_name -> Text,
+        role_name -> Text,
+        tenant_version -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(invitations -> workspaces (workspace_id));
+diesel::joinable!(memberships -> users (user_id));
+diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    invitations,
+    memberships,
+    outbox_emails,
+    sessions,
+    users,
+    workspaces,
+);

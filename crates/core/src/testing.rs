@@ -13,9 +13,33 @@ use crate::accounts::{self, NewUser, PasswordHasher, User};
 use crate::db::{self, Pool};
 
 pub struct TestDb {
+    /// Connects as the application role (`fluxi_app`: not a superuser).
     pub url: String,
+    /// Connects to the same database as the cluster's superuser (for inspection).
+    pub admin_url: String,
     pub name: String,
     pub pool: Pool,
+}
+
+pub const APP_ROLE: &str = "fluxi_app";
+
+/// The same URL with the application role as user (same password on test clusters).
+pub fn as_app_role(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once(':') {
+            Some((_user, after)) => format!("{scheme}://{APP_ROLE}:{after}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+fn password_of(url: &str) -> String {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(cred, _)| cred.split_once(':'))
+        .map(|(_, pw)| pw.to_string())
+        .unwrap_or_default()
 }
 
 fn admin_url() -> String {
@@ -66,29 +90,41 @@ impl TestDb {
         .await
         .unwrap();
         if exists == 0 {
+            let password = password_of(&admin).replace('\'', "");
+            diesel::sql_query(format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN \
+                 CREATE ROLE {APP_ROLE} LOGIN NOINHERIT CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '{password}'; END IF; END $$"
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
             let building = format!("{template}_building");
             diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}")).execute(&mut conn).await.unwrap();
-            diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut conn).await.unwrap();
-            db::run_public_migrations(&url_with_database(&admin, &building)).await.expect("migrate the template");
+            diesel::sql_query(format!("CREATE DATABASE {building} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
+            db::run_public_migrations(&as_app_role(&url_with_database(&admin, &building))).await.expect("migrate the template");
             diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}")).execute(&mut conn).await.unwrap();
         }
         diesel::sql_query("SELECT pg_advisory_unlock(4242)").execute(&mut conn).await.unwrap();
         let name = format!("fluxi_test_{}", uuid::Uuid::new_v4().simple());
-        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut conn).await.unwrap();
-        let url = url_with_database(&admin, &name);
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
+        let admin_url = url_with_database(&admin, &name);
+        let url = as_app_role(&admin_url);
         let pool = db::build_pool(&url, 8).expect("pool");
-        Self { url, name, pool }
+        Self { url, admin_url, name, pool }
     }
 
     /// An empty database with no migrations applied, for migration tests.
     pub async fn empty() -> Self {
         let admin = admin_url();
+        // The application role exists once a migrated TestDb was made; make sure it does.
+        drop(Self::new().await);
         let mut conn = AsyncPgConnection::establish(&admin).await.expect("connect to the test cluster");
         let name = format!("fluxi_test_{}", uuid::Uuid::new_v4().simple());
-        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        let url = url_with_database(&admin, &name);
+        diesel::sql_query(format!("CREATE DATABASE {name} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
+        let admin_url = url_with_database(&admin, &name);
+        let url = as_app_role(&admin_url);
         let pool = db::build_pool(&url, 4).expect("pool");
-        Self { url, name, pool }
+        Self { url, admin_url, name, pool }
     }
 
     pub async fn conn(&self) -> db::PooledConn {

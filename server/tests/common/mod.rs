@@ -56,6 +56,8 @@ impl TestApp {
             clock: Arc::new(clock.clone()),
             session_policy: opts.policy,
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
+            base_url: format!("http://{addr}"),
+            dev_mailbox: true,
         };
         let router = server::build_router(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

@@ -1,0 +1,411 @@
+//! Workspace pages. Every control is a plain form (works without JavaScript); controls a
+//! role cannot use are not shown — and the server refuses them anyway.
+
+use leptos::prelude::*;
+use leptos_router::components::Redirect;
+use leptos_router::hooks::{use_location, use_params_map};
+
+use super::api::*;
+use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
+use crate::error::AppError;
+
+const SMALL_BUTTON: &str = "rounded-md border border-slate-300 bg-white px-3 py-1 text-sm font-medium text-slate-800 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
+const SELECT: &str = "rounded-md border border-slate-300 bg-white px-2 py-1 text-sm focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
+const LINK: &str = "font-medium text-indigo-700 underline focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
+
+fn action_error<S>(action: ServerAction<S>) -> Signal<Option<AppError>>
+where
+    S: leptos::server_fn::ServerFn<Output = (), Error = AppError> + Clone + Send + Sync + 'static,
+    S::Output: Send + Sync + 'static,
+{
+    Signal::derive(move || action.value().get().and_then(|r| r.err()))
+}
+
+fn field(error: Signal<Option<AppError>>, name: &'static str) -> Signal<Option<String>> {
+    Signal::derive(move || error.get().and_then(|e| e.message_for(name)))
+}
+
+fn form_message(error: Signal<Option<AppError>>) -> Signal<Option<String>> {
+    Signal::derive(move || error.get().and_then(|e| e.form_message()))
+}
+
+fn encode_path(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What to render when a page's data could not be loaded.
+fn problem_view(error: AppError) -> AnyView {
+    match error {
+        AppError::Unauthenticated => {
+            let here = use_location().pathname.get_untracked();
+            view! { <Redirect path=format!("/login?next={}", encode_path(&here))/> }.into_any()
+        }
+        AppError::NotFound => {
+            #[cfg(feature = "ssr")]
+            if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+                res.set_status(axum::http::StatusCode::NOT_FOUND);
+            }
+            view! {
+                <section class="mx-auto mt-16 max-w-xl text-center">
+                    <h1 class="text-2xl font-bold">"Workspace not found"</h1>
+                    <p class="mt-2 text-slate-700">"It does not exist, or you are not a member of it."</p>
+                    <p class="mt-4"><a href="/workspaces" class=LINK>"Your workspaces"</a></p>
+                </section>
+            }
+            .into_any()
+        }
+        other => view! { <div class="mx-auto mt-10 max-w-xl"><FormAlert message=Signal::derive(move || Some(other.to_string()))/></div> }.into_any(),
+    }
+}
+
+#[component]
+pub fn WorkspacesPage() -> impl IntoView {
+    let create = ServerAction::<CreateWorkspace>::new();
+    let list = Resource::new(move || create.version().get(), |_| list_workspaces());
+    let error = action_error(create);
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                match list.await {
+                    Err(e) => problem_view(e),
+                    Ok(workspaces) => view! {
+                        <Card title="Your workspaces">
+                            {if workspaces.is_empty() {
+                                view! { <p class="text-slate-700">"You are not in any workspace yet."</p> }.into_any()
+                            } else {
+                                view! {
+                                    <ul class="divide-y divide-slate-200" aria-label="Workspaces">
+                                        {workspaces.into_iter().map(|w| view! {
+                                            <li class="flex items-center justify-between py-2">
+                                                <a href=format!("/w/{}", w.slug) class=LINK>{w.name}</a>
+                                                <span class="text-sm text-slate-600">{w.role}</span>
+                                            </li>
+                                        }).collect_view()}
+                                    </ul>
+                                }.into_any()
+                            }}
+                            <h2 class="mt-8 mb-3 text-lg font-semibold">"Create a workspace"</h2>
+                            <ActionForm action=create attr:class="space-y-4" attr:novalidate=true>
+                                <FormAlert message=form_message(error)/>
+                                <TextField label="Workspace name" name="name" error=field(error, "name")/>
+                                <button type="submit" class=BUTTON_CLASS>"Create workspace"</button>
+                            </ActionForm>
+                        </Card>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// Links to every workspace of the signed-in person (the workspace switcher).
+#[component]
+fn WorkspaceSwitcher(current: String) -> impl IntoView {
+    let list = Resource::new(|| (), |_| list_workspaces());
+    view! {
+        <nav aria-label="Workspace switcher" class="mb-6">
+            <details class="inline-block">
+                <summary class="cursor-pointer rounded px-2 py-1 text-sm font-medium text-slate-700 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600">"Switch workspace"</summary>
+                <ul class="mt-2 space-y-1 rounded-md border border-slate-200 bg-white p-2 shadow-sm">
+                    <Suspense>
+                        {move || {
+                            let current = current.clone();
+                            Suspend::new(async move {
+                                list.await.unwrap_or_default().into_iter().map(|w| {
+                                    let is_current = w.slug == current;
+                                    view! {
+                                        <li>
+                                            <a href=format!("/w/{}", w.slug) class=LINK aria-current=is_current.then_some("page")>{w.name}</a>
+                                        </li>
+                                    }
+                                }).collect_view()
+                            })
+                        }}
+                    </Suspense>
+                    <li><a href="/workspaces" class=LINK>"All workspaces"</a></li>
+                </ul>
+            </details>
+        </nav>
+    }
+}
+
+#[component]
+pub fn WorkspaceHomePage() -> impl IntoView {
+    let params = use_params_map();
+    let slug = move || params.read().get("slug").unwrap_or_default();
+    let add_note = ServerAction::<CreateNote>::new();
+    let home = Resource::new(move || (slug(), add_note.version().get()), |(slug, _)| get_workspace_home(slug));
+    let error = action_error(add_note);
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                match home.await {
+                    Err(e) => problem_view(e),
+                    Ok(ws) => view! {
+                        <section class="mx-auto mt-8 w-full max-w-3xl">
+                            <WorkspaceSwitcher current=ws.slug.clone()/>
+                            <h1 class="text-3xl font-bold text-slate-900">{ws.name.clone()}</h1>
+                            <p class="mt-1 text-slate-700">"Your role: " <strong>{ws.role.clone()}</strong></p>
+                            <p class="mt-2"><a href=format!("/w/{}/settings/members", ws.slug) class=LINK>"Members"</a></p>
+                            <h2 class="mt-8 text-xl font-semibold">"Notes"</h2>
+                            {if ws.notes.is_empty() {
+                                view! { <p class="mt-2 text-slate-700">"No notes yet."</p> }.into_any()
+                            } else {
+                                view! {
+                                    <ul class="mt-2 space-y-2" aria-label="Notes">
+                                        {ws.notes.clone().into_iter().map(|n| view! {
+                                            <li class="rounded-md bg-white p-3 ring-1 ring-slate-200">
+                                                <h3 class="font-semibold">{n.title}</h3>
+                                                <p class="whitespace-pre-wrap text-slate-700">{n.body}</p>
+                                            </li>
+                                        }).collect_view()}
+                                    </ul>
+                                }.into_any()
+                            }}
+                            {ws.can_write.then(|| view! {
+                                <ActionForm action=add_note attr:class="mt-6 space-y-3 rounded-xl bg-white p-4 ring-1 ring-slate-200" attr:novalidate=true>
+                                    <h3 class="font-semibold">"Add a note"</h3>
+                                    <FormAlert message=form_message(error)/>
+                                    <input type="hidden" name="slug" value=ws.slug.clone()/>
+                                    <TextField label="Title" name="title" error=field(error, "title")/>
+                                    <div class="space-y-1">
+                                        <label for="body" class="block text-sm font-medium text-slate-800">"Text"</label>
+                                        <textarea id="body" name="body" rows="3" class="block w-full rounded-md border border-slate-300 px-3 py-2 focus:outline-none focus:ring-2 focus:ring-indigo-600"></textarea>
+                                    </div>
+                                    <button type="submit" class=BUTTON_CLASS>"Add note"</button>
+                                </ActionForm>
+                            })}
+                            {(!ws.can_write).then(|| view! {
+                                <p class="mt-6 rounded-md bg-slate-100 p-3 text-sm text-slate-700">"You have read-only access to this workspace."</p>
+                            })}
+                        </section>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+pub fn MembersSettingsPage() -> impl IntoView {
+    let params = use_params_map();
+    let slug = move || params.read().get("slug").unwrap_or_default();
+    let invite = ServerAction::<InviteMember>::new();
+    let revoke = ServerAction::<RevokeInvitation>::new();
+    let change = ServerAction::<ChangeMemberRole>::new();
+    let remove = ServerAction::<RemoveMember>::new();
+    let leave = ServerAction::<LeaveWorkspace>::new();
+    let transfer = ServerAction::<TransferOwnership>::new();
+    let page = Resource::new(
+        move || {
+            (
+                slug(),
+                invite.version().get(),
+                revoke.version().get(),
+                change.version().get(),
+                remove.version().get(),
+                transfer.version().get(),
+            )
+        },
+        |(slug, ..)| get_members_page(slug),
+    );
+    let invite_error = action_error(invite);
+    let other_error = Signal::derive(move || {
+        [action_error(revoke), action_error(change), action_error(remove), action_error(leave)]
+            .iter()
+            .find_map(|s| s.get())
+    });
+    let transfer_error = action_error(transfer);
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                match page.await {
+                    Err(e) => problem_view(e),
+                    Ok(p) => {
+                        let slug = p.slug.clone();
+                        let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
+                        view! {
+                            <section class="mx-auto mt-8 w-full max-w-4xl">
+                                <p><a href=format!("/w/{}", p.slug) class=LINK>{format!("← {}", p.name)}</a></p>
+                                <h1 class="mt-2 text-2xl font-bold">"Members"</h1>
+                                <p class="text-slate-700">"Your role: " <strong>{p.my_role.clone()}</strong></p>
+                                <div class="mt-4"><FormAlert message=form_message(other_error)/></div>
+                                <div class="mt-4 overflow-x-auto">
+                                <table class="w-full text-left text-sm">
+                                    <thead><tr class="border-b border-slate-300">
+                                        <th scope="col" class="py-2 pr-4">"Name"</th>
+                                        <th scope="col" class="py-2 pr-4">"Email"</th>
+                                        <th scope="col" class="py-2 pr-4">"Role"</th>
+                                        {if p.can_manage { Some(view! { <th scope="col" class="py-2">"Actions"</th> }) } else { None }}
+                                    </tr></thead>
+                                    <tbody>
+                                        {p.members.clone().into_iter().map(|m| {
+                                            let options: Vec<&'static str> = if p.is_owner { vec!["owner", "admin", "member", "viewer"] } else { vec!["admin", "member", "viewer"] };
+                                            let actions = if p.can_manage {
+                                                let controls = if m.manageable {
+                                                    let select_id = format!("role-{}", m.user_id);
+                                                    let role = m.role.clone();
+                                                    let (slug_a, slug_b) = (slug.clone(), slug.clone());
+                                                    let (user_a, user_b) = (m.user_id.clone(), m.user_id.clone());
+                                                    let select_label = format!("Role for {}", m.display_name);
+                                                    Some(view! {
+                                                        <div class="flex flex-wrap items-center gap-2">
+                                                            <ActionForm action=change attr:class="flex items-center gap-1">
+                                                                <input type="hidden" name="slug" value=slug_a/>
+                                                                <input type="hidden" name="user_id" value=user_a/>
+                                                                <label for=select_id.clone() class="sr-only">{select_label}</label>
+                                                                <select id=select_id name="role" class=SELECT>
+                                                                    {options.iter().map(|o| view! { <option value=*o selected=*o == role>{*o}</option> }).collect_view()}
+                                                                </select>
+                                                                <button type="submit" class=SMALL_BUTTON>"Change role"</button>
+                                                            </ActionForm>
+                                                            <ActionForm action=remove>
+                                                                <input type="hidden" name="slug" value=slug_b/>
+                                                                <input type="hidden" name="user_id" value=user_b/>
+                                                                <button type="submit" class=SMALL_BUTTON>"Remove"</button>
+                                                            </ActionForm>
+                                                        </div>
+                                                    })
+                                                } else {
+                                                    None
+                                                };
+                                                Some(view! { <td class="py-2">{controls}</td> })
+                                            } else {
+                                                None
+                                            };
+                                            let me = if m.is_me { " (you)" } else { "" };
+                                            view! {
+                                                <tr class="border-b border-slate-200" aria-label=m.display_name.clone()>
+                                                    <td class="py-2 pr-4">{m.display_name.clone()}{me}</td>
+                                                    <td class="py-2 pr-4 break-all">{m.email.clone()}</td>
+                                                    <td class="py-2 pr-4">{m.role.clone()}</td>
+                                                    {actions}
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                                </div>
+
+                                {if p.can_manage { Some(view! {
+                                    <h2 class="mt-8 text-lg font-semibold">"Invite someone"</h2>
+                                    <ActionForm action=invite attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
+                                        <FormAlert message=form_message(invite_error)/>
+                                        <input type="hidden" name="slug" value=slug_invite/>
+                                        <TextField label="Email" name="email" kind="email" error=field(invite_error, "email")/>
+                                        <div class="space-y-1">
+                                            <label for="invite-role" class="block text-sm font-medium text-slate-800">"Role"</label>
+                                            <select id="invite-role" name="role" class=SELECT>
+                                                <option value="member" selected=true>"member"</option>
+                                                <option value="viewer">"viewer"</option>
+                                                <option value="admin">"admin"</option>
+                                            </select>
+                                            {move || field(invite_error, "role").get().map(|m| view! { <p class="text-sm text-red-700">{m}</p> })}
+                                        </div>
+                                        <button type="submit" class=BUTTON_CLASS>"Send invitation"</button>
+                                    </ActionForm>
+
+                                    <h2 class="mt-8 text-lg font-semibold">"Pending invitations"</h2>
+                                    {if p.invitations.is_empty() {
+                                        view! { <p class="text-slate-700">"None."</p> }.into_any()
+                                    } else {
+                                        view! {
+                                            <ul class="mt-2 divide-y divide-slate-200" aria-label="Pending invitations">
+                                                {p.invitations.clone().into_iter().map(|i| { let slug = slug_invs.clone(); view! {
+                                                    <li class="flex items-center justify-between py-2">
+                                                        <span>{i.email.clone()} " — " {i.role.clone()}</span>
+                                                        <ActionForm action=revoke>
+                                                            <input type="hidden" name="slug" value=slug.clone()/>
+                                                            <input type="hidden" name="invitation_id" value=i.id.clone()/>
+                                                            <button type="submit" class=SMALL_BUTTON aria-label=format!("Revoke invitation for {}", i.email)>"Revoke"</button>
+                                                        </ActionForm>
+                                                    </li>
+                                                }}).collect_view()}
+                                            </ul>
+                                        }.into_any()
+                                    }}
+                                }) } else { None }}
+
+                                {{
+                                    let candidates: Vec<MemberView> = p.members.iter().filter(|m| !m.is_me).cloned().collect();
+                                    if p.is_owner && !candidates.is_empty() { Some(view! {
+                                        <h2 class="mt-8 text-lg font-semibold">"Transfer ownership"</h2>
+                                        <ActionForm action=transfer attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
+                                            <FormAlert message=form_message(transfer_error)/>
+                                            <input type="hidden" name="slug" value=slug_transfer/>
+                                            <div class="space-y-1">
+                                                <label for="new-owner" class="block text-sm font-medium text-slate-800">"New owner"</label>
+                                                <select id="new-owner" name="user_id" class=SELECT>
+                                                    {candidates.into_iter().map(|m| view! { <option value=m.user_id>{m.display_name}</option> }).collect_view()}
+                                                </select>
+                                            </div>
+                                            <TextField label="Your current password" name="password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
+                                            <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>
+                                        </ActionForm>
+                                    }) } else { None }
+                                }}
+
+                                <h2 class="mt-8 text-lg font-semibold">"Leave"</h2>
+                                <ActionForm action=leave attr:class="mt-2">
+                                    <input type="hidden" name="slug" value=slug_leave/>
+                                    <button type="submit" class=SMALL_BUTTON>"Leave workspace"</button>
+                                </ActionForm>
+                            </section>
+                        }.into_any()
+                    }
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+pub fn InvitePage() -> impl IntoView {
+    let params = use_params_map();
+    let token = move || params.read().get("token").unwrap_or_default();
+    let info = Resource::new(token, get_invitation_info);
+    let accept = ServerAction::<AcceptInvitation>::new();
+    let error = action_error(accept);
+    let user = expect_context::<crate::AuthContext>().user;
+    view! {
+        <Card title="Workspace invitation">
+            <Suspense>
+                {move || Suspend::new(async move {
+                    let signed_in = matches!(user.await, Ok(Some(_)));
+                    match info.await {
+                        Err(e) => view! { <FormAlert message=Signal::derive(move || Some(e.to_string()))/> }.into_any(),
+                        Ok(i) => {
+                            let here = use_location().pathname.get_untracked();
+                            view! {
+                                <p class="text-slate-800">"You are invited to join "<strong>{i.workspace_name}</strong>" as "<strong>{i.role}</strong>"."</p>
+                                <div class="mt-4"><FormAlert message=form_message(error)/></div>
+                                {if signed_in {
+                                    view! {
+                                        <ActionForm action=accept attr:class="mt-4">
+                                            <input type="hidden" name="token" value=token()/>
+                                            <button type="submit" class=BUTTON_CLASS>"Accept invitation"</button>
+                                        </ActionForm>
+                                    }.into_any()
+                                } else {
+                                    view! {
+                                        <p class="mt-4 text-slate-700">
+                                            <a class=LINK href=format!("/login?next={}", encode_path(&here))>"Sign in"</a>
+                                            " or "
+                                            <a class=LINK href="/signup">"create an account"</a>
+                                            " with the invited email address to accept."
+                                        </p>
+                                    }.into_any()
+                                }}
+                            }.into_any()
+                        }
+                    }
+                })}
+            </Suspense>
+        </Card>
+    }
+}

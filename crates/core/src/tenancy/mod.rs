@@ -1,0 +1,88 @@
+//! Schema-per-workspace tenancy.
+//!
+//! Every workspace has its own PostgreSQL schema and its own NOLOGIN role that alone has
+//! rights on that schema. Tenant tables are reachable only through the functions of this
+//! module's submodules (e.g. [`notes`]), and each of them requires a
+//! [`crate::workspaces::WorkspaceAccess`] — a capability only
+//! [`crate::workspaces::authorize`] creates, after the membership check — and runs in a
+//! transaction scoped with `set_config('search_path', …, true)` and `SET LOCAL ROLE`,
+//! both undone at COMMIT or ROLLBACK, so a pooled connection never carries one tenant's
+//! scope into its next use.
+//!
+//! The tenant tables' Diesel definitions are private to this module, so a tenant query
+//! outside a tenant transaction does not compile:
+//!
+//! ```compile_fail
+//! use fluxi_core::tenancy::schema::notes; // private: tenant tables are not reachable
+//! ```
+
+pub mod migrations;
+pub mod notes;
+mod schema;
+
+use diesel::sql_types::Text;
+use diesel_async::scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+/// A schema or role name generated from a workspace id: `ws_` + 32 lowercase hex digits.
+/// Only values of this exact shape are ever put into SQL text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantIdent(String);
+
+impl TenantIdent {
+    pub fn for_workspace(id: Uuid) -> Self {
+        Self(format!("ws_{}", id.simple()))
+    }
+
+    /// Accepts only the strict pattern `^ws_[0-9a-f]{32}$`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let hex = raw.strip_prefix("ws_")?;
+        let ok = hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("the workspace registry holds an invalid schema or role name")]
+    InvalidIdent,
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+/// Scopes one transaction to a workspace: its schema only on the search path, its role
+/// assumed. Everything the callback does happens inside that transaction. Nested in an
+/// outer transaction it becomes a savepoint, and the scope then lasts until the *outer*
+/// transaction ends (SET LOCAL semantics): callers nest it only as their last step.
+pub(crate) async fn scoped_transaction<'a, R, E, F>(
+    conn: &mut AsyncPgConnection,
+    schema: &TenantIdent,
+    role: &TenantIdent,
+    callback: F,
+) -> Result<R, E>
+where
+    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<R, E>> + Send + 'a,
+    E: From<diesel::result::Error> + Send + 'a,
+    R: Send + 'a,
+{
+    let schema = schema.as_str().to_string();
+    // Safe to format: TenantIdent only ever holds `ws_[0-9a-f]{32}`.
+    let set_role = format!("SET LOCAL ROLE {}", role.as_str());
+    conn.transaction(move |c| {
+        async move {
+            diesel::sql_query("SELECT set_config('search_path', $1, true)")
+                .bind::<Text, _>(schema)
+                .execute(c)
+                .await?;
+            diesel::sql_query(set_role).execute(c).await?;
+            callback(c).await
+        }
+        .scope_boxed()
+    })
+    .await
+}

@@ -1,0 +1,273 @@
+//! Invitations by email: a single-use, high-entropy token (only its hash is stored),
+//! with expiry and revocation. The invitation mail is written to the outbox in the same
+//! transaction as the invitation.
+
+use diesel::prelude::*;
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::{Permission, Role, WorkspaceAccess, WorkspaceError};
+use crate::accounts::{normalize_email, validate_email};
+use crate::outbox;
+use crate::schema::{invitations, memberships, users, workspaces};
+
+pub const DEFAULT_TTL: Duration = Duration::days(7);
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// 256 random bits, URL-safe hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingInvitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Invites `email` with `role` (never owner). Returns the token, for the link; it is
+/// also in the mail. A still-pending invitation for the same email is replaced.
+pub async fn invite(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    raw_email: &str,
+    role: Role,
+    now: OffsetDateTime,
+    ttl: Duration,
+    base_url: &str,
+) -> Result<String, WorkspaceError> {
+    access.require(Permission::ManageMembers)?;
+    if role == Role::Owner {
+        return Err(WorkspaceError::Forbidden);
+    }
+    let email = validate_email(raw_email).map_err(|e| WorkspaceError::Invalid(e.to_string()))?;
+    let normalized = normalize_email(&email);
+    let already: i64 = memberships::table
+        .inner_join(users::table)
+        .filter(memberships::workspace_id.eq(access.workspace_id()))
+        .filter(users::email_normalized.eq(&normalized))
+        .count()
+        .get_result(conn)
+        .await?;
+    if already > 0 {
+        return Err(WorkspaceError::Invalid("That person is already a member of this workspace.".into()));
+    }
+    let token = new_token();
+    let link = format!("{}/invite/{token}", base_url.trim_end_matches('/'));
+    let (ws, inviter, ws_name) = (access.workspace_id(), access.user_id(), access.name().to_string());
+    let hash = token_hash(&token);
+    conn.transaction::<_, WorkspaceError, _>(|c| {
+        async move {
+            diesel::update(
+                invitations::table
+                    .filter(invitations::workspace_id.eq(ws))
+                    .filter(invitations::email_normalized.eq(&normalized))
+                    .filter(invitations::accepted_at.is_null())
+                    .filter(invitations::revoked_at.is_null()),
+            )
+            .set(invitations::revoked_at.eq(now))
+            .execute(c)
+            .await?;
+            diesel::insert_into(invitations::table)
+                .values((
+                    invitations::workspace_id.eq(ws),
+                    invitations::email.eq(&email),
+                    invitations::email_normalized.eq(&normalized),
+                    invitations::role.eq(role.as_str()),
+                    invitations::token_hash.eq(hash),
+                    invitations::invited_by.eq(inviter),
+                    invitations::created_at.eq(now),
+                    invitations::expires_at.eq(now + ttl),
+                ))
+                .execute(c)
+                .await?;
+            let body = format!(
+                "You have been invited to join the workspace \"{ws_name}\" on Fluxi as {}.\n\n\
+                 Accept the invitation: {link}\n\n\
+                 The link works once and expires in {} days. If you did not expect this, ignore this mail.\n",
+                role.as_str(),
+                ttl.whole_days()
+            );
+            outbox::enqueue(c, &email, &format!("Invitation to {ws_name} on Fluxi"), &body).await?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await?;
+    Ok(token)
+}
+
+pub async fn list_pending(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    now: OffsetDateTime,
+) -> Result<Vec<PendingInvitation>, WorkspaceError> {
+    access.require(Permission::ManageMembers)?;
+    let rows: Vec<(Uuid, String, String, OffsetDateTime)> = invitations::table
+        .filter(invitations::workspace_id.eq(access.workspace_id()))
+        .filter(invitations::accepted_at.is_null())
+        .filter(invitations::revoked_at.is_null())
+        .filter(invitations::expires_at.gt(now))
+        .select((invitations::id, invitations::email, invitations::role, invitations::expires_at))
+        .order(invitations::created_at.desc())
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, email, role, expires_at)| Some(PendingInvitation { id, email, role: Role::parse(&role)?, expires_at }))
+        .collect())
+}
+
+/// Revokes a pending invitation of *this* workspace (an id from another workspace is
+/// simply not found).
+pub async fn revoke(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, id: Uuid, now: OffsetDateTime) -> Result<(), WorkspaceError> {
+    access.require(Permission::ManageMembers)?;
+    let n = diesel::update(
+        invitations::table
+            .filter(invitations::id.eq(id))
+            .filter(invitations::workspace_id.eq(access.workspace_id()))
+            .filter(invitations::accepted_at.is_null())
+            .filter(invitations::revoked_at.is_null()),
+    )
+    .set(invitations::revoked_at.eq(now))
+    .execute(conn)
+    .await?;
+    if n == 0 {
+        return Err(WorkspaceError::Invalid("That invitation is no longer pending.".into()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InvitationProblem {
+    #[error("This invitation link is not valid.")]
+    NotFound,
+    #[error("This invitation has expired. Ask for a new one.")]
+    Expired,
+    #[error("This invitation was revoked.")]
+    Revoked,
+    #[error("This invitation has already been used.")]
+    AlreadyUsed,
+    #[error("This invitation was sent to a different email address. Sign in with the invited account.")]
+    WrongAccount,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InvitationPreview {
+    pub workspace_name: String,
+    pub role: Role,
+}
+
+struct Found {
+    id: Uuid,
+    workspace_id: Uuid,
+    slug: String,
+    name: String,
+    email_normalized: String,
+    role: String,
+    expires_at: OffsetDateTime,
+    accepted_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+async fn find(conn: &mut AsyncPgConnection, token: &str, lock: bool) -> QueryResult<Option<Found>> {
+    let query = invitations::table
+        .inner_join(workspaces::table)
+        .filter(invitations::token_hash.eq(token_hash(token)))
+        .select((
+            invitations::id,
+            invitations::workspace_id,
+            workspaces::slug,
+            workspaces::name,
+            invitations::email_normalized,
+            invitations::role,
+            invitations::expires_at,
+            invitations::accepted_at,
+            invitations::revoked_at,
+        ));
+    let row: Option<(Uuid, Uuid, String, String, String, String, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>)> =
+        if lock { query.for_update().first(conn).await.optional()? } else { query.first(conn).await.optional()? };
+    Ok(row.map(|(id, workspace_id, slug, name, email_normalized, role, expires_at, accepted_at, revoked_at)| Found {
+        id,
+        workspace_id,
+        slug,
+        name,
+        email_normalized,
+        role,
+        expires_at,
+        accepted_at,
+        revoked_at,
+    }))
+}
+
+fn state(found: &Found, now: OffsetDateTime) -> Result<Role, InvitationProblem> {
+    if found.accepted_at.is_some() {
+        Err(InvitationProblem::AlreadyUsed)
+    } else if found.revoked_at.is_some() {
+        Err(InvitationProblem::Revoked)
+    } else if found.expires_at <= now {
+        Err(InvitationProblem::Expired)
+    } else {
+        Role::parse(&found.role).ok_or(InvitationProblem::NotFound)
+    }
+}
+
+/// What the invitation page shows (workspace and role), if the token is usable.
+pub async fn preview(conn: &mut AsyncPgConnection, token: &str, now: OffsetDateTime) -> Result<InvitationPreview, InvitationProblem> {
+    let found = find(conn, token, false).await.map_err(|_| InvitationProblem::NotFound)?.ok_or(InvitationProblem::NotFound)?;
+    let role = state(&found, now)?;
+    Ok(InvitationPreview { workspace_name: found.name, role })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error(transparent)]
+    Problem(#[from] InvitationProblem),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+/// Accepts an invitation as `user_id` (whose normalized email must match). Single use,
+/// even under concurrent accepts: the invitation row is locked while it is checked.
+/// Returns the workspace slug.
+pub async fn accept(conn: &mut AsyncPgConnection, token: &str, user_id: Uuid, now: OffsetDateTime) -> Result<String, AcceptError> {
+    let token = token.to_string();
+    conn.transaction::<_, AcceptError, _>(|c| {
+        async move {
+            let found = find(c, &token, true).await?.ok_or(InvitationProblem::NotFound)?;
+            let role = state(&found, now)?;
+            let email: String = users::table.find(user_id).select(users::email_normalized).first(c).await?;
+            if email != found.email_normalized {
+                return Err(InvitationProblem::WrongAccount.into());
+            }
+            diesel::insert_into(memberships::table)
+                .values((
+                    memberships::workspace_id.eq(found.workspace_id),
+                    memberships::user_id.eq(user_id),
+                    memberships::role.eq(role.as_str()),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)
+                .await?;
+            diesel::update(invitations::table.find(found.id))
+                .set((invitations::accepted_at.eq(now), invitations::accepted_by.eq(user_id)))
+                .execute(c)
+                .await?;
+            Ok(found.slug)
+        }
+        .scope_boxed()
+    })
+    .await
+}

@@ -1,0 +1,346 @@
+//! Workspaces: registry, membership checks, roles, member management, invitations.
+
+pub mod invitations;
+pub mod permissions;
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use permissions::{allowed, Permission, Role};
+
+use crate::schema::{memberships, users, workspaces};
+use crate::tenancy::{TenantError, TenantIdent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The workspace does not exist *or* the caller is not a member: deliberately the
+    /// same error, so ids and slugs cannot be probed.
+    #[error("workspace not found")]
+    NotFound,
+    #[error("your role does not allow this")]
+    Forbidden,
+    #[error("a workspace must keep at least one owner")]
+    LastOwner,
+    #[error("that person is not a member of this workspace")]
+    NoSuchMember,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Database(DieselError),
+}
+
+impl From<DieselError> for WorkspaceError {
+    fn from(e: DieselError) -> Self {
+        match &e {
+            DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
+                if info.constraint_name() == Some("workspace_keeps_an_owner")
+                    || info.message().contains("at least one owner") =>
+            {
+                WorkspaceError::LastOwner
+            }
+            _ => WorkspaceError::Database(e),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceSummary {
+    pub slug: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// Proof that `user_id` is a member of a workspace with `role`, checked against the
+/// database for this request. Only [`authorize`] (and workspace creation) make one; the
+/// tenant query functions require it. Fields are private so it cannot be forged.
+#[derive(Debug, Clone)]
+pub struct WorkspaceAccess {
+    workspace_id: Uuid,
+    slug: String,
+    name: String,
+    schema: TenantIdent,
+    db_role: TenantIdent,
+    user_id: Uuid,
+    role: Role,
+}
+
+impl WorkspaceAccess {
+    pub fn workspace_id(&self) -> Uuid {
+        self.workspace_id
+    }
+    pub fn slug(&self) -> &str {
+        &self.slug
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub(crate) fn schema(&self) -> &TenantIdent {
+        &self.schema
+    }
+    pub(crate) fn db_role(&self) -> &TenantIdent {
+        &self.db_role
+    }
+    pub fn can(&self, permission: Permission) -> bool {
+        allowed(self.role, permission)
+    }
+    pub fn require(&self, permission: Permission) -> Result<(), WorkspaceError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(WorkspaceError::Forbidden)
+        }
+    }
+}
+
+/// Loads the caller's membership of the workspace with this slug — fresh from the
+/// database on every call, so role changes apply to the very next request.
+pub async fn authorize(conn: &mut AsyncPgConnection, user_id: Uuid, slug: &str) -> Result<WorkspaceAccess, WorkspaceError> {
+    let row: Option<(Uuid, String, String, String, String, String)> = workspaces::table
+        .inner_join(memberships::table)
+        .filter(workspaces::slug.eq(slug))
+        .filter(memberships::user_id.eq(user_id))
+        .select((
+            workspaces::id,
+            workspaces::slug,
+            workspaces::name,
+            workspaces::schema_name,
+            workspaces::role_name,
+            memberships::role,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    let (workspace_id, slug, name, schema, db_role, role) = row.ok_or(WorkspaceError::NotFound)?;
+    Ok(WorkspaceAccess {
+        workspace_id,
+        slug,
+        name,
+        schema: TenantIdent::parse(&schema).ok_or(TenantError::InvalidIdent)?,
+        db_role: TenantIdent::parse(&db_role).ok_or(TenantError::InvalidIdent)?,
+        user_id,
+        role: Role::parse(&role).ok_or(WorkspaceError::NotFound)?,
+    })
+}
+
+pub async fn list_for_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<WorkspaceSummary>> {
+    let rows: Vec<(String, String, String)> = workspaces::table
+        .inner_join(memberships::table)
+        .filter(memberships::user_id.eq(user_id))
+        .select((workspaces::slug, workspaces::name, memberships::role))
+        .order(workspaces::name.asc())
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(slug, name, role)| Some(WorkspaceSummary { slug, name, role: Role::parse(&role)? }))
+        .collect())
+}
+
+/// Validates a workspace name: trimmed, 1–80 characters, no control characters.
+pub fn validate_workspace_name(raw: &str) -> Result<String, WorkspaceError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(WorkspaceError::Invalid("Enter a workspace name.".into()));
+    }
+    if name.chars().count() > 80 {
+        return Err(WorkspaceError::Invalid("Workspace name must be at most 80 characters.".into()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(WorkspaceError::Invalid("Workspace name cannot contain control characters.".into()));
+    }
+    Ok(name.to_string())
+}
+
+/// A URL slug from a name: lowercase ASCII letters and digits, dashes between words.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(|c| c.to_lowercase()) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let slug = slug.trim_matches('-').to_string();
+    if slug.is_empty() {
+        "workspace".into()
+    } else {
+        slug
+    }
+}
+
+/// Creates a workspace owned by `creator`: registry row, owner membership, role and
+/// schema with every tenant migration — all in one transaction, so a failure leaves
+/// nothing behind.
+pub async fn create_workspace(
+    conn: &mut AsyncPgConnection,
+    creator: Uuid,
+    raw_name: &str,
+) -> Result<WorkspaceSummary, WorkspaceError> {
+    let name = validate_workspace_name(raw_name)?;
+    let base = slugify(&name);
+    for attempt in 0..5 {
+        let slug = if attempt == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{}", &Uuid::new_v4().simple().to_string()[..6])
+        };
+        let id = Uuid::new_v4();
+        let ident = TenantIdent::for_workspace(id);
+        let name = name.clone();
+        let result = conn
+            .transaction::<_, WorkspaceError, _>(|c| {
+                async move {
+                    diesel::insert_into(workspaces::table)
+                        .values((
+                            workspaces::id.eq(id),
+                            workspaces::slug.eq(&slug),
+                            workspaces::name.eq(&name),
+                            workspaces::schema_name.eq(ident.as_str()),
+                            workspaces::role_name.eq(ident.as_str()),
+                            workspaces::tenant_version.eq(crate::tenancy::migrations::latest_version()),
+                        ))
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(memberships::table)
+                        .values((
+                            memberships::workspace_id.eq(id),
+                            memberships::user_id.eq(creator),
+                            memberships::role.eq(Role::Owner.as_str()),
+                        ))
+                        .execute(c)
+                        .await?;
+                    crate::tenancy::migrations::provision(c, id).await?;
+                    Ok(WorkspaceSummary { slug, name, role: Role::Owner })
+                }
+                .scope_boxed()
+            })
+            .await;
+        match result {
+            Err(WorkspaceError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => continue,
+            other => return other,
+        }
+    }
+    Err(WorkspaceError::Invalid("Could not find a free address for this workspace; try another name.".into()))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub display_name: String,
+    pub email: String,
+    pub role: Role,
+}
+
+pub async fn list_members(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Result<Vec<Member>, WorkspaceError> {
+    access.require(Permission::Read)?;
+    let rows: Vec<(Uuid, String, String, String)> = memberships::table
+        .inner_join(users::table)
+        .filter(memberships::workspace_id.eq(access.workspace_id))
+        .select((users::id, users::display_name, users::email, memberships::role))
+        .order((users::display_name.asc(), users::id.asc()))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(user_id, display_name, email, role)| {
+            Some(Member { user_id, display_name, email, role: Role::parse(&role)? })
+        })
+        .collect())
+}
+
+async fn member_role(conn: &mut AsyncPgConnection, workspace_id: Uuid, user_id: Uuid) -> Result<Role, WorkspaceError> {
+    let role: Option<String> = memberships::table
+        .filter(memberships::workspace_id.eq(workspace_id))
+        .filter(memberships::user_id.eq(user_id))
+        .select(memberships::role)
+        .first(conn)
+        .await
+        .optional()?;
+    role.and_then(|r| Role::parse(&r)).ok_or(WorkspaceError::NoSuchMember)
+}
+
+/// Changes a member's role. Admins manage admins, members and viewers; only owners may
+/// touch owners or make someone an owner. The database keeps at least one owner.
+pub async fn change_role(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    target: Uuid,
+    new_role: Role,
+) -> Result<(), WorkspaceError> {
+    access.require(Permission::ManageMembers)?;
+    let current = member_role(conn, access.workspace_id, target).await?;
+    if (current == Role::Owner || new_role == Role::Owner) && !access.can(Permission::ManageOwners) {
+        return Err(WorkspaceError::Forbidden);
+    }
+    diesel::update(
+        memberships::table
+            .filter(memberships::workspace_id.eq(access.workspace_id))
+            .filter(memberships::user_id.eq(target)),
+    )
+    .set(memberships::role.eq(new_role.as_str()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes a member (admins: non-owners only). Leaving is `remove_member` on oneself,
+/// which every role may do — except the last owner.
+pub async fn remove_member(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, target: Uuid) -> Result<(), WorkspaceError> {
+    if target != access.user_id {
+        access.require(Permission::ManageMembers)?;
+        let current = member_role(conn, access.workspace_id, target).await?;
+        if current == Role::Owner && !access.can(Permission::ManageOwners) {
+            return Err(WorkspaceError::Forbidden);
+        }
+    }
+    let n = diesel::delete(
+        memberships::table
+            .filter(memberships::workspace_id.eq(access.workspace_id))
+            .filter(memberships::user_id.eq(target)),
+    )
+    .execute(conn)
+    .await?;
+    if n == 0 {
+        return Err(WorkspaceError::NoSuchMember);
+    }
+    Ok(())
+}
+
+/// Makes `target` an owner and the calling owner an admin, atomically.
+pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, target: Uuid) -> Result<(), WorkspaceError> {
+    access.require(Permission::ManageOwners)?;
+    if target == access.user_id {
+        return Err(WorkspaceError::Invalid("You already own this workspace.".into()));
+    }
+    let (ws, me) = (access.workspace_id, access.user_id);
+    conn.transaction::<_, WorkspaceError, _>(|c| {
+        async move {
+            member_role(c, ws, target).await?;
+            for (user, role) in [(target, Role::Owner), (me, Role::Admin)] {
+                diesel::update(memberships::table.filter(memberships::workspace_id.eq(ws)).filter(memberships::user_id.eq(user)))
+                    .set(memberships::role.eq(role.as_str()))
+                    .execute(c)
+                    .await?;
+            }
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
+}
