@@ -119,9 +119,13 @@ SQL
 app_url() { echo "${1/:\/\/fluxi:/://fluxi_app:}/$2"; }
 
 # create_app_db SUPERUSER_BASE_URL DB: creates DB (if missing) owned by the application role.
+# fluxi_app is NOINHERIT, so it is made owner of `public` explicitly (it would not use
+# pg_database_owner's implicit rights).
 create_app_db() {
-  psql -X -q "$1/postgres" -tc "SELECT 1 FROM pg_database WHERE datname = '$2'" | grep -q 1 \
-    || psql_url "$1/postgres" "CREATE DATABASE $2 OWNER fluxi_app"
+  if ! psql -X -q "$1/postgres" -tc "SELECT 1 FROM pg_database WHERE datname = '$2'" | grep -q 1; then
+    psql_url "$1/postgres" "CREATE DATABASE $2 OWNER fluxi_app"
+    psql_url "$1/$2" "ALTER SCHEMA public OWNER TO fluxi_app"
+  fi
 }
 
 pg_stop() {

@@ -101,6 +101,7 @@ impl TestDb {
             let building = format!("{template}_building");
             diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}")).execute(&mut conn).await.unwrap();
             diesel::sql_query(format!("CREATE DATABASE {building} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
+            own_public_schema(&url_with_database(&admin, &building)).await;
             db::run_public_migrations(&as_app_role(&url_with_database(&admin, &building))).await.expect("migrate the template");
             diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}")).execute(&mut conn).await.unwrap();
         }
@@ -122,6 +123,7 @@ impl TestDb {
         let name = format!("fluxi_test_{}", uuid::Uuid::new_v4().simple());
         diesel::sql_query(format!("CREATE DATABASE {name} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
         let admin_url = url_with_database(&admin, &name);
+        own_public_schema(&admin_url).await;
         let url = as_app_role(&admin_url);
         let pool = db::build_pool(&url, 4).expect("pool");
         Self { url, admin_url, name, pool }
@@ -130,6 +132,13 @@ impl TestDb {
     pub async fn conn(&self) -> db::PooledConn {
         self.pool.get().await.expect("test connection")
     }
+}
+
+/// The application role is NOINHERIT, so it does not get the implicit rights of
+/// `pg_database_owner` on `public`: give it the schema explicitly (as scripts/lib.sh does).
+async fn own_public_schema(admin_db_url: &str) {
+    let mut conn = AsyncPgConnection::establish(admin_db_url).await.expect("connect as superuser");
+    diesel::sql_query(format!("ALTER SCHEMA public OWNER TO {APP_ROLE}")).execute(&mut conn).await.unwrap();
 }
 
 /// Builds a user with sensible defaults; every field can be overridden.
