@@ -44,6 +44,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: Options) -> Self {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn,tower_sessions_core=error").try_init();
         let mut db = TestDb::new().await;
         db.pool = fluxi_core::db::build_pool(&db.url, opts.pool_size).unwrap();
         let clock = ManualClock::new(OffsetDateTime::now_utc());
@@ -191,4 +192,53 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A signed-in person created directly in the database (fixture builder) and signed in
+/// over HTTP.
+pub struct Person {
+    pub client: Client,
+    pub user: fluxi_core::accounts::User,
+}
+
+impl TestApp {
+    pub async fn person(&self, name: &str) -> Person {
+        let email = format!("{}-{}@example.test", name.to_lowercase().replace(' ', "-"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let user = fluxi_core::testing::UserBuilder::new()
+            .display_name(name)
+            .email(&email)
+            .password(PASSWORD)
+            .create(&self.db.pool, &self.state.hasher)
+            .await;
+        let mut client = self.client();
+        let res = client.call("login", &[("email", &email), ("password", PASSWORD)]).await;
+        assert_eq!(res.status, StatusCode::OK, "login failed: {}", res.body);
+        Person { client, user }
+    }
+
+    /// Creates a workspace owned by `owner` through the server function; returns its slug.
+    pub async fn workspace(&self, owner: &mut Person, name: &str) -> String {
+        let res = owner.client.call("create_workspace", &[("name", name)]).await;
+        assert_eq!(res.status, StatusCode::OK, "create_workspace: {}", res.body);
+        res.location().unwrap().strip_prefix("/w/").unwrap().to_string()
+    }
+
+    /// Adds `person` to the workspace with `role` directly (fixture, not under test).
+    pub async fn add_member(&self, slug: &str, person: &Person, role: &str) {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use fluxi_core::schema::{memberships, workspaces};
+        let mut conn = self.db.conn().await;
+        let ws: uuid::Uuid = workspaces::table.filter(workspaces::slug.eq(slug)).select(workspaces::id).first(&mut conn).await.unwrap();
+        diesel::insert_into(memberships::table)
+            .values((memberships::workspace_id.eq(ws), memberships::user_id.eq(person.user.id), memberships::role.eq(role)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    pub async fn access(&self, slug: &str, person: &Person) -> fluxi_core::workspaces::WorkspaceAccess {
+        let mut conn = self.db.conn().await;
+        fluxi_core::workspaces::authorize(&mut conn, person.user.id, slug).await.unwrap()
+    }
 }

@@ -35,11 +35,11 @@ pub(crate) async fn provision(conn: &mut AsyncPgConnection, workspace_id: Uuid) 
     let ident = TenantIdent::for_workspace(workspace_id);
     let name = ident.as_str();
     // Identifiers come from TenantIdent (strict pattern); nothing here is user input.
+    // A new schema grants nothing to PUBLIC; only its owner role can use it.
     conn.batch_execute(&format!(
         "CREATE ROLE {name} NOLOGIN NOINHERIT; \
          GRANT {name} TO CURRENT_USER; \
-         CREATE SCHEMA {name} AUTHORIZATION {name}; \
-         REVOKE ALL ON SCHEMA {name} FROM PUBLIC;"
+         CREATE SCHEMA {name} AUTHORIZATION {name};"
     ))
     .await?;
     apply_pending_in(conn, &ident, &ident).await?;
