@@ -1,0 +1,159 @@
+//! The role matrix: every workspace server function × {owner, admin, member, viewer,
+//! member of another workspace, signed out}, expected outcomes derived from the one
+//! permission table (`fluxi_core::workspaces::permissions::MATRIX`). A server function
+//! that is in neither list below fails the first test, so none can be forgotten.
+
+mod common;
+
+use common::{Person, TestApp, PASSWORD};
+use fluxi_core::workspaces::{allowed, Permission, Role};
+use reqwest::StatusCode;
+
+/// Workspace-scoped server functions and the permission each needs.
+const WORKSPACE_FUNCTIONS: &[(&str, Permission)] = &[
+    ("workspace_home", Permission::Read),
+    ("members_page", Permission::Read),
+    ("leave_workspace", Permission::Read),
+    ("create_note", Permission::Write),
+    ("invite_member", Permission::ManageMembers),
+    ("revoke_invitation", Permission::ManageMembers),
+    ("change_member_role", Permission::ManageMembers),
+    ("remove_member", Permission::ManageMembers),
+    ("transfer_ownership", Permission::ManageOwners),
+];
+
+/// Server functions that are not scoped to one workspace (each checks its caller itself;
+/// covered by the account and invitation tests).
+const OTHER_FUNCTIONS: &[&str] = &[
+    "signup",
+    "login",
+    "logout",
+    "current_user",
+    "take_flash",
+    "list_workspaces",
+    "create_workspace",
+    "invitation_info",
+    "accept_invitation",
+];
+
+#[test]
+fn every_server_function_is_classified() {
+    let mut registered: Vec<String> = leptos::server_fn::axum::server_fn_paths()
+        .map(|(path, _)| path.trim_start_matches("/api/").to_string())
+        .collect();
+    registered.sort();
+    let mut known: Vec<String> = WORKSPACE_FUNCTIONS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .chain(OTHER_FUNCTIONS.iter().map(|n| n.to_string()))
+        .collect();
+    known.sort();
+    assert_eq!(registered, known, "classify every server function in tests/role_matrix.rs");
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Caller {
+    Role(Role),
+    Outsider,
+    Anonymous,
+}
+
+struct World {
+    slug: String,
+    owner: Person,
+    admin: Person,
+    member: Person,
+    viewer: Person,
+    target: Person,
+    outsider: Person,
+    invitation_id: String,
+}
+
+async fn world(app: &TestApp) -> World {
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Matrix").await;
+    let (admin, member, viewer, target) =
+        (app.person("Admin").await, app.person("Member").await, app.person("Viewer").await, app.person("Target").await);
+    app.add_member(&slug, &admin, "admin").await;
+    app.add_member(&slug, &member, "member").await;
+    app.add_member(&slug, &viewer, "viewer").await;
+    app.add_member(&slug, &target, "viewer").await;
+    let mut outsider = app.person("Outsider").await;
+    app.workspace(&mut outsider, "Elsewhere").await;
+    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "pending@example.test"), ("role", "viewer")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let page = owner.client.call("members_page", &[("slug", &slug)]).await;
+    let json: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    let invitation_id = json["invitations"][0]["id"].as_str().unwrap().to_string();
+    World { slug, owner, admin, member, viewer, target, outsider, invitation_id }
+}
+
+async fn call(app: &TestApp, w: &mut World, caller: Caller, function: &str) -> common::Reply {
+    let target = w.target.user.id.to_string();
+    let email = format!("new-{}@example.test", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let slug = w.slug.clone();
+    let args: Vec<(&str, &str)> = match function {
+        "create_note" => vec![("slug", &slug), ("title", "A note"), ("body", "")],
+        "invite_member" => vec![("slug", &slug), ("email", &email), ("role", "viewer")],
+        "revoke_invitation" => vec![("slug", &slug), ("invitation_id", &w.invitation_id)],
+        "change_member_role" => vec![("slug", &slug), ("user_id", &target), ("role", "member")],
+        "remove_member" => vec![("slug", &slug), ("user_id", &target)],
+        "transfer_ownership" => vec![("slug", &slug), ("user_id", &target), ("password", PASSWORD)],
+        _ => vec![("slug", &slug)],
+    };
+    let mut anonymous = app.client();
+    let client = match caller {
+        Caller::Role(Role::Owner) => &mut w.owner.client,
+        Caller::Role(Role::Admin) => &mut w.admin.client,
+        Caller::Role(Role::Member) => &mut w.member.client,
+        Caller::Role(Role::Viewer) => &mut w.viewer.client,
+        Caller::Outsider => &mut w.outsider.client,
+        Caller::Anonymous => &mut anonymous,
+    };
+    client.call(function, &args).await
+}
+
+#[tokio::test]
+async fn every_workspace_function_allows_exactly_the_roles_the_matrix_allows() {
+    let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
+    let callers = [
+        Caller::Role(Role::Owner),
+        Caller::Role(Role::Admin),
+        Caller::Role(Role::Member),
+        Caller::Role(Role::Viewer),
+        Caller::Outsider,
+        Caller::Anonymous,
+    ];
+    let cases = WORKSPACE_FUNCTIONS.iter().flat_map(|(f, p)| callers.iter().map(move |c| (*f, *p, *c)));
+    let results = futures::future::join_all(cases.map(|(function, permission, caller)| {
+        let app = &app;
+        async move {
+            // A fresh world per case: earlier calls (removals, transfers) cannot skew later ones.
+            let mut w = world(app).await;
+            let res = call(app, &mut w, caller, function).await;
+            (function, permission, caller, res)
+        }
+    }))
+    .await;
+    let mut failures = Vec::new();
+    for (function, permission, caller, res) in results {
+        let expected_ok = match caller {
+            Caller::Role(role) => allowed(role, permission),
+            _ => false,
+        };
+        let ok = match caller {
+            Caller::Anonymous => res.status == StatusCode::UNAUTHORIZED,
+            Caller::Outsider => res.status == StatusCode::NOT_FOUND,
+            Caller::Role(role) if expected_ok => {
+                res.status == StatusCode::OK
+                    // The only owner cannot leave: authorized, then refused by the invariant.
+                    || (function == "leave_workspace" && role == Role::Owner && res.status == StatusCode::CONFLICT)
+            }
+            Caller::Role(_) => res.status == StatusCode::FORBIDDEN,
+        };
+        if !ok {
+            failures.push(format!("{function} as {caller:?}: got {} {}", res.status, res.body));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
