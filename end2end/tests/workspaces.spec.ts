@@ -1,0 +1,89 @@
+import { test, expect, type Page } from '@playwright/test';
+import { ready, signUp, uniqueEmail } from './helpers';
+
+const sink = process.env.FLUXI_TEST_SMTP_MESSAGES ?? 'http://127.0.0.1:2580/messages';
+
+/** Waits for the invitation mail to reach the local SMTP sink and returns its link path. */
+async function invitationLinkFor(page: Page, email: string): Promise<string> {
+  let link = '';
+  await expect
+    .poll(
+      async () => {
+        const res = await page.request.get(`${sink}?to=${encodeURIComponent(email)}`);
+        const messages: { data: string }[] = await res.json();
+        const text = messages.map((m) => m.data.replace(/=\r?\n/g, '')).join('\n');
+        const match = text.match(/\/invite\/([0-9a-f]{64})/);
+        link = match ? `/invite/${match[1]}` : '';
+        return link;
+      },
+      { timeout: 20_000 },
+    )
+    .not.toBe('');
+  return link;
+}
+
+test('create a workspace, invite, accept, change role, read-only view, remove', async ({ browser }) => {
+  const owner = await (await browser.newContext()).newPage();
+  const guest = await (await browser.newContext()).newPage();
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const guestName = `Guest ${suffix}`;
+  const guestEmail = uniqueEmail('guest');
+
+  // The owner creates a workspace and lands on its home.
+  await signUp(owner, 'Olive Owner', uniqueEmail('owner'));
+  await owner.getByRole('link', { name: 'Workspaces' }).click();
+  await expect(owner).toHaveURL(/\/workspaces$/);
+  await ready(owner);
+  await owner.getByLabel('Workspace name').fill(`Team ${suffix}`);
+  await owner.getByRole('button', { name: 'Create workspace' }).click();
+  await expect(owner).toHaveURL(new RegExp(`/w/team-${suffix}$`));
+  await expect(owner.getByRole('heading', { level: 1, name: `Team ${suffix}` })).toBeVisible();
+  await expect(owner.getByText('Your role: owner')).toBeVisible();
+  await expect(owner.getByRole('navigation', { name: 'Workspace switcher' })).toBeVisible();
+
+  // It invites the guest as a member.
+  await owner.getByRole('link', { name: 'Members' }).click();
+  await expect(owner).toHaveURL(/\/settings\/members$/);
+  await ready(owner);
+  await owner.getByLabel('Email').fill(guestEmail);
+  await owner.getByLabel('Role', { exact: true }).selectOption('member');
+  await owner.getByRole('button', { name: 'Send invitation' }).click();
+  const pending = owner.getByRole('list', { name: 'Pending invitations' });
+  await expect(pending.getByText(guestEmail)).toBeVisible();
+
+  // The guest gets the mail, signs up with that address and accepts.
+  const link = await invitationLinkFor(owner, guestEmail);
+  await signUp(guest, guestName, guestEmail);
+  await guest.goto(link);
+  await ready(guest);
+  await expect(guest.getByText(`Team ${suffix}`)).toBeVisible();
+  await guest.getByRole('button', { name: 'Accept invitation' }).click();
+  await expect(guest).toHaveURL(new RegExp(`/w/team-${suffix}$`));
+  await expect(guest.getByText('Your role: member')).toBeVisible();
+  await expect(guest.getByRole('button', { name: 'Add note' })).toBeVisible();
+
+  // The owner makes the guest a viewer.
+  await owner.reload();
+  await ready(owner);
+  const row = owner.getByRole('row', { name: guestName });
+  await row.getByLabel(`Role for ${guestName}`).selectOption('viewer');
+  await row.getByRole('button', { name: 'Change role' }).click();
+  await expect(owner.getByRole('row', { name: guestName }).getByRole('cell', { name: 'viewer', exact: true })).toBeVisible();
+
+  // The guest now has a read-only view: no controls they cannot use.
+  await guest.reload();
+  await expect(guest.getByText('Your role: viewer')).toBeVisible();
+  await expect(guest.getByText('You have read-only access to this workspace.')).toBeVisible();
+  await expect(guest.getByRole('button', { name: 'Add note' })).toHaveCount(0);
+  await guest.getByRole('link', { name: 'Members' }).click();
+  await expect(guest.getByRole('button', { name: 'Send invitation' })).toHaveCount(0);
+  await expect(guest.getByRole('button', { name: 'Remove' })).toHaveCount(0);
+
+  // The owner removes the guest, who can no longer see the workspace.
+  await owner.reload();
+  await ready(owner);
+  await owner.getByRole('row', { name: guestName }).getByRole('button', { name: 'Remove' }).click();
+  await expect(owner.getByRole('row', { name: guestName })).toHaveCount(0);
+  await guest.goto(`/w/team-${suffix}`);
+  await expect(guest.getByRole('heading', { name: 'Workspace not found' })).toBeVisible();
+});
