@@ -170,6 +170,7 @@ pub struct InvitationPreview {
     pub role: Role,
 }
 
+#[derive(Queryable)]
 struct Found {
     id: Uuid,
     workspace_id: Uuid,
@@ -197,19 +198,11 @@ async fn find(conn: &mut AsyncPgConnection, token: &str, lock: bool) -> QueryRes
             invitations::accepted_at,
             invitations::revoked_at,
         ));
-    let row: Option<(Uuid, Uuid, String, String, String, String, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>)> =
-        if lock { query.for_update().first(conn).await.optional()? } else { query.first(conn).await.optional()? };
-    Ok(row.map(|(id, workspace_id, slug, name, email_normalized, role, expires_at, accepted_at, revoked_at)| Found {
-        id,
-        workspace_id,
-        slug,
-        name,
-        email_normalized,
-        role,
-        expires_at,
-        accepted_at,
-        revoked_at,
-    }))
+    if lock {
+        query.for_update().first::<Found>(conn).await.optional()
+    } else {
+        query.first::<Found>(conn).await.optional()
+    }
 }
 
 fn state(found: &Found, now: OffsetDateTime) -> Result<Role, InvitationProblem> {
