@@ -10,7 +10,7 @@ pub mod server;
 pub mod workspaces;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
@@ -34,6 +34,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                // Plain head elements (not leptos_meta components): they need no hydration,
+                // and <Stylesheet/> in App caused a hydration mismatch with leptos_meta 0.8.7.
+                <link rel="stylesheet" href="/pkg/fluxi.css"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <title>"Fluxi"</title>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -65,8 +70,6 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/fluxi.css"/>
-        <Title text="Fluxi"/>
         <Router>
             <Nav/>
             <main class="px-4 pb-16">

@@ -1,5 +1,5 @@
-import { test, expect } from '@playwright/test';
-import { PASSWORD, ready, signIn, signUp, uniqueEmail } from './helpers';
+import { expect } from '@playwright/test';
+import { PASSWORD, ready, signIn, signUp, test, uniqueEmail } from './helpers';
 
 test('sign up, sign out, sign in, see the account page', async ({ page }) => {
   const email = uniqueEmail('journey');

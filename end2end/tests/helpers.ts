@@ -1,4 +1,23 @@
-import { expect, test, type Page } from '@playwright/test';
+import { expect, test as base, type Page } from '@playwright/test';
+
+/** Collects uncaught page errors (e.g. a hydration panic); `check` fails on any. */
+export function watchErrors(page: Page): { check: () => void } {
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /hydration|panicked/i.test(m.text())) errors.push(m.text());
+  });
+  return { check: () => expect(errors, 'uncaught errors in the page').toEqual([]) };
+}
+
+/** `test` whose `page` fails the test on any uncaught page error. */
+export const test = base.extend({
+  page: async ({ page }, use) => {
+    const watcher = watchErrors(page);
+    await use(page);
+    watcher.check();
+  },
+});
 
 export const PASSWORD = 'correct horse battery staple';
 
@@ -9,7 +28,7 @@ export function uniqueEmail(prefix: string): string {
 /** With JavaScript, waits until the app has hydrated (it marks <body>); without, the
  *  server-rendered page is ready as soon as it is shown. */
 export async function ready(page: Page): Promise<void> {
-  if (test.info().project.name === 'with-js') {
+  if (base.info().project.name === 'with-js') {
     await page.locator('body[data-hydrated]').waitFor({ state: 'attached' });
   }
 }

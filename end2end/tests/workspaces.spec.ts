@@ -1,5 +1,5 @@
-import { test, expect, type Page } from '@playwright/test';
-import { ready, signUp, uniqueEmail } from './helpers';
+import { expect, type Page } from '@playwright/test';
+import { ready, signUp, test, uniqueEmail, watchErrors } from './helpers';
 
 const sink = process.env.FLUXI_TEST_SMTP_MESSAGES ?? 'http://127.0.0.1:2580/messages';
 
@@ -25,6 +25,7 @@ async function invitationLinkFor(page: Page, email: string): Promise<string> {
 test('create a workspace, invite, accept, change role, read-only view, remove', async ({ browser }) => {
   const owner = await (await browser.newContext()).newPage();
   const guest = await (await browser.newContext()).newPage();
+  const watchers = [watchErrors(owner), watchErrors(guest)];
   const suffix = Math.random().toString(36).slice(2, 8);
   const guestName = `Guest ${suffix}`;
   const guestEmail = uniqueEmail('guest');
@@ -86,4 +87,5 @@ test('create a workspace, invite, accept, change role, read-only view, remove', 
   await expect(owner.getByRole('row', { name: guestName })).toHaveCount(0);
   await guest.goto(`/w/team-${suffix}`);
   await expect(guest.getByRole('heading', { name: 'Workspace not found' })).toBeVisible();
+  for (const w of watchers) w.check();
 });
