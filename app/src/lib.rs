@@ -1,5 +1,7 @@
 //! Fluxi's Leptos application: pages, components and server functions, shared by the
 //! server (feature `ssr`) and the wasm frontend (feature `hydrate`).
+// Deeply nested view types of the larger pages exceed the default limit.
+#![recursion_limit = "512"]
 
 pub mod account;
 pub mod auth;

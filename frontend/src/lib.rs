@@ -1,4 +1,6 @@
 //! The wasm entry point: hydrates the server-rendered HTML.
+// Deeply nested view types of the larger pages exceed the default limit.
+#![recursion_limit = "512"]
 
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {

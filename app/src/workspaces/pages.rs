@@ -270,11 +270,11 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                                                 <button type="submit" class=SMALL_BUTTON>"Remove"</button>
                                                             </ActionForm>
                                                         </div>
-                                                    })
+                                                    }.into_any())
                                                 } else {
                                                     None
                                                 };
-                                                Some(view! { <td class="py-2">{controls}</td> })
+                                                Some(view! { <td class="py-2">{controls}</td> }.into_any())
                                             } else {
                                                 None
                                             };
@@ -286,7 +286,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                                     <td class="py-2 pr-4">{m.role.clone()}</td>
                                                     {actions}
                                                 </tr>
-                                            }
+                                            }.into_any()
                                         }).collect_view()}
                                     </tbody>
                                 </table>
@@ -329,7 +329,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                             </ul>
                                         }.into_any()
                                     }}
-                                }) } else { None }}
+                                }.into_any()) } else { None }}
 
                                 {{
                                     let candidates: Vec<MemberView> = p.members.iter().filter(|m| !m.is_me).cloned().collect();
@@ -347,7 +347,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                             <TextField label="Your current password" name="password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
                                             <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>
                                         </ActionForm>
-                                    }) } else { None }
+                                    }.into_any()) } else { None }
                                 }}
 
                                 <h2 class="mt-8 text-lg font-semibold">"Leave"</h2>
