@@ -42,7 +42,7 @@ pub(crate) async fn provision(conn: &mut AsyncPgConnection, workspace_id: Uuid) 
          CREATE SCHEMA {name} AUTHORIZATION {name};"
     ))
     .await?;
-    apply_pending_in(conn, &ident, &ident).await?;
+    apply_pending_in(conn, &ident, &ident, TENANT_MIGRATIONS).await?;
     Ok(())
 }
 
@@ -52,6 +52,7 @@ async fn apply_pending_in(
     conn: &mut AsyncPgConnection,
     schema: &TenantIdent,
     role: &TenantIdent,
+    migrations: &'static [(&'static str, &'static str)],
 ) -> Result<Vec<String>, TenantError> {
     scoped_transaction(conn, schema, role, |c| {
         async move {
@@ -63,7 +64,7 @@ async fn apply_pending_in(
                 .map(|r| r.version)
                 .collect();
             let mut applied = Vec::new();
-            for (version, sql) in TENANT_MIGRATIONS {
+            for (version, sql) in migrations {
                 if done.iter().any(|d| d == version) {
                     continue;
                 }
@@ -101,7 +102,16 @@ pub struct FleetReport {
 /// so one failure leaves the others alone and a re-run resumes where it stopped.
 /// When nothing is pending this is a single query.
 pub async fn migrate_fleet(pool: &Pool, concurrency: usize) -> Result<FleetReport, crate::db::DbError> {
-    let latest = latest_version();
+    migrate_fleet_with(pool, concurrency, TENANT_MIGRATIONS).await
+}
+
+/// [`migrate_fleet`] with an explicit migration list (benchmarks add a pending one).
+pub async fn migrate_fleet_with(
+    pool: &Pool,
+    concurrency: usize,
+    migrations: &'static [(&'static str, &'static str)],
+) -> Result<FleetReport, crate::db::DbError> {
+    let latest = migrations.last().map(|(v, _)| *v).unwrap_or("");
     let behind: Vec<(Uuid, String, String)> = {
         let mut conn = pool.get().await.map_err(|e| crate::db::DbError::Pool(e.to_string()))?;
         workspaces::table
@@ -117,7 +127,7 @@ pub async fn migrate_fleet(pool: &Pool, concurrency: usize) -> Result<FleetRepor
     let results: Vec<(Uuid, Result<(), String>)> = stream::iter(behind)
         .map(|(id, schema, role)| {
             let pool = pool.clone();
-            async move { (id, migrate_one(&pool, id, &schema, &role).await) }
+            async move { (id, migrate_one(&pool, id, &schema, &role, migrations).await) }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -135,12 +145,18 @@ pub async fn migrate_fleet(pool: &Pool, concurrency: usize) -> Result<FleetRepor
     Ok(report)
 }
 
-async fn migrate_one(pool: &Pool, id: Uuid, schema: &str, role: &str) -> Result<(), String> {
+async fn migrate_one(
+    pool: &Pool,
+    id: Uuid,
+    schema: &str,
+    role: &str,
+    migrations: &'static [(&'static str, &'static str)],
+) -> Result<(), String> {
     let (Some(schema), Some(role)) = (TenantIdent::parse(schema), TenantIdent::parse(role)) else {
         return Err(TenantError::InvalidIdent.to_string());
     };
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let latest = latest_version();
+    let latest = migrations.last().map(|(v, _)| *v).unwrap_or("");
     conn.transaction::<_, TenantError, _>(|c| {
         async move {
             c.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
@@ -150,7 +166,7 @@ async fn migrate_one(pool: &Pool, id: Uuid, schema: &str, role: &str) -> Result<
                 .set(workspaces::tenant_version.eq(latest))
                 .execute(c)
                 .await?;
-            apply_pending_in(c, &schema, &role).await?;
+            apply_pending_in(c, &schema, &role, migrations).await?;
             Ok(())
         }
         .scope_boxed()
