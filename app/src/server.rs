@@ -98,9 +98,48 @@ pub async fn fail(form: &str, values: &[(&str, &str)], error: AppError) -> AppEr
     error
 }
 
+/// Per-request memo of the signed-in user: a page render calls several server functions
+/// (navigation, page data), and each needs the user; load it once per request.
+#[derive(Clone, Default)]
+pub struct RequestCache {
+    user: std::sync::Arc<std::sync::Mutex<Option<Option<User>>>>,
+}
+
+impl RequestCache {
+    fn get(&self) -> Option<Option<User>> {
+        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn set(&self, user: Option<Option<User>>) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user;
+    }
+}
+
+fn request_cache() -> Option<RequestCache> {
+    use_context::<RequestCache>()
+}
+
+/// After signing out within a request, later lookups must not see the old user.
+pub fn forget_cached_user() {
+    if let Some(cache) = request_cache() {
+        cache.set(None);
+    }
+}
+
 /// The signed-in user of this request, enforcing the idle and absolute timeouts.
 /// An expired or dangling session is deleted and treated as signed out.
 pub async fn current_user(state: &AppState, session: &Session) -> Result<Option<User>, AppError> {
+    let cache = request_cache();
+    if let Some(known) = cache.as_ref().and_then(RequestCache::get) {
+        return Ok(known);
+    }
+    let user = load_current_user(state, session).await?;
+    if let Some(cache) = cache {
+        cache.set(Some(user.clone()));
+    }
+    Ok(user)
+}
+
+async fn load_current_user(state: &AppState, session: &Session) -> Result<Option<User>, AppError> {
     let Some(mut auth) = session.get::<AuthState>(AUTH_KEY).await.map_err(internal)? else {
         return Ok(None);
     };
@@ -130,6 +169,9 @@ pub async fn current_user(state: &AppState, session: &Session) -> Result<Option<
 /// only the new sign-in state.
 pub async fn start_session(state: &AppState, session: &Session, user: &User) -> Result<(), AppError> {
     let now = state.clock.now();
+    if let Some(cache) = request_cache() {
+        cache.set(None);
+    }
     session.clear().await;
     session.cycle_id().await.map_err(internal)?;
     session

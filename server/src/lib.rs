@@ -34,8 +34,12 @@ pub const SESSION_COOKIE: &str = "__Host-fluxi_session";
 /// Largest request body accepted. Every form we have fits in a fraction of this.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Context for each request: the shared state and a fresh per-request cache.
 fn provide_state(state: AppState) -> impl Fn() + Clone + Send + Sync + 'static {
-    move || provide_context(state.clone())
+    move || {
+        provide_context(state.clone());
+        provide_context(app::server::RequestCache::default());
+    }
 }
 
 async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {

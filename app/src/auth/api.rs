@@ -159,6 +159,7 @@ pub async fn logout() -> Result<(), AppError> {
     let session = crate::server::session().await?;
     // Deletes the server-side row; the old cookie is worthless from here on.
     session.flush().await.map_err(crate::server::internal)?;
+    crate::server::forget_cached_user();
     leptos_axum::redirect("/login");
     Ok(())
 }
