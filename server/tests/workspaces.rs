@@ -342,3 +342,18 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
 }
 
 use diesel_async::AsyncConnection;
+
+#[tokio::test]
+async fn the_development_mailbox_shows_outgoing_mail_and_is_absent_in_production() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Dev <Mail>").await;
+    owner.client.call("invite_member", &[("slug", &slug), ("email", "dev@example.test"), ("role", "viewer")]).await;
+    let page = app.client().get("/dev/mailbox").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Invitation to Dev &lt;Mail&gt; on Fluxi"), "escaped: {}", page.body);
+    assert!(page.body.contains("dev@example.test") && page.body.contains("/invite/"));
+
+    let prod = TestApp::spawn_with(common::Options { production: true, ..Default::default() }).await;
+    assert_eq!(prod.client().get("/dev/mailbox").await.status, StatusCode::NOT_FOUND);
+}

@@ -30,11 +30,13 @@ pub struct Options {
     pub hasher: PasswordHasherConfig,
     pub policy: SessionPolicy,
     pub pool_size: usize,
+    /// `FLUXI_ENV=production`: no development helpers.
+    pub production: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { hasher: PasswordHasherConfig::default(), policy: SessionPolicy::default(), pool_size: 8 }
+        Self { hasher: PasswordHasherConfig::default(), policy: SessionPolicy::default(), pool_size: 8, production: false }
     }
 }
 
@@ -58,7 +60,7 @@ impl TestApp {
             session_policy: opts.policy,
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
             base_url: format!("http://{addr}"),
-            dev_mailbox: true,
+            dev_mailbox: !opts.production,
         };
         let router = server::build_router(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
