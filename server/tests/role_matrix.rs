@@ -20,6 +20,7 @@ const WORKSPACE_FUNCTIONS: &[(&str, Permission)] = &[
     ("change_member_role", Permission::ManageMembers),
     ("remove_member", Permission::ManageMembers),
     ("transfer_ownership", Permission::ManageOwners),
+    ("delete_workspace", Permission::DeleteWorkspace),
 ];
 
 /// Server functions that are not scoped to one workspace (each checks its caller itself;
@@ -99,6 +100,7 @@ async fn call(app: &TestApp, w: &mut World, caller: Caller, function: &str) -> c
         "change_member_role" => vec![("slug", &slug), ("user_id", &target), ("role", "member")],
         "remove_member" => vec![("slug", &slug), ("user_id", &target)],
         "transfer_ownership" => vec![("slug", &slug), ("user_id", &target), ("password", PASSWORD)],
+        "delete_workspace" => vec![("slug", &slug), ("password", PASSWORD)],
         _ => vec![("slug", &slug)],
     };
     let mut anonymous = app.client();

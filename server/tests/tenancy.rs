@@ -240,6 +240,7 @@ async fn members_of_one_workspace_cannot_touch_another() {
         ("remove_member", vec![("slug", &b), ("user_id", &carol_id)]),
         ("leave_workspace", vec![("slug", &b)]),
         ("transfer_ownership", vec![("slug", &b), ("user_id", &bob_id), ("password", PASSWORD)]),
+        ("delete_workspace", vec![("slug", &b), ("password", PASSWORD)]),
     ];
     for (name, args) in &calls {
         let res = ada.client.call(name, args).await;
@@ -278,4 +279,28 @@ async fn members_of_one_workspace_cannot_touch_another() {
     // And Ada's own home shows none of B's notes.
     let home = ada.client.call("workspace_home", &[("slug", &a)]).await;
     assert!(!home.body.contains("B's plans"));
+}
+
+#[tokio::test]
+async fn deleting_a_workspace_removes_its_schema_role_and_rows_and_needs_the_password() {
+    let app = TestApp::spawn().await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Short lived").await;
+    let keep = app.workspace(&mut ada, "Kept").await;
+    let schema = schema_of(&app, &slug).await;
+    let wrong = ada.client.call("delete_workspace", &[("slug", &slug), ("password", "not my password")]).await;
+    assert!(wrong.error().message_for("password").is_some());
+    let res = ada.client.call("delete_workspace", &[("slug", &slug), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.location(), Some("/workspaces"));
+    let mut admin = AsyncPgConnection::establish(&app.db.admin_url).await.unwrap();
+    let leftovers: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+        "((SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}') + (SELECT count(*) FROM pg_roles WHERE rolname = '{schema}'))"
+    )))
+    .get_result(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(leftovers, 0, "schema and role are gone");
+    assert_eq!(ada.client.call("workspace_home", &[("slug", &slug)]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(ada.client.call("workspace_home", &[("slug", &keep)]).await.status, StatusCode::OK);
 }

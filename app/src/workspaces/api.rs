@@ -268,6 +268,28 @@ pub async fn transfer_ownership(slug: String, user_id: String, password: String)
     workspaces::transfer_ownership(&mut conn, &access, target).await.map_err(fail)
 }
 
+/// Step-up: the owner re-enters their password.
+#[server(prefix = "/api", endpoint = "delete_workspace")]
+pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppError> {
+    use imp::*;
+    let state = server::state()?;
+    let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
+    access.require(Permission::DeleteWorkspace).map_err(fail)?;
+    if password.is_empty() || password.chars().count() > fluxi_core::accounts::PASSWORD_MAX_CHARS {
+        return Err(with_status(AppError::field("password", "Enter your current password.")));
+    }
+    let verified = state.hasher.verify(&password, Some(&user.password_hash)).await.map_err(|e| match e {
+        fluxi_core::accounts::HashError::Busy => with_status(AppError::Busy),
+        other => server::internal(other),
+    })?;
+    if !verified {
+        return Err(with_status(AppError::field("password", "That is not your current password.")));
+    }
+    workspaces::delete_workspace(&mut conn, &access).await.map_err(fail)?;
+    leptos_axum::redirect("/workspaces");
+    Ok(())
+}
+
 #[server(prefix = "/api", endpoint = "invitation_info")]
 pub async fn get_invitation_info(token: String) -> Result<InvitationInfo, AppError> {
     use imp::*;

@@ -201,6 +201,8 @@ pub fn MembersSettingsPage() -> impl IntoView {
     let remove = ServerAction::<RemoveMember>::new();
     let leave = ServerAction::<LeaveWorkspace>::new();
     let transfer = ServerAction::<TransferOwnership>::new();
+    let delete = ServerAction::<DeleteWorkspace>::new();
+    let delete_error = action_error(delete);
     let page = Resource::new(
         move || {
             (
@@ -229,6 +231,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                     Ok(p) => {
                         let slug = p.slug.clone();
                         let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
+                        let slug_delete = slug.clone();
                         view! {
                             <section class="mx-auto mt-8 w-full max-w-4xl">
                                 <p><a href=format!("/w/{}", p.slug) class=LINK>{format!("← {}", p.name)}</a></p>
@@ -349,6 +352,17 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         </ActionForm>
                                     }.into_any()) } else { None }
                                 }}
+
+                                {if p.is_owner { Some(view! {
+                                    <h2 class="mt-8 text-lg font-semibold">"Delete workspace"</h2>
+                                    <p class="text-sm text-slate-700">"Deletes the workspace and all its data for everyone. This cannot be undone."</p>
+                                    <ActionForm action=delete attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
+                                        <FormAlert message=form_message(delete_error)/>
+                                        <input type="hidden" name="slug" value=slug_delete/>
+                                        <TextField label="Current password to confirm deletion" name="password" kind="password" autocomplete="current-password" error=field(delete_error, "password")/>
+                                        <button type="submit" class="inline-flex w-full justify-center rounded-md bg-red-700 px-4 py-2 font-semibold text-white hover:bg-red-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-red-600 focus-visible:ring-offset-2">"Delete workspace"</button>
+                                    </ActionForm>
+                                }.into_any()) } else { None }}
 
                                 <h2 class="mt-8 text-lg font-semibold">"Leave"</h2>
                                 <ActionForm action=leave attr:class="mt-2">

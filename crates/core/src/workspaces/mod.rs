@@ -344,3 +344,25 @@ pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &Workspace
     })
     .await
 }
+
+/// Deletes the workspace with everything in it: registry row (memberships and
+/// invitations cascade), its schema and tables, and its database role — in one
+/// transaction. Owners only; the caller does the step-up check.
+pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Result<(), WorkspaceError> {
+    use diesel_async::SimpleAsyncConnection;
+    access.require(Permission::DeleteWorkspace)?;
+    let (id, ident) = (access.workspace_id, access.schema.clone());
+    conn.transaction::<_, WorkspaceError, _>(|c| {
+        async move {
+            diesel::delete(workspaces::table.find(id)).execute(c).await?;
+            // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
+            // it; then the (now empty-handed) role itself is dropped.
+            let name = ident.as_str();
+            c.batch_execute(&format!("SET LOCAL ROLE {name}; DROP SCHEMA {name} CASCADE; RESET ROLE; DROP ROLE {name};"))
+                .await?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
+}
