@@ -228,3 +228,20 @@ pub async fn workspace_access(
         .map_err(|e| with_status(workspace_error(e)))?;
     Ok((user, conn, access))
 }
+
+/// Step-up re-authentication for sensitive actions: the signed-in person's current
+/// password, checked like a sign-in (hashing permits, constant work).
+pub async fn step_up(state: &AppState, user: &User, password: &str) -> Result<(), AppError> {
+    if password.is_empty() || password.chars().count() > fluxi_core::accounts::PASSWORD_MAX_CHARS {
+        return Err(with_status(AppError::field("password", "Enter your current password.")));
+    }
+    let verified = state.hasher.verify(password, Some(&user.password_hash)).await.map_err(|e| match e {
+        fluxi_core::accounts::HashError::Busy => with_status(AppError::Busy),
+        other => internal(other),
+    })?;
+    if verified {
+        Ok(())
+    } else {
+        Err(with_status(AppError::field("password", "That is not your current password.")))
+    }
+}

@@ -255,16 +255,7 @@ pub async fn transfer_ownership(slug: String, user_id: String, password: String)
     let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
     access.require(Permission::ManageOwners).map_err(fail)?;
     let target = parse_uuid(&user_id)?;
-    if password.is_empty() || password.chars().count() > fluxi_core::accounts::PASSWORD_MAX_CHARS {
-        return Err(with_status(AppError::field("password", "Enter your current password.")));
-    }
-    let verified = state.hasher.verify(&password, Some(&user.password_hash)).await.map_err(|e| match e {
-        fluxi_core::accounts::HashError::Busy => with_status(AppError::Busy),
-        other => server::internal(other),
-    })?;
-    if !verified {
-        return Err(with_status(AppError::field("password", "That is not your current password.")));
-    }
+    server::step_up(&state, &user, &password).await?;
     workspaces::transfer_ownership(&mut conn, &access, target).await.map_err(fail)
 }
 
@@ -275,16 +266,7 @@ pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppE
     let state = server::state()?;
     let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
     access.require(Permission::DeleteWorkspace).map_err(fail)?;
-    if password.is_empty() || password.chars().count() > fluxi_core::accounts::PASSWORD_MAX_CHARS {
-        return Err(with_status(AppError::field("password", "Enter your current password.")));
-    }
-    let verified = state.hasher.verify(&password, Some(&user.password_hash)).await.map_err(|e| match e {
-        fluxi_core::accounts::HashError::Busy => with_status(AppError::Busy),
-        other => server::internal(other),
-    })?;
-    if !verified {
-        return Err(with_status(AppError::field("password", "That is not your current password.")));
-    }
+    server::step_up(&state, &user, &password).await?;
     workspaces::delete_workspace(&mut conn, &access).await.map_err(fail)?;
     leptos_axum::redirect("/workspaces");
     Ok(())
