@@ -81,14 +81,10 @@ impl FromServerFnError for AppError {
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
             ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) | ServerFnErrorErr::Deserialization(_) => {
-                // Raised before the function body runs, so give the reply its 400 here
-                // (a plain form post keeps the redirect back to its page instead).
+                // Raised before the function body runs, so give the reply its 400 here.
                 #[cfg(feature = "ssr")]
-                if !crate::server::is_plain_form_post() {
-                    if let Some(res) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
-                        res.set_status(axum::http::StatusCode::BAD_REQUEST);
-                    }
-                }
+                return crate::server::with_status(Self::BadRequest);
+                #[cfg(not(feature = "ssr"))]
                 Self::BadRequest
             }
             ServerFnErrorErr::Request(_) => Self::Network,

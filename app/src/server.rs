@@ -51,7 +51,7 @@ pub async fn session() -> Result<Session, AppError> {
 pub async fn conn(state: &AppState) -> Result<PooledConn, AppError> {
     state.pool.get().await.map_err(|e| {
         tracing::warn!(error = %e, "database pool exhausted or unreachable");
-        AppError::Busy
+        with_status(AppError::Busy)
     })
 }
 
@@ -89,13 +89,8 @@ pub async fn fail(form: &str, values: &[(&str, &str)], error: AppError) -> AppEr
                 tracing::warn!(error = %e, "could not store form flash");
             }
         }
-    } else if let Some(res) = use_context::<ResponseOptions>() {
-        res.set_status(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST));
-        if matches!(error, AppError::Busy) {
-            res.insert_header(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        }
     }
-    error
+    with_status(error)
 }
 
 /// Per-request memo of the signed-in user: a page render calls several server functions
@@ -211,6 +206,9 @@ pub fn with_status(error: AppError) -> AppError {
     if !is_plain_form_post() {
         if let Some(res) = use_context::<ResponseOptions>() {
             res.set_status(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST));
+            if matches!(error, AppError::Busy) {
+                res.insert_header(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
         }
     }
     error
