@@ -357,3 +357,56 @@ async fn the_development_mailbox_shows_outgoing_mail_and_is_absent_in_production
     let prod = TestApp::spawn_with(common::Options { production: true, ..Default::default() }).await;
     assert_eq!(prod.client().get("/dev/mailbox").await.status, StatusCode::NOT_FOUND);
 }
+
+/// The fields a browser without JavaScript posts for the row of `user_id` on the members
+/// page: the inputs of that row's form (hidden slug and user_id, the role select).
+fn row_form_fields(page: &str, user_id: &str) -> Vec<(String, String)> {
+    let marker = format!(r#"name="user_id" value="{user_id}""#);
+    let at = page.find(&marker).expect("a form for the member");
+    let start = page[..at].rfind("<form").unwrap();
+    let end = at + page[at..].find("</form>").unwrap();
+    let form = &page[start..end];
+    assert!(form.contains(r#"action="/api/change_member_role""#), "row form posts role changes: {form}");
+    assert!(form.contains(r#"formaction="/api/remove_member""#), "its Remove button posts removals: {form}");
+    let attr = |tag: &str, name: &str| -> String {
+        let k = format!(r#"{name}=""#);
+        let i = tag.find(&k).unwrap() + k.len();
+        tag[i..i + tag[i..].find('"').unwrap()].to_string()
+    };
+    let mut fields = Vec::new();
+    for input in form.split("<input").skip(1) {
+        let tag = &input[..input.find('>').unwrap()];
+        fields.push((attr(tag, "name"), attr(tag, "value")));
+    }
+    let select = &form[form.find("<select").unwrap()..form.find("</select>").unwrap()];
+    let selected = select.split("<option").find(|o| o.contains(" selected")).expect("a selected role");
+    fields.push(("role".into(), attr(selected, "value")));
+    fields
+}
+
+#[tokio::test]
+async fn one_form_per_member_row_changes_roles_and_removes_without_javascript() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Rows").await;
+    let member = app.person("Member").await;
+    app.add_member(&slug, &member, "member").await;
+    let page_path = format!("/w/{slug}/settings/members");
+    let page = owner.client.get(&page_path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let mut fields = row_form_fields(&page.body, &member.user.id.to_string());
+    assert!(fields.contains(&("role".into(), "member".into())), "{fields:?}");
+
+    // "Change role": the form's own action, with the role chosen in the select.
+    fields.retain(|(k, _)| k != "role");
+    fields.push(("role".into(), "viewer".into()));
+    let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let res = owner.client.post_form("change_member_role", &page_path, &form).await;
+    assert!(res.status.is_redirection(), "{:?}", res.status);
+    assert_eq!(role_of(&app, &slug, member.user.id).await.as_deref(), Some("viewer"));
+
+    // "Remove": the same fields (role included) posted to the button's formaction.
+    let res = owner.client.post_form("remove_member", &page_path, &form).await;
+    assert!(res.status.is_redirection(), "{:?}", res.status);
+    assert_eq!(role_of(&app, &slug, member.user.id).await, None);
+}

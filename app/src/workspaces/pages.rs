@@ -1,6 +1,7 @@
 //! Workspace pages. Every control is a plain form (works without JavaScript); controls a
 //! role cannot use are not shown — and the server refuses them anyway.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_params_map};
@@ -9,9 +10,10 @@ use super::api::*;
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 
-const SMALL_BUTTON: &str = "rounded-md border border-slate-300 bg-white px-3 py-1 text-sm font-medium text-slate-800 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
-const SELECT: &str = "rounded-md border border-slate-300 bg-white px-2 py-1 text-sm focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
-const LINK: &str = "font-medium text-indigo-700 underline focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
+// Component classes defined in style/main.css (repeated elements keep the HTML small).
+const SMALL_BUTTON: &str = "btn-sm";
+const SELECT: &str = "select";
+const LINK: &str = "link";
 
 fn action_error<S>(action: ServerAction<S>) -> Signal<Option<AppError>>
 where
@@ -227,69 +229,50 @@ pub fn MembersSettingsPage() -> impl IntoView {
         <Suspense>
             {move || Suspend::new(async move {
                 match page.await {
-                    Err(e) => problem_view(e),
+                    Err(e) => Either::Left(problem_view(e)),
                     Ok(p) => {
                         let slug = p.slug.clone();
                         let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
                         let slug_delete = slug.clone();
-                        view! {
+                        // Either, not into_any(): erasing the type would first copy every
+                        // static attribute of the page into an owned string.
+                        Either::Right(view! {
                             <section class="mx-auto mt-8 w-full max-w-4xl">
                                 <p><a href=format!("/w/{}", p.slug) class=LINK>{format!("← {}", p.name)}</a></p>
                                 <h1 class="mt-2 text-2xl font-bold">"Members"</h1>
                                 <p class="text-slate-700">"Your role: " <strong>{p.my_role.clone()}</strong></p>
                                 <div class="mt-4"><FormAlert message=form_message(other_error)/></div>
                                 <div class="mt-4 overflow-x-auto">
-                                <table class="w-full text-left text-sm">
-                                    <thead><tr class="border-b border-slate-300">
-                                        <th scope="col" class="py-2 pr-4">"Name"</th>
-                                        <th scope="col" class="py-2 pr-4">"Email"</th>
-                                        <th scope="col" class="py-2 pr-4">"Role"</th>
-                                        {if p.can_manage { Some(view! { <th scope="col" class="py-2">"Actions"</th> }) } else { None }}
+                                <table class="data-table">
+                                    <thead><tr>
+                                        <th scope="col">"Name"</th>
+                                        <th scope="col">"Email"</th>
+                                        <th scope="col">"Role"</th>
+                                        {p.can_manage.then(|| view! { <th scope="col">"Actions"</th> })}
                                     </tr></thead>
                                     <tbody>
                                         {p.members.clone().into_iter().map(|m| {
-                                            let options: Vec<&'static str> = if p.is_owner { vec!["owner", "admin", "member", "viewer"] } else { vec!["admin", "member", "viewer"] };
-                                            let actions = if p.can_manage {
-                                                let controls = if m.manageable {
-                                                    let select_id = format!("role-{}", m.user_id);
-                                                    let role = m.role.clone();
-                                                    let (slug_a, slug_b) = (slug.clone(), slug.clone());
-                                                    let (user_a, user_b) = (m.user_id.clone(), m.user_id.clone());
-                                                    let select_label = format!("Role for {}", m.display_name);
-                                                    Some(view! {
-                                                        <div class="flex flex-wrap items-center gap-2">
-                                                            <ActionForm action=change attr:class="flex items-center gap-1">
-                                                                <input type="hidden" name="slug" value=slug_a/>
-                                                                <input type="hidden" name="user_id" value=user_a/>
-                                                                <label for=select_id.clone() class="sr-only">{select_label}</label>
-                                                                <select id=select_id name="role" class=SELECT>
-                                                                    {options.iter().map(|o| view! { <option value=*o selected=*o == role>{*o}</option> }).collect_view()}
-                                                                </select>
-                                                                <button type="submit" class=SMALL_BUTTON>"Change role"</button>
-                                                            </ActionForm>
-                                                            <ActionForm action=remove>
-                                                                <input type="hidden" name="slug" value=slug_b/>
-                                                                <input type="hidden" name="user_id" value=user_b/>
-                                                                <button type="submit" class=SMALL_BUTTON>"Remove"</button>
-                                                            </ActionForm>
-                                                        </div>
-                                                    }.into_any())
-                                                } else {
-                                                    None
-                                                };
-                                                Some(view! { <td class="py-2">{controls}</td> }.into_any())
-                                            } else {
-                                                None
-                                            };
+                                            let actions = p.can_manage.then(|| {
+                                                let controls = m.manageable.then(|| view! {
+                                                    <MemberControls
+                                                        change=change
+                                                        remove=remove
+                                                        slug=slug.clone()
+                                                        member=m.clone()
+                                                        owner_choices=p.is_owner
+                                                    />
+                                                });
+                                                view! { <td>{controls}</td> }
+                                            });
                                             let me = if m.is_me { " (you)" } else { "" };
                                             view! {
-                                                <tr class="border-b border-slate-200" aria-label=m.display_name.clone()>
-                                                    <td class="py-2 pr-4">{m.display_name.clone()}{me}</td>
-                                                    <td class="py-2 pr-4 break-all">{m.email.clone()}</td>
-                                                    <td class="py-2 pr-4">{m.role.clone()}</td>
+                                                <tr aria-label=m.display_name.clone()>
+                                                    <td>{m.display_name.clone()}{me}</td>
+                                                    <td class="break-all">{m.email}</td>
+                                                    <td>{m.role}</td>
                                                     {actions}
                                                 </tr>
-                                            }.into_any()
+                                            }
                                         }).collect_view()}
                                     </tbody>
                                 </table>
@@ -315,8 +298,9 @@ pub fn MembersSettingsPage() -> impl IntoView {
 
                                     <h2 class="mt-8 text-lg font-semibold">"Pending invitations"</h2>
                                     {if p.invitations.is_empty() {
-                                        view! { <p class="text-slate-700">"None."</p> }.into_any()
+                                        Either::Left(view! { <p class="text-slate-700">"None."</p> })
                                     } else {
+                                        Either::Right(
                                         view! {
                                             <ul class="mt-2 divide-y divide-slate-200" aria-label="Pending invitations">
                                                 {p.invitations.clone().into_iter().map(|i| { let slug = slug_invs.clone(); view! {
@@ -330,9 +314,9 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                                     </li>
                                                 }}).collect_view()}
                                             </ul>
-                                        }.into_any()
+                                        })
                                     }}
-                                }.into_any()) } else { None }}
+                                }) } else { None }}
 
                                 {{
                                     let candidates: Vec<MemberView> = p.members.iter().filter(|m| !m.is_me).cloned().collect();
@@ -350,7 +334,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                             <TextField label="Your current password" name="password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
                                             <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>
                                         </ActionForm>
-                                    }.into_any()) } else { None }
+                                    }) } else { None }
                                 }}
 
                                 {if p.is_owner { Some(view! {
@@ -362,7 +346,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         <TextField label="Current password to confirm deletion" name="password" kind="password" autocomplete="current-password" error=field(delete_error, "password")/>
                                         <button type="submit" class="inline-flex w-full justify-center rounded-md bg-red-700 px-4 py-2 font-semibold text-white hover:bg-red-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-red-600 focus-visible:ring-offset-2">"Delete workspace"</button>
                                     </ActionForm>
-                                }.into_any()) } else { None }}
+                                }) } else { None }}
 
                                 <h2 class="mt-8 text-lg font-semibold">"Leave"</h2>
                                 <ActionForm action=leave attr:class="mt-2">
@@ -370,11 +354,59 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                     <button type="submit" class=SMALL_BUTTON>"Leave workspace"</button>
                                 </ActionForm>
                             </section>
-                        }.into_any()
+                        })
                     }
                 }
             })}
         </Suspense>
+    }
+}
+
+/// Role change and removal of one member, in one form: "Change role" posts to
+/// `change_member_role`, "Remove" to `remove_member` (its `formaction`), so each row
+/// costs one form instead of two. Without JavaScript the browser posts to the pressed
+/// button's endpoint; with it, the submit is dispatched to the matching action.
+#[component]
+fn MemberControls(
+    change: ServerAction<ChangeMemberRole>,
+    remove: ServerAction<RemoveMember>,
+    slug: String,
+    member: MemberView,
+    /// Whether "owner" may be chosen (only owners grant ownership).
+    owner_choices: bool,
+) -> impl IntoView {
+    use leptos::server_fn::ServerFn;
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        use leptos::form::FromFormData;
+        let removing = ev
+            .submitter()
+            .and_then(|button| button.get_attribute("formaction"))
+            .is_some_and(|url| url == RemoveMember::url());
+        // If the form cannot be read (it always can), the browser's own post still works.
+        if removing {
+            if let Ok(input) = RemoveMember::from_event(&ev) {
+                ev.prevent_default();
+                remove.dispatch(input);
+            }
+        } else if let Ok(input) = ChangeMemberRole::from_event(&ev) {
+            ev.prevent_default();
+            change.dispatch(input);
+        }
+    };
+    let choices: &[&str] = if owner_choices { &["owner", "admin", "member", "viewer"] } else { &["admin", "member", "viewer"] };
+    let select_id = format!("role-{}", member.user_id);
+    let role = member.role;
+    view! {
+        <form action=ChangeMemberRole::url() method="post" class="row-controls" on:submit=on_submit>
+            <input type="hidden" name="slug" value=slug/>
+            <input type="hidden" name="user_id" value=member.user_id/>
+            <label for=select_id.clone() class="sr-only">{format!("Role for {}", member.display_name)}</label>
+            <select id=select_id name="role" class=SELECT>
+                {choices.iter().map(|&o| view! { <option value=o selected=o == role>{o}</option> }).collect_view()}
+            </select>
+            <button type="submit" class=SMALL_BUTTON>"Change role"</button>
+            <button type="submit" formaction=RemoveMember::url() class=SMALL_BUTTON>"Remove"</button>
+        </form>
     }
 }
 
