@@ -98,6 +98,9 @@ pub async fn fail(form: &str, values: &[(&str, &str)], error: AppError) -> AppEr
 #[derive(Clone, Default)]
 pub struct RequestCache {
     user: std::sync::Arc<std::sync::Mutex<Option<Option<User>>>>,
+    /// Held while the user is loaded: the resources of a page start concurrently, and
+    /// without it each would miss the memo and load the user itself.
+    loading: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RequestCache {
@@ -123,14 +126,18 @@ pub fn forget_cached_user() {
 /// The signed-in user of this request, enforcing the idle and absolute timeouts.
 /// An expired or dangling session is deleted and treated as signed out.
 pub async fn current_user(state: &AppState, session: &Session) -> Result<Option<User>, AppError> {
-    let cache = request_cache();
-    if let Some(known) = cache.as_ref().and_then(RequestCache::get) {
+    let Some(cache) = request_cache() else {
+        return load_current_user(state, session).await;
+    };
+    if let Some(known) = cache.get() {
+        return Ok(known);
+    }
+    let _loading = cache.loading.lock().await;
+    if let Some(known) = cache.get() {
         return Ok(known);
     }
     let user = load_current_user(state, session).await?;
-    if let Some(cache) = cache {
-        cache.set(Some(user.clone()));
-    }
+    cache.set(Some(user.clone()));
     Ok(user)
 }
 

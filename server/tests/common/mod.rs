@@ -36,7 +36,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { hasher: PasswordHasherConfig::default(), policy: SessionPolicy::default(), pool_size: 8, production: false }
+        // Tests run in parallel on two cores and create many accounts: a generous wait for
+        // a hashing permit, so that only the tests about "busy" ever see it.
+        let hasher = PasswordHasherConfig { max_wait: std::time::Duration::from_secs(60), ..PasswordHasherConfig::default() };
+        Self { hasher, policy: SessionPolicy::default(), pool_size: 8, production: false }
     }
 }
 
