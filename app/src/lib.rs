@@ -7,6 +7,7 @@ pub mod account;
 pub mod auth;
 pub mod components;
 pub mod error;
+pub mod render;
 #[cfg(feature = "ssr")]
 pub mod server;
 pub mod workspaces;

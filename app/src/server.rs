@@ -13,9 +13,26 @@ use tower_sessions::Session;
 
 use crate::error::AppError;
 
-/// Everything a server function needs, built once at start-up.
+/// Everything a server function needs, built once at start-up. Cloned into the context
+/// of every request (several times), hence one `Arc` instead of a clone per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<AppServices>);
+
+impl AppState {
+    pub fn new(services: AppServices) -> Self {
+        Self(std::sync::Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+pub struct AppServices {
     pub pool: Pool,
     pub hasher: PasswordHasher,
     pub clock: SharedClock,

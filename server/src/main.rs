@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use app::server::AppState;
+use app::server::{AppServices, AppState};
 use fluxi_core::accounts::PasswordHasher;
 use fluxi_core::clock::{SharedClock, SystemClock};
 use fluxi_core::db;
@@ -80,7 +80,7 @@ async fn serve() -> Result<(), String> {
     leptos_options.site_addr = config.addr;
     let pool = db::build_pool(&config.database_url, config.pool_size).map_err(|e| e.to_string())?;
     let clock: SharedClock = Arc::new(SystemClock);
-    let state = AppState {
+    let state = AppState::new(AppServices {
         pool: pool.clone(),
         hasher: PasswordHasher::new(config.hasher.clone()),
         clock: clock.clone(),
@@ -88,7 +88,7 @@ async fn serve() -> Result<(), String> {
         leptos_options,
         base_url: config.base_url.clone(),
         dev_mailbox: !config.production,
-    };
+    });
     if let Some(smtp_url) = &config.smtp_url {
         let mailer = server::mail::Mailer::new(smtp_url, &config.mail_from)?;
         server::mail::spawn_worker(pool.clone(), clock.clone(), mailer, std::time::Duration::from_secs(1));

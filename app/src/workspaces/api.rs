@@ -152,20 +152,23 @@ pub async fn create_note(slug: String, title: String, body: String) -> Result<()
 pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
     use imp::*;
     let state = server::state()?;
-    let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    let members = workspaces::list_members(&mut conn, &access).await.map_err(fail)?;
+    let (user, conn, access) = server::workspace_access(&state, &slug).await?;
     let can_manage = access.can(Permission::ManageMembers);
     let is_owner = access.can(Permission::ManageOwners);
-    let invitations = if can_manage {
-        workspaces::invitations::list_pending(&mut conn, &access, state.clock.now())
-            .await
-            .map_err(fail)?
-            .into_iter()
-            .map(|i| InvitationView { id: i.id.to_string(), email: i.email, role: i.role.as_str().into() })
-            .collect()
-    } else {
-        Vec::new()
+    // Both reads go out together on the one connection (pipelined): one round trip.
+    let members = workspaces::list_members(&conn, &access);
+    let invitations = async {
+        if can_manage {
+            workspaces::invitations::list_pending(&conn, &access, state.clock.now()).await
+        } else {
+            Ok(Vec::new())
+        }
     };
+    let (members, invitations) = tokio::try_join!(members, invitations).map_err(fail)?;
+    let invitations = invitations
+        .into_iter()
+        .map(|i| InvitationView { id: i.id.to_string(), email: i.email, role: i.role.as_str().into() })
+        .collect();
     Ok(MembersPage {
         slug: access.slug().into(),
         name: access.name().into(),

@@ -9,6 +9,7 @@ use leptos_router::hooks::{use_location, use_params_map};
 use super::api::*;
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
+use crate::render::SyncHtml;
 
 // Component classes defined in style/main.css (repeated elements keep the HTML small).
 const SMALL_BUTTON: &str = "btn-sm";
@@ -230,13 +231,22 @@ pub fn MembersSettingsPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match page.await {
                     Err(e) => Either::Left(problem_view(e)),
-                    Ok(p) => {
+                    Ok(mut p) => {
                         let slug = p.slug.clone();
+                        let (can_manage, is_owner) = (p.can_manage, p.is_owner);
+                        let members = std::mem::take(&mut p.members);
+                        let invitations = std::mem::take(&mut p.invitations);
+                        let candidates: Vec<(String, String)> = members
+                            .iter()
+                            .filter(|m| is_owner && !m.is_me)
+                            .map(|m| (m.user_id.clone(), m.display_name.clone()))
+                            .collect();
                         let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
                         let slug_delete = slug.clone();
                         // Either, not into_any(): erasing the type would first copy every
-                        // static attribute of the page into an owned string.
-                        Either::Right(view! {
+                        // static attribute of the page into an owned string. SyncHtml: the
+                        // resolved page is written in one pass (see crate::render).
+                        Either::Right(SyncHtml(view! {
                             <section class="mx-auto mt-8 w-full max-w-4xl">
                                 <p><a href=format!("/w/{}", p.slug) class=LINK>{format!("← {}", p.name)}</a></p>
                                 <h1 class="mt-2 text-2xl font-bold">"Members"</h1>
@@ -251,24 +261,28 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         {p.can_manage.then(|| view! { <th scope="col">"Actions"</th> })}
                                     </tr></thead>
                                     <tbody>
-                                        {p.members.clone().into_iter().map(|m| {
-                                            let actions = p.can_manage.then(|| {
+                                        {members.into_iter().map(|m| {
+                                            let actions = can_manage.then(|| {
                                                 let controls = m.manageable.then(|| view! {
                                                     <MemberControls
                                                         change=change
                                                         remove=remove
                                                         slug=slug.clone()
-                                                        member=m.clone()
-                                                        owner_choices=p.is_owner
+                                                        user_id=m.user_id
+                                                        display_name=m.display_name.clone()
+                                                        role=m.role.clone()
+                                                        owner_choices=is_owner
                                                     />
                                                 });
                                                 view! { <td>{controls}</td> }
                                             });
                                             let me = if m.is_me { " (you)" } else { "" };
+                                            let name = m.display_name;
+                                            let label = name.clone();
                                             view! {
-                                                <tr aria-label=m.display_name.clone()>
-                                                    <td>{m.display_name.clone()}{me}</td>
-                                                    <td class="break-all">{m.email}</td>
+                                                <tr aria-label=label>
+                                                    <td>{name}{me}</td>
+                                                    <td>{m.email}</td>
                                                     <td>{m.role}</td>
                                                     {actions}
                                                 </tr>
@@ -278,7 +292,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                 </table>
                                 </div>
 
-                                {if p.can_manage { Some(view! {
+                                {if can_manage { Some(view! {
                                     <h2 class="mt-8 text-lg font-semibold">"Invite someone"</h2>
                                     <ActionForm action=invite attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                                         <FormAlert message=form_message(invite_error)/>
@@ -297,13 +311,13 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                     </ActionForm>
 
                                     <h2 class="mt-8 text-lg font-semibold">"Pending invitations"</h2>
-                                    {if p.invitations.is_empty() {
+                                    {if invitations.is_empty() {
                                         Either::Left(view! { <p class="text-slate-700">"None."</p> })
                                     } else {
                                         Either::Right(
                                         view! {
                                             <ul class="mt-2 divide-y divide-slate-200" aria-label="Pending invitations">
-                                                {p.invitations.clone().into_iter().map(|i| { let slug = slug_invs.clone(); view! {
+                                                {invitations.into_iter().map(|i| { let slug = slug_invs.clone(); view! {
                                                     <li class="flex items-center justify-between py-2">
                                                         <span>{i.email.clone()} " — " {i.role.clone()}</span>
                                                         <ActionForm action=revoke>
@@ -319,8 +333,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                 }) } else { None }}
 
                                 {{
-                                    let candidates: Vec<MemberView> = p.members.iter().filter(|m| !m.is_me).cloned().collect();
-                                    if p.is_owner && !candidates.is_empty() { Some(view! {
+                                    if is_owner && !candidates.is_empty() { Some(view! {
                                         <h2 class="mt-8 text-lg font-semibold">"Transfer ownership"</h2>
                                         <ActionForm action=transfer attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                                             <FormAlert message=form_message(transfer_error)/>
@@ -328,7 +341,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                             <div class="space-y-1">
                                                 <label for="new-owner" class="block text-sm font-medium text-slate-800">"New owner"</label>
                                                 <select id="new-owner" name="user_id" class=SELECT>
-                                                    {candidates.into_iter().map(|m| view! { <option value=m.user_id>{m.display_name}</option> }).collect_view()}
+                                                    {candidates.into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
                                                 </select>
                                             </div>
                                             <TextField label="Your current password" name="password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
@@ -337,7 +350,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                     }) } else { None }
                                 }}
 
-                                {if p.is_owner { Some(view! {
+                                {if is_owner { Some(view! {
                                     <h2 class="mt-8 text-lg font-semibold">"Delete workspace"</h2>
                                     <p class="text-sm text-slate-700">"Deletes the workspace and all its data for everyone. This cannot be undone."</p>
                                     <ActionForm action=delete attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
@@ -354,7 +367,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                     <button type="submit" class=SMALL_BUTTON>"Leave workspace"</button>
                                 </ActionForm>
                             </section>
-                        })
+                        }))
                     }
                 }
             })}
@@ -371,7 +384,9 @@ fn MemberControls(
     change: ServerAction<ChangeMemberRole>,
     remove: ServerAction<RemoveMember>,
     slug: String,
-    member: MemberView,
+    user_id: String,
+    display_name: String,
+    role: String,
     /// Whether "owner" may be chosen (only owners grant ownership).
     owner_choices: bool,
 ) -> impl IntoView {
@@ -394,18 +409,17 @@ fn MemberControls(
         }
     };
     let choices: &[&str] = if owner_choices { &["owner", "admin", "member", "viewer"] } else { &["admin", "member", "viewer"] };
-    let select_id = format!("role-{}", member.user_id);
-    let role = member.role;
+    // The select is named by aria-label (no separate <label>/id pair) and styled by
+    // `.row-controls` in style/main.css: this form repeats on every row.
     view! {
         <form action=ChangeMemberRole::url() method="post" class="row-controls" on:submit=on_submit>
             <input type="hidden" name="slug" value=slug/>
-            <input type="hidden" name="user_id" value=member.user_id/>
-            <label for=select_id.clone() class="sr-only">{format!("Role for {}", member.display_name)}</label>
-            <select id=select_id name="role" class=SELECT>
+            <input type="hidden" name="user_id" value=user_id/>
+            <select name="role" aria-label=format!("Role for {display_name}")>
                 {choices.iter().map(|&o| view! { <option value=o selected=o == role>{o}</option> }).collect_view()}
             </select>
-            <button type="submit" class=SMALL_BUTTON>"Change role"</button>
-            <button type="submit" formaction=RemoveMember::url() class=SMALL_BUTTON>"Remove"</button>
+            <button type="submit">"Change role"</button>
+            <button type="submit" formaction=RemoveMember::url()>"Remove"</button>
         </form>
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use app::error::AppError;
-use app::server::AppState;
+use app::server::{AppServices, AppState};
 use fluxi_core::accounts::{PasswordHasher, PasswordHasherConfig};
 use fluxi_core::clock::ManualClock;
 use fluxi_core::sessions::SessionPolicy;
@@ -56,7 +56,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let site_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/site");
-        let state = AppState {
+        let state = AppState::new(AppServices {
             pool: db.pool.clone(),
             hasher: PasswordHasher::new(opts.hasher),
             clock: Arc::new(clock.clone()),
@@ -64,7 +64,7 @@ impl TestApp {
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
             base_url: format!("http://{addr}"),
             dev_mailbox: !opts.production,
-        };
+        });
         let router = server::build_router(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self { base: format!("http://{addr}"), db, clock, state }

@@ -109,8 +109,9 @@ pub async fn invite(
     Ok(token)
 }
 
+/// Takes a shared connection so it can be pipelined (see `list_members`).
 pub async fn list_pending(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     access: &WorkspaceAccess,
     now: OffsetDateTime,
 ) -> Result<Vec<PendingInvitation>, WorkspaceError> {
@@ -122,7 +123,7 @@ pub async fn list_pending(
         .filter(invitations::expires_at.gt(now))
         .select((invitations::id, invitations::email, invitations::role, invitations::expires_at))
         .order(invitations::created_at.desc())
-        .load(conn)
+        .load(&mut conn)
         .await?;
     Ok(rows
         .into_iter()

@@ -247,14 +247,16 @@ pub struct Member {
     pub role: Role,
 }
 
-pub async fn list_members(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Result<Vec<Member>, WorkspaceError> {
+/// Takes a shared connection so it can be pipelined with other reads (diesel-async sends
+/// queries polled concurrently on one connection without waiting for each answer).
+pub async fn list_members(mut conn: &AsyncPgConnection, access: &WorkspaceAccess) -> Result<Vec<Member>, WorkspaceError> {
     access.require(Permission::Read)?;
     let rows: Vec<(Uuid, String, String, String)> = memberships::table
         .inner_join(users::table)
         .filter(memberships::workspace_id.eq(access.workspace_id))
         .select((users::id, users::display_name, users::email, memberships::role))
         .order((users::display_name.asc(), users::id.asc()))
-        .load(conn)
+        .load(&mut conn)
         .await?;
     Ok(rows
         .into_iter()
