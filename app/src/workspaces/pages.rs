@@ -21,7 +21,9 @@ where
     S: leptos::server_fn::ServerFn<Output = (), Error = AppError> + Clone + Send + Sync + 'static,
     S::Output: Send + Sync + 'static,
 {
-    Signal::derive(move || action.value().get().and_then(|r| r.err()))
+    // `value()` builds a new mapped signal on every call: take it once, not on every read.
+    let value = action.value();
+    Signal::derive(move || value.get().and_then(|r| r.err()))
 }
 
 fn field(error: Signal<Option<AppError>>, name: &'static str) -> Signal<Option<String>> {
@@ -220,11 +222,8 @@ pub fn MembersSettingsPage() -> impl IntoView {
         |(slug, ..)| get_members_page(slug),
     );
     let invite_error = action_error(invite);
-    let other_error = Signal::derive(move || {
-        [action_error(revoke), action_error(change), action_error(remove), action_error(leave)]
-            .iter()
-            .find_map(|s| s.get())
-    });
+    let row_errors = [action_error(revoke), action_error(change), action_error(remove), action_error(leave)];
+    let other_error = Signal::derive(move || row_errors.iter().find_map(|s| s.get()));
     let transfer_error = action_error(transfer);
     view! {
         <Suspense>
