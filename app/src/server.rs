@@ -42,6 +42,8 @@ pub struct AppServices {
     pub base_url: String,
     /// Whether the development mailbox page (`/dev/mailbox`) exists.
     pub dev_mailbox: bool,
+    /// Longest a request may take before it is answered 503 (see `server::build_router`).
+    pub request_timeout: std::time::Duration,
 }
 
 /// A short random reference that links a generic client-facing error to the log line

@@ -51,6 +51,8 @@ test('create a workspace, invite, accept, change role, read-only view, remove', 
   await owner.getByRole('button', { name: 'Send invitation' }).click();
   const pending = owner.getByRole('list', { name: 'Pending invitations' });
   await expect(pending.getByText(guestEmail)).toBeVisible();
+  // The form is ready for the next invitation.
+  await expect(owner.getByLabel('Email')).toHaveValue('');
 
   // The guest gets the mail, signs up with that address and accepts.
   const link = await invitationLinkFor(owner, guestEmail);

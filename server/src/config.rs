@@ -13,6 +13,8 @@ pub struct Config {
     pub pool_size: usize,
     pub session_policy: SessionPolicy,
     pub session_cleanup_every: Duration,
+    /// Longest a request may take before it is answered 503 (`FLUXI_REQUEST_TIMEOUT_SECONDS`).
+    pub request_timeout: Duration,
     pub hasher: PasswordHasherConfig,
     /// Public base URL used in links sent by mail.
     pub base_url: String,
@@ -70,6 +72,7 @@ impl Config {
                 ..SessionPolicy::default()
             },
             session_cleanup_every: Duration::from_secs(var("FLUXI_SESSION_CLEANUP_SECONDS", 300)?),
+            request_timeout: Duration::from_secs(var("FLUXI_REQUEST_TIMEOUT_SECONDS", 30)?),
             hasher: PasswordHasherConfig {
                 permits: var("FLUXI_HASH_CONCURRENCY", default_hasher.permits)?,
                 max_wait: Duration::from_millis(var("FLUXI_HASH_MAX_WAIT_MS", 2000)?),

@@ -23,6 +23,7 @@ use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::services::ServeDir;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -139,6 +140,10 @@ pub fn build_router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(middleware::explain_payload_too_large))
+        // No request holds a connection forever: a page whose rendering stalls (leptos
+        // has had rare SSR stalls when one resource is read in two Suspense boundaries,
+        // leptos-rs/leptos#4851) is answered "503, try again" instead.
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
         .layer(CompressionLayer::new())
         .with_state(state)
 }

@@ -88,6 +88,7 @@ async fn serve() -> Result<(), String> {
         leptos_options,
         base_url: config.base_url.clone(),
         dev_mailbox: !config.production,
+        request_timeout: config.request_timeout,
     });
     if let Some(smtp_url) = &config.smtp_url {
         let mailer = server::mail::Mailer::new(smtp_url, &config.mail_from)?;

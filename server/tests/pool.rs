@@ -67,3 +67,24 @@ async fn pages_keep_working_after_the_database_closes_every_connection() {
     assert!(failures <= 3, "{failures} failed requests for 3 dead connections");
     assert_eq!(person.get("/readyz").await.status, StatusCode::OK);
 }
+
+/// A request that takes longer than the configured limit is answered "503, try again"
+/// rather than holding its connection (and the client) forever. A zero limit makes every
+/// request that has to wait for anything (here: password hashing) exceed it.
+#[tokio::test]
+async fn requests_over_the_time_limit_get_a_clear_503() {
+    let app = TestApp::spawn_with(Options { request_timeout: std::time::Duration::ZERO, ..Default::default() }).await;
+    let mut c = app.client();
+    let reply = c
+        .call("signup", &[("display_name", "Slow"), ("email", "slow@example.test"), ("password", "correct horse battery staple")])
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
+    assert!(!reply.body.contains("panicked") && !reply.body.contains("Elapsed"), "{}", reply.body);
+
+    let normal = TestApp::spawn().await;
+    let mut c = normal.client();
+    let reply = c
+        .call("signup", &[("display_name", "Quick"), ("email", "quick@example.test"), ("password", "correct horse battery staple")])
+        .await;
+    assert!(reply.status.is_success() || reply.status.is_redirection(), "{} {}", reply.status, reply.body);
+}

@@ -222,6 +222,17 @@ pub fn MembersSettingsPage() -> impl IntoView {
         |(slug, ..)| get_members_page(slug),
     );
     let invite_error = action_error(invite);
+    // After a successful invitation the form is cleared for the next one: the page around
+    // it re-renders with the new pending invitation, but the browser would keep what was typed.
+    let invite_form = NodeRef::<leptos::html::Form>::new();
+    let invite_result = invite.value();
+    Effect::new(move |_| {
+        if matches!(invite_result.get(), Some(Ok(()))) {
+            if let Some(form) = invite_form.get() {
+                form.reset();
+            }
+        }
+    });
     let row_errors = [action_error(revoke), action_error(change), action_error(remove), action_error(leave)];
     let other_error = Signal::derive(move || row_errors.iter().find_map(|s| s.get()));
     let transfer_error = action_error(transfer);
@@ -293,7 +304,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
 
                                 {if can_manage { Some(view! {
                                     <h2 class="mt-8 text-lg font-semibold">"Invite someone"</h2>
-                                    <ActionForm action=invite attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
+                                    <ActionForm action=invite node_ref=invite_form attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                                         <FormAlert message=form_message(invite_error)/>
                                         <input type="hidden" name="slug" value=slug_invite/>
                                         <TextField label="Email" name="email" kind="email" error=field(invite_error, "email")/>

@@ -32,6 +32,7 @@ pub struct Options {
     pub pool_size: usize,
     /// `FLUXI_ENV=production`: no development helpers.
     pub production: bool,
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -39,7 +40,10 @@ impl Default for Options {
         // Tests run in parallel on two cores and create many accounts: a generous wait for
         // a hashing permit, so that only the tests about "busy" ever see it.
         let hasher = PasswordHasherConfig { max_wait: std::time::Duration::from_secs(60), ..PasswordHasherConfig::default() };
-        Self { hasher, policy: SessionPolicy::default(), pool_size: 8, production: false }
+        // Longer than the hashing wait above, so only a request that is really stuck hits it
+        // (and fails its test instead of hanging the suite).
+        let request_timeout = std::time::Duration::from_secs(120);
+        Self { hasher, policy: SessionPolicy::default(), pool_size: 8, production: false, request_timeout }
     }
 }
 
@@ -64,6 +68,7 @@ impl TestApp {
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
             base_url: format!("http://{addr}"),
             dev_mailbox: !opts.production,
+            request_timeout: opts.request_timeout,
         });
         let router = server::build_router(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
