@@ -136,14 +136,15 @@ pub fn build_router(state: AppState) -> Router {
         })
         .fallback_service(static_files)
         .layer(sessions)
+        // No request holds a connection forever: a page whose rendering stalls (leptos
+        // has had rare SSR stalls when one resource is read in two Suspense boundaries,
+        // leptos-rs/leptos#4851) is answered "503, try again" instead
+        // (inside the security headers, so the 503 carries them too).
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
         .layer(axum::middleware::from_fn(middleware::same_origin_writes))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(middleware::explain_payload_too_large))
-        // No request holds a connection forever: a page whose rendering stalls (leptos
-        // has had rare SSR stalls when one resource is read in two Suspense boundaries,
-        // leptos-rs/leptos#4851) is answered "503, try again" instead.
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
         .layer(CompressionLayer::new())
         .with_state(state)
 }

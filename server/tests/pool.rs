@@ -80,6 +80,7 @@ async fn requests_over_the_time_limit_get_a_clear_503() {
         .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
     assert!(!reply.body.contains("panicked") && !reply.body.contains("Elapsed"), "{}", reply.body);
+    assert!(reply.headers.contains_key("content-security-policy"), "the 503 carries the security headers");
 
     let normal = TestApp::spawn().await;
     let mut c = normal.client();
