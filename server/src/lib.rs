@@ -104,9 +104,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The page routes, learned once per process.
+///
+/// Leptos learns them by rendering the app, and while it does, it switches resource loading
+/// off for the whole process (`SuppressResourceLoad`, a global flag in leptos_server 0.8).
+/// A page rendered on any thread in that window waits forever for its data. Generating the
+/// list once, before the first router exists, means no page can ever be rendered during
+/// generation, however many routers are built (the test suite builds one per test).
+fn page_routes() -> Vec<leptos_axum::AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 /// The complete application router with every layer, ready to serve.
 pub fn build_router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = page_routes();
     let site_root = state.leptos_options.site_root.to_string();
     let store = DieselSessionStore::new(state.pool.clone(), state.clock.clone(), state.session_policy);
     let sessions = SessionManagerLayer::new(store)
@@ -136,10 +148,9 @@ pub fn build_router(state: AppState) -> Router {
         })
         .fallback_service(static_files)
         .layer(sessions)
-        // No request holds a connection forever: a page whose rendering stalls (leptos
-        // has had rare SSR stalls when one resource is read in two Suspense boundaries,
-        // leptos-rs/leptos#4851) is answered "503, try again" instead
-        // (inside the security headers, so the 503 carries them too).
+        // No request holds a connection forever: one that is stuck (on a database that
+        // stopped answering, or a page render that never finishes) is answered "503, try
+        // again" instead (inside the security headers, so the 503 carries them too).
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
         .layer(axum::middleware::from_fn(middleware::same_origin_writes))
         .layer(axum::middleware::from_fn(middleware::security_headers))
