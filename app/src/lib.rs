@@ -7,6 +7,7 @@ pub mod account;
 pub mod auth;
 pub mod components;
 pub mod error;
+pub mod page_data;
 pub mod render;
 #[cfg(feature = "ssr")]
 pub mod server;
@@ -19,6 +20,7 @@ use leptos_router::{path, SsrMode};
 
 use auth::api::{CurrentUser, Login, Logout, Signup};
 use error::AppError;
+use page_data::{page_data, PageData};
 
 /// The account actions and the signed-in person, shared by the navigation and pages.
 /// `user` refetches whenever one of the actions completes.
@@ -27,7 +29,7 @@ pub struct AuthContext {
     pub signup: ServerAction<Signup>,
     pub login: ServerAction<Login>,
     pub logout: ServerAction<Logout>,
-    pub user: Resource<Result<Option<CurrentUser>, AppError>>,
+    pub user: PageData<Result<Option<CurrentUser>, AppError>>,
 }
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -59,7 +61,7 @@ pub fn App() -> impl IntoView {
     let signup = ServerAction::<Signup>::new();
     let login = ServerAction::<Login>::new();
     let logout = ServerAction::<Logout>::new();
-    let user = Resource::new(
+    let user = page_data(
         move || (signup.version().get(), login.version().get(), logout.version().get()),
         |_| auth::api::fetch_current_user(),
     );

@@ -7,6 +7,7 @@ use leptos_router::hooks::use_query_map;
 use super::api::{take_flash, FormFlash};
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
+use crate::page_data::page_data;
 use crate::AuthContext;
 
 /// The error to show: the latest hydrated submission's, else the plain-form flash's.
@@ -28,7 +29,7 @@ fn field_error(error: Signal<Option<AppError>>, field: &'static str) -> Signal<O
 #[component]
 pub fn SignupPage() -> impl IntoView {
     let signup = expect_context::<AuthContext>().signup;
-    let flash = Resource::new(|| (), |_| take_flash("signup".into()));
+    let flash = page_data(|| (), |_| take_flash("signup".into()));
     view! {
         <Card title="Create your account">
             <Suspense>
@@ -64,7 +65,7 @@ pub fn SignupPage() -> impl IntoView {
 pub fn LoginPage() -> impl IntoView {
     let login = expect_context::<AuthContext>().login;
     let query = use_query_map();
-    let flash = Resource::new(|| (), |_| take_flash("login".into()));
+    let flash = page_data(|| (), |_| take_flash("login".into()));
     view! {
         <Card title="Sign in to Fluxi">
             <Suspense>

@@ -9,6 +9,7 @@ use leptos_router::hooks::{use_location, use_params_map};
 use super::api::*;
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
+use crate::page_data::page_data;
 use crate::render::SyncHtml;
 
 // Component classes defined in style/main.css (repeated elements keep the HTML small).
@@ -71,7 +72,7 @@ fn problem_view(error: AppError) -> AnyView {
 #[component]
 pub fn WorkspacesPage() -> impl IntoView {
     let create = ServerAction::<CreateWorkspace>::new();
-    let list = Resource::new(move || create.version().get(), |_| list_workspaces());
+    let list = page_data(move || create.version().get(), |_| list_workspaces());
     let error = action_error(create);
     view! {
         <Suspense>
@@ -111,7 +112,7 @@ pub fn WorkspacesPage() -> impl IntoView {
 /// Links to every workspace of the signed-in person (the workspace switcher).
 #[component]
 fn WorkspaceSwitcher(current: String) -> impl IntoView {
-    let list = Resource::new(|| (), |_| list_workspaces());
+    let list = page_data(|| (), |_| list_workspaces());
     view! {
         <nav aria-label="Workspace switcher" class="mb-6">
             <details class="inline-block">
@@ -144,7 +145,7 @@ pub fn WorkspaceHomePage() -> impl IntoView {
     let params = use_params_map();
     let slug = move || params.read().get("slug").unwrap_or_default();
     let add_note = ServerAction::<CreateNote>::new();
-    let home = Resource::new(move || (slug(), add_note.version().get()), |(slug, _)| get_workspace_home(slug));
+    let home = page_data(move || (slug(), add_note.version().get()), |(slug, _)| get_workspace_home(slug));
     let error = action_error(add_note);
     view! {
         <Suspense>
@@ -208,7 +209,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
     let transfer = ServerAction::<TransferOwnership>::new();
     let delete = ServerAction::<DeleteWorkspace>::new();
     let delete_error = action_error(delete);
-    let page = Resource::new(
+    let page = page_data(
         move || {
             (
                 slug(),
@@ -438,7 +439,7 @@ fn MemberControls(
 pub fn InvitePage() -> impl IntoView {
     let params = use_params_map();
     let token = move || params.read().get("token").unwrap_or_default();
-    let info = Resource::new(token, get_invitation_info);
+    let info = page_data(token, get_invitation_info);
     let accept = ServerAction::<AcceptInvitation>::new();
     let error = action_error(accept);
     let user = expect_context::<crate::AuthContext>().user;
