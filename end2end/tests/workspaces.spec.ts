@@ -91,3 +91,28 @@ test('create a workspace, invite, accept, change role, read-only view, remove', 
   await expect(guest.getByRole('heading', { name: 'Workspace not found' })).toBeVisible();
   for (const w of watchers) w.check();
 });
+
+test('pages hydrate from the data the server sent, without loading it again', async ({ page }) => {
+  test.skip(test.info().project.name !== 'with-js', 'hydration needs JavaScript');
+  const suffix = Math.random().toString(36).slice(2, 8);
+  await signUp(page, 'Hydra Owner', uniqueEmail('hydra'));
+  await page.goto('/workspaces');
+  await ready(page);
+  await page.getByLabel('Workspace name').fill(`Hydra ${suffix}`);
+  await page.getByRole('button', { name: 'Create workspace' }).click();
+  await expect(page).toHaveURL(new RegExp(`/w/hydra-${suffix}$`));
+
+  // Server functions called by the browser from here on: a resource whose embedded value
+  // the browser could not decode would be fetched again after hydration.
+  const calls: string[] = [];
+  page.on('request', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (path.startsWith('/api/')) calls.push(`${path} (on ${new URL(page.url()).pathname})`);
+  });
+  for (const path of [`/w/hydra-${suffix}/settings/members`, `/w/hydra-${suffix}`, '/workspaces', '/account']) {
+    await page.goto(path);
+    await ready(page);
+    await expect(page.getByRole('heading', { level: 1 }).first()).toBeVisible();
+  }
+  expect(calls).toEqual([]);
+});

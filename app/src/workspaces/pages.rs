@@ -9,7 +9,7 @@ use leptos_router::hooks::{use_location, use_params_map};
 use super::api::*;
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
-use crate::page_data::page_data;
+use crate::page_data::{page_data, PageData};
 use crate::render::SyncHtml;
 
 // Component classes defined in style/main.css (repeated elements keep the HTML small).
@@ -110,9 +110,13 @@ pub fn WorkspacesPage() -> impl IntoView {
 }
 
 /// Links to every workspace of the signed-in person (the workspace switcher).
+///
+/// `list` is created by the page, next to the page's own data. Created here, inside
+/// the page's resolved `Suspend`, the browser loaded the list again right after
+/// hydration instead of using the value the server embedded (caught by the end-to-end
+/// test "pages hydrate from the data the server sent").
 #[component]
-fn WorkspaceSwitcher(current: String) -> impl IntoView {
-    let list = page_data(|| (), |_| list_workspaces());
+fn WorkspaceSwitcher(current: String, list: PageData<Result<Vec<WorkspaceLink>, AppError>>) -> impl IntoView {
     view! {
         <nav aria-label="Workspace switcher" class="mb-6">
             <details class="inline-block">
@@ -146,6 +150,7 @@ pub fn WorkspaceHomePage() -> impl IntoView {
     let slug = move || params.read().get("slug").unwrap_or_default();
     let add_note = ServerAction::<CreateNote>::new();
     let home = page_data(move || (slug(), add_note.version().get()), |(slug, _)| get_workspace_home(slug));
+    let workspaces = page_data(|| (), |_| list_workspaces());
     let error = action_error(add_note);
     view! {
         <Suspense>
@@ -154,7 +159,7 @@ pub fn WorkspaceHomePage() -> impl IntoView {
                     Err(e) => problem_view(e),
                     Ok(ws) => view! {
                         <section class="mx-auto mt-8 w-full max-w-3xl">
-                            <WorkspaceSwitcher current=ws.slug.clone()/>
+                            <WorkspaceSwitcher current=ws.slug.clone() list=workspaces/>
                             <h1 class="text-3xl font-bold text-slate-900">{ws.name.clone()}</h1>
                             <p class="mt-1 text-slate-700">"Your role: " <strong>{ws.role.clone()}</strong></p>
                             <p class="mt-2"><a href=format!("/w/{}/settings/members", ws.slug) class=LINK>"Members"</a></p>
