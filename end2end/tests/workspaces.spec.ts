@@ -116,3 +116,33 @@ test('pages hydrate from the data the server sent, without loading it again', as
   }
   expect(calls).toEqual([]);
 });
+
+test('workspaces can be created and members invited with the keyboard alone', async ({ page }) => {
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const invitee = uniqueEmail('keys');
+  await signUp(page, 'Keyboard Owner', uniqueEmail('keyowner'));
+  await page.goto('/workspaces');
+  await ready(page);
+  await page.getByLabel('Workspace name').focus();
+  await page.keyboard.type(`Keys ${suffix}`);
+  await page.keyboard.press('Tab');
+  await expect(page.getByRole('button', { name: 'Create workspace' })).toBeFocused();
+  await page.keyboard.press('Enter');
+  await expect(page).toHaveURL(new RegExp(`/w/keys-${suffix}$`));
+
+  await page.goto(`/w/keys-${suffix}/settings/members`);
+  await ready(page);
+  await page.getByLabel('Email').focus();
+  await page.keyboard.type(invitee);
+  await page.keyboard.press('Tab');
+  const role = page.getByLabel('Role', { exact: true });
+  await expect(role).toBeFocused();
+  // A focused select draws an outline or ring.
+  const focusStyle = await role.evaluate((el) => `${getComputedStyle(el).outlineStyle} ${getComputedStyle(el).boxShadow}`);
+  expect(focusStyle).not.toBe('none none');
+  await page.keyboard.press('Tab');
+  await expect(page.getByRole('button', { name: 'Send invitation' })).toBeFocused();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('list', { name: 'Pending invitations' }).getByText(invitee)).toBeVisible();
+  await expect(page.getByRole('button', { name: `Revoke invitation for ${invitee}` })).toBeVisible();
+});
