@@ -5,8 +5,9 @@
 //! module's submodules (e.g. [`notes`]), and each of them requires a
 //! [`crate::workspaces::WorkspaceAccess`] — a capability only
 //! [`crate::workspaces::authorize`] creates, after the membership check — and runs in a
-//! transaction scoped with `set_config('search_path', …, true)` and `SET LOCAL ROLE`,
-//! both undone at COMMIT or ROLLBACK, so a pooled connection never carries one tenant's
+//! transaction scoped with `set_config('search_path', …, true)` and the workspace role
+//! assumed (`SET LOCAL ROLE`, as `set_config('role', …, true)`), both undone at COMMIT or
+//! ROLLBACK, so a pooled connection never carries one tenant's
 //! scope into its next use.
 //!
 //! The tenant tables' Diesel definitions are private to this module, so a tenant query
@@ -70,16 +71,17 @@ where
     E: From<diesel::result::Error> + Send + 'a,
     R: Send + 'a,
 {
-    let schema = schema.as_str().to_string();
-    // Safe to format: TenantIdent only ever holds `ws_[0-9a-f]{32}`.
-    let set_role = format!("SET LOCAL ROLE {}", role.as_str());
+    let (schema, role) = (schema.as_str().to_string(), role.as_str().to_string());
     conn.transaction(move |c| {
         async move {
-            diesel::sql_query("SELECT set_config('search_path', $1, true)")
+            // One statement for both settings, values bound (nothing formatted into SQL).
+            // `set_config('role', …, true)` is `SET LOCAL ROLE`: the same membership check,
+            // reverted at the end of the transaction.
+            diesel::sql_query("SELECT set_config('search_path', $1, true), set_config('role', $2, true)")
                 .bind::<Text, _>(schema)
+                .bind::<Text, _>(role)
                 .execute(c)
                 .await?;
-            diesel::sql_query(set_role).execute(c).await?;
             callback(c).await
         }
         .scope_boxed()
