@@ -255,11 +255,20 @@ pub async fn workspace_access(
 
 /// Step-up re-authentication for sensitive actions: the signed-in person's current
 /// password, checked like a sign-in (hashing permits, constant work).
-pub async fn step_up(state: &AppState, user: &User, password: &str) -> Result<(), AppError> {
+/// The hash is read here, on the connection the action already holds, not carried by
+/// the per-request `User`.
+pub async fn step_up(
+    state: &AppState,
+    conn: &mut PooledConn,
+    user: &User,
+    password: &str,
+) -> Result<(), AppError> {
     if password.is_empty() || password.chars().count() > fluxi_core::accounts::PASSWORD_MAX_CHARS {
         return Err(with_status(AppError::field("password", "Enter your current password.")));
     }
-    let verified = state.hasher.verify(password, Some(&user.password_hash)).await.map_err(|e| match e {
+    let stored = fluxi_core::accounts::find_password_hash(conn, user.id).await.map_err(internal)?;
+    // An account deleted meanwhile is checked against the dummy hash and refused.
+    let verified = state.hasher.verify(password, stored.as_ref().map(|h| h.as_str())).await.map_err(|e| match e {
         fluxi_core::accounts::HashError::Busy => with_status(AppError::Busy),
         other => internal(other),
     })?;

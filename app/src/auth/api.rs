@@ -127,21 +127,21 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     }
 
     let mut conn = server::conn(&state).await?;
-    let user = accounts::find_user_by_email(&mut conn, &accounts::normalize_email(&email))
+    let login = accounts::find_login_by_email(&mut conn, &accounts::normalize_email(&email))
         .await
         .map_err(server::internal)?;
     drop(conn);
     // Unknown emails are verified against a dummy hash: same work, same answer.
-    let verified = match state.hasher.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await {
+    let verified = match state.hasher.verify(&password, login.as_ref().map(|(_, hash)| hash.as_str())).await {
         Ok(v) => v,
         Err(HashError::Busy) => return Err(fail("login", &values, AppError::Busy).await),
         Err(e) => return Err(fail("login", &values, server::internal(e)).await),
     };
-    let Some(user) = user.filter(|_| verified) else {
+    let Some((user, stored_hash)) = login.filter(|_| verified) else {
         return Err(fail("login", &values, AppError::InvalidCredentials).await);
     };
 
-    if PasswordHasher::needs_rehash(&user.password_hash) {
+    if PasswordHasher::needs_rehash(stored_hash.as_str()) {
         if let Ok(new_hash) = state.hasher.hash(&password).await {
             let mut conn = server::conn(&state).await?;
             if let Err(e) = accounts::update_password_hash(&mut conn, user.id, &new_hash).await {

@@ -258,7 +258,7 @@ pub async fn transfer_ownership(slug: String, user_id: String, password: String)
     let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
     access.require(Permission::ManageOwners).map_err(fail)?;
     let target = parse_uuid(&user_id)?;
-    server::step_up(&state, &user, &password).await?;
+    server::step_up(&state, &mut conn, &user, &password).await?;
     workspaces::transfer_ownership(&mut conn, &access, target).await.map_err(fail)
 }
 
@@ -269,7 +269,7 @@ pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppE
     let state = server::state()?;
     let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
     access.require(Permission::DeleteWorkspace).map_err(fail)?;
-    server::step_up(&state, &user, &password).await?;
+    server::step_up(&state, &mut conn, &user, &password).await?;
     workspaces::delete_workspace(&mut conn, &access).await.map_err(fail)?;
     leptos_axum::redirect("/workspaces");
     Ok(())

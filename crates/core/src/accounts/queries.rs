@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::schema::users;
 
+/// A person's account, without their password hash: this is what every signed-in
+/// request loads, and the hash is needed only by sign-in and step-up checks, which load
+/// it on their own ([`find_login_by_email`], [`find_password_hash`]).
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct User {
@@ -15,9 +18,25 @@ pub struct User {
     pub email: String,
     pub email_normalized: String,
     pub display_name: String,
-    pub password_hash: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+/// A stored password hash (PHC string). Its `Debug` output is redacted, so that a
+/// logged struct or error can never carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredPasswordHash(String);
+
+impl StoredPasswordHash {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoredPasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredPasswordHash(<redacted>)")
+    }
 }
 
 #[derive(Debug, Insertable)]
@@ -51,13 +70,25 @@ pub async fn create_user(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> Resu
         })
 }
 
-pub async fn find_user_by_email(conn: &mut AsyncPgConnection, email_normalized: &str) -> QueryResult<Option<User>> {
-    users::table
+/// The account with this (normalized) email and its password hash, for sign-in.
+pub async fn find_login_by_email(
+    conn: &mut AsyncPgConnection,
+    email_normalized: &str,
+) -> QueryResult<Option<(User, StoredPasswordHash)>> {
+    let found: Option<(User, String)> = users::table
         .filter(users::email_normalized.eq(email_normalized))
-        .select(User::as_select())
+        .select((User::as_select(), users::password_hash))
         .first(conn)
         .await
-        .optional()
+        .optional()?;
+    Ok(found.map(|(user, hash)| (user, StoredPasswordHash(hash))))
+}
+
+/// The password hash of an account, for step-up checks of a signed-in person.
+pub async fn find_password_hash(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<StoredPasswordHash>> {
+    let hash: Option<String> =
+        users::table.find(id).select(users::password_hash).first(conn).await.optional()?;
+    Ok(hash.map(StoredPasswordHash))
 }
 
 pub async fn find_user_by_id(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
@@ -71,3 +102,18 @@ pub async fn update_password_hash(conn: &mut AsyncPgConnection, id: Uuid, phc: &
         .await
         .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoredPasswordHash;
+
+    #[test]
+    fn a_stored_hash_never_shows_in_debug_output() {
+        let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+        let hash = StoredPasswordHash(phc.into());
+        let shown = format!("{hash:?} {:?}", Some((1, hash.clone())));
+        assert!(!shown.contains("argon2") && !shown.contains("aGFzaGhhc2hoYXNo"), "{shown}");
+        assert_eq!(hash.as_str(), phc);
+    }
+}
+
