@@ -33,6 +33,8 @@ pub struct AuthContext {
 }
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    server::set_page_csp();
     view! {
         <!DOCTYPE html>
         <html lang="en">

@@ -1,4 +1,5 @@
-//! Page rendering while other routers are being built in the same process.
+//! Page rendering: while other routers are being built in the same process, and the
+//! security headers every page carries.
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,4 +47,53 @@ async fn pages_render_while_other_routers_are_built() {
     }
     stop.store(true, Ordering::Relaxed);
     assert!(builder.join().unwrap() > 0, "no router was built while the pages loaded");
+}
+
+fn page_nonce(reply: &common::Reply) -> String {
+    let policy = reply.headers.get("content-security-policy").expect("a CSP").to_str().unwrap().to_string();
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no script nonce in {policy}"))
+        .to_string();
+    assert!(policy.contains("'strict-dynamic'") && policy.contains("'wasm-unsafe-eval'"), "{policy}");
+    assert!(policy.contains("object-src 'none'") && policy.contains("base-uri 'none'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    nonce
+}
+
+/// Scripts on a page run only with the response's own nonce: every script Leptos wrote
+/// carries it, a new one is drawn for every response, and responses that are not pages
+/// allow no script at all.
+#[tokio::test]
+async fn pages_allow_only_their_own_nonced_scripts() {
+    let app = TestApp::spawn().await;
+    let (mut person, _) = app.signed_up("Noncer").await;
+    let mut visitor = app.client();
+
+    let mut seen = Vec::new();
+    for reply in [visitor.get("/login").await, visitor.get("/login").await, person.get("/account").await, visitor.get("/no/such/page").await] {
+        assert!(reply.status == StatusCode::OK || reply.status == StatusCode::NOT_FOUND, "{}", reply.status);
+        let nonce = page_nonce(&reply);
+        assert!(nonce.len() >= 16, "a nonce of 128 bits or more: {nonce}");
+        let scripts: Vec<&str> = reply.body.match_indices("<script").map(|(i, _)| &reply.body[i..]).collect();
+        assert!(!scripts.is_empty(), "the page has its hydration scripts");
+        for script in scripts {
+            let tag = &script[..script.find('>').unwrap()];
+            assert!(tag.contains(&format!("nonce=\"{nonce}\"")), "script without the response's nonce: {tag}");
+        }
+        for (name, value) in [("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"), ("cache-control", "no-store")] {
+            assert_eq!(reply.headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
+        }
+        assert!(!seen.contains(&nonce), "nonce reused across responses");
+        seen.push(nonce);
+    }
+
+    for reply in [person.call("current_user", &[]).await, visitor.get("/healthz").await] {
+        assert!(reply.status.is_success(), "{}", reply.status);
+        let policy = reply.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(policy.contains("script-src 'none'"), "non-page responses run no script: {policy}");
+    }
 }

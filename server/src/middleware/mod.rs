@@ -45,11 +45,15 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
     set(h, "referrer-policy", "same-origin");
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "strict-transport-security", "max-age=63072000; includeSubDomains");
-    set(
-        h,
-        "content-security-policy",
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
-    );
+    // Pages set their own policy, with the response's script nonce
+    // (`app::server::set_page_csp`); everything else may run no script at all.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        set(
+            h,
+            "content-security-policy",
+            "script-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+        );
+    }
     if !is_asset {
         set(h, "cache-control", "no-store");
     }
