@@ -298,4 +298,3 @@ pub fn set_page_csp() {
         res.insert_header(header::CONTENT_SECURITY_POLICY, value);
     }
 }
-

@@ -116,4 +116,3 @@ mod tests {
         assert_eq!(hash.as_str(), phc);
     }
 }
-
