@@ -61,31 +61,33 @@ mod tests {
         }
     }
 
+    type PageResult = Result<MembersPage, AppError>;
+
+    /// What the server embeds in the page for `value`, and what the browser decodes from it.
+    fn embed_and_decode(value: &PageResult) -> (String, PageResult) {
+        let embedded = <PostcardCodec as Encoder<PageResult>>::encode(value).expect("encodes").into_encoded_string();
+        let bytes = <[u8] as FromEncodedStr>::from_encoded_str(&embedded).expect("base64");
+        let decoded = <PostcardCodec as Decoder<PageResult>>::decode(&bytes).expect("decodes");
+        (embedded, decoded)
+    }
+
     #[test]
     fn page_data_is_embedded_as_base64_and_decodes_to_the_same_value() {
-        let value: Result<MembersPage, AppError> = Ok(sample_page());
-        let encoded = <PostcardCodec as Encoder<Result<MembersPage, AppError>>>::encode(&value)
-            .expect("encodes")
-            .into_encoded_string();
+        let value: PageResult = Ok(sample_page());
+        let (embedded, decoded) = embed_and_decode(&value);
         // Nothing Leptos would have to escape in a JS string or the HTML around it.
         assert!(
-            encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'),
-            "not plain base64: {encoded}"
+            embedded.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'),
+            "not plain base64: {embedded}"
         );
-        let bytes = <[u8] as FromEncodedStr>::from_encoded_str(&encoded).expect("base64");
-        let decoded: Result<MembersPage, AppError> =
-            <PostcardCodec as Decoder<Result<MembersPage, AppError>>>::decode(&bytes).expect("decodes");
         assert_eq!(decoded, value);
     }
 
     #[test]
     fn errors_round_trip_too() {
         for error in [AppError::NotFound, AppError::field("email", "Bad"), AppError::Internal("ref".into())] {
-            let value: Result<MembersPage, AppError> = Err(error);
-            let bytes = <PostcardCodec as Encoder<Result<MembersPage, AppError>>>::encode(&value).expect("encodes");
-            let decoded: Result<MembersPage, AppError> =
-                <PostcardCodec as Decoder<Result<MembersPage, AppError>>>::decode(&bytes).expect("decodes");
-            assert_eq!(decoded, value);
+            let value: PageResult = Err(error);
+            assert_eq!(embed_and_decode(&value).1, value);
         }
     }
 }
