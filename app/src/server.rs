@@ -5,7 +5,7 @@ use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use fluxi_core::accounts::{self, PasswordHasher, User};
 use fluxi_core::clock::SharedClock;
 use fluxi_core::db::{Pool, PooledConn};
-use fluxi_core::sessions::{AuthState, SessionCheck, SessionPolicy, AUTH_KEY};
+use fluxi_core::sessions::{AuthState, SessionCheck, SessionPolicy, AUTH_KEY, SIGNED_IN_USER_KEY};
 use leptos::prelude::*;
 use leptos_axum::ResponseOptions;
 use serde::{Deserialize, Serialize};
@@ -175,6 +175,12 @@ async fn load_current_user(state: &AppState, session: &Session) -> Result<Option
             session.insert(AUTH_KEY, auth).await.map_err(internal)?;
         }
         SessionCheck::Active { touch: false } => {}
+    }
+    // Normally the session store read the account row together with the session.
+    if let Some(user) = session.get::<User>(SIGNED_IN_USER_KEY).await.map_err(internal)? {
+        if user.id == auth.user_id {
+            return Ok(Some(user));
+        }
     }
     let mut conn = conn(state).await?;
     match accounts::find_user_by_id(&mut conn, auth.user_id).await.map_err(internal)? {

@@ -54,6 +54,51 @@ async fn the_table_never_holds_the_cookie_value() {
     assert!(!dump.contains(&hex::encode(&id_bytes)));
 }
 
+/// The store reads the account row in the same statement as the session; that copy is
+/// this request's alone: always current, and never written into the session row.
+#[tokio::test]
+async fn the_account_is_read_fresh_with_the_session_and_never_stored_in_it() {
+    use fluxi_core::schema::users;
+    let app = TestApp::spawn().await;
+    let (mut c, email) = app.signed_up("Fresh").await;
+    assert!(c.get("/account").await.body.contains("Fresh"));
+    {
+        let mut conn = app.db.conn().await;
+        diesel::update(users::table.filter(users::email.eq(&email)))
+            .set(users::display_name.eq("Renamed Person"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let page = c.get("/account").await;
+    assert!(page.body.contains("Renamed Person"), "the next request shows the current account row");
+    // Past the touch interval the request rewrites the session row (last seen): the
+    // account row it was loaded with must not be written along.
+    let auth_before = stored_rows(&app).await[0].1["auth"].clone();
+    app.clock.advance(Duration::minutes(5));
+    assert!(c.get("/account").await.body.contains("Renamed Person"));
+    let rows = stored_rows(&app).await;
+    assert_eq!(rows.len(), 1);
+    let data = rows[0].1.as_object().expect("session data is an object");
+    assert_ne!(data["auth"], auth_before, "the row was rewritten");
+    assert!(!data.contains_key(fluxi_core::sessions::SIGNED_IN_USER_KEY), "{data:?}");
+    let dump = rows[0].1.to_string();
+    assert!(!dump.contains("Renamed Person") && !dump.contains(&email), "{dump}");
+}
+
+#[tokio::test]
+async fn a_deleted_account_is_signed_out_on_its_next_request() {
+    use fluxi_core::schema::users;
+    let app = TestApp::spawn().await;
+    let (mut c, email) = app.signed_up("Deleted").await;
+    assert_eq!(c.get("/account").await.status, StatusCode::OK);
+    let mut conn = app.db.conn().await;
+    diesel::delete(users::table.filter(users::email.eq(&email))).execute(&mut conn).await.unwrap();
+    let res = c.get("/account").await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    assert_eq!(res.location(), Some("/login?next=%2Faccount"));
+}
+
 #[tokio::test]
 async fn session_id_is_cycled_at_sign_in() {
     let app = TestApp::spawn().await;

@@ -11,7 +11,7 @@ use crate::schema::users;
 /// A person's account, without their password hash: this is what every signed-in
 /// request loads, and the hash is needed only by sign-in and step-up checks, which load
 /// it on their own ([`find_login_by_email`], [`find_password_hash`]).
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct User {
     pub id: Uuid,

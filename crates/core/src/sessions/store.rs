@@ -12,9 +12,17 @@ use tower_sessions::session_store::{self, SessionStore};
 use uuid::Uuid;
 
 use super::policy::{AuthState, SessionPolicy, AUTH_KEY};
+use crate::accounts::User;
 use crate::clock::SharedClock;
 use crate::db::Pool;
-use crate::schema::sessions;
+use crate::schema::{sessions, users};
+
+/// Session data key under which [`DieselSessionStore::load`] puts the signed-in user's
+/// account row, read in the same statement as the session: every signed-in request needs
+/// both, and one round trip is cheaper than two. It is a read-only view of `users` for
+/// this request: never written back (see `DieselSessionStore::row`), overwritten on every
+/// load, absent when the session's user no longer exists.
+pub const SIGNED_IN_USER_KEY: &str = "_signed_in_user";
 
 /// The stored key: SHA-256 of the cookie's session id. The id itself is never stored,
 /// so reading the table does not yield usable cookies.
@@ -64,10 +72,17 @@ impl DieselSessionStore {
         if let Some(auth) = &auth {
             expires_at = expires_at.min(self.policy.expires_at(auth));
         }
+        // The user row that `load` lent this request is not part of the session.
+        let data = record
+            .data
+            .iter()
+            .filter(|(key, _)| key.as_str() != SIGNED_IN_USER_KEY)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect::<serde_json::Map<_, _>>();
         Ok(SessionRow {
             id_hash: session_id_hash(&record.id),
             user_id: auth.map(|a| a.user_id),
-            data: serde_json::to_value(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?,
+            data: serde_json::Value::Object(data),
             expires_at,
         })
     }
@@ -114,22 +129,26 @@ impl SessionStore for DieselSessionStore {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let mut conn = self.pool.get().await.map_err(backend)?;
-        let found: Option<(serde_json::Value, OffsetDateTime)> = sessions::table
+        let found: Option<(serde_json::Value, OffsetDateTime, Option<User>)> = sessions::table
+            .left_join(users::table)
             .filter(sessions::id_hash.eq(session_id_hash(id)))
             .filter(sessions::expires_at.gt(self.clock.now()))
-            .select((sessions::data, sessions::expires_at))
+            .select((sessions::data, sessions::expires_at, Option::<User>::as_select()))
             .first(&mut conn)
             .await
             .optional()
             .map_err(backend)?;
-        match found {
-            None => Ok(None),
-            Some((data, expiry_date)) => Ok(Some(Record {
-                id: *id,
-                data: serde_json::from_value(data).map_err(|e| session_store::Error::Decode(e.to_string()))?,
-                expiry_date,
-            })),
+        let Some((data, expiry_date, user)) = found else {
+            return Ok(None);
+        };
+        let mut data: std::collections::HashMap<String, serde_json::Value> =
+            serde_json::from_value(data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        data.remove(SIGNED_IN_USER_KEY);
+        if let Some(user) = user {
+            let user = serde_json::to_value(&user).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+            data.insert(SIGNED_IN_USER_KEY.to_string(), user);
         }
+        Ok(Some(Record { id: *id, data, expiry_date }))
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
