@@ -261,18 +261,18 @@ pub async fn workspace_access(
 
 /// Step-up re-authentication for sensitive actions: the signed-in person's current
 /// password, checked like a sign-in (hashing permits, constant work).
-/// The hash is read here, on the connection the action already holds, not carried by
-/// the per-request `User`.
-pub async fn step_up(
-    state: &AppState,
-    conn: &mut PooledConn,
-    user: &User,
-    password: &str,
-) -> Result<(), AppError> {
+/// The hash is read here, not carried by the per-request `User`, on a connection that is
+/// back in the pool before the (deliberately slow) verification starts: callers must not
+/// hold one either, so a burst of step-ups cannot tie up the pool. Whatever they checked
+/// before must be checked again after it (see `fluxi_core::workspaces::transfer_ownership`).
+pub async fn step_up(state: &AppState, user: &User, password: &str) -> Result<(), AppError> {
     if password.is_empty() || password.chars().count() > fluxi_core::accounts::PASSWORD_MAX_CHARS {
         return Err(with_status(AppError::field("password", "Enter your current password.")));
     }
-    let stored = fluxi_core::accounts::find_password_hash(conn, user.id).await.map_err(internal)?;
+    let stored = {
+        let mut conn = conn(state).await?;
+        fluxi_core::accounts::find_password_hash(&mut conn, user.id).await.map_err(internal)?
+    };
     // An account deleted meanwhile is checked against the dummy hash and refused.
     let verified = state.hasher.verify(password, stored.as_ref().map(|h| h.as_str())).await.map_err(|e| match e {
         fluxi_core::accounts::HashError::Busy => with_status(AppError::Busy),

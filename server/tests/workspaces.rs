@@ -247,6 +247,87 @@ async fn ownership_transfer_needs_the_current_password() {
     assert_eq!(role_of(&app, &slug, owner.user.id).await.as_deref(), Some("admin"));
 }
 
+/// Transfer and delete run after a slow password check; a demotion or removal that lands
+/// between the request's membership check and the action must still stop the action.
+#[tokio::test]
+async fn an_owner_demoted_after_the_check_can_neither_transfer_nor_delete() {
+    use fluxi_core::workspaces::{delete_workspace, transfer_ownership, WorkspaceError};
+    let app = TestApp::spawn().await;
+    let mut alpha = app.person("Alpha").await;
+    let slug = app.workspace(&mut alpha, "Recheck").await;
+    let bravo = app.person("Bravo").await;
+    app.add_member(&slug, &bravo, "owner").await;
+    let charlie = app.person("Charlie").await;
+    app.add_member(&slug, &charlie, "member").await;
+    // Checked while Alpha was an owner...
+    let stale = app.access(&slug, &alpha).await;
+    // ...then demoted by the other owner.
+    let mut conn = app.db.conn().await;
+    let alpha_row = memberships::table.filter(memberships::user_id.eq(alpha.user.id));
+    diesel::update(alpha_row).set(memberships::role.eq("admin")).execute(&mut conn).await.unwrap();
+    let r = transfer_ownership(&mut conn, &stale, charlie.user.id).await;
+    assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
+    let r = delete_workspace(&mut conn, &stale).await;
+    assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
+    assert_eq!(role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("member"));
+    assert_eq!(role_of(&app, &slug, alpha.user.id).await.as_deref(), Some("admin"));
+    // Removed altogether: the workspace is not theirs to see any more.
+    diesel::delete(alpha_row).execute(&mut conn).await.unwrap();
+    let r = delete_workspace(&mut conn, &stale).await;
+    assert!(matches!(r, Err(WorkspaceError::NotFound)), "{r:?}");
+    assert_eq!(role_of(&app, &slug, bravo.user.id).await.as_deref(), Some("owner"), "the workspace is still there");
+    // A current owner's access still works, end to end.
+    let fresh = app.access(&slug, &bravo).await;
+    transfer_ownership(&mut conn, &fresh, charlie.user.id).await.unwrap();
+    assert_eq!(role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("owner"));
+}
+
+/// A step-up (re-entering the password) waits for a hashing permit and then hashes: it
+/// must not keep a pooled connection meanwhile. Twelve queued step-ups on a pool of two
+/// connections; the signed-in account page must still be served before they are through.
+#[tokio::test]
+async fn queued_step_ups_leave_the_pool_to_other_requests() {
+    let app = TestApp::spawn_with(common::Options {
+        hasher: fluxi_core::accounts::PasswordHasherConfig { permits: 1, max_wait: std::time::Duration::from_secs(30) },
+        pool_size: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Queue").await;
+    let heir = app.person("Heir").await;
+    app.add_member(&slug, &heir, "member").await;
+    let (mut reader, _) = app.signed_up("Reader").await;
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let burst: Vec<_> = (0..12)
+        .map(|_| {
+            let mut c = app.client();
+            c.session_cookie = owner.client.session_cookie.clone();
+            let (slug, heir_id, done) = (slug.clone(), heir.user.id.to_string(), done.clone());
+            tokio::spawn(async move {
+                let args = [("slug", slug.as_str()), ("user_id", heir_id.as_str()), ("password", "not my password")];
+                let r = c.call("transfer_ownership", &args).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                r
+            })
+        })
+        .collect();
+    // Wait until the burst is demonstrably under way (the first step-up finished).
+    while std::sync::atomic::AtomicUsize::load(&done, std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(reader.get("/account").await.status, StatusCode::OK);
+    }
+    let finished_when_reads_done = std::sync::atomic::AtomicUsize::load(&done, std::sync::atomic::Ordering::SeqCst);
+    for h in burst {
+        let r = h.await.unwrap();
+        assert_eq!(r.error().message_for("password").as_deref(), Some("That is not your current password."), "{}", r.body);
+    }
+    assert!(finished_when_reads_done < 12, "reads had to wait for the whole burst ({finished_when_reads_done}/12 done)");
+    assert_eq!(role_of(&app, &slug, heir.user.id).await.as_deref(), Some("member"));
+}
+
 #[tokio::test]
 async fn the_outbox_is_delivered_over_smtp_with_retries() {
     let Ok(sink) = std::env::var("FLUXI_TEST_SMTP_URL") else {

@@ -255,10 +255,13 @@ pub async fn leave_workspace(slug: String) -> Result<(), AppError> {
 pub async fn transfer_ownership(slug: String, user_id: String, password: String) -> Result<(), AppError> {
     use imp::*;
     let state = server::state()?;
-    let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
+    let (user, conn, access) = server::workspace_access(&state, &slug).await?;
     access.require(Permission::ManageOwners).map_err(fail)?;
     let target = parse_uuid(&user_id)?;
-    server::step_up(&state, &mut conn, &user, &password).await?;
+    drop(conn);
+    server::step_up(&state, &user, &password).await?;
+    // The domain function checks the caller's role again, in its transaction.
+    let mut conn = server::conn(&state).await?;
     workspaces::transfer_ownership(&mut conn, &access, target).await.map_err(fail)
 }
 
@@ -267,9 +270,12 @@ pub async fn transfer_ownership(slug: String, user_id: String, password: String)
 pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppError> {
     use imp::*;
     let state = server::state()?;
-    let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
+    let (user, conn, access) = server::workspace_access(&state, &slug).await?;
     access.require(Permission::DeleteWorkspace).map_err(fail)?;
-    server::step_up(&state, &mut conn, &user, &password).await?;
+    drop(conn);
+    server::step_up(&state, &user, &password).await?;
+    // The domain function checks the caller's role again, in its transaction.
+    let mut conn = server::conn(&state).await?;
     workspaces::delete_workspace(&mut conn, &access).await.map_err(fail)?;
     leptos_axum::redirect("/workspaces");
     Ok(())

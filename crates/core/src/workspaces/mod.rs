@@ -324,7 +324,28 @@ pub async fn remove_member(conn: &mut AsyncPgConnection, access: &WorkspaceAcces
     Ok(())
 }
 
-/// Makes `target` an owner and the calling owner an admin, atomically.
+/// Inside a transaction: the caller's role as it is now, with their membership row locked
+/// until the transaction ends, required to hold `permission`. `access` was checked when
+/// the request began; the owner-only actions run after a password check that takes a
+/// while, and a demotion or removal in between must count.
+async fn recheck_caller(c: &mut AsyncPgConnection, access: &WorkspaceAccess, permission: Permission) -> Result<(), WorkspaceError> {
+    let role: Option<String> = memberships::table
+        .filter(memberships::workspace_id.eq(access.workspace_id))
+        .filter(memberships::user_id.eq(access.user_id))
+        .select(memberships::role)
+        .for_update()
+        .first(c)
+        .await
+        .optional()?;
+    match role.as_deref().and_then(Role::parse) {
+        Some(role) if allowed(role, permission) => Ok(()),
+        Some(_) => Err(WorkspaceError::Forbidden),
+        None => Err(WorkspaceError::NotFound),
+    }
+}
+
+/// Makes `target` an owner and the calling owner an admin, atomically. The caller's
+/// role is checked again in the transaction (the caller does the step-up check first).
 pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, target: Uuid) -> Result<(), WorkspaceError> {
     access.require(Permission::ManageOwners)?;
     if target == access.user_id {
@@ -333,6 +354,7 @@ pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &Workspace
     let (ws, me) = (access.workspace_id, access.user_id);
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
+            recheck_caller(c, access, Permission::ManageOwners).await?;
             member_role(c, ws, target).await?;
             for (user, role) in [(target, Role::Owner), (me, Role::Admin)] {
                 diesel::update(memberships::table.filter(memberships::workspace_id.eq(ws)).filter(memberships::user_id.eq(user)))
@@ -349,13 +371,15 @@ pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &Workspace
 
 /// Deletes the workspace with everything in it: registry row (memberships and
 /// invitations cascade), its schema and tables, and its database role — in one
-/// transaction. Owners only; the caller does the step-up check.
+/// transaction. Owners only (checked again in the transaction); the caller does the
+/// step-up check first.
 pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Result<(), WorkspaceError> {
     use diesel_async::SimpleAsyncConnection;
     access.require(Permission::DeleteWorkspace)?;
     let (id, ident) = (access.workspace_id, access.schema.clone());
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
+            recheck_caller(c, access, Permission::DeleteWorkspace).await?;
             diesel::delete(workspaces::table.find(id)).execute(c).await?;
             // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
             // it; then the (now empty-handed) role itself is dropped.
