@@ -31,6 +31,9 @@ pub enum AppError {
     Rejected(String),
     #[error("The server is busy right now. Please try again in a moment.")]
     Busy,
+    /// A limit on how often something may be done was reached; the message says which.
+    #[error("{0}")]
+    TooMany(String),
     #[error("The request was malformed or incomplete.")]
     BadRequest,
     #[error("Could not reach the server. Check your connection and try again.")]
@@ -69,6 +72,7 @@ impl AppError {
             Self::Forbidden => 403,
             Self::Rejected(_) => 409,
             Self::Busy => 503,
+            Self::TooMany(_) => 429,
             Self::BadRequest => 400,
             Self::Network | Self::Internal(_) => 500,
         }

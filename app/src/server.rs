@@ -228,6 +228,10 @@ pub fn workspace_error(e: fluxi_core::workspaces::WorkspaceError) -> AppError {
         E::LastOwner => AppError::Rejected("A workspace must keep at least one owner.".into()),
         E::NoSuchMember => AppError::Rejected("That person is not a member of this workspace.".into()),
         E::Invalid(message) => AppError::Rejected(message),
+        E::TooManyInvitations => AppError::TooMany(format!(
+            "This workspace has sent {} invitations in the last 24 hours. Try again later.",
+            fluxi_core::workspaces::invitations::INVITATIONS_PER_DAY
+        )),
         other => internal(other),
     }
 }

@@ -120,6 +120,59 @@ async fn invitations_are_single_use_expire_can_be_revoked_and_bind_to_the_email(
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// Each invitation mails an address of the inviter's choosing: a workspace may send
+/// `INVITATIONS_PER_DAY` in any 24 hours, and no more, even when invitations race.
+#[tokio::test]
+async fn a_workspace_can_send_only_so_many_invitations_a_day() {
+    use fluxi_core::workspaces::invitations::{invite, DEFAULT_TTL, INVITATIONS_PER_DAY};
+    let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Mailer").await;
+    let access = app.access(&slug, &owner).await;
+    let mut conn = app.db.conn().await;
+    // All but one of the day's allowance, through the domain function (fast).
+    for i in 1..INVITATIONS_PER_DAY {
+        invite(&mut conn, &access, &format!("guest{i}@example.test"), fluxi_core::workspaces::Role::Member, app.clock.now(), DEFAULT_TTL, "http://x")
+            .await
+            .unwrap();
+    }
+    app.clock.advance(Duration::minutes(20));
+    // The last two race: exactly one gets through.
+    let mut racers = Vec::new();
+    for email in ["last-a@example.test", "last-b@example.test"] {
+        let mut c = app.client();
+        c.session_cookie = owner.client.session_cookie.clone();
+        let slug = slug.clone();
+        racers.push(tokio::spawn(async move { c.call("invite_member", &[("slug", &slug), ("email", email), ("role", "viewer")]).await }));
+    }
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|r| r.status == StatusCode::OK).count(), 1, "{:?}", statuses.iter().map(|r| &r.body).collect::<Vec<_>>());
+    let refused = statuses.iter().find(|r| r.status != StatusCode::OK).unwrap();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.error(),
+        AppError::TooMany(format!("This workspace has sent {INVITATIONS_PER_DAY} invitations in the last 24 hours. Try again later."))
+    );
+    let invitations_now: i64 = invitations::table.count().get_result(&mut conn).await.unwrap();
+    let mails_now: i64 = outbox_emails::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(invitations_now, INVITATIONS_PER_DAY, "the refused one wrote nothing");
+    assert_eq!(mails_now, INVITATIONS_PER_DAY, "and sent nothing");
+    // Another workspace has its own allowance.
+    let other = app.workspace(&mut owner, "Other").await;
+    let res = owner.client.call("invite_member", &[("slug", &other), ("email", "elsewhere@example.test"), ("role", "member")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // A day after the first ones, the allowance is back (signed in again: a day is past
+    // the session's limits).
+    app.clock.advance(Duration::hours(23) + Duration::minutes(41));
+    let res = owner.client.call("login", &[("email", owner.user.email.as_str()), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "tomorrow@example.test"), ("role", "member")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+}
+
 #[tokio::test]
 async fn concurrent_accepts_of_one_invitation_succeed_once() {
     let app = TestApp::spawn().await;

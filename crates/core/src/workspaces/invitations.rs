@@ -18,6 +18,12 @@ use crate::schema::{invitations, memberships, users, workspaces};
 
 pub const DEFAULT_TTL: Duration = Duration::days(7);
 
+/// Invitations a workspace may send in any 24 hours (replaced and revoked ones count:
+/// each sent a mail). Every invitation mails an address the inviter chose, from our
+/// domain; without a cap one admin account — or whoever took it over — could use Fluxi
+/// to send mail in bulk.
+pub const INVITATIONS_PER_DAY: i64 = 100;
+
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -70,6 +76,18 @@ pub async fn invite(
     let hash = token_hash(&token);
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
+            // The workspace row's lock serializes this workspace's invitations, so that
+            // concurrent ones cannot both pass the count below at the limit's edge.
+            workspaces::table.find(ws).select(workspaces::id).for_update().first::<Uuid>(c).await?;
+            let sent_today: i64 = invitations::table
+                .filter(invitations::workspace_id.eq(ws))
+                .filter(invitations::created_at.gt(now - Duration::days(1)))
+                .count()
+                .get_result(c)
+                .await?;
+            if sent_today >= INVITATIONS_PER_DAY {
+                return Err(WorkspaceError::TooManyInvitations);
+            }
             diesel::update(
                 invitations::table
                     .filter(invitations::workspace_id.eq(ws))

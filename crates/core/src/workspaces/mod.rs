@@ -29,6 +29,8 @@ pub enum WorkspaceError {
     NoSuchMember,
     #[error("{0}")]
     Invalid(String),
+    #[error("too many invitations from this workspace in the last 24 hours")]
+    TooManyInvitations,
     #[error(transparent)]
     Tenant(#[from] TenantError),
     #[error(transparent)]
