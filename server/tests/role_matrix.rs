@@ -159,3 +159,32 @@ async fn every_workspace_function_allows_exactly_the_roles_the_matrix_allows() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The members page reads with statements that check the caller's membership themselves:
+/// every role sees the same member list, and only roles that may manage members (per the
+/// matrix) see the pending invitation.
+#[tokio::test]
+async fn the_members_page_shows_pending_invitations_only_to_roles_that_manage_members() {
+    let app = TestApp::spawn().await;
+    let mut w = world(&app).await;
+    for role in Role::ALL {
+        let page = call(&app, &mut w, Caller::Role(role), "members_page").await;
+        assert_eq!(page.status, StatusCode::OK, "{role:?}: {}", page.body);
+        let json: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        assert_eq!(json["my_role"], role.as_str());
+        let members = json["members"].as_array().unwrap();
+        let mut roles: Vec<&str> = members.iter().map(|m| m["role"].as_str().unwrap()).collect();
+        roles.sort();
+        assert_eq!(roles, ["admin", "member", "owner", "viewer", "viewer"], "{role:?}");
+        assert_eq!(members.iter().filter(|m| m["is_me"] == true).count(), 1);
+        let invitations: Vec<&str> =
+            json["invitations"].as_array().unwrap().iter().map(|i| i["email"].as_str().unwrap()).collect();
+        if allowed(role, Permission::ManageMembers) {
+            assert_eq!(invitations, ["pending@example.test"], "{role:?}");
+        } else {
+            assert!(invitations.is_empty(), "{role:?} must not see invitations: {invitations:?}");
+        }
+    }
+    let page = call(&app, &mut w, Caller::Outsider, "members_page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+}
