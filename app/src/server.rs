@@ -37,6 +37,7 @@ pub struct AppServices {
     pub hasher: PasswordHasher,
     pub clock: SharedClock,
     pub session_policy: SessionPolicy,
+    pub sign_in_throttle: fluxi_core::accounts::SignInThrottle,
     pub leptos_options: LeptosOptions,
     /// Public base URL for links in mails (e.g. invitation links).
     pub base_url: String,
@@ -217,6 +218,20 @@ impl axum::extract::FromRef<AppState> for LeptosOptions {
 pub async fn require_user(state: &AppState) -> Result<User, AppError> {
     let session = session().await?;
     current_user(state, &session).await?.ok_or(AppError::Unauthenticated)
+}
+
+/// "Too many tries": 429 with `Retry-After` (whole seconds, rounded up) for JavaScript
+/// callers; plain form posts get the message back on their page (see [`fail`]).
+pub fn too_many(message: String, retry_after: time::Duration) -> AppError {
+    if !is_plain_form_post() {
+        if let Some(res) = use_context::<ResponseOptions>() {
+            let seconds = retry_after.whole_seconds() + i64::from(retry_after.subsec_nanoseconds() > 0);
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                res.insert_header(header::RETRY_AFTER, value);
+            }
+        }
+    }
+    AppError::TooMany(message)
 }
 
 /// Maps domain errors of workspace operations to what the person sees.

@@ -160,8 +160,14 @@ pub fn build_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Deletes expired sessions every `every`, forever.
-pub fn spawn_session_cleanup(pool: Pool, clock: SharedClock, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Deletes expired sessions and sign-in failure counts that no longer matter, every
+/// `every`, in the background.
+pub fn spawn_session_cleanup(
+    pool: Pool,
+    clock: SharedClock,
+    throttle: fluxi_core::accounts::SignInThrottle,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -170,6 +176,15 @@ pub fn spawn_session_cleanup(pool: Pool, clock: SharedClock, every: Duration) ->
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "expired sessions removed"),
                 Err(e) => tracing::warn!(error = %e, "expired-session cleanup failed"),
+            }
+            let stale = match pool.get().await {
+                Ok(mut conn) => fluxi_core::accounts::delete_stale_sign_in_failures(&mut conn, &throttle, clock.now())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stale {
+                tracing::warn!(error = %e, "sign-in failure cleanup failed");
             }
         }
     })

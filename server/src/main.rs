@@ -85,6 +85,7 @@ async fn serve() -> Result<(), String> {
         hasher: PasswordHasher::new(config.hasher.clone()),
         clock: clock.clone(),
         session_policy: config.session_policy,
+        sign_in_throttle: fluxi_core::accounts::SignInThrottle::default(),
         leptos_options,
         base_url: config.base_url.clone(),
         dev_mailbox: !config.production,
@@ -96,7 +97,7 @@ async fn serve() -> Result<(), String> {
     } else {
         tracing::info!("SMTP_URL is not set: mails stay in the outbox (see /dev/mailbox in development)");
     }
-    server::spawn_session_cleanup(pool, clock, config.session_cleanup_every);
+    server::spawn_session_cleanup(pool, clock, state.sign_in_throttle, config.session_cleanup_every);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;

@@ -153,7 +153,12 @@ async fn malformed_missing_and_oversized_input_get_clear_errors() {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_email_look_the_same() {
-    let app = TestApp::spawn().await;
+    // Sixteen wrong tries on one account: throttling (tested below) would step in.
+    let app = TestApp::spawn_with(common::Options {
+        sign_in_throttle: fluxi_core::accounts::SignInThrottle { max_failures: 1000, ..Default::default() },
+        ..Default::default()
+    })
+    .await;
     let (_, email) = app.signed_up("Known").await;
     let mut c = app.client();
     let wrong = c.call("login", &[("email", &email), ("password", "not the right password")]).await;
@@ -273,4 +278,105 @@ async fn health_and_readiness() {
     assert_eq!(c.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(c.get("/readyz").await.status, StatusCode::OK);
     assert_eq!(c.get("/no/such/page").await.status, StatusCode::NOT_FOUND);
+}
+
+const BLOCKED: &str = "Too many failed sign-ins for this account. Try again in 15 minutes.";
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_block_the_account_for_a_while() {
+    use fluxi_core::schema::sign_in_failures;
+    let app = TestApp::spawn().await;
+    let (_, email) = app.signed_up("Target").await;
+    let (_, bystander) = app.signed_up("Bystander").await;
+    let mut attacker = app.client();
+    for i in 0..5 {
+        let r = attacker.call("login", &[("email", &email), ("password", "a guess that is wrong")]).await;
+        assert_eq!(r.error(), AppError::InvalidCredentials, "try {i}");
+    }
+    // Now even the right password is refused (without being checked), with a clear answer;
+    // writing the email differently does not get around it.
+    let mut owner = app.client();
+    for spelling in [email.clone(), format!("  {}", email.to_uppercase())] {
+        let r = owner.call("login", &[("email", &spelling), ("password", PASSWORD)]).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+        assert_eq!(r.error(), AppError::TooMany(BLOCKED.into()));
+        assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("900"));
+        assert!(owner.session_cookie.is_none());
+    }
+    // Without JavaScript the sign-in page shows the same message.
+    let mut plain = app.client();
+    plain.post_form("login", "/login", &[("email", &email), ("password", PASSWORD)]).await;
+    assert!(plain.get("/login").await.body.contains(BLOCKED));
+    // Other accounts are not affected.
+    let r = app.client().call("login", &[("email", &bystander), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // An email without an account is throttled alike: the answers do not tell them apart.
+    for _ in 0..5 {
+        attacker.call("login", &[("email", "nobody@example.test"), ("password", "a guess that is wrong")]).await;
+    }
+    let r = attacker.call("login", &[("email", "nobody@example.test"), ("password", "a guess that is wrong")]).await;
+    assert_eq!((r.status, r.error()), (StatusCode::TOO_MANY_REQUESTS, AppError::TooMany(BLOCKED.into())));
+    // The counts are stored under a hash, never the email.
+    let mut conn = app.db.conn().await;
+    let keys: Vec<Vec<u8>> = sign_in_failures::table.select(sign_in_failures::key).load(&mut conn).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    for key in &keys {
+        assert!(!String::from_utf8_lossy(key).contains("example.test"));
+    }
+    // When the block is over the right password works again, and it starts the count over:
+    // four more failures do not block.
+    app.clock.advance(time::Duration::minutes(15) + time::Duration::seconds(1));
+    let r = owner.call("login", &[("email", &email), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for _ in 0..4 {
+        let r = attacker.call("login", &[("email", &email), ("password", "a guess that is wrong")]).await;
+        assert_eq!(r.error(), AppError::InvalidCredentials);
+    }
+    let r = app.client().call("login", &[("email", &email), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// Failures of a burst are all counted (the count's row is locked while it is updated).
+#[tokio::test]
+async fn concurrent_failed_sign_ins_are_all_counted() {
+    use fluxi_core::accounts::{record_failed_sign_in, sign_in_key, SignInThrottle};
+    let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
+    let throttle = SignInThrottle { max_failures: 1000, ..Default::default() };
+    let key = sign_in_key("burst@example.test");
+    let now = fluxi_core::clock::Clock::now(&app.clock);
+    let tries: Vec<_> = (0..40)
+        .map(|_| {
+            let (pool, key) = (app.db.pool.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut conn = pool.get().await.unwrap();
+                record_failed_sign_in(&mut conn, &throttle, &key, now).await.unwrap()
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tries {
+        seen.push(t.await.unwrap().failures);
+    }
+    seen.sort();
+    assert_eq!(seen, (1..=40).collect::<Vec<_>>(), "each failure saw its own count");
+}
+
+/// The cleanup removes counts whose series is over, but keeps a block in force.
+#[tokio::test]
+async fn the_cleanup_keeps_blocks_in_force_and_drops_finished_series() {
+    use fluxi_core::accounts::{delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key, SignInThrottle};
+    let app = TestApp::spawn().await;
+    let throttle = SignInThrottle { max_failures: 2, window: time::Duration::minutes(15), block: time::Duration::minutes(30) };
+    let now = fluxi_core::clock::Clock::now(&app.clock);
+    let mut conn = app.db.conn().await;
+    let (blocked, single) = (sign_in_key("blocked@example.test"), sign_in_key("single@example.test"));
+    for _ in 0..2 {
+        record_failed_sign_in(&mut conn, &throttle, &blocked, now).await.unwrap();
+    }
+    record_failed_sign_in(&mut conn, &throttle, &single, now).await.unwrap();
+    assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, now).await.unwrap(), 0);
+    let minutes = |m| now + time::Duration::minutes(m);
+    assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(16)).await.unwrap(), 1, "the finished series");
+    assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(29)).await.unwrap(), 0, "the block is in force");
+    assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(31)).await.unwrap(), 1);
 }

@@ -126,10 +126,23 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
         return Err(fail("login", &values, AppError::Invalid(errors)).await);
     }
 
+    let normalized = accounts::normalize_email(&email);
+    let throttle_key = accounts::sign_in_key(&normalized);
+    let throttle = &state.sign_in_throttle;
     let mut conn = server::conn(&state).await?;
-    let login = accounts::find_login_by_email(&mut conn, &accounts::normalize_email(&email))
+    // Refused before the password is looked at: while blocked, even the right one fails.
+    if let Some(wait) = accounts::sign_in_refused_for(&mut conn, throttle, &throttle_key, state.clock.now())
         .await
-        .map_err(server::internal)?;
+        .map_err(server::internal)?
+    {
+        let minutes = (wait.whole_seconds() + 59) / 60;
+        let message = format!(
+            "Too many failed sign-ins for this account. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        return Err(fail("login", &values, server::too_many(message, wait)).await);
+    }
+    let login = accounts::find_login_by_email(&mut conn, &normalized).await.map_err(server::internal)?;
     drop(conn);
     // Unknown emails are verified against a dummy hash: same work, same answer.
     let verified = match state.hasher.verify(&password, login.as_ref().map(|(_, hash)| hash.as_str())).await {
@@ -138,8 +151,17 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
         Err(e) => return Err(fail("login", &values, server::internal(e)).await),
     };
     let Some((user, stored_hash)) = login.filter(|_| verified) else {
+        // Unknown emails are counted too: a refusal never says whether an account exists.
+        let mut conn = server::conn(&state).await?;
+        accounts::record_failed_sign_in(&mut conn, throttle, &throttle_key, state.clock.now())
+            .await
+            .map_err(server::internal)?;
         return Err(fail("login", &values, AppError::InvalidCredentials).await);
     };
+    {
+        let mut conn = server::conn(&state).await?;
+        accounts::clear_failed_sign_ins(&mut conn, &throttle_key).await.map_err(server::internal)?;
+    }
 
     if PasswordHasher::needs_rehash(stored_hash.as_str()) {
         if let Ok(new_hash) = state.hasher.hash(&password).await {

@@ -50,6 +50,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    sign_in_failures (key) {
+        key -> Bytea,
+        failures -> Int4,
+        window_started_at -> Timestamptz,
+        blocked_until -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         email -> Text,
@@ -83,6 +92,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     memberships,
     outbox_emails,
     sessions,
+    sign_in_failures,
     users,
     workspaces,
 );

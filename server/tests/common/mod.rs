@@ -29,6 +29,7 @@ pub struct TestApp {
 pub struct Options {
     pub hasher: PasswordHasherConfig,
     pub policy: SessionPolicy,
+    pub sign_in_throttle: fluxi_core::accounts::SignInThrottle,
     pub pool_size: usize,
     /// `FLUXI_ENV=production`: no development helpers.
     pub production: bool,
@@ -43,7 +44,14 @@ impl Default for Options {
         // Longer than the hashing wait above, so only a request that is really stuck hits it
         // (and fails its test instead of hanging the suite).
         let request_timeout = std::time::Duration::from_secs(120);
-        Self { hasher, policy: SessionPolicy::default(), pool_size: 8, production: false, request_timeout }
+        Self {
+            hasher,
+            policy: SessionPolicy::default(),
+            sign_in_throttle: fluxi_core::accounts::SignInThrottle::default(),
+            pool_size: 8,
+            production: false,
+            request_timeout,
+        }
     }
 }
 
@@ -65,6 +73,7 @@ impl TestApp {
             hasher: PasswordHasher::new(opts.hasher),
             clock: Arc::new(clock.clone()),
             session_policy: opts.policy,
+            sign_in_throttle: opts.sign_in_throttle,
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
             base_url: format!("http://{addr}"),
             dev_mailbox: !opts.production,

@@ -1,8 +1,9 @@
-//! Accounts: input rules, password hashing and the `users` queries.
+//! Accounts: input rules, password hashing, sign-in throttling and the `users` queries.
 
 mod password;
 mod queries;
 mod rules;
+mod throttle;
 
 pub use password::{HashError, PasswordHasher, PasswordHasherConfig};
 pub use queries::{
@@ -12,4 +13,8 @@ pub use queries::{
 pub use rules::{
     is_common_password, normalize_email, validate_display_name, validate_email, validate_password,
     InputError, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
+};
+pub use throttle::{
+    clear_failed_sign_ins, delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key, sign_in_refused_for,
+    FailedSignIns, SignInThrottle,
 };
