@@ -34,6 +34,28 @@ test('a wrong password is refused with a clear message', async ({ page }) => {
   await expect(page.getByLabel('Password')).toHaveValue(/^$|definitely not it!/);
 });
 
+test('after five wrong passwords the account is blocked for a while, with a clear message', async ({ page }) => {
+  const email = uniqueEmail('throttle');
+  await signUp(page, 'Throttled Person', email);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page).toHaveURL(/\/login$/);
+  // Each try is answered before the next one starts, so that the count is exact.
+  const answered = () => page.waitForResponse((r) => r.url().includes('/api/login'));
+  for (let i = 0; i < 5; i++) {
+    await ready(page);
+    const response = answered();
+    await signIn(page, email, 'definitely not it!');
+    await response;
+    await expect(page.getByRole('alert')).toHaveText('Incorrect email or password.');
+  }
+  await ready(page);
+  const response = answered();
+  await signIn(page, email);
+  await response;
+  await expect(page.getByRole('alert')).toHaveText('Too many failed sign-ins for this account. Try again in 15 minutes.');
+  await expect(page.getByRole('button', { name: 'Sign out' })).toHaveCount(0);
+});
+
 test('signed-out visitors to /account sign in and come back', async ({ page }) => {
   const email = uniqueEmail('redirect');
   await signUp(page, 'Returning Person', email);
