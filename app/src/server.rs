@@ -234,6 +234,14 @@ pub fn too_many(message: String, retry_after: time::Duration) -> AppError {
     AppError::TooMany(message)
 }
 
+/// The answer while an account's password checks are blocked (sign-in and step-up share
+/// one count: both guess the same password).
+pub fn too_many_wrong_passwords(wait: time::Duration) -> AppError {
+    let minutes = (wait.whole_seconds() + 59) / 60;
+    let plural = if minutes == 1 { "" } else { "s" };
+    too_many(format!("Too many wrong passwords for this account. Try again in {minutes} minute{plural}."), wait)
+}
+
 /// Maps domain errors of workspace operations to what the person sees.
 pub fn workspace_error(e: fluxi_core::workspaces::WorkspaceError) -> AppError {
     use fluxi_core::workspaces::WorkspaceError as E;
@@ -288,18 +296,32 @@ pub async fn step_up(state: &AppState, user: &User, password: &str) -> Result<()
     if password.is_empty() || password.chars().count() > fluxi_core::accounts::PASSWORD_MAX_CHARS {
         return Err(with_status(AppError::field("password", "Enter your current password.")));
     }
+    // Throttled like sign-in, on the same count: a stolen session must not become a way
+    // to guess the password without limit.
+    let throttle_key = accounts::sign_in_key(&user.email_normalized);
     let stored = {
         let mut conn = conn(state).await?;
-        fluxi_core::accounts::find_password_hash(&mut conn, user.id).await.map_err(internal)?
+        let refused = accounts::sign_in_refused_for(&mut conn, &state.sign_in_throttle, &throttle_key, state.clock.now())
+            .await
+            .map_err(internal)?;
+        if let Some(wait) = refused {
+            return Err(with_status(too_many_wrong_passwords(wait)));
+        }
+        accounts::find_password_hash(&mut conn, user.id).await.map_err(internal)?
     };
     // An account deleted meanwhile is checked against the dummy hash and refused.
     let verified = state.hasher.verify(password, stored.as_ref().map(|h| h.as_str())).await.map_err(|e| match e {
-        fluxi_core::accounts::HashError::Busy => with_status(AppError::Busy),
+        accounts::HashError::Busy => with_status(AppError::Busy),
         other => internal(other),
     })?;
+    let mut conn = conn(state).await?;
     if verified {
+        accounts::clear_failed_sign_ins(&mut conn, &throttle_key).await.map_err(internal)?;
         Ok(())
     } else {
+        accounts::record_failed_sign_in(&mut conn, &state.sign_in_throttle, &throttle_key, state.clock.now())
+            .await
+            .map_err(internal)?;
         Err(with_status(AppError::field("password", "That is not your current password.")))
     }
 }

@@ -52,7 +52,7 @@ test('after five wrong passwords the account is blocked for a while, with a clea
   const response = answered();
   await signIn(page, email);
   await response;
-  await expect(page.getByRole('alert')).toHaveText('Too many failed sign-ins for this account. Try again in 15 minutes.');
+  await expect(page.getByRole('alert')).toHaveText('Too many wrong passwords for this account. Try again in 15 minutes.');
   await expect(page.getByRole('button', { name: 'Sign out' })).toHaveCount(0);
 });
 

@@ -280,7 +280,7 @@ async fn health_and_readiness() {
     assert_eq!(c.get("/no/such/page").await.status, StatusCode::NOT_FOUND);
 }
 
-const BLOCKED: &str = "Too many failed sign-ins for this account. Try again in 15 minutes.";
+const BLOCKED: &str = "Too many wrong passwords for this account. Try again in 15 minutes.";
 
 #[tokio::test]
 async fn repeated_failed_sign_ins_block_the_account_for_a_while() {

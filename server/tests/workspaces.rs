@@ -300,6 +300,39 @@ async fn ownership_transfer_needs_the_current_password() {
     assert_eq!(role_of(&app, &slug, owner.user.id).await.as_deref(), Some("admin"));
 }
 
+/// Step-up password checks share the sign-in throttle: a stolen session must not be a way
+/// to guess the account's password without limit.
+#[tokio::test]
+async fn wrong_step_up_passwords_are_throttled_together_with_sign_in() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Guarded").await;
+    let heir = app.person("Heir").await;
+    app.add_member(&slug, &heir, "member").await;
+    let heir_id = heir.user.id.to_string();
+    let transfer = |password: &'static str| [("slug", slug.clone()), ("user_id", heir_id.clone()), ("password", password.to_string())];
+    for _ in 0..5 {
+        let args = transfer("a wrong guess");
+        let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = owner.client.call("transfer_ownership", &args).await;
+        assert_eq!(res.error().message_for("password").as_deref(), Some("That is not your current password."));
+    }
+    let blocked = AppError::TooMany("Too many wrong passwords for this account. Try again in 15 minutes.".into());
+    let args = transfer(PASSWORD);
+    let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = owner.client.call("transfer_ownership", &args).await;
+    assert_eq!((res.status, res.error()), (StatusCode::TOO_MANY_REQUESTS, blocked.clone()));
+    assert_eq!(role_of(&app, &slug, heir.user.id).await.as_deref(), Some("member"));
+    // The same count guards sign-in to the account.
+    let res = app.client().call("login", &[("email", owner.user.email.as_str()), ("password", PASSWORD)]).await;
+    assert_eq!((res.status, res.error()), (StatusCode::TOO_MANY_REQUESTS, blocked));
+    // Once the block is over, the right password goes through.
+    app.clock.advance(Duration::minutes(15) + Duration::seconds(1));
+    let res = owner.client.call("transfer_ownership", &args).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(role_of(&app, &slug, heir.user.id).await.as_deref(), Some("owner"));
+}
+
 /// Transfer and delete run after a slow password check; a demotion or removal that lands
 /// between the request's membership check and the action must still stop the action.
 #[tokio::test]
@@ -343,6 +376,8 @@ async fn queued_step_ups_leave_the_pool_to_other_requests() {
     let app = TestApp::spawn_with(common::Options {
         hasher: fluxi_core::accounts::PasswordHasherConfig { permits: 1, max_wait: std::time::Duration::from_secs(30) },
         pool_size: 2,
+        // Twelve wrong passwords in a row: the password throttle is not what this is about.
+        sign_in_throttle: fluxi_core::accounts::SignInThrottle { max_failures: 1000, ..Default::default() },
         ..Default::default()
     })
     .await;

@@ -135,12 +135,7 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
         .await
         .map_err(server::internal)?
     {
-        let minutes = (wait.whole_seconds() + 59) / 60;
-        let message = format!(
-            "Too many failed sign-ins for this account. Try again in {minutes} minute{}.",
-            if minutes == 1 { "" } else { "s" }
-        );
-        return Err(fail("login", &values, server::too_many(message, wait)).await);
+        return Err(fail("login", &values, server::too_many_wrong_passwords(wait)).await);
     }
     let login = accounts::find_login_by_email(&mut conn, &normalized).await.map_err(server::internal)?;
     drop(conn);
