@@ -129,12 +129,23 @@ pub fn build_router(state: AppState) -> Router {
         .with_path("/")
         .with_expiry(Expiry::OnSessionEnd);
 
+    // Pages render to the end even when their client hangs up (see
+    // `middleware::render_to_completion`: otherwise a worker thread can deadlock).
+    let render_limit = state.request_timeout;
+    let render_to_completion =
+        axum::middleware::from_fn(move |req, next| middleware::render_to_completion(render_limit, req, next));
+
     let static_files = ServeDir::new(site_root)
         .precompressed_br()
         .precompressed_gzip()
-        .not_found_service(axum::routing::any(not_found).with_state(state.clone()));
+        .not_found_service(axum::routing::any(not_found).with_state(state.clone()).layer(render_to_completion.clone()));
 
     let leptos_state = state.clone();
+    let pages = Router::new()
+        .leptos_routes_with_context(&state, routes, provide_state(leptos_state.clone()), move || {
+            shell(leptos_state.leptos_options.clone())
+        })
+        .route_layer(render_to_completion);
     let mut router = Router::new();
     if state.dev_mailbox {
         router = router.route("/dev/mailbox", get(dev_mailbox));
@@ -143,9 +154,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/{*fn_name}", post(server_fn_handler))
-        .leptos_routes_with_context(&state, routes, provide_state(leptos_state.clone()), move || {
-            shell(leptos_state.leptos_options.clone())
-        })
+        .merge(pages)
         .fallback_service(static_files)
         .layer(sessions)
         // No request holds a connection forever: one that is stuck (on a database that

@@ -97,3 +97,93 @@ async fn pages_allow_only_their_own_nonced_scripts() {
         assert!(policy.contains("script-src 'none'"), "non-page responses run no script: {policy}");
     }
 }
+
+/// Clients that hang up while their page is being rendered: every worker thread of the
+/// runtime must still be running afterwards.
+///
+/// Leptos 0.8 deadlocked a worker thread for good when a page's reactive owner tree was
+/// torn down (the request future dropped because the client left) while a `<Suspense>`'s
+/// own task was still walking that tree on the other thread (see
+/// `server::middleware::render_to_completion`, whose unit tests show deterministically that
+/// a hang-up no longer cancels a render). Against the release build, a burst of reset
+/// connections reproduced the deadlock in about half of the 15-second runs; this debug-build
+/// burst is shorter and rarely hits the window, so it is a smoke check over the real
+/// router: 32 connections request the members page and hang up after 0–40 ms, then every
+/// worker must park again (a deadlocked one never does) and the page must still be served.
+#[test]
+fn clients_hanging_up_mid_page_leave_every_worker_running() {
+    const WORKERS: usize = 2;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(WORKERS).enable_all().build().unwrap();
+    let outcome = runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let app = TestApp::spawn().await;
+        let mut owner = app.person("Owner").await;
+        let slug = app.workspace(&mut owner, "Hang-ups").await;
+        for i in 0..5 {
+            let member = app.person(&format!("Member{i}")).await;
+            app.add_member(&slug, &member, "member").await;
+        }
+        let page = format!("/w/{slug}/settings/members");
+        assert_eq!(owner.client.get(&page).await.status, StatusCode::OK);
+        let cookie = owner.client.session_cookie.clone().expect("signed in");
+        let addr = app.base.trim_start_matches("http://").to_string();
+        let request = format!(
+            "GET {page} HTTP/1.1\r\nHost: {addr}\r\nCookie: {}={cookie}\r\n\r\n",
+            common::COOKIE_NAME
+        );
+
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        let hang_ups: Vec<_> = (0..32u64)
+            .map(|client| {
+                let (addr, request) = (addr.clone(), request.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while tokio::time::Instant::now() < until {
+                        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                        stream.write_all(request.as_bytes()).await.unwrap();
+                        // The point of the test is when the client leaves, not a condition to
+                        // wait for: spread the hang-ups over a render (0–40 ms).
+                        let after = Duration::from_micros((client * 7_919 + n * 104_729) % 40_000);
+                        tokio::time::sleep(after).await;
+                        drop(stream);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let Ok(counts) = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(hang_ups)).await else {
+            return Err("the hanging-up clients did not finish (a worker is stuck)".to_string());
+        };
+        let total: u64 = counts.into_iter().map(|c| c.unwrap()).sum();
+        assert!(total > 100, "only {total} hang-ups were made");
+
+        // A worker parks whenever it runs out of work; one that is deadlocked never does.
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let parked = |w| metrics.worker_park_count(w);
+        let before: Vec<u64> = (0..WORKERS).map(parked).collect();
+        let waiting_since = std::time::Instant::now();
+        loop {
+            let stuck: Vec<usize> = (0..WORKERS).filter(|&w| parked(w) == before[w]).collect();
+            if stuck.is_empty() {
+                break;
+            }
+            if waiting_since.elapsed() > Duration::from_secs(20) {
+                return Err(format!("worker(s) {stuck:?} never parked again after {total} hang-ups: deadlocked"));
+            }
+            // Wake the workers with a little work, then give them time to run out of it.
+            for _ in 0..WORKERS * 4 {
+                tokio::spawn(async {});
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And the page is still served.
+        assert_eq!(owner.client.get(&page).await.status, StatusCode::OK);
+        Ok(())
+    });
+    if let Err(problem) = outcome {
+        // Dropping a runtime waits for its workers; a deadlocked one would hang the suite.
+        runtime.shutdown_background();
+        panic!("{problem}");
+    }
+}

@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::time::Duration;
 
 /// Refuses state-changing requests sent by another site. Server functions are plain
 /// form posts, which any page on the web can make a browser send; the browser's Fetch
@@ -61,6 +62,39 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
     res
 }
 
+/// Runs the rest of the request (a page render) in a task of its own, so that it always
+/// finishes, even when the client hangs up or the request time limit answers first:
+/// dropping the request then only drops this task's handle.
+///
+/// Why: Leptos 0.8 deadlocks a worker thread for good when a page's reactive owner tree is
+/// torn down on one thread while a `<Suspense>` is still walking that tree on another (it
+/// checks its children for pending loads in a task of its own). reactive_graph 0.2's
+/// `with_context` keeps a read lock on the current owner while it drops its reference to
+/// an ancestor; if that was the last one, the ancestor's cleanup waits for the write lock
+/// of the very owner this thread is reading. Dropping the request future mid-render is what
+/// tears the tree down early, so without this a client that hangs up at the wrong moment
+/// stopped one of the server's worker threads (reproduced with a burst of reset
+/// connections; see `clients_hanging_up_mid_page_leave_every_worker_running` in
+/// server/tests/rendering.rs and docs/benchmarks.md). Finished renders tear their tree
+/// down only after every `<Suspense>` has resolved, when nothing walks it any more.
+///
+/// `limit` bounds how long an abandoned render may go on; the request time limit has
+/// normally answered the client long before.
+pub async fn render_to_completion(limit: Duration, req: Request<Body>, next: Next) -> Response {
+    let render = tokio::spawn(tokio::time::timeout(limit, next.run(req)));
+    match render.await {
+        Ok(Ok(res)) => res,
+        Ok(Err(_elapsed)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "The page took too long. Please try again.").into_response()
+        }
+        Err(e) => {
+            // A panic while rendering: the task caught it; answer without details.
+            tracing::error!(panic = e.is_panic(), "page render failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side.").into_response()
+        }
+    }
+}
+
 /// The body-limit layer answers oversized requests with an empty 413; say what happened.
 pub async fn explain_payload_too_large(res: Response) -> Response {
     if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -72,4 +106,104 @@ pub async fn explain_payload_too_large(res: Response) -> Response {
             .into_response();
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_to_completion;
+    use axum::middleware::{from_fn, Next};
+    use axum::routing::get;
+    use axum::Router;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::Notify;
+
+    /// Sets its flag when dropped before being disarmed: "this future was cancelled".
+    struct CancelFlag(Arc<AtomicBool>, bool);
+    impl Drop for CancelFlag {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Probe {
+        started: Notify,
+        release: Notify,
+        request_cancelled: Arc<AtomicBool>,
+        handler_cancelled: Arc<AtomicBool>,
+        handler_finished: AtomicBool,
+    }
+
+    async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        let since = std::time::Instant::now();
+        while !condition() {
+            assert!(since.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Serves a handler that waits to be released (with or without `render_to_completion`
+    /// around it), sends it a request, hangs up while it waits, releases it once the server
+    /// has dropped the request, and returns what was observed.
+    async fn hang_up_on_a_slow_handler(with_layer: bool) -> Arc<Probe> {
+        let probe = Arc::new(Probe::default());
+        let handler = {
+            let probe = probe.clone();
+            move || async move {
+                let mut cancelled = CancelFlag(probe.handler_cancelled.clone(), false);
+                probe.started.notify_one();
+                probe.release.notified().await;
+                probe.handler_finished.store(true, Ordering::SeqCst);
+                cancelled.1 = true;
+                "done"
+            }
+        };
+        let mut router = Router::new().route("/page", get(handler));
+        if with_layer {
+            router = router.route_layer(from_fn(|req, next| render_to_completion(Duration::from_secs(30), req, next)));
+        }
+        // Outermost, like the server's own layers: sees the request dropped when the client leaves.
+        let request_cancelled = probe.request_cancelled.clone();
+        let router = router.layer(from_fn(move |req, next: Next| {
+            let flag = request_cancelled.clone();
+            async move {
+                let mut cancelled = CancelFlag(flag, false);
+                let res = next.run(req).await;
+                cancelled.1 = true;
+                res
+            }
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(format!("GET /page HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        probe.started.notified().await;
+        drop(stream);
+        wait_until("the server dropped the request", || probe.request_cancelled.load(Ordering::SeqCst)).await;
+        probe.release.notify_one();
+        probe
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_page_render_goes_on_after_its_client_hangs_up() {
+        let probe = hang_up_on_a_slow_handler(true).await;
+        wait_until("the handler finished", || probe.handler_finished.load(Ordering::SeqCst)).await;
+        assert!(!probe.handler_cancelled.load(Ordering::SeqCst));
+    }
+
+    /// The control: without the layer, the handler is cancelled with the request (which
+    /// is what tore a page's reactive tree down mid-render).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_it_the_handler_is_cancelled_with_the_request() {
+        let probe = hang_up_on_a_slow_handler(false).await;
+        wait_until("the handler was cancelled", || probe.handler_cancelled.load(Ordering::SeqCst)).await;
+        assert!(!probe.handler_finished.load(Ordering::SeqCst));
+    }
 }
