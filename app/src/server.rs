@@ -38,6 +38,11 @@ pub struct AppServices {
     pub clock: SharedClock,
     pub session_policy: SessionPolicy,
     pub sign_in_throttle: fluxi_core::accounts::SignInThrottle,
+    /// Failed sign-ins allowed per client network, across accounts (see `fluxi_core::client`).
+    pub client_sign_in_throttle: fluxi_core::accounts::SignInThrottle,
+    /// How many reverse proxies of ours stand in front of Fluxi (`FLUXI_TRUSTED_PROXIES`):
+    /// how many `X-Forwarded-For` entries, from the right, name the client truthfully.
+    pub trusted_proxies: usize,
     pub leptos_options: LeptosOptions,
     /// Public base URL for links in mails (e.g. invitation links).
     pub base_url: String,
@@ -234,12 +239,36 @@ pub fn too_many(message: String, retry_after: time::Duration) -> AppError {
     AppError::TooMany(message)
 }
 
+/// "N minutes", rounded up.
+fn in_minutes(wait: time::Duration) -> String {
+    let minutes = (wait.whole_seconds() + 59) / 60;
+    let plural = if minutes == 1 { "" } else { "s" };
+    format!("{minutes} minute{plural}")
+}
+
 /// The answer while an account's password checks are blocked (sign-in and step-up share
 /// one count: both guess the same password).
 pub fn too_many_wrong_passwords(wait: time::Duration) -> AppError {
-    let minutes = (wait.whole_seconds() + 59) / 60;
-    let plural = if minutes == 1 { "" } else { "s" };
-    too_many(format!("Too many wrong passwords for this account. Try again in {minutes} minute{plural}."), wait)
+    too_many(format!("Too many wrong passwords for this account. Try again in {}.", in_minutes(wait)), wait)
+}
+
+/// The answer while sign-ins from the client's network are blocked.
+pub fn too_many_failed_sign_ins_from_network(wait: time::Duration) -> AppError {
+    too_many(format!("Too many failed sign-ins from your network. Try again in {}.", in_minutes(wait)), wait)
+}
+
+/// The network of the client this request came from (see `fluxi_core::client`), as used
+/// by per-client limits. `None` only if the server was not started with connection info
+/// (a wiring mistake, logged).
+pub fn client_network(state: &AppState) -> Option<String> {
+    use fluxi_core::client::{client_address, client_network};
+    let parts = use_context::<Parts>()?;
+    let Some(peer) = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() else {
+        tracing::warn!("no peer address: serve the router with into_make_service_with_connect_info");
+        return None;
+    };
+    let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    Some(client_network(client_address(peer.0.ip(), forwarded, state.trusted_proxies)))
 }
 
 /// Maps domain errors of workspace operations to what the person sees.

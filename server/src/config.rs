@@ -25,6 +25,8 @@ pub struct Config {
     pub production: bool,
     /// Workspace schemas migrated at once by the fleet runner.
     pub fleet_concurrency: usize,
+    /// Reverse proxies of ours in front of Fluxi (`FLUXI_TRUSTED_PROXIES`, default 0).
+    pub trusted_proxies: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ impl Config {
             mail_from: var("FLUXI_MAIL_FROM", "Fluxi <no-reply@fluxi.localhost>".to_string())?,
             production,
             fleet_concurrency: var("FLUXI_FLEET_CONCURRENCY", 4)?,
+            trusted_proxies: var("FLUXI_TRUSTED_PROXIES", 0)?,
             pool_size: var("FLUXI_DB_POOL_SIZE", 16)?,
             session_policy: SessionPolicy {
                 idle_timeout: time::Duration::minutes(idle),

@@ -86,6 +86,8 @@ async fn serve() -> Result<(), String> {
         clock: clock.clone(),
         session_policy: config.session_policy,
         sign_in_throttle: fluxi_core::accounts::SignInThrottle::default(),
+        client_sign_in_throttle: fluxi_core::accounts::SignInThrottle::per_client_default(),
+        trusted_proxies: config.trusted_proxies,
         leptos_options,
         base_url: config.base_url.clone(),
         dev_mailbox: !config.production,
@@ -97,7 +99,9 @@ async fn serve() -> Result<(), String> {
     } else {
         tracing::info!("SMTP_URL is not set: mails stay in the outbox (see /dev/mailbox in development)");
     }
-    server::spawn_session_cleanup(pool, clock, state.sign_in_throttle, config.session_cleanup_every);
+    // Account and client counts share a table: keep rows as long as the longer window needs.
+    let cleanup_rule = [state.sign_in_throttle, state.client_sign_in_throttle].into_iter().max_by_key(|t| t.window).unwrap_or_default();
+    server::spawn_session_cleanup(pool, clock, cleanup_rule, config.session_cleanup_every);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;

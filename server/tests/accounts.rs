@@ -319,9 +319,10 @@ async fn repeated_failed_sign_ins_block_the_account_for_a_while() {
     // The counts are stored under a hash, never the email.
     let mut conn = app.db.conn().await;
     let keys: Vec<Vec<u8>> = sign_in_failures::table.select(sign_in_failures::key).load(&mut conn).await.unwrap();
-    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.len(), 3, "two accounts and the attacker's network");
     for key in &keys {
-        assert!(!String::from_utf8_lossy(key).contains("example.test"));
+        let key = String::from_utf8_lossy(key);
+        assert!(!key.contains("example.test") && !key.contains("127.0.0.1"));
     }
     // When the block is over the right password works again, and it starts the count over:
     // four more failures do not block.
@@ -379,4 +380,94 @@ async fn the_cleanup_keeps_blocks_in_force_and_drops_finished_series() {
     assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(16)).await.unwrap(), 1, "the finished series");
     assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(29)).await.unwrap(), 0, "the block is in force");
     assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(31)).await.unwrap(), 1);
+}
+
+const NETWORK_BLOCKED: &str = "Too many failed sign-ins from your network. Try again in 15 minutes.";
+
+/// A JSON sign-in as relayed by our reverse proxy, which wrote `forwarded_for`.
+fn login_via_proxy(c: &common::Client, forwarded_for: &str, email: &str, password: &str) -> reqwest::RequestBuilder {
+    c.http()
+        .post(c.url("/api/login"))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", forwarded_for)
+        .body(common::encode(&[("email", email), ("password", password)]))
+}
+
+fn per_network(max_failures: i32, trusted_proxies: usize) -> common::Options {
+    common::Options {
+        client_sign_in_throttle: fluxi_core::accounts::SignInThrottle { max_failures, ..Default::default() },
+        trusted_proxies,
+        ..Default::default()
+    }
+}
+
+/// Password spraying: one common password tried on many accounts never reaches any
+/// account's limit, so failures are also counted per client network, across accounts.
+#[tokio::test]
+async fn failed_sign_ins_across_accounts_block_the_network_they_come_from() {
+    let app = TestApp::spawn_with(per_network(6, 1)).await;
+    let (_, email) = app.signed_up("Sprayed").await;
+    let mut sprayer = app.client();
+    for i in 0..6 {
+        let req = login_via_proxy(&sprayer, "203.0.113.7", &format!("user{i}@example.test"), "Summer2026!");
+        assert_eq!(sprayer.raw(req).await.error(), AppError::InvalidCredentials, "try {i}");
+    }
+    // Now sign-ins from that network are refused, the right password included; so is a
+    // request that puts made-up addresses in front of the one our proxy wrote.
+    let mut person = app.client();
+    for forwarded in ["203.0.113.7", "198.51.100.1, 203.0.113.7"] {
+        let r = person.raw(login_via_proxy(&person, forwarded, &email, PASSWORD)).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{forwarded}: {}", r.body);
+        assert_eq!(r.error(), AppError::TooMany(NETWORK_BLOCKED.into()));
+        assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("900"));
+        assert!(person.session_cookie.is_none());
+    }
+    // The account itself is not blocked: from another network it signs in.
+    let r = person.raw(login_via_proxy(&person, "203.0.113.8", &email, PASSWORD)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // And the block ends.
+    app.clock.advance(time::Duration::minutes(15) + time::Duration::seconds(1));
+    let mut later = app.client();
+    let r = later.raw(login_via_proxy(&later, "203.0.113.7", &email, PASSWORD)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// A success clears the account's count but not the network's: otherwise a sprayer could
+/// sign in to an account of their own between tries and never be blocked.
+#[tokio::test]
+async fn signing_in_does_not_forgive_a_networks_failures() {
+    let app = TestApp::spawn_with(per_network(6, 1)).await;
+    let (_, own) = app.signed_up("Sprayer").await;
+    let mut c = app.client();
+    for i in 0..5 {
+        let req = login_via_proxy(&c, "203.0.113.9", &format!("user{i}@example.test"), "Summer2026!");
+        assert_eq!(c.raw(req).await.error(), AppError::InvalidCredentials);
+    }
+    assert_eq!(c.raw(login_via_proxy(&c, "203.0.113.9", &own, PASSWORD)).await.status, StatusCode::OK);
+    let mut c = app.client();
+    let req = login_via_proxy(&c, "203.0.113.9", "user5@example.test", "Summer2026!");
+    assert_eq!(c.raw(req).await.error(), AppError::InvalidCredentials, "the sixth failure");
+    let r = c.raw(login_via_proxy(&c, "203.0.113.9", &own, PASSWORD)).await;
+    assert_eq!(r.error(), AppError::TooMany(NETWORK_BLOCKED.into()));
+}
+
+/// With no trusted proxy configured (the default) `X-Forwarded-For` is whatever the
+/// client wants it to be, so it is ignored: changing it does not make a new client.
+#[tokio::test]
+async fn without_trusted_proxies_forwarded_addresses_are_ignored() {
+    let app = TestApp::spawn_with(per_network(3, 0)).await;
+    let (_, email) = app.signed_up("Direct").await;
+    let mut c = app.client();
+    for i in 0..3 {
+        let req = login_via_proxy(&c, &format!("203.0.113.{i}"), &format!("user{i}@example.test"), "Summer2026!");
+        assert_eq!(c.raw(req).await.error(), AppError::InvalidCredentials);
+    }
+    let r = c.raw(login_via_proxy(&c, "203.0.113.200", &email, PASSWORD)).await;
+    assert_eq!(r.error(), AppError::TooMany(NETWORK_BLOCKED.into()));
+    // Without JavaScript the sign-in page shows the same message.
+    let mut plain = app.client();
+    plain.post_form("login", "/login", &[("email", &email), ("password", PASSWORD)]).await;
+    assert!(plain.get("/login").await.body.contains(NETWORK_BLOCKED));
+    assert_ne!(plain.get("/account").await.status, StatusCode::OK, "not signed in");
 }

@@ -129,6 +129,9 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     let normalized = accounts::normalize_email(&email);
     let throttle_key = accounts::sign_in_key(&normalized);
     let throttle = &state.sign_in_throttle;
+    // Also counted per client network, across accounts: against trying one common password
+    // on many accounts, which no single account's count would notice.
+    let client_key = server::client_network(&state).map(|network| accounts::client_sign_in_key(&network));
     let mut conn = server::conn(&state).await?;
     // Refused before the password is looked at: while blocked, even the right one fails.
     if let Some(wait) = accounts::sign_in_refused_for(&mut conn, throttle, &throttle_key, state.clock.now())
@@ -136,6 +139,14 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
         .map_err(server::internal)?
     {
         return Err(fail("login", &values, server::too_many_wrong_passwords(wait)).await);
+    }
+    if let Some(key) = &client_key {
+        if let Some(wait) = accounts::sign_in_refused_for(&mut conn, &state.client_sign_in_throttle, key, state.clock.now())
+            .await
+            .map_err(server::internal)?
+        {
+            return Err(fail("login", &values, server::too_many_failed_sign_ins_from_network(wait)).await);
+        }
     }
     let login = accounts::find_login_by_email(&mut conn, &normalized).await.map_err(server::internal)?;
     drop(conn);
@@ -151,9 +162,16 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
         accounts::record_failed_sign_in(&mut conn, throttle, &throttle_key, state.clock.now())
             .await
             .map_err(server::internal)?;
+        if let Some(key) = &client_key {
+            accounts::record_failed_sign_in(&mut conn, &state.client_sign_in_throttle, key, state.clock.now())
+                .await
+                .map_err(server::internal)?;
+        }
         return Err(fail("login", &values, AppError::InvalidCredentials).await);
     };
     {
+        // The account's count only: a client's count is not forgiven by one success, or
+        // signing in to one's own account between tries would reset it.
         let mut conn = server::conn(&state).await?;
         accounts::clear_failed_sign_ins(&mut conn, &throttle_key).await.map_err(server::internal)?;
     }

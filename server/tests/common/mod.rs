@@ -30,6 +30,8 @@ pub struct Options {
     pub hasher: PasswordHasherConfig,
     pub policy: SessionPolicy,
     pub sign_in_throttle: fluxi_core::accounts::SignInThrottle,
+    pub client_sign_in_throttle: fluxi_core::accounts::SignInThrottle,
+    pub trusted_proxies: usize,
     pub pool_size: usize,
     /// `FLUXI_ENV=production`: no development helpers.
     pub production: bool,
@@ -48,6 +50,8 @@ impl Default for Options {
             hasher,
             policy: SessionPolicy::default(),
             sign_in_throttle: fluxi_core::accounts::SignInThrottle::default(),
+            client_sign_in_throttle: fluxi_core::accounts::SignInThrottle::per_client_default(),
+            trusted_proxies: 0,
             pool_size: 8,
             production: false,
             request_timeout,
@@ -74,13 +78,16 @@ impl TestApp {
             clock: Arc::new(clock.clone()),
             session_policy: opts.policy,
             sign_in_throttle: opts.sign_in_throttle,
+            client_sign_in_throttle: opts.client_sign_in_throttle,
+            trusted_proxies: opts.trusted_proxies,
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
             base_url: format!("http://{addr}"),
             dev_mailbox: !opts.production,
             request_timeout: opts.request_timeout,
         });
         let router = server::build_router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
         Self { base: format!("http://{addr}"), db, clock, state }
     }
 

@@ -15,6 +15,6 @@ pub use rules::{
     InputError, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
 };
 pub use throttle::{
-    clear_failed_sign_ins, delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key, sign_in_refused_for,
+    clear_failed_sign_ins, delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key, sign_in_refused_for, client_sign_in_key,
     FailedSignIns, SignInThrottle,
 };

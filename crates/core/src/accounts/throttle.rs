@@ -1,6 +1,8 @@
 //! Sign-in throttling per account: after `max_failures` failed sign-ins within `window`,
 //! signing in to that account is refused for `block`, whatever the password — so a
-//! password cannot be guessed faster than a handful of tries per quarter hour.
+//! password cannot be guessed faster than a handful of tries per quarter hour. The same
+//! rule, with a higher limit, counts failures per client network across accounts
+//! ([`client_sign_in_key`], [`SignInThrottle::per_client_default`]).
 //!
 //! The rule is pure ([`SignInThrottle::after_failure`], [`SignInThrottle::refused_for`],
 //! time passed in); the queries keep the counts in `sign_in_failures`, keyed by a hash of
@@ -30,6 +32,15 @@ pub struct SignInThrottle {
 impl Default for SignInThrottle {
     fn default() -> Self {
         Self { max_failures: 5, window: Duration::minutes(15), block: Duration::minutes(15) }
+    }
+}
+
+impl SignInThrottle {
+    /// The default limit per client network (see [`crate::client`]), across all accounts:
+    /// against password spraying (a few common passwords tried on many accounts, which the
+    /// per-account limit never sees). High enough for an office behind one address.
+    pub fn per_client_default() -> Self {
+        Self { max_failures: 50, ..Self::default() }
     }
 }
 
@@ -63,6 +74,11 @@ impl SignInThrottle {
 /// The stored key of an account's count: never the email itself.
 pub fn sign_in_key(normalized_email: &str) -> Vec<u8> {
     Sha256::digest(format!("sign-in:{normalized_email}").as_bytes()).to_vec()
+}
+
+/// The stored key of a client network's count (a different namespace from accounts').
+pub fn client_sign_in_key(client_network: &str) -> Vec<u8> {
+    Sha256::digest(format!("sign-in-client:{client_network}").as_bytes()).to_vec()
 }
 
 /// How much longer sign-in to the account with this key is refused, if it is.
@@ -198,5 +214,6 @@ mod tests {
         assert_eq!(key.len(), 32);
         assert!(!String::from_utf8_lossy(&key).contains("ada"));
         assert_ne!(key, sign_in_key("bob@example.test"));
+        assert_ne!(client_sign_in_key("ada@example.test"), key, "client keys live apart from account keys");
     }
 }
