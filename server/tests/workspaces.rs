@@ -368,6 +368,84 @@ async fn an_owner_demoted_after_the_check_can_neither_transfer_nor_delete() {
     assert_eq!(role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("owner"));
 }
 
+/// The same for admins: the role checked when the request began is checked again, under
+/// lock, where the change is written.
+#[tokio::test]
+async fn an_admin_demoted_after_the_check_can_no_longer_change_or_remove_members() {
+    use fluxi_core::workspaces::{change_role, remove_member, Role, WorkspaceError};
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Admins").await;
+    let alpha = app.person("Alpha").await;
+    app.add_member(&slug, &alpha, "admin").await;
+    let charlie = app.person("Charlie").await;
+    app.add_member(&slug, &charlie, "member").await;
+    let stale = app.access(&slug, &alpha).await;
+    let mut conn = app.db.conn().await;
+    let alpha_row = memberships::table.filter(memberships::user_id.eq(alpha.user.id));
+    diesel::update(alpha_row).set(memberships::role.eq("viewer")).execute(&mut conn).await.unwrap();
+    let r = change_role(&mut conn, &stale, charlie.user.id, Role::Viewer).await;
+    assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
+    let r = remove_member(&mut conn, &stale, charlie.user.id).await;
+    assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
+    assert_eq!(role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("member"));
+    // Removed altogether: not found, like any workspace that is not theirs.
+    diesel::delete(alpha_row).execute(&mut conn).await.unwrap();
+    let r = remove_member(&mut conn, &stale, charlie.user.id).await;
+    assert!(matches!(r, Err(WorkspaceError::NotFound)), "{r:?}");
+    // A current admin still can; acting on someone who is not a member is NoSuchMember.
+    let bravo = app.person("Bravo").await;
+    app.add_member(&slug, &bravo, "admin").await;
+    let fresh = app.access(&slug, &bravo).await;
+    change_role(&mut conn, &fresh, charlie.user.id, Role::Viewer).await.unwrap();
+    assert_eq!(role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("viewer"));
+    let r = change_role(&mut conn, &fresh, alpha.user.id, Role::Member).await;
+    assert!(matches!(r, Err(WorkspaceError::NoSuchMember)), "{r:?}");
+    remove_member(&mut conn, &fresh, charlie.user.id).await.unwrap();
+    assert_eq!(role_of(&app, &slug, charlie.user.id).await, None);
+}
+
+/// Two admins changing each other's roles at the same moment: each transaction locks both
+/// rows, in the same order, so one waits for the other instead of deadlocking (which
+/// PostgreSQL would break by failing one of them with an error).
+#[tokio::test]
+async fn admins_changing_each_other_at_once_do_not_deadlock() {
+    use fluxi_core::workspaces::{change_role, Role};
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Mutual").await;
+    let (a, b) = (app.person("Ann").await, app.person("Ben").await);
+    for _ in 0..20 {
+        for p in [&a, &b] {
+            let mut conn = app.db.conn().await;
+            let row = memberships::table.filter(memberships::user_id.eq(p.user.id));
+            diesel::delete(row).execute(&mut conn).await.unwrap();
+        }
+        app.add_member(&slug, &a, "admin").await;
+        app.add_member(&slug, &b, "admin").await;
+        let (access_a, access_b) = (app.access(&slug, &a).await, app.access(&slug, &b).await);
+        let (pool_a, pool_b) = (app.db.pool.clone(), app.db.pool.clone());
+        let (b_id, a_id) = (b.user.id, a.user.id);
+        let first = tokio::spawn(async move {
+            let mut conn = pool_a.get().await.unwrap();
+            change_role(&mut conn, &access_a, b_id, Role::Member).await
+        });
+        let second = tokio::spawn(async move {
+            let mut conn = pool_b.get().await.unwrap();
+            change_role(&mut conn, &access_b, a_id, Role::Member).await
+        });
+        let (r1, r2) = (first.await.unwrap(), second.await.unwrap());
+        // One of them goes first and demotes the other, whose change is then refused.
+        let outcomes = [r1.is_ok(), r2.is_ok()];
+        assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "{r1:?} {r2:?}");
+        for r in [r1, r2] {
+            if let Err(e) = r {
+                assert!(matches!(e, fluxi_core::workspaces::WorkspaceError::Forbidden), "{e:?}");
+            }
+        }
+    }
+}
+
 /// A step-up (re-entering the password) waits for a hashing permit and then hashes: it
 /// must not keep a pooled connection meanwhile. Twelve queued step-ups on a pool of two
 /// connections; the signed-in account page must still be served before they are through.

@@ -268,17 +268,6 @@ pub async fn list_members(mut conn: &AsyncPgConnection, access: &WorkspaceAccess
         .collect())
 }
 
-async fn member_role(conn: &mut AsyncPgConnection, workspace_id: Uuid, user_id: Uuid) -> Result<Role, WorkspaceError> {
-    let role: Option<String> = memberships::table
-        .filter(memberships::workspace_id.eq(workspace_id))
-        .filter(memberships::user_id.eq(user_id))
-        .select(memberships::role)
-        .first(conn)
-        .await
-        .optional()?;
-    role.and_then(|r| Role::parse(&r)).ok_or(WorkspaceError::NoSuchMember)
-}
-
 /// Changes a member's role. Admins manage admins, members and viewers; only owners may
 /// touch owners or make someone an owner. The database keeps at least one owner.
 pub async fn change_role(
@@ -288,62 +277,89 @@ pub async fn change_role(
     new_role: Role,
 ) -> Result<(), WorkspaceError> {
     access.require(Permission::ManageMembers)?;
-    let current = member_role(conn, access.workspace_id, target).await?;
-    if (current == Role::Owner || new_role == Role::Owner) && !access.can(Permission::ManageOwners) {
-        return Err(WorkspaceError::Forbidden);
-    }
-    diesel::update(
-        memberships::table
-            .filter(memberships::workspace_id.eq(access.workspace_id))
-            .filter(memberships::user_id.eq(target)),
-    )
-    .set(memberships::role.eq(new_role.as_str()))
-    .execute(conn)
-    .await?;
-    Ok(())
+    conn.transaction::<_, WorkspaceError, _>(|c| {
+        async move {
+            let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
+            let current = current.ok_or(WorkspaceError::NoSuchMember)?;
+            if (current == Role::Owner || new_role == Role::Owner) && !allowed(caller, Permission::ManageOwners) {
+                return Err(WorkspaceError::Forbidden);
+            }
+            diesel::update(
+                memberships::table
+                    .filter(memberships::workspace_id.eq(access.workspace_id))
+                    .filter(memberships::user_id.eq(target)),
+            )
+            .set(memberships::role.eq(new_role.as_str()))
+            .execute(c)
+            .await?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 /// Removes a member (admins: non-owners only). Leaving is `remove_member` on oneself,
 /// which every role may do — except the last owner.
 pub async fn remove_member(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, target: Uuid) -> Result<(), WorkspaceError> {
-    if target != access.user_id {
+    let leaving = target == access.user_id;
+    if !leaving {
         access.require(Permission::ManageMembers)?;
-        let current = member_role(conn, access.workspace_id, target).await?;
-        if current == Role::Owner && !access.can(Permission::ManageOwners) {
-            return Err(WorkspaceError::Forbidden);
+    }
+    conn.transaction::<_, WorkspaceError, _>(|c| {
+        async move {
+            if !leaving {
+                let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
+                let current = current.ok_or(WorkspaceError::NoSuchMember)?;
+                if current == Role::Owner && !allowed(caller, Permission::ManageOwners) {
+                    return Err(WorkspaceError::Forbidden);
+                }
+            }
+            let n = diesel::delete(
+                memberships::table
+                    .filter(memberships::workspace_id.eq(access.workspace_id))
+                    .filter(memberships::user_id.eq(target)),
+            )
+            .execute(c)
+            .await?;
+            if n == 0 {
+                return Err(WorkspaceError::NoSuchMember);
+            }
+            Ok(())
         }
-    }
-    let n = diesel::delete(
-        memberships::table
-            .filter(memberships::workspace_id.eq(access.workspace_id))
-            .filter(memberships::user_id.eq(target)),
-    )
-    .execute(conn)
-    .await?;
-    if n == 0 {
-        return Err(WorkspaceError::NoSuchMember);
-    }
-    Ok(())
+        .scope_boxed()
+    })
+    .await
 }
 
-/// Inside a transaction: the caller's role as it is now, with their membership row locked
-/// until the transaction ends, required to hold `permission`. `access` was checked when
-/// the request began; the owner-only actions run after a password check that takes a
-/// while, and a demotion or removal in between must count.
-async fn recheck_caller(c: &mut AsyncPgConnection, access: &WorkspaceAccess, permission: Permission) -> Result<(), WorkspaceError> {
-    let role: Option<String> = memberships::table
+/// Inside a transaction: the caller's and (optionally) the target's roles as they are
+/// now, both membership rows locked until the transaction ends, and the caller required to
+/// still hold `permission`. `access` was checked when the request began: a demotion or
+/// removal since then must count (the owner-only actions even run after a password check
+/// that takes a while), and the target's role must not change between the check and the
+/// write. Rows are locked in user-id order, so two admins acting on each other at once
+/// wait for each other instead of deadlocking. A target without a membership is `None`.
+async fn lock_roles(
+    c: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    permission: Permission,
+    target: Option<Uuid>,
+) -> Result<(Role, Option<Role>), WorkspaceError> {
+    let ids: Vec<Uuid> = std::iter::once(access.user_id).chain(target).collect();
+    let rows: Vec<(Uuid, String)> = memberships::table
         .filter(memberships::workspace_id.eq(access.workspace_id))
-        .filter(memberships::user_id.eq(access.user_id))
-        .select(memberships::role)
+        .filter(memberships::user_id.eq_any(&ids))
+        .select((memberships::user_id, memberships::role))
+        .order(memberships::user_id)
         .for_update()
-        .first(c)
-        .await
-        .optional()?;
-    match role.as_deref().and_then(Role::parse) {
-        Some(role) if allowed(role, permission) => Ok(()),
-        Some(_) => Err(WorkspaceError::Forbidden),
-        None => Err(WorkspaceError::NotFound),
+        .load(c)
+        .await?;
+    let role_of = |id: Uuid| rows.iter().find(|(user, _)| *user == id).and_then(|(_, role)| Role::parse(role));
+    let caller = role_of(access.user_id).ok_or(WorkspaceError::NotFound)?;
+    if !allowed(caller, permission) {
+        return Err(WorkspaceError::Forbidden);
     }
+    Ok((caller, target.and_then(role_of)))
 }
 
 /// Makes `target` an owner and the calling owner an admin, atomically. The caller's
@@ -356,8 +372,8 @@ pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &Workspace
     let (ws, me) = (access.workspace_id, access.user_id);
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
-            recheck_caller(c, access, Permission::ManageOwners).await?;
-            member_role(c, ws, target).await?;
+            let (_, target_role) = lock_roles(c, access, Permission::ManageOwners, Some(target)).await?;
+            target_role.ok_or(WorkspaceError::NoSuchMember)?;
             for (user, role) in [(target, Role::Owner), (me, Role::Admin)] {
                 diesel::update(memberships::table.filter(memberships::workspace_id.eq(ws)).filter(memberships::user_id.eq(user)))
                     .set(memberships::role.eq(role.as_str()))
@@ -381,7 +397,7 @@ pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAc
     let (id, ident) = (access.workspace_id, access.schema.clone());
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
-            recheck_caller(c, access, Permission::DeleteWorkspace).await?;
+            lock_roles(c, access, Permission::DeleteWorkspace, None).await?;
             diesel::delete(workspaces::table.find(id)).execute(c).await?;
             // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
             // it; then the (now empty-handed) role itself is dropped.
