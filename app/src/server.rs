@@ -267,8 +267,16 @@ pub fn client_network(state: &AppState) -> Option<String> {
         tracing::warn!("no peer address: serve the router with into_make_service_with_connect_info");
         return None;
     };
-    let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-    Some(client_network(client_address(peer.0.ip(), forwarded, state.trusted_proxies)))
+    // Lossy, not `to_str`: a header line with a non-ASCII byte (which a client can send, and
+    // a proxy may merge with its own entry) must still count its entries, or the request
+    // would fall back to the proxy's address.
+    let forwarded: Vec<String> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    Some(client_network(client_address(peer.0.ip(), forwarded.iter().map(String::as_str), state.trusted_proxies)))
 }
 
 /// Maps domain errors of workspace operations to what the person sees.

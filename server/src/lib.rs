@@ -32,6 +32,11 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 /// and no Domain, so no sibling subdomain can set or shadow it.
 pub const SESSION_COOKIE: &str = "__Host-fluxi_session";
 
+/// Page renders (and server functions) running at once, abandoned ones included; beyond
+/// this, "busy, try again" (503). Far above what two cores get through in a request time
+/// limit at normal speed, low enough that clients who hang up cannot pile up work.
+pub const MAX_RENDERS_IN_FLIGHT: usize = 512;
+
 /// Largest request body accepted. Every form we have fits in a fraction of this.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -51,7 +56,8 @@ async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) ->
 /// "Page not found" page with a 404 status.
 async fn not_found(State(state): State<AppState>, req: Request<Body>) -> Response {
     let options = state.leptos_options.clone();
-    let handler = leptos_axum::render_app_to_stream_with_context(provide_state(state), move || shell(options.clone()));
+    // Rendered whole before sending, like the pages (see `middleware::render_to_completion`).
+    let handler = leptos_axum::render_app_async_with_context(provide_state(state), move || shell(options.clone()));
     let mut res = handler(req).await;
     *res.status_mut() = StatusCode::NOT_FOUND;
     res
@@ -130,10 +136,14 @@ pub fn build_router(state: AppState) -> Router {
         .with_expiry(Expiry::OnSessionEnd);
 
     // Pages render to the end even when their client hangs up (see
-    // `middleware::render_to_completion`: otherwise a worker thread can deadlock).
-    let render_limit = state.request_timeout;
-    let render_to_completion =
-        axum::middleware::from_fn(move |req, next| middleware::render_to_completion(render_limit, req, next));
+    // `middleware::render_to_completion`: otherwise a worker thread can deadlock). The
+    // request time limit answers the client first; a render still running after four of
+    // them is stuck and dropped.
+    let render_limit = state.request_timeout * 4;
+    let renders = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_RENDERS_IN_FLIGHT));
+    let render_to_completion = axum::middleware::from_fn(move |req, next| {
+        middleware::render_to_completion(renders.clone(), render_limit, req, next)
+    });
 
     let static_files = ServeDir::new(site_root)
         .precompressed_br()

@@ -405,11 +405,12 @@ async fn an_admin_demoted_after_the_check_can_no_longer_change_or_remove_members
     assert_eq!(role_of(&app, &slug, charlie.user.id).await, None);
 }
 
-/// Two admins changing each other's roles at the same moment: each transaction locks both
-/// rows, in the same order, so one waits for the other instead of deadlocking (which
-/// PostgreSQL would break by failing one of them with an error).
-#[tokio::test]
-async fn admins_changing_each_other_at_once_do_not_deadlock() {
+/// Two admins demoting each other at the same moment: the second change is checked
+/// against the first's outcome (its author is no admin any more), never both applied; and
+/// the transactions wait for each other rather than deadlock (PostgreSQL would break a
+/// deadlock by failing one of them with a database error, which would fail the match below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_demoting_each_other_at_once_leave_one_admin() {
     use fluxi_core::workspaces::{change_role, Role};
     let app = TestApp::spawn().await;
     let mut owner = app.person("Owner").await;
@@ -442,6 +443,44 @@ async fn admins_changing_each_other_at_once_do_not_deadlock() {
             if let Err(e) = r {
                 assert!(matches!(e, fluxi_core::workspaces::WorkspaceError::Forbidden), "{e:?}");
             }
+        }
+    }
+}
+
+/// One owner deletes the workspace while another changes roles in it: deleting locks the
+/// workspace row and then (cascading) every membership, a role change its memberships and
+/// then (the at-least-one-owner trigger) the workspace row. Both now take the workspace row
+/// first, so they queue instead of deadlocking; every outcome is a clean one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_workspace_while_roles_change_never_deadlocks() {
+    use fluxi_core::workspaces::{change_role, delete_workspace, remove_member, Role, WorkspaceError as E};
+    let app = TestApp::spawn_with(common::Options { pool_size: 8, ..Default::default() }).await;
+    let mut first = app.person("First").await;
+    let second = app.person("Second").await;
+    let third = app.person("Third").await;
+    for round in 0..12 {
+        let slug = app.workspace(&mut first, &format!("Race {round}")).await;
+        app.add_member(&slug, &second, "owner").await;
+        app.add_member(&slug, &third, "admin").await;
+        let (deleter, changer) = (app.access(&slug, &first).await, app.access(&slug, &second).await);
+        let (pool_a, pool_b) = (app.db.pool.clone(), app.db.pool.clone());
+        let (first_id, third_id) = (first.user.id, third.user.id);
+        let delete = tokio::spawn(async move {
+            let mut conn = pool_a.get().await.unwrap();
+            delete_workspace(&mut conn, &deleter).await
+        });
+        let change = tokio::spawn(async move {
+            let mut conn = pool_b.get().await.unwrap();
+            let demoted = change_role(&mut conn, &changer, first_id, Role::Admin).await;
+            let removed = remove_member(&mut conn, &changer, third_id).await;
+            (demoted, removed)
+        });
+        let deleted = delete.await.unwrap();
+        let (demoted, removed) = change.await.unwrap();
+        // Whoever went first, nothing failed with a database error (a deadlock would).
+        assert!(matches!(deleted, Ok(()) | Err(E::Forbidden)), "round {round}: delete {deleted:?}");
+        for r in [&demoted, &removed] {
+            assert!(matches!(r, Ok(()) | Err(E::NotFound)), "round {round}: {r:?}");
         }
     }
 }

@@ -29,12 +29,14 @@ pub fn client_address<'a>(
     parse_entry(entries[index]).unwrap_or(peer).to_canonical()
 }
 
-/// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5678`, `[::1]:80`).
+/// An `X-Forwarded-For` entry: an address, possibly in brackets or with a port
+/// (`1.2.3.4:5678`, `[::1]`, `[::1]:80`).
 fn parse_entry(entry: &str) -> Option<IpAddr> {
     entry
         .parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse::<IpAddr>().ok())
 }
 
 /// The network a client address stands for in per-client limits: the address itself for
@@ -73,6 +75,9 @@ mod tests {
         assert_eq!(client_address(peer, ["6.6.6.6, 203.0.113.5", "10.0.0.1"], 2), ip("203.0.113.5"));
         assert_eq!(client_address(peer, ["203.0.113.5:41000"], 1), ip("203.0.113.5"));
         assert_eq!(client_address(peer, ["[2001:db8::1]:443"], 1), ip("2001:db8::1"));
+        assert_eq!(client_address(peer, ["[2001:db8::1]"], 1), ip("2001:db8::1"));
+        // An unreadable entry left of ours changes nothing (it is still one entry).
+        assert_eq!(client_address(peer, ["g\u{fffd}rbage, 203.0.113.5"], 1), ip("203.0.113.5"));
     }
 
     #[test]

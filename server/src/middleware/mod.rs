@@ -4,7 +4,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Refuses state-changing requests sent by another site. Server functions are plain
 /// form posts, which any page on the web can make a browser send; the browser's Fetch
@@ -62,31 +64,62 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
     res
 }
 
-/// Runs the rest of the request (a page render) in a task of its own, so that it always
-/// finishes, even when the client hangs up or the request time limit answers first:
-/// dropping the request then only drops this task's handle.
+/// Runs the rest of the request (a page render, or a server function: Leptos registers
+/// both on the page router) in a task of its own, response body included, so that it
+/// always finishes — even when the client hangs up: dropping the request then only drops
+/// this task's handle.
 ///
 /// Why: Leptos 0.8 deadlocks a worker thread for good when a page's reactive owner tree is
 /// torn down on one thread while a `<Suspense>` is still walking that tree on another (it
 /// checks its children for pending loads in a task of its own). reactive_graph 0.2's
 /// `with_context` keeps a read lock on the current owner while it drops its reference to
 /// an ancestor; if that was the last one, the ancestor's cleanup waits for the write lock
-/// of the very owner this thread is reading. Dropping the request future mid-render is what
-/// tears the tree down early, so without this a client that hangs up at the wrong moment
-/// stopped one of the server's worker threads (reproduced with a burst of reset
-/// connections; see `clients_hanging_up_mid_page_leave_every_worker_running` in
-/// server/tests/rendering.rs and docs/benchmarks.md). Finished renders tear their tree
-/// down only after every `<Suspense>` has resolved, when nothing walks it any more.
+/// of the very owner this thread is reading. Dropping the request future (or its response
+/// body) mid-render is what tears the tree down early, so without this a client that hung
+/// up at the wrong moment stopped one of the server's worker threads (reproduced with a
+/// burst of reset connections; see `clients_hanging_up_mid_page_leave_every_worker_running`
+/// in server/tests/rendering.rs, and docs/benchmarks.md). Here the tree is torn down, at
+/// the end of the body, only after every `<Suspense>` has resolved.
 ///
-/// `limit` bounds how long an abandoned render may go on; the request time limit has
-/// normally answered the client long before.
-pub async fn render_to_completion(limit: Duration, req: Request<Body>, next: Next) -> Response {
-    let render = tokio::spawn(tokio::time::timeout(limit, next.run(req)));
-    match render.await {
-        Ok(Ok(res)) => res,
-        Ok(Err(_elapsed)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "The page took too long. Please try again.").into_response()
+/// Two limits keep abandoned work bounded: at most `renders.available_permits()` run at
+/// once (more get "busy, try again", like a full database pool), and one that is still
+/// running after `limit` (several request time limits: something is stuck) is dropped and
+/// logged.
+pub async fn render_to_completion(
+    renders: Arc<Semaphore>,
+    limit: Duration,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let Ok(permit) = renders.try_acquire_owned() else {
+        tracing::warn!("too many page renders in flight");
+        return (StatusCode::SERVICE_UNAVAILABLE, "The server is busy. Please try again in a moment.").into_response();
+    };
+    let render = tokio::spawn(async move {
+        let _permit = permit;
+        let work = async {
+            let (parts, body) = next.run(req).await.into_parts();
+            // Pages are rendered whole before they are sent (SSR mode Async), so buffering
+            // costs one copy; it keeps the end of the render, and the owner's cleanup, in
+            // this task too.
+            match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(bytes) => Response::from_parts(parts, Body::from(bytes)),
+                Err(e) => {
+                    tracing::error!(error = %e, "page body failed");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side.").into_response()
+                }
+            }
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(res) => res,
+            Err(_) => {
+                tracing::error!(limit_seconds = limit.as_secs(), "page render abandoned: still running after the limit");
+                (StatusCode::SERVICE_UNAVAILABLE, "The page took too long. Please try again.").into_response()
+            }
         }
+    });
+    match render.await {
+        Ok(res) => res,
         Err(e) => {
             // A panic while rendering: the task caught it; answer without details.
             tracing::error!(panic = e.is_panic(), "page render failed");
@@ -165,7 +198,10 @@ mod tests {
         };
         let mut router = Router::new().route("/page", get(handler));
         if with_layer {
-            router = router.route_layer(from_fn(|req, next| render_to_completion(Duration::from_secs(30), req, next)));
+            let renders = Arc::new(tokio::sync::Semaphore::new(8));
+            router = router.route_layer(from_fn(move |req, next| {
+                render_to_completion(renders.clone(), Duration::from_secs(30), req, next)
+            }));
         }
         // Outermost, like the server's own layers: sees the request dropped when the client leaves.
         let request_cancelled = probe.request_cancelled.clone();

@@ -308,7 +308,9 @@ pub async fn remove_member(conn: &mut AsyncPgConnection, access: &WorkspaceAcces
     }
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
-            if !leaving {
+            if leaving {
+                lock_workspace(c, access.workspace_id).await?;
+            } else {
                 let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
                 let current = current.ok_or(WorkspaceError::NoSuchMember)?;
                 if current == Role::Owner && !allowed(caller, Permission::ManageOwners) {
@@ -332,19 +334,37 @@ pub async fn remove_member(conn: &mut AsyncPgConnection, access: &WorkspaceAcces
     .await
 }
 
+/// Inside a transaction: locks the workspace's registry row (see [`lock_roles`]).
+async fn lock_workspace(c: &mut AsyncPgConnection, workspace_id: Uuid) -> Result<(), WorkspaceError> {
+    workspaces::table
+        .find(workspace_id)
+        .select(workspaces::id)
+        .for_update()
+        .first::<Uuid>(c)
+        .await
+        .optional()?
+        .map(|_| ())
+        .ok_or(WorkspaceError::NotFound)
+}
+
 /// Inside a transaction: the caller's and (optionally) the target's roles as they are
 /// now, both membership rows locked until the transaction ends, and the caller required to
 /// still hold `permission`. `access` was checked when the request began: a demotion or
 /// removal since then must count (the owner-only actions even run after a password check
 /// that takes a while), and the target's role must not change between the check and the
-/// write. Rows are locked in user-id order, so two admins acting on each other at once
-/// wait for each other instead of deadlocking. A target without a membership is `None`.
+/// write. A target without a membership is `None`.
+///
+/// Lock order, the same in every membership change: the workspace row first, then the
+/// membership rows in user-id order. The at-least-one-owner trigger and a workspace's
+/// deletion (whose cascade locks every membership) both need the workspace row, so taking
+/// it first means two such transactions wait for each other instead of deadlocking.
 async fn lock_roles(
     c: &mut AsyncPgConnection,
     access: &WorkspaceAccess,
     permission: Permission,
     target: Option<Uuid>,
 ) -> Result<(Role, Option<Role>), WorkspaceError> {
+    lock_workspace(c, access.workspace_id).await?;
     let ids: Vec<Uuid> = std::iter::once(access.user_id).chain(target).collect();
     let rows: Vec<(Uuid, String)> = memberships::table
         .filter(memberships::workspace_id.eq(access.workspace_id))
