@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -92,7 +93,13 @@ pub async fn render_to_completion(
     next: Next,
 ) -> Response {
     let Ok(permit) = renders.try_acquire_owned() else {
-        tracing::warn!("too many page renders in flight");
+        // At most one line per second, however many requests are refused: a flood of
+        // hang-ups must not flood the log too.
+        static LAST_LOGGED_SECOND: AtomicU64 = AtomicU64::new(0);
+        let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if LAST_LOGGED_SECOND.swap(second, Ordering::Relaxed) != second {
+            tracing::warn!("too many page renders in flight: answering 503");
+        }
         return (StatusCode::SERVICE_UNAVAILABLE, "The server is busy. Please try again in a moment.").into_response();
     };
     let render = tokio::spawn(async move {
@@ -232,6 +239,40 @@ mod tests {
         let probe = hang_up_on_a_slow_handler(true).await;
         wait_until("the handler finished", || probe.handler_finished.load(Ordering::SeqCst)).await;
         assert!(!probe.handler_cancelled.load(Ordering::SeqCst));
+    }
+
+    /// Abandoned renders cannot pile up: beyond the limit, requests are answered "busy" at
+    /// once; when a render finishes its slot is free again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renders_beyond_the_limit_are_answered_busy() {
+        let probe = Arc::new(Probe::default());
+        let handler = {
+            let probe = probe.clone();
+            move || async move {
+                probe.started.notify_one();
+                probe.release.notified().await;
+                "done"
+            }
+        };
+        let renders = Arc::new(tokio::sync::Semaphore::new(1));
+        let router = Router::new().route("/page", get(handler)).route_layer(from_fn(move |req, next| {
+            render_to_completion(renders.clone(), Duration::from_secs(30), req, next)
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/page", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let http = reqwest::Client::new();
+        let first = tokio::spawn(http.get(&url).send());
+        probe.started.notified().await;
+        let busy = http.get(&url).send().await.unwrap();
+        assert_eq!(busy.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.text().await.unwrap().contains("busy"));
+        probe.release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().text().await.unwrap(), "done");
+        let again = tokio::spawn(http.get(&url).send());
+        probe.started.notified().await;
+        probe.release.notify_one();
+        assert_eq!(again.await.unwrap().unwrap().status(), reqwest::StatusCode::OK);
     }
 
     /// The control: without the layer, the handler is cancelled with the request (which
