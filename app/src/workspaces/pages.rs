@@ -7,6 +7,7 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_params_map};
 
 use super::api::*;
+use super::member_rows::{member_rows_html, owner_candidates_html, RowOptions};
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::{page_data, PageData};
@@ -242,6 +243,26 @@ pub fn MembersSettingsPage() -> impl IntoView {
     let row_errors = [action_error(revoke), action_error(change), action_error(remove), action_error(leave)];
     let other_error = Signal::derive(move || row_errors.iter().find_map(|s| s.get()));
     let transfer_error = action_error(transfer);
+    // One listener for every row's form (submit events bubble to the table body): "Remove"
+    // posts to `remove_member` (its `formaction`), "Change role" to `change_member_role`.
+    // If the form cannot be read (it always can), the browser's own post still works.
+    let on_row_submit = move |ev: leptos::ev::SubmitEvent| {
+        use leptos::form::FromFormData;
+        use leptos::server_fn::ServerFn;
+        let removing = ev
+            .submitter()
+            .and_then(|button| button.get_attribute("formaction"))
+            .is_some_and(|url| url == RemoveMember::url());
+        if removing {
+            if let Ok(input) = RemoveMember::from_event(&ev) {
+                ev.prevent_default();
+                remove.dispatch(input);
+            }
+        } else if let Ok(input) = ChangeMemberRole::from_event(&ev) {
+            ev.prevent_default();
+            change.dispatch(input);
+        }
+    };
     view! {
         <Suspense>
             {move || Suspend::new(async move {
@@ -252,11 +273,18 @@ pub fn MembersSettingsPage() -> impl IntoView {
                         let (can_manage, is_owner) = (p.can_manage, p.is_owner);
                         let members = std::mem::take(&mut p.members);
                         let invitations = std::mem::take(&mut p.invitations);
-                        let candidates: Vec<(String, String)> = members
-                            .iter()
-                            .filter(|m| is_owner && !m.is_me)
-                            .map(|m| (m.user_id.clone(), m.display_name.clone()))
-                            .collect();
+                        // The rows and the owner choices are written as HTML text (see
+                        // member_rows: most of the page's server time was in them).
+                        use leptos::server_fn::ServerFn;
+                        let rows_html = member_rows_html(&members, &RowOptions {
+                            slug: &slug,
+                            can_manage,
+                            owner_choices: is_owner,
+                            change_url: ChangeMemberRole::url(),
+                            remove_url: RemoveMember::url(),
+                        });
+                        let has_candidates = is_owner && members.iter().any(|m| !m.is_me);
+                        let candidates_html = if has_candidates { owner_candidates_html(&members) } else { String::new() };
                         let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
                         let slug_delete = slug.clone();
                         // Either, not into_any(): erasing the type would first copy every
@@ -276,35 +304,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         <th scope="col">"Role"</th>
                                         {p.can_manage.then(|| view! { <th scope="col">"Actions"</th> })}
                                     </tr></thead>
-                                    <tbody>
-                                        {members.into_iter().map(|m| {
-                                            let actions = can_manage.then(|| {
-                                                let controls = m.manageable.then(|| view! {
-                                                    <MemberControls
-                                                        change=change
-                                                        remove=remove
-                                                        slug=slug.clone()
-                                                        user_id=m.user_id
-                                                        display_name=m.display_name.clone()
-                                                        role=m.role.clone()
-                                                        owner_choices=is_owner
-                                                    />
-                                                });
-                                                view! { <td>{controls}</td> }
-                                            });
-                                            let me = if m.is_me { " (you)" } else { "" };
-                                            let name = m.display_name;
-                                            let label = name.clone();
-                                            view! {
-                                                <tr aria-label=label>
-                                                    <td>{name}{me}</td>
-                                                    <td>{m.email}</td>
-                                                    <td>{m.role}</td>
-                                                    {actions}
-                                                </tr>
-                                            }
-                                        }).collect_view()}
-                                    </tbody>
+                                    <tbody inner_html=rows_html on:submit=on_row_submit></tbody>
                                 </table>
                                 </div>
 
@@ -349,16 +349,14 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                 }) } else { None }}
 
                                 {{
-                                    if is_owner && !candidates.is_empty() { Some(view! {
+                                    if has_candidates { Some(view! {
                                         <h2 class="mt-8 text-lg font-semibold">"Transfer ownership"</h2>
                                         <ActionForm action=transfer attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                                             <FormAlert message=form_message(transfer_error)/>
                                             <input type="hidden" name="slug" value=slug_transfer/>
                                             <div class="space-y-1">
                                                 <label for="new-owner" class="block text-sm font-medium text-slate-800">"New owner"</label>
-                                                <select id="new-owner" name="user_id" class=SELECT>
-                                                    {candidates.into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
-                                                </select>
+                                                <select id="new-owner" name="user_id" class=SELECT inner_html=candidates_html></select>
                                             </div>
                                             <TextField label="Your current password" name="password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
                                             <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>
@@ -388,55 +386,6 @@ pub fn MembersSettingsPage() -> impl IntoView {
                 }
             })}
         </Suspense>
-    }
-}
-
-/// Role change and removal of one member, in one form: "Change role" posts to
-/// `change_member_role`, "Remove" to `remove_member` (its `formaction`), so each row
-/// costs one form instead of two. Without JavaScript the browser posts to the pressed
-/// button's endpoint; with it, the submit is dispatched to the matching action.
-#[component]
-fn MemberControls(
-    change: ServerAction<ChangeMemberRole>,
-    remove: ServerAction<RemoveMember>,
-    slug: String,
-    user_id: String,
-    display_name: String,
-    role: String,
-    /// Whether "owner" may be chosen (only owners grant ownership).
-    owner_choices: bool,
-) -> impl IntoView {
-    use leptos::server_fn::ServerFn;
-    let on_submit = move |ev: leptos::ev::SubmitEvent| {
-        use leptos::form::FromFormData;
-        let removing = ev
-            .submitter()
-            .and_then(|button| button.get_attribute("formaction"))
-            .is_some_and(|url| url == RemoveMember::url());
-        // If the form cannot be read (it always can), the browser's own post still works.
-        if removing {
-            if let Ok(input) = RemoveMember::from_event(&ev) {
-                ev.prevent_default();
-                remove.dispatch(input);
-            }
-        } else if let Ok(input) = ChangeMemberRole::from_event(&ev) {
-            ev.prevent_default();
-            change.dispatch(input);
-        }
-    };
-    let choices: &[&str] = if owner_choices { &["owner", "admin", "member", "viewer"] } else { &["admin", "member", "viewer"] };
-    // The select is named by aria-label (no separate <label>/id pair) and styled by
-    // `.row-controls` in style/main.css: this form repeats on every row.
-    view! {
-        <form action=ChangeMemberRole::url() method="post" class="row-controls" on:submit=on_submit>
-            <input type="hidden" name="slug" value=slug/>
-            <input type="hidden" name="user_id" value=user_id/>
-            <select name="role" aria-label=format!("Role for {display_name}")>
-                {choices.iter().map(|&o| view! { <option value=o selected=o == role>{o}</option> }).collect_view()}
-            </select>
-            <button type="submit">"Change role"</button>
-            <button type="submit" formaction=RemoveMember::url()>"Remove"</button>
-        </form>
     }
 }
 
