@@ -27,7 +27,12 @@ pub struct RowOptions<'a> {
 
 /// Escapes `text` for use in element content and in double-quoted attribute values.
 pub fn push_text(buf: &mut String, text: &str) {
-    html_escape::encode_quoted_attribute_to_string(text, buf);
+    // Most names and addresses have nothing to escape: one scan, then a plain copy.
+    if text.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')) {
+        html_escape::encode_quoted_attribute_to_string(text, buf);
+    } else {
+        buf.push_str(text);
+    }
 }
 
 /// The `<tr>` elements of the members table.
