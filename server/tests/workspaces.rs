@@ -283,6 +283,61 @@ async fn a_workspace_always_keeps_an_owner_even_under_concurrent_demotions() {
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("at least one owner")));
 }
 
+/// The owner rule holds in the database whatever the isolation level of the transactions
+/// that race, and without any help from the application's locking: two raw transactions
+/// each demote a different owner of a two-owner workspace, the second one while the first
+/// is still open. The second must fail (owner rule or serialization failure) and the
+/// workspace keeps one owner.
+#[tokio::test]
+async fn raw_concurrent_demotions_cannot_leave_a_workspace_without_an_owner() {
+    use diesel::sql_types::{Bool, Integer};
+    let app = TestApp::spawn().await;
+    for isolation in ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"] {
+        let mut a = app.person("A").await;
+        let slug = app.workspace(&mut a, &format!("Raw owners {isolation}")).await;
+        let b = app.person("B").await;
+        app.add_member(&slug, &b, "owner").await;
+        let demote = |user: uuid::Uuid| {
+            format!(
+                "UPDATE memberships SET role = 'admin' WHERE user_id = '{user}' \
+                 AND workspace_id = (SELECT id FROM workspaces WHERE slug = '{slug}')"
+            )
+        };
+        let (mut first, mut second, mut watcher) = (app.db.conn().await, app.db.conn().await, app.db.conn().await);
+        let second_pid: i32 = diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()")).get_result(&mut second).await.unwrap();
+        // Both transactions take their snapshot before either demotes anyone.
+        first.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}; SELECT count(*) FROM memberships")).await.unwrap();
+        second.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}; SELECT count(*) FROM memberships")).await.unwrap();
+        first.batch_execute(&demote(a.user.id)).await.unwrap();
+        let b_demotion = demote(b.user.id);
+        let second_demotes = tokio::spawn(async move {
+            let demoted = second.batch_execute(&b_demotion).await;
+            let ended = second.batch_execute(if demoted.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
+            (demoted, ended)
+        });
+        // Wait until the second transaction is blocked behind the first one's locks.
+        let waiting = format!("EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {second_pid} AND wait_event_type = 'Lock')");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !diesel::select(diesel::dsl::sql::<Bool>(&waiting)).get_result::<bool>(&mut watcher).await.unwrap() {
+            assert!(!second_demotes.is_finished(), "{isolation}: the second demotion did not wait for the first");
+            assert!(std::time::Instant::now() < deadline, "{isolation}: the second demotion never waited");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        first.batch_execute("COMMIT").await.unwrap();
+        let (demoted, ended) = second_demotes.await.unwrap();
+        let refused = match (demoted, ended) {
+            (Err(e), _) | (Ok(()), Err(e)) => e.to_string(),
+            (Ok(()), Ok(())) => String::new(),
+        };
+        assert!(
+            refused.contains("at least one owner") || refused.contains("could not serialize"),
+            "{isolation}: the second demotion must be refused, got {refused:?}"
+        );
+        assert_eq!(role_of(&app, &slug, a.user.id).await.as_deref(), Some("admin"), "{isolation}");
+        assert_eq!(role_of(&app, &slug, b.user.id).await.as_deref(), Some("owner"), "{isolation}");
+    }
+}
+
 #[tokio::test]
 async fn ownership_transfer_needs_the_current_password() {
     let app = TestApp::spawn().await;
