@@ -21,7 +21,10 @@ pub struct Config {
     /// SMTP server for outgoing mail (`smtp://host:port`, `smtps://…`); none = no delivery.
     pub smtp_url: Option<String>,
     pub mail_from: String,
-    /// `production` hides development helpers such as `/dev/mailbox`.
+    /// `FLUXI_ENV`: `production` (the default) or `development`, which adds development
+    /// helpers such as `/dev/mailbox`. Production is the default so that a deployment
+    /// that forgets the variable does not publish invitation links; `scripts/run` (a
+    /// local try-out on 127.0.0.1) asks for development.
     pub production: bool,
     /// Workspace schemas migrated at once by the fleet runner.
     pub fleet_concurrency: usize,
@@ -33,27 +36,50 @@ pub struct Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
-fn var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => {
-            v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a valid value")))
+impl Config {
+    /// Whether `/dev/mailbox` exists: only in development, and only while mail is not
+    /// delivered (with `SMTP_URL` set the mails reach their recipients, and a page listing
+    /// invitation links would only be a way to read other people's mail).
+    pub fn dev_mailbox(&self) -> bool {
+        !self.production && self.smtp_url.is_none()
+    }
+}
+
+/// Named variables; an empty or blank value counts as unset.
+struct Vars<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError> {
+        match self.get(name) {
+            Some(v) => v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a valid value"))),
+            None => Ok(default),
         }
-        _ => Ok(default),
     }
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = std::env::var("DATABASE_URL")
-            .map_err(|_| ConfigError("DATABASE_URL is not set (scripts/run sets it for the embedded cluster)".into()))?;
-        let idle: i64 = var("FLUXI_SESSION_IDLE_MINUTES", 30)?;
-        let absolute: i64 = var("FLUXI_SESSION_ABSOLUTE_HOURS", 12)?;
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration from variables looked up by name (the process environment in
+    /// production; a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(lookup);
+        let database_url = vars.get("DATABASE_URL")
+            .ok_or_else(|| ConfigError("DATABASE_URL is not set (scripts/run sets it for the embedded cluster)".into()))?;
+        let idle: i64 = vars.parsed("FLUXI_SESSION_IDLE_MINUTES", 30)?;
+        let absolute: i64 = vars.parsed("FLUXI_SESSION_ABSOLUTE_HOURS", 12)?;
         if idle <= 0 || absolute <= 0 {
             return Err(ConfigError("session timeouts must be positive".into()));
         }
         let default_hasher = PasswordHasherConfig::default();
-        let addr: SocketAddr = var("LEPTOS_SITE_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
-        let env_name: String = var("FLUXI_ENV", "development".to_string())?;
+        let addr: SocketAddr = vars.parsed("LEPTOS_SITE_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
+        let env_name: String = vars.parsed("FLUXI_ENV", "production".to_string())?;
         let production = match env_name.as_str() {
             "production" => true,
             "development" => false,
@@ -62,24 +88,61 @@ impl Config {
         Ok(Self {
             database_url,
             addr,
-            base_url: var("FLUXI_BASE_URL", format!("http://{addr}"))?,
-            smtp_url: std::env::var("SMTP_URL").ok().filter(|s| !s.trim().is_empty()),
-            mail_from: var("FLUXI_MAIL_FROM", "Fluxi <no-reply@fluxi.localhost>".to_string())?,
+            base_url: vars.parsed("FLUXI_BASE_URL", format!("http://{addr}"))?,
+            smtp_url: vars.get("SMTP_URL"),
+            mail_from: vars.parsed("FLUXI_MAIL_FROM", "Fluxi <no-reply@fluxi.localhost>".to_string())?,
             production,
-            fleet_concurrency: var("FLUXI_FLEET_CONCURRENCY", 4)?,
-            trusted_proxies: var("FLUXI_TRUSTED_PROXIES", 0)?,
-            pool_size: var("FLUXI_DB_POOL_SIZE", 16)?,
+            fleet_concurrency: vars.parsed("FLUXI_FLEET_CONCURRENCY", 4)?,
+            trusted_proxies: vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?,
+            pool_size: vars.parsed("FLUXI_DB_POOL_SIZE", 16)?,
             session_policy: SessionPolicy {
                 idle_timeout: time::Duration::minutes(idle),
                 absolute_timeout: time::Duration::hours(absolute),
                 ..SessionPolicy::default()
             },
-            session_cleanup_every: Duration::from_secs(var("FLUXI_SESSION_CLEANUP_SECONDS", 300)?),
-            request_timeout: Duration::from_secs(var("FLUXI_REQUEST_TIMEOUT_SECONDS", 30)?),
+            session_cleanup_every: Duration::from_secs(vars.parsed("FLUXI_SESSION_CLEANUP_SECONDS", 300)?),
+            request_timeout: Duration::from_secs(vars.parsed("FLUXI_REQUEST_TIMEOUT_SECONDS", 30)?),
             hasher: PasswordHasherConfig {
-                permits: var("FLUXI_HASH_CONCURRENCY", default_hasher.permits)?,
-                max_wait: Duration::from_millis(var("FLUXI_HASH_MAX_WAIT_MS", 2000)?),
+                permits: vars.parsed("FLUXI_HASH_CONCURRENCY", default_hasher.permits)?,
+                max_wait: Duration::from_millis(vars.parsed("FLUXI_HASH_MAX_WAIT_MS", 2000)?),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    const DB: (&str, &str) = ("DATABASE_URL", "postgres://app@127.0.0.1/fluxi");
+
+    #[test]
+    fn production_is_the_default_and_has_no_mailbox() {
+        let c = config(&[DB]).unwrap();
+        assert!(c.production);
+        assert!(!c.dev_mailbox());
+        assert!(config(&[DB, ("FLUXI_ENV", "  ")]).unwrap().production, "blank counts as unset");
+    }
+
+    #[test]
+    fn the_mailbox_exists_only_in_development_without_smtp() {
+        assert!(config(&[DB, ("FLUXI_ENV", "development")]).unwrap().dev_mailbox());
+        let with_smtp = config(&[DB, ("FLUXI_ENV", "development"), ("SMTP_URL", "smtp://127.0.0.1:2525")]).unwrap();
+        assert!(!with_smtp.production && !with_smtp.dev_mailbox());
+        assert!(!config(&[DB, ("FLUXI_ENV", "production")]).unwrap().dev_mailbox());
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let err = config(&[DB, ("FLUXI_ENV", "staging")]).unwrap_err().to_string();
+        assert!(err.contains("FLUXI_ENV") && err.contains("staging"), "{err}");
+        let err = config(&[DB, ("FLUXI_DB_POOL_SIZE", "many")]).unwrap_err().to_string();
+        assert!(err.contains("FLUXI_DB_POOL_SIZE=\"many\""), "{err}");
+        assert!(config(&[]).unwrap_err().to_string().contains("DATABASE_URL is not set"));
     }
 }

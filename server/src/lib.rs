@@ -11,7 +11,7 @@ use std::time::Duration;
 use app::server::AppState;
 use app::{shell, App};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -68,8 +68,17 @@ fn escape_html(s: &str) -> String {
 }
 
 /// Development only: the newest outgoing mails, so invitations can be followed without
-/// an SMTP server. Not routed at all in production (`FLUXI_ENV=production`).
-async fn dev_mailbox(State(state): State<AppState>) -> Response {
+/// an SMTP server. Not routed at all in production or when mail is delivered over SMTP
+/// (`Config::dev_mailbox`), and even then shown only to a browser on this machine: the
+/// page lists invitation links, which let whoever reads them join a workspace.
+async fn dev_mailbox(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !is_local_request(peer.ip(), &headers) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let Ok(mut conn) = state.pool.get().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
     };
@@ -94,6 +103,12 @@ async fn dev_mailbox(State(state): State<AppState>) -> Response {
     }
     html.push_str("</body></html>");
     axum::response::Html(html).into_response()
+}
+
+/// A request made on this machine, not relayed: a loopback peer and no proxy headers (a
+/// reverse proxy on the same host connects from loopback too, but says whom it relays).
+fn is_local_request(peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> bool {
+    peer.to_canonical().is_loopback() && !headers.contains_key("x-forwarded-for") && !headers.contains_key("forwarded")
 }
 
 async fn healthz() -> &'static str {
@@ -207,4 +222,25 @@ pub fn spawn_session_cleanup(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unrelayed_loopback_requests_are_local() {
+        let none = axum::http::HeaderMap::new();
+        for peer in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_local_request(peer.parse().unwrap(), &none), "{peer}");
+        }
+        for peer in ["192.0.2.10", "10.0.0.1", "2001:db8::1"] {
+            assert!(!is_local_request(peer.parse().unwrap(), &none), "{peer}");
+        }
+        for header in ["x-forwarded-for", "forwarded"] {
+            let mut relayed = axum::http::HeaderMap::new();
+            relayed.insert(header, "for=203.0.113.5".parse().unwrap());
+            assert!(!is_local_request("127.0.0.1".parse().unwrap(), &relayed), "{header}");
+        }
+    }
 }

@@ -90,7 +90,7 @@ async fn serve() -> Result<(), String> {
         trusted_proxies: config.trusted_proxies,
         leptos_options,
         base_url: config.base_url.clone(),
-        dev_mailbox: !config.production,
+        dev_mailbox: config.dev_mailbox(),
         request_timeout: config.request_timeout,
     });
     if let Some(smtp_url) = &config.smtp_url {

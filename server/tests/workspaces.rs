@@ -694,6 +694,11 @@ async fn the_development_mailbox_shows_outgoing_mail_and_is_absent_in_production
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Invitation to Dev &lt;Mail&gt; on Fluxi"), "escaped: {}", page.body);
     assert!(page.body.contains("dev@example.test") && page.body.contains("/invite/"));
+    // Relayed by a reverse proxy (even one on this machine): not shown.
+    let mut relayed = app.client();
+    let res = relayed.raw(relayed.http().get(relayed.url("/dev/mailbox")).header("x-forwarded-for", "203.0.113.5")).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert!(!res.body.contains("/invite/"));
 
     let prod = TestApp::spawn_with(common::Options { production: true, ..Default::default() }).await;
     assert_eq!(prod.client().get("/dev/mailbox").await.status, StatusCode::NOT_FOUND);
