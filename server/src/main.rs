@@ -45,6 +45,11 @@ fn main() -> std::process::ExitCode {
 
 /// Public migrations, then the tenant set on every workspace schema (fleet runner).
 async fn migrate_with(config: &Config) -> Result<(), String> {
+    {
+        use diesel_async::AsyncConnection;
+        let mut conn = diesel_async::AsyncPgConnection::establish(&config.database_url).await.map_err(|e| e.to_string())?;
+        db::check_login_role(&mut conn).await.map_err(|e| e.to_string())?;
+    }
     let applied = db::run_public_migrations(&config.database_url).await.map_err(|e| e.to_string())?;
     if applied.is_empty() {
         tracing::info!("database schema is up to date");

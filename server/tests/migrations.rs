@@ -62,3 +62,28 @@ async fn concurrent_runners_apply_each_migration_once() {
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a.is_empty() != b.is_empty(), "exactly one runner applied the set: {a:?} / {b:?}");
 }
+
+/// The second line of tenant isolation (per-workspace roles) only holds for a login role
+/// that is NOINHERIT, not a superuser and without BYPASSRLS: `serve` and `migrate` check
+/// this before anything else.
+#[tokio::test]
+async fn login_roles_that_would_bypass_workspace_roles_are_refused() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let db = TestDb::new().await;
+    let mut app = AsyncPgConnection::establish(&db.url).await.unwrap();
+    db::check_login_role(&mut app).await.expect("the application role is fine");
+
+    let mut admin = AsyncPgConnection::establish(&db.admin_url).await.unwrap();
+    let err = db::check_login_role(&mut admin).await.unwrap_err().to_string();
+    assert!(err.contains("is a superuser") && err.contains("NOINHERIT"), "{err}");
+
+    let role = format!("fluxi_loose_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let password = fluxi_core::testing::password_of(&db.admin_url).replace('\'', "");
+    admin.batch_execute(&format!("CREATE ROLE {role} LOGIN INHERIT BYPASSRLS PASSWORD '{password}'")).await.unwrap();
+    let mut loose = AsyncPgConnection::establish(&fluxi_core::testing::as_login_role(&db.url, &role)).await.unwrap();
+    let err = db::check_login_role(&mut loose).await.unwrap_err().to_string();
+    assert!(err.contains(&role) && err.contains("has BYPASSRLS") && err.contains("has INHERIT"), "{err}");
+    assert!(!err.contains("is a superuser"), "{err}");
+    drop(loose);
+    admin.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
+}

@@ -31,6 +31,8 @@ pub enum DbError {
     Migration(String),
     #[error("database error: {0}")]
     Query(#[from] diesel::result::Error),
+    #[error("unsafe database role: {0}")]
+    LoginRole(String),
 }
 
 /// One pool for the whole process.
@@ -104,4 +106,50 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     let mut conn = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
     diesel::sql_query("SELECT 1").execute(&mut conn).await?;
     Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct LoginRole {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    superuser: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    bypass_rls: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    inherit: bool,
+}
+
+/// Refuses to run as a login role that would quietly switch off the per-workspace
+/// database roles, the second line of tenant isolation (README, "Workspaces, tenancy and
+/// roles"): a superuser or a role that bypasses row security reads every schema anyway,
+/// and a role with INHERIT gets the rights of every workspace role it is a member of
+/// without `SET ROLE`. Checked once at start-up, for `serve` and `migrate`.
+pub async fn check_login_role(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
+    let role: LoginRole = diesel::sql_query(
+        "SELECT rolname::text AS name, rolsuper AS superuser, rolbypassrls AS bypass_rls, rolinherit AS inherit \
+         FROM pg_roles WHERE rolname = session_user",
+    )
+    .get_result(conn)
+    .await?;
+    let mut wrong = Vec::new();
+    if role.superuser {
+        wrong.push("is a superuser");
+    }
+    if role.bypass_rls {
+        wrong.push("has BYPASSRLS");
+    }
+    if role.inherit {
+        wrong.push("has INHERIT (it must be NOINHERIT)");
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(DbError::LoginRole(format!(
+            "the database login role {:?} {}; connect as a role like the one scripts/lib.sh creates \
+             (LOGIN NOINHERIT CREATEROLE NOSUPERUSER NOBYPASSRLS)",
+            role.name,
+            wrong.join(", ")
+        )))
+    }
 }

@@ -25,16 +25,21 @@ pub const APP_ROLE: &str = "fluxi_app";
 
 /// The same URL with the application role as user (same password on test clusters).
 pub fn as_app_role(url: &str) -> String {
+    as_login_role(url, APP_ROLE)
+}
+
+/// The same URL with another user name (and the same password).
+pub fn as_login_role(url: &str, role: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.split_once(':') {
-            Some((_user, after)) => format!("{scheme}://{APP_ROLE}:{after}"),
+            Some((_user, after)) => format!("{scheme}://{role}:{after}"),
             None => url.to_string(),
         },
         None => url.to_string(),
     }
 }
 
-fn password_of(url: &str) -> String {
+pub fn password_of(url: &str) -> String {
     url.split_once("://")
         .and_then(|(_, rest)| rest.split_once('@'))
         .and_then(|(cred, _)| cred.split_once(':'))
