@@ -82,6 +82,56 @@ async fn a_failed_creation_leaves_no_schema_role_or_row() {
     drop(ada);
 }
 
+/// The last step of creating a workspace fails (its tenant migrations, after the registry
+/// row, the owner's membership, the role and the schema were made in the same
+/// transaction): none of them may remain. The failure is injected by an event trigger.
+#[tokio::test]
+async fn a_creation_failing_in_its_tenant_migrations_leaves_no_schema_role_or_row() {
+    let app = TestApp::spawn().await;
+    let mut ada = app.person("Ada").await;
+    let mut admin = AsyncPgConnection::establish(&app.db.admin_url).await.unwrap();
+    admin
+        .batch_execute(
+            r"CREATE FUNCTION fail_tenant_tables() RETURNS event_trigger LANGUAGE plpgsql AS $$
+              DECLARE cmd record;
+              BEGIN
+                  FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+                      IF cmd.schema_name LIKE 'ws\_%' AND cmd.object_identity LIKE '%.notes' THEN
+                          RAISE EXCEPTION 'injected failure in schema %', cmd.schema_name;
+                      END IF;
+                  END LOOP;
+              END $$;
+              CREATE EVENT TRIGGER fail_tenant_tables ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+                  EXECUTE FUNCTION fail_tenant_tables();",
+        )
+        .await
+        .unwrap();
+    let mut conn = app.db.conn().await;
+    let err = fluxi_core::workspaces::create_workspace(&mut conn, ada.user.id, "Doomed").await.unwrap_err().to_string();
+    let at = err.find("injected failure in schema ws_").unwrap_or_else(|| panic!("the injected failure: {err}"));
+    let ident: String = err[at + "injected failure in schema ".len()..].chars().take(35).collect();
+    assert!(ident.len() == 35 && ident[3..].chars().all(|c| c.is_ascii_hexdigit()), "{ident}");
+
+    let count = |sql: String| diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&sql));
+    let left: i64 = count(format!(
+        "(SELECT count(*) FROM pg_namespace WHERE nspname = '{ident}') + (SELECT count(*) FROM pg_roles WHERE rolname = '{ident}') \
+         + (SELECT count(*) FROM workspaces) + (SELECT count(*) FROM memberships)"
+    ))
+    .get_result(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "schema, role, registry row or membership of {ident} left behind");
+
+    // Through the server function: a plain error, without the database's words.
+    let res = ada.client.call("create_workspace", &[("name", "Doomed")]).await;
+    assert!(res.status.is_server_error(), "{}", res.status);
+    assert!(!res.body.contains("injected") && !res.body.contains("ws_"), "{}", res.body);
+
+    // The injected failure was the only obstacle.
+    admin.batch_execute("DROP EVENT TRIGGER fail_tenant_tables").await.unwrap();
+    assert_eq!(app.workspace(&mut ada, "Doomed").await, "doomed");
+}
+
 #[tokio::test]
 async fn the_application_role_cannot_read_a_workspace_schema_without_its_role() {
     let app = TestApp::spawn().await;
