@@ -50,6 +50,8 @@ pub struct AppServices {
     pub dev_mailbox: bool,
     /// Longest a request may take before it is answered 503 (see `server::build_router`).
     pub request_timeout: std::time::Duration,
+    /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
+    pub workspaces_per_day: u32,
 }
 
 /// A short random reference that links a generic client-facing error to the log line
@@ -291,6 +293,9 @@ pub fn workspace_error(e: fluxi_core::workspaces::WorkspaceError) -> AppError {
         E::TooManyInvitations => AppError::TooMany(format!(
             "This workspace has sent {} invitations in the last 24 hours. Try again later.",
             fluxi_core::workspaces::invitations::INVITATIONS_PER_DAY
+        )),
+        E::TooManyWorkspaces(limit) => AppError::TooMany(format!(
+            "You have created {limit} workspaces in the last 24 hours, the most allowed. Try again tomorrow."
         )),
         other => internal(other),
     }

@@ -30,6 +30,8 @@ pub struct Config {
     pub fleet_concurrency: usize,
     /// Reverse proxies of ours in front of Fluxi (`FLUXI_TRUSTED_PROXIES`, default 0).
     pub trusted_proxies: usize,
+    /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
+    pub workspaces_per_day: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ impl Config {
             production,
             fleet_concurrency: vars.parsed("FLUXI_FLEET_CONCURRENCY", 4)?,
             trusted_proxies: vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?,
+            workspaces_per_day: vars.parsed("FLUXI_WORKSPACES_PER_DAY", fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY)?,
             pool_size: vars.parsed("FLUXI_DB_POOL_SIZE", 16)?,
             session_policy: SessionPolicy {
                 idle_timeout: time::Duration::minutes(idle),

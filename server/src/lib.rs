@@ -220,6 +220,15 @@ pub fn spawn_session_cleanup(
             if let Err(e) = stale {
                 tracing::warn!(error = %e, "sign-in failure cleanup failed");
             }
+            let creations = match pool.get().await {
+                Ok(mut conn) => fluxi_core::workspaces::delete_old_workspace_creations(&mut conn, clock.now())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = creations {
+                tracing::warn!(error = %e, "workspace creation log cleanup failed");
+            }
         }
     })
 }

@@ -97,6 +97,7 @@ async fn serve() -> Result<(), String> {
         base_url: config.base_url.clone(),
         dev_mailbox: config.dev_mailbox(),
         request_timeout: config.request_timeout,
+        workspaces_per_day: config.workspaces_per_day,
     });
     if let Some(smtp_url) = &config.smtp_url {
         let mailer = server::mail::Mailer::new(smtp_url, &config.mail_from)?;

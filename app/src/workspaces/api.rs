@@ -107,7 +107,9 @@ pub async fn create_workspace(name: String) -> Result<(), AppError> {
         return Err(with_status(AppError::field("name", msg)));
     }
     let mut conn = server::conn(&state).await?;
-    let created = workspaces::create_workspace(&mut conn, user.id, &name).await.map_err(fail)?;
+    let created = workspaces::create_workspace(&mut conn, user.id, &name, state.clock.now(), state.workspaces_per_day)
+        .await
+        .map_err(fail)?;
     leptos_axum::redirect(&format!("/w/{}", created.slug));
     Ok(())
 }

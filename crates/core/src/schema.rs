@@ -71,6 +71,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    workspace_creations (id) {
+        id -> Int8,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     workspaces (id) {
         id -> Uuid,
         slug -> Text,
@@ -86,6 +94,7 @@ diesel::joinable!(invitations -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(workspace_creations -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     invitations,
@@ -94,5 +103,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     sign_in_failures,
     users,
+    workspace_creations,
     workspaces,
 );

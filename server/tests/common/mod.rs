@@ -36,6 +36,7 @@ pub struct Options {
     /// `FLUXI_ENV=production`: no development helpers.
     pub production: bool,
     pub request_timeout: std::time::Duration,
+    pub workspaces_per_day: u32,
 }
 
 impl Default for Options {
@@ -55,6 +56,7 @@ impl Default for Options {
             pool_size: 8,
             production: false,
             request_timeout,
+            workspaces_per_day: fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY,
         }
     }
 }
@@ -84,6 +86,7 @@ impl TestApp {
             base_url: format!("http://{addr}"),
             dev_mailbox: !opts.production,
             request_timeout: opts.request_timeout,
+            workspaces_per_day: opts.workspaces_per_day,
         });
         let router = server::build_router(state.clone());
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 pub use permissions::{allowed, Permission, Role};
 
-use crate::schema::{memberships, users, workspaces};
+use crate::schema::{memberships, users, workspace_creations, workspaces};
 use crate::tenancy::{TenantError, TenantIdent};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,9 @@ pub enum WorkspaceError {
     Invalid(String),
     #[error("too many invitations from this workspace in the last 24 hours")]
     TooManyInvitations,
+    /// The caller created this many workspaces in the last 24 hours already.
+    #[error("too many workspaces created in the last 24 hours (limit {0})")]
+    TooManyWorkspaces(u32),
     #[error(transparent)]
     Tenant(#[from] TenantError),
     #[error(transparent)]
@@ -186,13 +189,22 @@ pub fn slugify(name: &str) -> String {
     }
 }
 
+/// Workspaces one account may create in any 24 hours, by default
+/// (`FLUXI_WORKSPACES_PER_DAY`). Each creation makes a schema, a database role and tables;
+/// without a limit, one account (or a script signing up many) could slow the database
+/// down for every tenant. Deleted workspaces still count.
+pub const DEFAULT_WORKSPACES_PER_DAY: u32 = 10;
+
 /// Creates a workspace owned by `creator`: registry row, owner membership, role and
 /// schema with every tenant migration — all in one transaction, so a failure leaves
-/// nothing behind.
+/// nothing behind. Refused once `creator` has created `per_day` workspaces in the 24
+/// hours before `now`.
 pub async fn create_workspace(
     conn: &mut AsyncPgConnection,
     creator: Uuid,
     raw_name: &str,
+    now: time::OffsetDateTime,
+    per_day: u32,
 ) -> Result<WorkspaceSummary, WorkspaceError> {
     let name = validate_workspace_name(raw_name)?;
     let base = slugify(&name);
@@ -208,6 +220,22 @@ pub async fn create_workspace(
         let result = conn
             .transaction::<_, WorkspaceError, _>(|c| {
                 async move {
+                    // The account's row lock serializes its creations, so that concurrent
+                    // ones cannot both pass the count at the limit's edge.
+                    users::table.find(creator).select(users::id).for_no_key_update().first::<Uuid>(c).await?;
+                    let created_today: i64 = workspace_creations::table
+                        .filter(workspace_creations::user_id.eq(creator))
+                        .filter(workspace_creations::created_at.gt(now - time::Duration::days(1)))
+                        .count()
+                        .get_result(c)
+                        .await?;
+                    if created_today >= i64::from(per_day) {
+                        return Err(WorkspaceError::TooManyWorkspaces(per_day));
+                    }
+                    diesel::insert_into(workspace_creations::table)
+                        .values((workspace_creations::user_id.eq(creator), workspace_creations::created_at.eq(now)))
+                        .execute(c)
+                        .await?;
                     diesel::insert_into(workspaces::table)
                         .values((
                             workspaces::id.eq(id),
@@ -216,6 +244,7 @@ pub async fn create_workspace(
                             workspaces::schema_name.eq(ident.as_str()),
                             workspaces::role_name.eq(ident.as_str()),
                             workspaces::tenant_version.eq(crate::tenancy::migrations::latest_version()),
+                            workspaces::created_at.eq(now),
                         ))
                         .execute(c)
                         .await?;
@@ -429,4 +458,11 @@ pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAc
         .scope_boxed()
     })
     .await
+}
+
+/// Forgets workspace creations older than the daily cap's window (periodic clean-up).
+pub async fn delete_old_workspace_creations(conn: &mut AsyncPgConnection, now: time::OffsetDateTime) -> QueryResult<usize> {
+    diesel::delete(workspace_creations::table.filter(workspace_creations::created_at.le(now - time::Duration::days(1))))
+        .execute(conn)
+        .await
 }
