@@ -31,6 +31,10 @@ pub enum AppError {
     Rejected(String),
     #[error("The server is busy right now. Please try again in a moment.")]
     Busy,
+    /// The workspace's data is behind the running version (its migration failed or is
+    /// under way): refused rather than served by code that expects the newer tables.
+    #[error("This workspace is being upgraded. Please try again in a few minutes.")]
+    Upgrading,
     /// A limit on how often something may be done was reached; the message says which.
     #[error("{0}")]
     TooMany(String),
@@ -71,7 +75,7 @@ impl AppError {
             Self::NotFound => 404,
             Self::Forbidden => 403,
             Self::Rejected(_) => 409,
-            Self::Busy => 503,
+            Self::Busy | Self::Upgrading => 503,
             Self::TooMany(_) => 429,
             Self::BadRequest => 400,
             Self::Network | Self::Internal(_) => 500,

@@ -294,6 +294,7 @@ pub fn workspace_error(e: fluxi_core::workspaces::WorkspaceError) -> AppError {
             "This workspace has sent {} invitations in the last 24 hours. Try again later.",
             fluxi_core::workspaces::invitations::INVITATIONS_PER_DAY
         )),
+        E::Upgrading => AppError::Upgrading,
         E::TooManyWorkspaces(limit) => AppError::TooMany(format!(
             "You have created {limit} workspaces in the last 24 hours, the most allowed. Try again tomorrow."
         )),
@@ -307,8 +308,10 @@ pub fn with_status(error: AppError) -> AppError {
     if !is_plain_form_post() {
         if let Some(res) = use_context::<ResponseOptions>() {
             res.set_status(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST));
-            if matches!(error, AppError::Busy) {
-                res.insert_header(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            match error {
+                AppError::Busy => res.insert_header(header::RETRY_AFTER, HeaderValue::from_static("2")),
+                AppError::Upgrading => res.insert_header(header::RETRY_AFTER, HeaderValue::from_static("60")),
+                _ => {}
             }
         }
     }

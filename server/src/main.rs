@@ -44,7 +44,9 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Public migrations, then the tenant set on every workspace schema (fleet runner).
-async fn migrate_with(config: &Config) -> Result<(), String> {
+/// Returns the workspaces whose migration failed (described); any other failure is an
+/// error.
+async fn migrate_with(config: &Config) -> Result<Option<String>, String> {
     {
         use diesel_async::AsyncConnection;
         let mut conn = diesel_async::AsyncPgConnection::establish(&config.database_url).await.map_err(|e| e.to_string())?;
@@ -63,24 +65,31 @@ async fn migrate_with(config: &Config) -> Result<(), String> {
     if report.migrated > 0 {
         tracing::info!(migrated = report.migrated, "workspace schemas migrated");
     }
-    if !report.failed.is_empty() {
-        return Err(format!(
-            "{} workspace schema(s) failed to migrate (the others are up to date; rerun to resume): {}",
-            report.failed.len(),
-            report.failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; ")
-        ));
+    if report.failed.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(format!(
+        "{} workspace schema(s) failed to migrate (the others are up to date; run `server migrate` to resume): {}",
+        report.failed.len(),
+        report.failed.iter().map(|(id, e)| format!("{id}: {e}")).collect::<Vec<_>>().join("; ")
+    )))
 }
 
 async fn migrate() -> Result<(), String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
-    migrate_with(&config).await
+    match migrate_with(&config).await? {
+        None => Ok(()),
+        Some(failed) => Err(failed),
+    }
 }
 
 async fn serve() -> Result<(), String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
-    migrate_with(&config).await?;
+    // One broken workspace must not take the others down: they are served, and it answers
+    // "being upgraded" (503) to its members until a rerun of the migration succeeds.
+    if let Some(failed) = migrate_with(&config).await? {
+        tracing::error!("{failed}; serving the others, these answer 503 until migrated");
+    }
     let mut leptos_options = get_configuration(None).map_err(|e| e.to_string())?.leptos_options;
     leptos_options.site_addr = config.addr;
     let pool = db::build_pool(&config.database_url, config.pool_size).map_err(|e| e.to_string())?;

@@ -124,7 +124,7 @@ pub async fn migrate_fleet_with(
         return Ok(FleetReport::default());
     }
     let pool = Arc::new(pool.clone());
-    let results: Vec<(Uuid, Result<(), String>)> = stream::iter(behind)
+    let results: Vec<(Uuid, Result<Outcome, String>)> = stream::iter(behind)
         .map(|(id, schema, role)| {
             let pool = pool.clone();
             async move { (id, migrate_one(&pool, id, &schema, &role, migrations).await) }
@@ -135,7 +135,8 @@ pub async fn migrate_fleet_with(
     let mut report = FleetReport::default();
     for (id, result) in results {
         match result {
-            Ok(()) => report.migrated += 1,
+            Ok(Outcome::Migrated) => report.migrated += 1,
+            Ok(Outcome::Deleted) => {}
             Err(e) => {
                 tracing::error!(workspace = %id, error = %e, "tenant migration failed");
                 report.failed.push((id, e));
@@ -145,13 +146,20 @@ pub async fn migrate_fleet_with(
     Ok(report)
 }
 
+/// What became of one workspace in a fleet run.
+enum Outcome {
+    Migrated,
+    /// Deleted after the run listed it: nothing to migrate, and not a failure.
+    Deleted,
+}
+
 async fn migrate_one(
     pool: &Pool,
     id: Uuid,
     schema: &str,
     role: &str,
     migrations: &'static [(&'static str, &'static str)],
-) -> Result<(), String> {
+) -> Result<Outcome, String> {
     let (Some(schema), Some(role)) = (TenantIdent::parse(schema), TenantIdent::parse(role)) else {
         return Err(TenantError::InvalidIdent.to_string());
     };
@@ -161,13 +169,18 @@ async fn migrate_one(
         async move {
             c.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
             // Registry first: the scoped part must come last, since its SET LOCALs last
-            // until this outer transaction ends. A failure rolls both back.
-            diesel::update(workspaces::table.find(id))
+            // until this outer transaction ends. A failure rolls both back. The update
+            // also locks the row, so the workspace cannot be deleted under the migration;
+            // if it was deleted since the listing, there is nothing left to do.
+            let registered = diesel::update(workspaces::table.find(id))
                 .set(workspaces::tenant_version.eq(latest))
                 .execute(c)
                 .await?;
+            if registered == 0 {
+                return Ok(Outcome::Deleted);
+            }
             apply_pending_in(c, &schema, &role, migrations).await?;
-            Ok(())
+            Ok(Outcome::Migrated)
         }
         .scope_boxed()
     })

@@ -21,6 +21,10 @@ pub enum WorkspaceError {
     /// same error, so ids and slugs cannot be probed.
     #[error("workspace not found")]
     NotFound,
+    /// The caller is a member, but the workspace's schema is behind the newest tenant
+    /// migration (its fleet migration failed or is running).
+    #[error("workspace schema is behind the running version")]
+    Upgrading,
     #[error("your role does not allow this")]
     Forbidden,
     #[error("a workspace must keep at least one owner")]
@@ -112,7 +116,7 @@ impl WorkspaceAccess {
 /// Loads the caller's membership of the workspace with this slug — fresh from the
 /// database on every call, so role changes apply to the very next request.
 pub async fn authorize(conn: &mut AsyncPgConnection, user_id: Uuid, slug: &str) -> Result<WorkspaceAccess, WorkspaceError> {
-    let row: Option<(Uuid, String, String, String, String, String)> = workspaces::table
+    let row: Option<(Uuid, String, String, String, String, String, String)> = workspaces::table
         .inner_join(memberships::table)
         .filter(workspaces::slug.eq(slug))
         .filter(memberships::user_id.eq(user_id))
@@ -122,12 +126,19 @@ pub async fn authorize(conn: &mut AsyncPgConnection, user_id: Uuid, slug: &str) 
             workspaces::name,
             workspaces::schema_name,
             workspaces::role_name,
+            workspaces::tenant_version,
             memberships::role,
         ))
         .first(conn)
         .await
         .optional()?;
-    let (workspace_id, slug, name, schema, db_role, role) = row.ok_or(WorkspaceError::NotFound)?;
+    let (workspace_id, slug, name, schema, db_role, tenant_version, role) = row.ok_or(WorkspaceError::NotFound)?;
+    // Code that expects the newest tenant tables must not run against an older schema
+    // (a failed fleet migration leaves the workspace behind; the others go on serving).
+    // Versions are migration names, which sort by date.
+    if tenant_version.as_str() < crate::tenancy::migrations::latest_version() {
+        return Err(WorkspaceError::Upgrading);
+    }
     Ok(WorkspaceAccess {
         workspace_id,
         slug,
