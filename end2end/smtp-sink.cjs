@@ -4,6 +4,8 @@
 //   GET /messages            -> [{ from, to: [...], data }] (raw RFC 5322 text)
 //   GET /messages?to=ADDRESS -> only messages addressed to ADDRESS
 //   DELETE /messages         -> clears the store
+// Like a real server, it refuses some recipients for good: any address at
+// `rejected.test` gets "550 No such user here" (a permanent failure).
 const { SMTPServer } = require('smtp-server');
 const http = require('http');
 
@@ -15,6 +17,14 @@ const smtp = new SMTPServer({
   authOptional: true,
   disabledCommands: ['STARTTLS'],
   logger: false,
+  onRcptTo(address, session, callback) {
+    if (address.address.toLowerCase().endsWith('@rejected.test')) {
+      const err = new Error('No such user here');
+      err.responseCode = 550;
+      return callback(err);
+    }
+    callback();
+  },
   onData(stream, session, callback) {
     let data = '';
     stream.setEncoding('utf8');

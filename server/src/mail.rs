@@ -1,13 +1,12 @@
-//! Delivers the e-mail outbox over SMTP: claims due rows (skipping rows another worker
-//! holds), sends each, marks it sent or schedules a retry with backoff.
+//! Delivers the e-mail outbox over SMTP: claims due rows (leased, so other workers skip
+//! them), sends each outside any transaction, then marks it sent, schedules a retry with
+//! backoff, or gives it up (see `fluxi_core::outbox`).
 
 use std::time::Duration;
 
-use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::AsyncConnection;
 use fluxi_core::clock::SharedClock;
 use fluxi_core::db::Pool;
-use fluxi_core::outbox;
+use fluxi_core::outbox::{self, Failure};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -26,44 +25,52 @@ impl Mailer {
         Ok(Self { transport, from })
     }
 
-    async fn send(&self, mail: &outbox::OutboxEmail) -> Result<(), String> {
-        let to: Mailbox = mail.recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
+    async fn send(&self, mail: &outbox::OutboxEmail) -> Result<(), (String, Failure)> {
+        // An address our rules accepted but that an SMTP envelope cannot carry will never
+        // be deliverable.
+        let to: Mailbox = mail.recipient.parse().map_err(|e| (format!("bad recipient: {e}"), Failure::Permanent))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.clone())
             .body(mail.body.clone())
-            .map_err(|e| e.to_string())?;
-        self.transport.send(message).await.map(|_| ()).map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), Failure::Permanent))?;
+        self.transport.send(message).await.map(|_| ()).map_err(|e| {
+            let failure = if e.is_permanent() { Failure::Permanent } else { Failure::Transient };
+            (e.to_string(), failure)
+        })
     }
 }
 
-/// Delivers what is due now; returns how many mails were sent.
+/// Delivers what is due now; returns how many mails were sent. The SMTP conversations
+/// happen with no database connection held.
 pub async fn deliver_due(pool: &Pool, clock: &SharedClock, mailer: &Mailer) -> Result<usize, String> {
-    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let now = clock.now();
-    conn.transaction::<usize, diesel::result::Error, _>(|c| {
-        async move {
-            let due = outbox::claim_due(c, now, 20).await?;
-            let mut sent = 0;
-            for mail in &due {
-                match mailer.send(mail).await {
-                    Ok(()) => {
-                        outbox::mark_sent(c, mail.id, now).await?;
-                        sent += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(mail = %mail.id, attempts = mail.attempts + 1, error = %e, "mail delivery failed; will retry");
-                        outbox::mark_failed(c, mail, &e, now).await?;
-                    }
-                }
+    let due = {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        outbox::claim_due(&mut conn, clock.now(), 20).await.map_err(|e| e.to_string())?
+    };
+    let mut sent = 0;
+    for mail in &due {
+        let outcome = mailer.send(mail).await;
+        let now = clock.now();
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        match outcome {
+            Ok(()) => {
+                outbox::mark_sent(&mut conn, mail.id, now).await.map_err(|e| e.to_string())?;
+                sent += 1;
             }
-            Ok(sent)
+            Err((e, failure)) => {
+                let gives_up = failure == Failure::Permanent || mail.attempts >= outbox::MAX_ATTEMPTS;
+                if gives_up {
+                    tracing::error!(mail = %mail.id, attempts = mail.attempts, error = %e, "mail delivery failed; given up");
+                } else {
+                    tracing::warn!(mail = %mail.id, attempts = mail.attempts, error = %e, "mail delivery failed; will retry");
+                }
+                outbox::mark_failed(&mut conn, mail, &e, failure, now).await.map_err(|e| e.to_string())?;
+            }
         }
-        .scope_boxed()
-    })
-    .await
-    .map_err(|e| e.to_string())
+    }
+    Ok(sent)
 }
 
 pub fn spawn_worker(pool: Pool, clock: SharedClock, mailer: Mailer, every: Duration) -> tokio::task::JoinHandle<()> {

@@ -689,6 +689,78 @@ async fn the_outbox_is_delivered_over_smtp_with_retries() {
     assert_eq!(info.status, StatusCode::OK, "the mailed link works: {}", info.body);
 }
 
+/// A mail the SMTP server refuses for good (550) is given up at once, not retried.
+#[tokio::test]
+async fn mail_refused_for_good_is_given_up_at_once() {
+    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL must point at the local SMTP sink (scripts/test starts it)");
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Bounces").await;
+    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "nobody@rejected.test"), ("role", "viewer")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let clock: fluxi_core::clock::SharedClock = Arc::new(app.clock.clone());
+    app.clock.advance(Duration::seconds(2));
+    let mailer = server::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
+    assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 0);
+    let state = || async {
+        let mut conn = app.db.conn().await;
+        outbox_emails::table
+            .select((outbox_emails::attempts, outbox_emails::failed_at.is_not_null(), outbox_emails::last_error))
+            .first::<(i32, bool, Option<String>)>(&mut conn)
+            .await
+            .unwrap()
+    };
+    let (attempts, given_up, error) = state().await;
+    assert_eq!((attempts, given_up), (1, true));
+    assert!(error.as_deref().unwrap_or_default().contains("550"), "{error:?}");
+    app.clock.advance(Duration::hours(2));
+    assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 0);
+    assert_eq!(state().await.0, 1, "never tried again");
+}
+
+/// Claimed mails are leased: a worker that dies after claiming leaves them to be claimed
+/// again after `CLAIM_LEASE`, and a mail that keeps failing is given up after
+/// `MAX_ATTEMPTS`.
+#[tokio::test]
+async fn mail_delivery_is_leased_and_gives_up_after_the_last_attempt() {
+    use fluxi_core::outbox::{claim_due, CLAIM_LEASE, MAX_ATTEMPTS};
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Unreachable").await;
+    owner.client.call("invite_member", &[("slug", &slug), ("email", "far@example.test"), ("role", "viewer")]).await;
+    let clock: fluxi_core::clock::SharedClock = Arc::new(app.clock.clone());
+    app.clock.advance(Duration::seconds(2));
+    let dead = server::mail::Mailer::new("smtp://127.0.0.1:9", "Fluxi <no-reply@fluxi.test>").unwrap();
+    let attempts = || async {
+        let mut conn = app.db.conn().await;
+        outbox_emails::table
+            .select((outbox_emails::attempts, outbox_emails::failed_at.is_not_null()))
+            .first::<(i32, bool)>(&mut conn)
+            .await
+            .unwrap()
+    };
+
+    // A worker claims the mail and dies before sending it.
+    {
+        let mut conn = app.db.conn().await;
+        assert_eq!(claim_due(&mut conn, app.clock.now(), 20).await.unwrap().len(), 1);
+    }
+    assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &dead).await.unwrap(), 0);
+    assert_eq!(attempts().await, (1, false), "leased: nobody else tries it meanwhile");
+    app.clock.advance(CLAIM_LEASE + Duration::seconds(1));
+    server::mail::deliver_due(&app.db.pool, &clock, &dead).await.unwrap();
+    assert_eq!(attempts().await, (2, false), "claimed again after the lease");
+
+    for n in 3..=MAX_ATTEMPTS {
+        app.clock.advance(Duration::hours(1) + Duration::seconds(1));
+        server::mail::deliver_due(&app.db.pool, &clock, &dead).await.unwrap();
+        assert_eq!(attempts().await, (n, n == MAX_ATTEMPTS), "attempt {n}");
+    }
+    app.clock.advance(Duration::hours(2));
+    server::mail::deliver_due(&app.db.pool, &clock, &dead).await.unwrap();
+    assert_eq!(attempts().await, (MAX_ATTEMPTS, true), "given up: not tried again");
+}
+
 #[tokio::test]
 async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
     let app = TestApp::spawn().await;

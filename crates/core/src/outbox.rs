@@ -1,8 +1,15 @@
 //! Transactional outbox for e-mail. `enqueue` runs inside the caller's transaction;
-//! a background worker delivers due rows and retries failures with backoff.
+//! a background worker delivers due rows and retries failures with backoff, and gives a
+//! mail up after `MAX_ATTEMPTS` or at once when the server refuses it for good.
+//!
+//! Delivery is at least once: a worker claims mails in a short transaction that leases
+//! them (`CLAIM_LEASE`: other workers skip them meanwhile) and talks SMTP outside any
+//! transaction, holding no connection and no row lock; a worker that dies mid-send
+//! leaves its mails to be claimed again when the lease ends.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -21,7 +28,15 @@ pub struct OutboxEmail {
     pub next_attempt_at: OffsetDateTime,
     pub sent_at: Option<OffsetDateTime>,
     pub last_error: Option<String>,
+    /// Given up: never retried again.
+    pub failed_at: Option<OffsetDateTime>,
 }
+
+/// Attempts before a mail is given up (with the backoff below, ≈ 6 hours of retrying).
+pub const MAX_ATTEMPTS: i32 = 12;
+
+/// How long claimed mails stay hidden from other workers while one sends them.
+pub const CLAIM_LEASE: Duration = Duration::minutes(5);
 
 pub async fn enqueue(conn: &mut AsyncPgConnection, recipient: &str, subject: &str, body: &str) -> QueryResult<()> {
     diesel::insert_into(outbox_emails::table)
@@ -35,45 +50,76 @@ pub async fn enqueue(conn: &mut AsyncPgConnection, recipient: &str, subject: &st
         .map(|_| ())
 }
 
-/// Claims up to `limit` due, unsent mails (locked until the caller's transaction ends,
-/// skipped by other workers meanwhile).
+/// Claims up to `limit` due mails: counts the attempt and leases them (their next attempt
+/// moves `CLAIM_LEASE` ahead), in one short transaction that skips rows another worker is
+/// claiming. Returns them with the attempt counted.
 pub async fn claim_due(conn: &mut AsyncPgConnection, now: OffsetDateTime, limit: i64) -> QueryResult<Vec<OutboxEmail>> {
-    outbox_emails::table
-        .filter(outbox_emails::sent_at.is_null())
-        .filter(outbox_emails::next_attempt_at.le(now))
-        .order(outbox_emails::next_attempt_at.asc())
-        .limit(limit)
-        .for_update()
-        .skip_locked()
-        .select(OutboxEmail::as_select())
-        .load(conn)
-        .await
+    conn.transaction(|c| {
+        async move {
+            let ids: Vec<Uuid> = outbox_emails::table
+                .filter(outbox_emails::sent_at.is_null())
+                .filter(outbox_emails::failed_at.is_null())
+                .filter(outbox_emails::next_attempt_at.le(now))
+                .order(outbox_emails::next_attempt_at.asc())
+                .limit(limit)
+                .for_update()
+                .skip_locked()
+                .select(outbox_emails::id)
+                .load(c)
+                .await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            diesel::update(outbox_emails::table.filter(outbox_emails::id.eq_any(ids)))
+                .set((outbox_emails::attempts.eq(outbox_emails::attempts + 1), outbox_emails::next_attempt_at.eq(now + CLAIM_LEASE)))
+                .returning(OutboxEmail::as_returning())
+                .get_results(c)
+                .await
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 pub async fn mark_sent(conn: &mut AsyncPgConnection, id: Uuid, now: OffsetDateTime) -> QueryResult<()> {
     diesel::update(outbox_emails::table.find(id))
-        .set((outbox_emails::sent_at.eq(now), outbox_emails::attempts.eq(outbox_emails::attempts + 1), outbox_emails::last_error.eq(None::<String>)))
+        .set((outbox_emails::sent_at.eq(now), outbox_emails::last_error.eq(None::<String>)))
         .execute(conn)
         .await
         .map(|_| ())
 }
 
-/// Exponential backoff: 30 s, 1 min, 2 min, … capped at 1 h.
+/// Exponential backoff after the `attempts`-th failed attempt: 30 s, 1 min, 2 min, …
+/// capped at 1 h.
 pub fn backoff(attempts: i32) -> Duration {
-    let secs = 30i64.saturating_mul(1i64 << attempts.clamp(0, 7));
+    let secs = 30i64.saturating_mul(1i64 << (attempts - 1).clamp(0, 7));
     Duration::seconds(secs.min(3600))
 }
 
-pub async fn mark_failed(conn: &mut AsyncPgConnection, mail: &OutboxEmail, error: &str, now: OffsetDateTime) -> QueryResult<()> {
-    diesel::update(outbox_emails::table.find(mail.id))
-        .set((
-            outbox_emails::attempts.eq(mail.attempts + 1),
-            outbox_emails::next_attempt_at.eq(now + backoff(mail.attempts)),
-            outbox_emails::last_error.eq(error.chars().take(500).collect::<String>()),
-        ))
-        .execute(conn)
-        .await
-        .map(|_| ())
+/// Why an attempt failed, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth trying again later (server unreachable, busy, 4xx).
+    Transient,
+    /// Will never succeed (the server refused the message or recipient for good, 5xx;
+    /// or the address cannot be written in an SMTP envelope).
+    Permanent,
+}
+
+/// Records a failed attempt of a claimed mail: retried after the backoff, or given up
+/// when the failure is permanent or this was attempt `MAX_ATTEMPTS`.
+pub async fn mark_failed(conn: &mut AsyncPgConnection, mail: &OutboxEmail, error: &str, failure: Failure, now: OffsetDateTime) -> QueryResult<()> {
+    let error: String = error.chars().take(500).collect();
+    let update = diesel::update(outbox_emails::table.find(mail.id));
+    if failure == Failure::Permanent || mail.attempts >= MAX_ATTEMPTS {
+        update.set((outbox_emails::failed_at.eq(now), outbox_emails::last_error.eq(error))).execute(conn).await?;
+    } else {
+        update
+            .set((outbox_emails::next_attempt_at.eq(now + backoff(mail.attempts)), outbox_emails::last_error.eq(error)))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Newest mails first, for the development mailbox page.
@@ -84,4 +130,15 @@ pub async fn recent(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec
         .select(OutboxEmail::as_select())
         .load(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_thirty_seconds_up_to_an_hour() {
+        let waits: Vec<i64> = (1..=MAX_ATTEMPTS).map(|n| backoff(n).whole_seconds()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600, 3600]);
+    }
 }

@@ -37,6 +37,7 @@ diesel::table! {
         next_attempt_at -> Timestamptz,
         sent_at -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
+        failed_at -> Nullable<Timestamptz>,
     }
 }
 
