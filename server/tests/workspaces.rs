@@ -120,6 +120,70 @@ async fn invitations_are_single_use_expire_can_be_revoked_and_bind_to_the_email(
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// Every role sees the controls it may use on the members page and the workspace home,
+/// and none it may not (the server refuses them anyway: role_matrix.rs). Pending
+/// invitations (invitees' addresses) are shown to those who manage members only.
+#[tokio::test]
+async fn each_role_sees_only_the_controls_it_may_use() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Olga Owner").await;
+    let slug = app.workspace(&mut owner, "Controls").await;
+    let mut admin = app.person("Adam Admin").await;
+    let mut member = app.person("Mona Member").await;
+    let mut viewer = app.person("Vic Viewer").await;
+    let co_owner = app.person("Otto Owner").await;
+    for (p, role) in [(&admin, "admin"), (&member, "member"), (&viewer, "viewer"), (&co_owner, "owner")] {
+        app.add_member(&slug, p, role).await;
+    }
+    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "pending-guest@example.test"), ("role", "member")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    let members_page = format!("/w/{slug}/settings/members");
+    let home = format!("/w/{slug}");
+    let role_select = |name: &str| format!("aria-label=\"Role for {name}\"");
+    let remove_of = |user: &fluxi_core::accounts::User| format!("name=\"user_id\" value=\"{}\"", user.id);
+
+    // Owner: everything, including other owners' rows, the owner role, transfer and delete.
+    let page = owner.client.get(&members_page).await.body;
+    for wanted in ["Send invitation", "Revoke invitation for pending-guest@example.test", "Transfer ownership", "Delete workspace", "Leave workspace", "<option value=\"owner\"", ">Remove<", ">Actions<", "Role for "] {
+        assert!(page.contains(wanted), "owner should see {wanted:?}");
+    }
+    for name in ["Adam Admin", "Mona Member", "Vic Viewer", "Otto Owner"] {
+        assert!(page.contains(&role_select(name)), "owner manages {name}");
+    }
+    assert!(!page.contains(&role_select("Olga Owner")), "not one's own row");
+
+    // Admin: members and invitations, but not owners, the owner role, transfer or delete.
+    let page = admin.client.get(&members_page).await.body;
+    for wanted in ["Send invitation", "Revoke invitation for pending-guest@example.test", "Leave workspace"] {
+        assert!(page.contains(wanted), "admin should see {wanted:?}");
+    }
+    for name in ["Mona Member", "Vic Viewer"] {
+        assert!(page.contains(&role_select(name)), "admin manages {name}");
+    }
+    for unwanted in [role_select("Olga Owner"), role_select("Otto Owner"), remove_of(&owner.user), remove_of(&co_owner.user)] {
+        assert!(!page.contains(&unwanted), "admin must not see {unwanted:?}");
+    }
+    for unwanted in ["<option value=\"owner\"", "Transfer ownership", "Delete workspace"] {
+        assert!(!page.contains(unwanted), "admin must not see {unwanted:?}");
+    }
+
+    // Member and viewer: the list and "Leave" only; no invitations, not even their addresses.
+    for (who, person) in [("member", &mut member), ("viewer", &mut viewer)] {
+        let page = person.client.get(&members_page).await.body;
+        assert!(page.contains("Leave workspace") && page.contains("Mona Member") && page.contains("Olga Owner"), "{who}: the list");
+        for unwanted in ["Send invitation", "Revoke", "pending-guest@example.test", "Role for ", ">Remove<", "Transfer ownership", "Delete workspace", ">Actions<"] {
+            assert!(!page.contains(unwanted), "{who} must not see {unwanted:?}");
+        }
+    }
+
+    // Workspace home: writers get the note form, the viewer a read-only notice instead.
+    for (who, person, writes) in [("owner", &mut owner, true), ("admin", &mut admin, true), ("member", &mut member, true), ("viewer", &mut viewer, false)] {
+        let page = person.client.get(&home).await.body;
+        assert_eq!(page.contains("Add note"), writes, "{who}: note form");
+    }
+}
+
 /// Each workspace is a schema, a database role and tables: an account may create
 /// `workspaces_per_day` in any 24 hours, and no more, even when creations race.
 #[tokio::test]
