@@ -887,6 +887,49 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
     assert_eq!((report.migrated, report.failed.len()), (0, 0), "nothing pending");
 }
 
+/// "Nothing pending" costs one query however many workspaces there are: counted with
+/// Diesel's instrumentation on every connection the runner uses.
+#[tokio::test]
+async fn a_fleet_run_with_nothing_pending_is_one_query() {
+    use diesel::connection::InstrumentationEvent;
+    use diesel_async::pooled_connection::{deadpool::Pool, AsyncDieselConnectionManager, ManagerConfig};
+    use futures::FutureExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    for i in 0..6 {
+        app.workspace(&mut owner, &format!("Quiet {i}")).await;
+    }
+    let queries = Arc::new(AtomicUsize::new(0));
+    let mut config = ManagerConfig::<diesel_async::AsyncPgConnection>::default();
+    let counter = queries.clone();
+    config.custom_setup = Box::new(move |url| {
+        let counter = counter.clone();
+        async move {
+            let mut conn = diesel_async::AsyncPgConnection::establish(url).await?;
+            conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+                if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let pool = Pool::builder(AsyncDieselConnectionManager::new_with_config(&app.db.url, config)).max_size(4).build().unwrap();
+    let report = fluxi_core::tenancy::migrations::migrate_fleet(&pool, 4).await.unwrap();
+    assert_eq!((report.migrated, report.failed.len()), (0, 0));
+    assert_eq!(AtomicUsize::load(&queries, Ordering::SeqCst), 1, "one query for six workspaces");
+
+    // The counter does see the work when a workspace is behind.
+    let mut admin = diesel_async::AsyncPgConnection::establish(&app.db.admin_url).await.unwrap();
+    admin.batch_execute("UPDATE workspaces SET tenant_version = '' WHERE slug = 'quiet-0'").await.unwrap();
+    queries.store(0, Ordering::SeqCst);
+    let report = fluxi_core::tenancy::migrations::migrate_fleet(&pool, 4).await.unwrap();
+    assert_eq!((report.migrated, report.failed.len()), (1, 0));
+    assert!(AtomicUsize::load(&queries, Ordering::SeqCst) > 1);
+}
+
 /// A workspace deleted after the fleet runner listed it is not a failure: the runner
 /// waits for the deletion (its registry update takes the row lock) and then skips it.
 #[tokio::test]
