@@ -59,7 +59,7 @@ test('create a workspace, invite, accept, change role, read-only view, remove', 
   await signUp(guest, guestName, guestEmail);
   await guest.goto(link);
   await ready(guest);
-  await expect(guest.getByText(`Team ${suffix}`)).toBeVisible();
+  await expect(guest.getByText(`You are invited to join Team ${suffix} as member.`)).toBeVisible();
   await guest.getByRole('button', { name: 'Accept invitation' }).click();
   await expect(guest).toHaveURL(new RegExp(`/w/team-${suffix}$`));
   await expect(guest.getByText('Your role: member')).toBeVisible();

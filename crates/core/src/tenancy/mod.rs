@@ -16,6 +16,32 @@
 //! ```compile_fail
 //! use fluxi_core::tenancy::schema::notes; // private: tenant tables are not reachable
 //! ```
+//!
+//! and the capability the tenant functions require cannot be made up, only obtained from
+//! the membership check (its fields are private):
+//!
+//! ```compile_fail
+//! use fluxi_core::tenancy::TenantIdent;
+//! use fluxi_core::workspaces::{Role, WorkspaceAccess};
+//! let ident = TenantIdent::for_workspace(uuid::Uuid::nil());
+//! let forged = WorkspaceAccess {
+//!     workspace_id: uuid::Uuid::nil(),
+//!     slug: "a".into(),
+//!     name: "A".into(),
+//!     schema: ident.clone(),
+//!     db_role: ident,
+//!     user_id: uuid::Uuid::nil(),
+//!     role: Role::Owner,
+//! };
+//! ```
+//!
+//! (The compiling counterpart, for comparison: the same names are public.)
+//!
+//! ```
+//! use fluxi_core::tenancy::TenantIdent;
+//! use fluxi_core::workspaces::{Role, WorkspaceAccess};
+//! let _ = (TenantIdent::for_workspace(uuid::Uuid::nil()), Role::Owner, std::mem::size_of::<WorkspaceAccess>());
+//! ```
 
 pub mod migrations;
 pub mod notes;
