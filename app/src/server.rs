@@ -52,6 +52,9 @@ pub struct AppServices {
     pub request_timeout: std::time::Duration,
     /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
     pub workspaces_per_day: u32,
+    /// Keyed pseudonyms for personal identifiers stored for matching only
+    /// (`FLUXI_PSEUDONYM_KEY`; see `fluxi_core::pseudonym`).
+    pub pseudonyms: fluxi_core::pseudonym::Pseudonymizer,
 }
 
 /// A short random reference that links a generic client-facing error to the log line
@@ -343,7 +346,7 @@ pub async fn step_up(state: &AppState, user: &User, password: &str) -> Result<()
     }
     // Throttled like sign-in, on the same count: a stolen session must not become a way
     // to guess the password without limit.
-    let throttle_key = accounts::sign_in_key(&user.email_normalized);
+    let throttle_key = accounts::sign_in_key(&state.pseudonyms, &user.email_normalized);
     let stored = {
         let mut conn = conn(state).await?;
         let refused = accounts::sign_in_refused_for(&mut conn, &state.sign_in_throttle, &throttle_key, state.clock.now())

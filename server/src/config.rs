@@ -32,6 +32,9 @@ pub struct Config {
     pub trusted_proxies: usize,
     /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
     pub workspaces_per_day: u32,
+    /// Key of the keyed pseudonyms (`FLUXI_PSEUDONYM_KEY`, 64 hex digits), if set; see
+    /// [`Config::pseudonyms`].
+    pub pseudonym_key: Option<fluxi_core::pseudonym::Pseudonymizer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,21 @@ pub struct Config {
 pub struct ConfigError(String);
 
 impl Config {
+    /// The pseudonym key for serving, and whether it was made up for this process. Required
+    /// in production, where pseudonyms must match across restarts and instances; in
+    /// development a random key is used when none is set. (`migrate` needs none.)
+    pub fn pseudonyms(&self) -> Result<(fluxi_core::pseudonym::Pseudonymizer, bool), ConfigError> {
+        match (&self.pseudonym_key, self.production) {
+            (Some(key), _) => Ok((key.clone(), false)),
+            (None, false) => Ok((fluxi_core::pseudonym::Pseudonymizer::random(), true)),
+            (None, true) => Err(ConfigError(
+                "FLUXI_PSEUDONYM_KEY is not set: production needs a fixed secret key for pseudonyms \
+                 (64 hex digits, e.g. from `openssl rand -hex 32`), kept outside the database"
+                    .into(),
+            )),
+        }
+    }
+
     /// Whether `/dev/mailbox` exists: only in development, and only while mail is not
     /// delivered (with `SMTP_URL` set the mails reach their recipients, and a page listing
     /// invitation links would only be a way to read other people's mail).
@@ -87,7 +105,13 @@ impl Config {
             "development" => false,
             other => return Err(ConfigError(format!("FLUXI_ENV={other:?}: use development or production"))),
         };
+        let pseudonym_key = vars
+            .get("FLUXI_PSEUDONYM_KEY")
+            .map(|hex_key| fluxi_core::pseudonym::Pseudonymizer::from_hex(&hex_key))
+            .transpose()
+            .map_err(|e| ConfigError(format!("FLUXI_PSEUDONYM_KEY: {e}")))?;
         Ok(Self {
+            pseudonym_key,
             database_url,
             addr,
             base_url: vars.parsed("FLUXI_BASE_URL", format!("http://{addr}"))?,
@@ -123,13 +147,14 @@ mod tests {
     }
 
     const DB: (&str, &str) = ("DATABASE_URL", "postgres://app@127.0.0.1/fluxi");
+    const KEY: (&str, &str) = ("FLUXI_PSEUDONYM_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
 
     #[test]
     fn production_is_the_default_and_has_no_mailbox() {
-        let c = config(&[DB]).unwrap();
+        let c = config(&[DB, KEY]).unwrap();
         assert!(c.production);
         assert!(!c.dev_mailbox());
-        assert!(config(&[DB, ("FLUXI_ENV", "  ")]).unwrap().production, "blank counts as unset");
+        assert!(config(&[DB, KEY, ("FLUXI_ENV", "  ")]).unwrap().production, "blank counts as unset");
     }
 
     #[test]
@@ -137,15 +162,30 @@ mod tests {
         assert!(config(&[DB, ("FLUXI_ENV", "development")]).unwrap().dev_mailbox());
         let with_smtp = config(&[DB, ("FLUXI_ENV", "development"), ("SMTP_URL", "smtp://127.0.0.1:2525")]).unwrap();
         assert!(!with_smtp.production && !with_smtp.dev_mailbox());
-        assert!(!config(&[DB, ("FLUXI_ENV", "production")]).unwrap().dev_mailbox());
+        assert!(!config(&[DB, KEY, ("FLUXI_ENV", "production")]).unwrap().dev_mailbox());
     }
 
     #[test]
     fn bad_values_are_named_in_the_error() {
         let err = config(&[DB, ("FLUXI_ENV", "staging")]).unwrap_err().to_string();
         assert!(err.contains("FLUXI_ENV") && err.contains("staging"), "{err}");
-        let err = config(&[DB, ("FLUXI_DB_POOL_SIZE", "many")]).unwrap_err().to_string();
+        let err = config(&[DB, KEY, ("FLUXI_DB_POOL_SIZE", "many")]).unwrap_err().to_string();
         assert!(err.contains("FLUXI_DB_POOL_SIZE=\"many\""), "{err}");
         assert!(config(&[]).unwrap_err().to_string().contains("DATABASE_URL is not set"));
+    }
+
+    #[test]
+    fn production_needs_a_pseudonym_key_and_development_makes_one_up() {
+        let err = config(&[DB]).unwrap().pseudonyms().unwrap_err().to_string();
+        assert!(err.contains("FLUXI_PSEUDONYM_KEY is not set"), "{err}");
+        let err = config(&[DB, ("FLUXI_PSEUDONYM_KEY", "not hex")]).unwrap_err().to_string();
+        assert!(err.contains("FLUXI_PSEUDONYM_KEY") && err.contains("64 hexadecimal digits") && !err.contains("not hex"), "{err}");
+        let (fixed, ephemeral) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();
+        assert!(!ephemeral);
+        let (again, _) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();
+        assert_eq!(fixed.pseudonym("p", "v"), again.pseudonym("p", "v"), "the same key, the same pseudonyms");
+        let (dev, ephemeral) = config(&[DB, ("FLUXI_ENV", "development")]).unwrap().pseudonyms().unwrap();
+        assert!(ephemeral);
+        assert_ne!(dev.pseudonym("p", "v"), fixed.pseudonym("p", "v"));
     }
 }

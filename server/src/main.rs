@@ -85,6 +85,7 @@ async fn migrate() -> Result<(), String> {
 
 async fn serve() -> Result<(), String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
+    let (pseudonyms, pseudonym_key_is_ephemeral) = config.pseudonyms().map_err(|e| e.to_string())?;
     // One broken workspace must not take the others down: they are served, and it answers
     // "being upgraded" (503) to its members until a rerun of the migration succeeds.
     if let Some(failed) = migrate_with(&config).await? {
@@ -107,7 +108,11 @@ async fn serve() -> Result<(), String> {
         dev_mailbox: config.dev_mailbox(),
         request_timeout: config.request_timeout,
         workspaces_per_day: config.workspaces_per_day,
+        pseudonyms,
     });
+    if pseudonym_key_is_ephemeral {
+        tracing::warn!("FLUXI_PSEUDONYM_KEY is not set: using a random key until the process stops (development only)");
+    }
     if let Some(smtp_url) = &config.smtp_url {
         let mailer = server::mail::Mailer::new(smtp_url, &config.mail_from)?;
         server::mail::spawn_worker(pool.clone(), clock.clone(), mailer, std::time::Duration::from_secs(1));

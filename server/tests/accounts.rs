@@ -316,13 +316,20 @@ async fn repeated_failed_sign_ins_block_the_account_for_a_while() {
     }
     let r = attacker.call("login", &[("email", "nobody@example.test"), ("password", "a guess that is wrong")]).await;
     assert_eq!((r.status, r.error()), (StatusCode::TOO_MANY_REQUESTS, AppError::TooMany(BLOCKED.into())));
-    // The counts are stored under a hash, never the email.
+    // The counts are stored under keyed pseudonyms: never the email or address, nor a plain
+    // hash of them that anyone could recompute from a list of candidates.
     let mut conn = app.db.conn().await;
     let keys: Vec<Vec<u8>> = sign_in_failures::table.select(sign_in_failures::key).load(&mut conn).await.unwrap();
     assert_eq!(keys.len(), 3, "two accounts and the attacker's network");
+    let normalized = fluxi_core::accounts::normalize_email(&email);
+    assert!(keys.contains(&fluxi_core::accounts::sign_in_key(&app.state.pseudonyms, &normalized)));
+    assert!(keys.contains(&fluxi_core::accounts::client_sign_in_key(&app.state.pseudonyms, "127.0.0.1")));
     for key in &keys {
-        let key = String::from_utf8_lossy(key);
-        assert!(!key.contains("example.test") && !key.contains("127.0.0.1"));
+        let text = String::from_utf8_lossy(key);
+        assert!(!text.contains("example.test") && !text.contains("127.0.0.1"));
+        for plain in [format!("sign-in:{normalized}"), "sign-in:nobody@example.test".into(), "sign-in-client:127.0.0.1".into()] {
+            assert_ne!(key, &<sha2::Sha256 as sha2::Digest>::digest(plain.as_bytes()).to_vec(), "a plain hash of {plain}");
+        }
     }
     // When the block is over the right password works again, and it starts the count over:
     // four more failures do not block.
@@ -343,7 +350,7 @@ async fn concurrent_failed_sign_ins_are_all_counted() {
     use fluxi_core::accounts::{record_failed_sign_in, sign_in_key, SignInThrottle};
     let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
     let throttle = SignInThrottle { max_failures: 1000, ..Default::default() };
-    let key = sign_in_key("burst@example.test");
+    let key = sign_in_key(&app.state.pseudonyms, "burst@example.test");
     let now = fluxi_core::clock::Clock::now(&app.clock);
     let tries: Vec<_> = (0..40)
         .map(|_| {
@@ -370,7 +377,8 @@ async fn the_cleanup_keeps_blocks_in_force_and_drops_finished_series() {
     let throttle = SignInThrottle { max_failures: 2, window: time::Duration::minutes(15), block: time::Duration::minutes(30) };
     let now = fluxi_core::clock::Clock::now(&app.clock);
     let mut conn = app.db.conn().await;
-    let (blocked, single) = (sign_in_key("blocked@example.test"), sign_in_key("single@example.test"));
+    let (blocked, single) =
+        (sign_in_key(&app.state.pseudonyms, "blocked@example.test"), sign_in_key(&app.state.pseudonyms, "single@example.test"));
     for _ in 0..2 {
         record_failed_sign_in(&mut conn, &throttle, &blocked, now).await.unwrap();
     }

@@ -127,11 +127,11 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     }
 
     let normalized = accounts::normalize_email(&email);
-    let throttle_key = accounts::sign_in_key(&normalized);
+    let throttle_key = accounts::sign_in_key(&state.pseudonyms, &normalized);
     let throttle = &state.sign_in_throttle;
     // Also counted per client network, across accounts: against trying one common password
     // on many accounts, which no single account's count would notice.
-    let client_key = server::client_network(&state).map(|network| accounts::client_sign_in_key(&network));
+    let client_key = server::client_network(&state).map(|network| accounts::client_sign_in_key(&state.pseudonyms, &network));
     let mut conn = server::conn(&state).await?;
     // Refused before the password is looked at: while blocked, even the right one fails.
     if let Some(wait) = accounts::sign_in_refused_for(&mut conn, throttle, &throttle_key, state.clock.now())

@@ -6,6 +6,7 @@ pub mod client;
 pub mod clock;
 pub mod db;
 pub mod outbox;
+pub mod pseudonym;
 pub mod schema;
 pub mod sessions;
 pub mod tenancy;

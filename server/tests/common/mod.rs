@@ -87,6 +87,7 @@ impl TestApp {
             dev_mailbox: !opts.production,
             request_timeout: opts.request_timeout,
             workspaces_per_day: opts.workspaces_per_day,
+            pseudonyms: fluxi_core::pseudonym::Pseudonymizer::random(),
         });
         let router = server::build_router(state.clone());
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();

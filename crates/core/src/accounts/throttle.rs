@@ -14,7 +14,7 @@
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use sha2::{Digest, Sha256};
+use crate::pseudonym::Pseudonymizer;
 use time::{Duration, OffsetDateTime};
 
 use crate::schema::sign_in_failures;
@@ -71,14 +71,15 @@ impl SignInThrottle {
     }
 }
 
-/// The stored key of an account's count: never the email itself.
-pub fn sign_in_key(normalized_email: &str) -> Vec<u8> {
-    Sha256::digest(format!("sign-in:{normalized_email}").as_bytes()).to_vec()
+/// The stored key of an account's count: a keyed pseudonym of the email, never the email
+/// itself nor a plain hash of it (see `crate::pseudonym`).
+pub fn sign_in_key(pseudonyms: &Pseudonymizer, normalized_email: &str) -> Vec<u8> {
+    pseudonyms.pseudonym("sign-in", normalized_email)
 }
 
-/// The stored key of a client network's count (a different namespace from accounts').
-pub fn client_sign_in_key(client_network: &str) -> Vec<u8> {
-    Sha256::digest(format!("sign-in-client:{client_network}").as_bytes()).to_vec()
+/// The stored key of a client network's count (a different purpose from accounts').
+pub fn client_sign_in_key(pseudonyms: &Pseudonymizer, client_network: &str) -> Vec<u8> {
+    pseudonyms.pseudonym("sign-in-client", client_network)
 }
 
 /// How much longer sign-in to the account with this key is refused, if it is.
@@ -210,10 +211,12 @@ mod tests {
 
     #[test]
     fn the_key_is_not_the_email() {
-        let key = sign_in_key("ada@example.test");
+        let p = Pseudonymizer::random();
+        let key = sign_in_key(&p, "ada@example.test");
         assert_eq!(key.len(), 32);
         assert!(!String::from_utf8_lossy(&key).contains("ada"));
-        assert_ne!(key, sign_in_key("bob@example.test"));
-        assert_ne!(client_sign_in_key("ada@example.test"), key, "client keys live apart from account keys");
+        assert_eq!(key, sign_in_key(&p, "ada@example.test"));
+        assert_ne!(key, sign_in_key(&p, "bob@example.test"));
+        assert_ne!(client_sign_in_key(&p, "ada@example.test"), key, "client keys live apart from account keys");
     }
 }

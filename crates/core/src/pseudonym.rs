@@ -1,0 +1,93 @@
+//! Pseudonyms for personal identifiers that the database must be able to match but
+//! should not be able to reveal (sign-in throttling keys an email address or a client
+//! network today).
+//!
+//! A plain hash would not do: every IPv4 address, and most email addresses of a known
+//! domain, can be hashed by anyone holding a copy of the table until one matches. The
+//! pseudonym is a keyed MAC (BLAKE2s-256 with a 32-byte secret key), so without the key,
+//! which lives outside the database (`FLUXI_PSEUDONYM_KEY`), a stored value says nothing.
+
+use blake2::digest::{KeyInit, Mac};
+use blake2::Blake2sMac256;
+
+/// Bytes in a key.
+pub const KEY_LEN: usize = 32;
+
+#[derive(Clone)]
+pub struct Pseudonymizer {
+    key: [u8; KEY_LEN],
+}
+
+/// The key never reaches a log.
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pseudonymizer { key: <redacted> }")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a pseudonym key is {KEY_LEN} bytes written as {} hexadecimal digits", KEY_LEN * 2)]
+pub struct BadKey;
+
+impl Pseudonymizer {
+    pub fn new(key: [u8; KEY_LEN]) -> Self {
+        Self { key }
+    }
+
+    /// From the hexadecimal form used in configuration (64 digits).
+    pub fn from_hex(hex_key: &str) -> Result<Self, BadKey> {
+        let bytes = hex::decode(hex_key.trim()).map_err(|_| BadKey)?;
+        let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| BadKey)?;
+        Ok(Self { key })
+    }
+
+    /// A fresh random key (development without a configured key, tests).
+    pub fn random() -> Self {
+        Self { key: rand::random() }
+    }
+
+    /// The pseudonym of `value` for `purpose`: the same inputs give the same bytes under
+    /// one key; different purposes never share pseudonyms.
+    pub fn pseudonym(&self, purpose: &str, value: &str) -> Vec<u8> {
+        let mut mac = <Blake2sMac256 as KeyInit>::new_from_slice(&self.key).expect("32 bytes is a valid BLAKE2s key");
+        // Length-prefixed purpose: ("ab", "c") and ("a", "bc") must not collide.
+        mac.update(&(purpose.len() as u64).to_le_bytes());
+        mac.update(purpose.as_bytes());
+        mac.update(value.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn pseudonyms_depend_on_key_purpose_and_value() {
+        let one = Pseudonymizer::new([1; KEY_LEN]);
+        let other = Pseudonymizer::new([2; KEY_LEN]);
+        let p = one.pseudonym("sign-in", "ada@example.test");
+        assert_eq!(p.len(), 32);
+        assert_eq!(p, one.pseudonym("sign-in", "ada@example.test"), "stable under one key");
+        assert_ne!(p, other.pseudonym("sign-in", "ada@example.test"), "another key, another pseudonym");
+        assert_ne!(p, one.pseudonym("sign-in-client", "ada@example.test"), "purposes are kept apart");
+        assert_ne!(p, one.pseudonym("sign-in", "bob@example.test"));
+        assert_ne!(one.pseudonym("ab", "c"), one.pseudonym("a", "bc"));
+        // Not what an unkeyed hash of the same text would give.
+        assert_ne!(p, Sha256::digest(b"sign-in:ada@example.test").to_vec());
+    }
+
+    #[test]
+    fn keys_are_read_from_64_hex_digits_and_never_shown() {
+        let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let k = Pseudonymizer::from_hex(hex_key).unwrap();
+        assert_eq!(k.key[1], 0x11);
+        assert_eq!(Pseudonymizer::from_hex(&format!(" {hex_key}\n")).unwrap().key, k.key);
+        for bad in ["", "abc", &hex_key[..62], &format!("{hex_key}00"), &hex_key.replace('0', "g")] {
+            assert_eq!(Pseudonymizer::from_hex(bad).unwrap_err(), BadKey, "{bad:?}");
+        }
+        assert!(!format!("{k:?}").contains("0011"), "{k:?}");
+        assert_ne!(Pseudonymizer::random().key, Pseudonymizer::random().key);
+    }
+}
