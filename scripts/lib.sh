@@ -115,10 +115,10 @@ SQL
   echo "$url"
 }
 
-# app_url SUPERUSER_BASE_URL DB: the application role's URL for database DB.
 # A fresh secret key for keyed pseudonyms (FLUXI_PSEUDONYM_KEY): 64 hex digits.
 random_hex_key() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 
+# app_url SUPERUSER_BASE_URL DB: the application role's URL for database DB.
 app_url() { echo "${1/:\/\/fluxi:/://fluxi_app:}/$2"; }
 
 # create_app_db SUPERUSER_BASE_URL DB: creates DB (if missing) owned by the application role.

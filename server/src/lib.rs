@@ -105,10 +105,19 @@ async fn dev_mailbox(
     axum::response::Html(html).into_response()
 }
 
-/// A request made on this machine, not relayed: a loopback peer and no proxy headers (a
-/// reverse proxy on the same host connects from loopback too, but says whom it relays).
+/// A request made on this machine, not relayed: a loopback peer, no proxy headers (a
+/// reverse proxy on the same host connects from loopback too, and usually says whom it
+/// relays), and a loopback host name (a web page that rebinds its own domain name to
+/// 127.0.0.1 still sends that domain as `Host`).
 fn is_local_request(peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> bool {
-    peer.to_canonical().is_loopback() && !headers.contains_key("x-forwarded-for") && !headers.contains_key("forwarded")
+    let relayed = ["x-forwarded-for", "forwarded", "x-real-ip", "via"].iter().any(|h| headers.contains_key(*h));
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host_name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    };
+    let local_host = matches!(host_name.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "[::1]");
+    peer.to_canonical().is_loopback() && !relayed && local_host
 }
 
 async fn healthz() -> &'static str {
@@ -196,6 +205,32 @@ pub fn build_router(state: AppState) -> Router {
 
 /// Deletes expired sessions and sign-in failure counts that no longer matter, every
 /// `every`, in the background.
+/// Brings lagging workspace schemas up to date in the background, every `every`: one
+/// whose migration failed at start-up (a lock wait, say) answers 503 only until the next
+/// round, and one created by an instance of an older version during a rolling deploy is
+/// caught up too. When nothing is pending a round is one query.
+pub fn spawn_fleet_catch_up(pool: Pool, concurrency: usize, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await; // the first tick is immediate; start-up has just migrated
+        loop {
+            tick.tick().await;
+            match fluxi_core::tenancy::migrations::migrate_fleet(&pool, concurrency).await {
+                Ok(report) => {
+                    if report.migrated > 0 {
+                        tracing::info!(migrated = report.migrated, "lagging workspace schemas migrated");
+                    }
+                    if !report.failed.is_empty() {
+                        // Each failure was logged with its reason by the runner.
+                        tracing::error!(failed = report.failed.len(), "workspace schemas still behind; they answer 503 until migrated");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "fleet catch-up round failed"),
+            }
+        }
+    })
+}
+
 pub fn spawn_session_cleanup(
     pool: Pool,
     clock: SharedClock,
@@ -239,17 +274,30 @@ mod tests {
 
     #[test]
     fn only_unrelayed_loopback_requests_are_local() {
-        let none = axum::http::HeaderMap::new();
+        let with_host = |host: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::HOST, host.parse().unwrap());
+            h
+        };
+        let local = with_host("127.0.0.1:3000");
         for peer in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
-            assert!(is_local_request(peer.parse().unwrap(), &none), "{peer}");
+            assert!(is_local_request(peer.parse().unwrap(), &local), "{peer}");
+        }
+        for host in ["localhost", "localhost:3000", "LOCALHOST:3000", "[::1]:3000", "127.0.0.1"] {
+            assert!(is_local_request("127.0.0.1".parse().unwrap(), &with_host(host)), "{host}");
         }
         for peer in ["192.0.2.10", "10.0.0.1", "2001:db8::1"] {
-            assert!(!is_local_request(peer.parse().unwrap(), &none), "{peer}");
+            assert!(!is_local_request(peer.parse().unwrap(), &local), "{peer}");
         }
-        for header in ["x-forwarded-for", "forwarded"] {
-            let mut relayed = axum::http::HeaderMap::new();
-            relayed.insert(header, "for=203.0.113.5".parse().unwrap());
+        for header in ["x-forwarded-for", "forwarded", "x-real-ip", "via"] {
+            let mut relayed = with_host("127.0.0.1:3000");
+            relayed.insert(header, "203.0.113.5".parse().unwrap());
             assert!(!is_local_request("127.0.0.1".parse().unwrap(), &relayed), "{header}");
         }
+        // DNS rebinding: a page at evil.example whose name now points at 127.0.0.1.
+        for host in ["evil.example", "evil.example:3000", "127.0.0.1.evil.example", ""] {
+            assert!(!is_local_request("127.0.0.1".parse().unwrap(), &with_host(host)), "{host:?}");
+        }
+        assert!(!is_local_request("127.0.0.1".parse().unwrap(), &axum::http::HeaderMap::new()), "no Host");
     }
 }

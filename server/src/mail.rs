@@ -36,8 +36,9 @@ impl Mailer {
             .body(mail.body.clone())
             .map_err(|e| (e.to_string(), Failure::Permanent))?;
         self.transport.send(message).await.map(|_| ()).map_err(|e| {
-            let failure = if e.is_permanent() { Failure::Permanent } else { Failure::Transient };
-            (e.to_string(), failure)
+            let text = e.to_string();
+            let failure = outbox::failure_for_smtp_reply(e.status().map(u16::from), &text);
+            (text, failure)
         })
     }
 }
@@ -47,7 +48,7 @@ impl Mailer {
 pub async fn deliver_due(pool: &Pool, clock: &SharedClock, mailer: &Mailer) -> Result<usize, String> {
     let due = {
         let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        outbox::claim_due(&mut conn, clock.now(), 20).await.map_err(|e| e.to_string())?
+        outbox::claim_due(&mut conn, clock.now(), outbox::CLAIM_BATCH).await.map_err(|e| e.to_string())?
     };
     let mut sent = 0;
     for mail in &due {

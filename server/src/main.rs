@@ -121,7 +121,8 @@ async fn serve() -> Result<(), String> {
     }
     // Account and client counts share a table: keep rows as long as the longer window needs.
     let cleanup_rule = [state.sign_in_throttle, state.client_sign_in_throttle].into_iter().max_by_key(|t| t.window).unwrap_or_default();
-    server::spawn_session_cleanup(pool, clock, cleanup_rule, config.session_cleanup_every);
+    server::spawn_session_cleanup(pool.clone(), clock, cleanup_rule, config.session_cleanup_every);
+    server::spawn_fleet_catch_up(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;

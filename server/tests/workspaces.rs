@@ -805,15 +805,23 @@ async fn mail_delivery_is_leased_and_gives_up_after_the_last_attempt() {
     };
 
     // A worker claims the mail and dies before sending it.
-    {
+    let stale = {
         let mut conn = app.db.conn().await;
-        assert_eq!(claim_due(&mut conn, app.clock.now(), 20).await.unwrap().len(), 1);
-    }
+        let mut claimed = claim_due(&mut conn, app.clock.now(), 20).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        claimed.pop().unwrap()
+    };
     assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &dead).await.unwrap(), 0);
     assert_eq!(attempts().await, (1, false), "leased: nobody else tries it meanwhile");
     app.clock.advance(CLAIM_LEASE + Duration::seconds(1));
     server::mail::deliver_due(&app.db.pool, &clock, &dead).await.unwrap();
     assert_eq!(attempts().await, (2, false), "claimed again after the lease");
+    // The first worker was only slow, not dead: its late verdict on an old claim changes nothing.
+    {
+        let mut conn = app.db.conn().await;
+        fluxi_core::outbox::mark_failed(&mut conn, &stale, "late", fluxi_core::outbox::Failure::Permanent, app.clock.now()).await.unwrap();
+    }
+    assert_eq!(attempts().await, (2, false), "a stale claim cannot give the mail up");
 
     for n in 3..=MAX_ATTEMPTS {
         app.clock.advance(Duration::hours(1) + Duration::seconds(1));

@@ -32,11 +32,15 @@ pub struct OutboxEmail {
     pub failed_at: Option<OffsetDateTime>,
 }
 
-/// Attempts before a mail is given up (with the backoff below, ≈ 6 hours of retrying).
+/// Attempts before a mail is given up (with the backoff below, ≈ 5 hours of retrying).
 pub const MAX_ATTEMPTS: i32 = 12;
 
-/// How long claimed mails stay hidden from other workers while one sends them.
-pub const CLAIM_LEASE: Duration = Duration::minutes(5);
+/// How long claimed mails stay hidden from other workers while one sends them: longer
+/// than a batch of `CLAIM_BATCH` can take against a slow server (10 s per SMTP command).
+pub const CLAIM_LEASE: Duration = Duration::minutes(15);
+
+/// Mails claimed at once by a worker.
+pub const CLAIM_BATCH: i64 = 10;
 
 pub async fn enqueue(conn: &mut AsyncPgConnection, recipient: &str, subject: &str, body: &str) -> QueryResult<()> {
     diesel::insert_into(outbox_emails::table)
@@ -81,8 +85,9 @@ pub async fn claim_due(conn: &mut AsyncPgConnection, now: OffsetDateTime, limit:
     .await
 }
 
+/// Records that a claimed mail went out (even if its lease ran out meanwhile: it was sent).
 pub async fn mark_sent(conn: &mut AsyncPgConnection, id: Uuid, now: OffsetDateTime) -> QueryResult<()> {
-    diesel::update(outbox_emails::table.find(id))
+    diesel::update(outbox_emails::table.find(id).filter(outbox_emails::sent_at.is_null()))
         .set((outbox_emails::sent_at.eq(now), outbox_emails::last_error.eq(None::<String>)))
         .execute(conn)
         .await
@@ -106,11 +111,31 @@ pub enum Failure {
     Permanent,
 }
 
+/// Whether an SMTP refusal is final for this mail. Only refusals of the recipient's
+/// mailbox are (RFC 5321: 550 unavailable, 551 not local, 553 name not allowed), and not
+/// when the server says it is a policy matter (enhanced status 5.7.x, e.g. relaying
+/// denied): those, like authentication failures (530, 535) and every other code, come
+/// from our configuration or the server's state, can be fixed, and are retried.
+pub fn failure_for_smtp_reply(code: Option<u16>, text: &str) -> Failure {
+    match code {
+        Some(550 | 551 | 553) if !text.contains("5.7.") => Failure::Permanent,
+        _ => Failure::Transient,
+    }
+}
+
 /// Records a failed attempt of a claimed mail: retried after the backoff, or given up
-/// when the failure is permanent or this was attempt `MAX_ATTEMPTS`.
+/// when the failure is permanent or this was attempt `MAX_ATTEMPTS`. Does nothing when the
+/// claim is no longer this worker's (its lease ran out and another worker claimed the
+/// mail again, or it was sent or given up meanwhile).
 pub async fn mark_failed(conn: &mut AsyncPgConnection, mail: &OutboxEmail, error: &str, failure: Failure, now: OffsetDateTime) -> QueryResult<()> {
     let error: String = error.chars().take(500).collect();
-    let update = diesel::update(outbox_emails::table.find(mail.id));
+    let update = diesel::update(
+        outbox_emails::table
+            .find(mail.id)
+            .filter(outbox_emails::attempts.eq(mail.attempts))
+            .filter(outbox_emails::sent_at.is_null())
+            .filter(outbox_emails::failed_at.is_null()),
+    );
     if failure == Failure::Permanent || mail.attempts >= MAX_ATTEMPTS {
         update.set((outbox_emails::failed_at.eq(now), outbox_emails::last_error.eq(error))).execute(conn).await?;
     } else {
@@ -135,6 +160,23 @@ pub async fn recent(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_of_the_recipient_are_final() {
+        assert_eq!(failure_for_smtp_reply(Some(550), "No such user here"), Failure::Permanent);
+        assert_eq!(failure_for_smtp_reply(Some(550), "5.1.1 <x@example.test>: Recipient address rejected"), Failure::Permanent);
+        assert_eq!(failure_for_smtp_reply(Some(553), "mailbox name not allowed"), Failure::Permanent);
+        for (code, text) in [
+            (Some(550), "5.7.1 Relaying denied"),
+            (Some(535), "5.7.8 Authentication credentials invalid"),
+            (Some(530), "Authentication required"),
+            (Some(554), "Transaction failed"),
+            (Some(421), "Service not available"),
+            (None, "connection refused"),
+        ] {
+            assert_eq!(failure_for_smtp_reply(code, text), Failure::Transient, "{code:?} {text}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_from_thirty_seconds_up_to_an_hour() {
