@@ -113,7 +113,7 @@ fn is_local_request(peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> 
     let relayed = ["x-forwarded-for", "forwarded", "x-real-ip", "via"].iter().any(|h| headers.contains_key(*h));
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let host_name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
     let local_host = matches!(host_name.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "[::1]");
@@ -203,8 +203,6 @@ pub fn build_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Deletes expired sessions and sign-in failure counts that no longer matter, every
-/// `every`, in the background.
 /// Brings lagging workspace schemas up to date in the background, every `every`: one
 /// whose migration failed at start-up (a lock wait, say) answers 503 only until the next
 /// round, and one created by an instance of an older version during a rolling deploy is
@@ -231,6 +229,8 @@ pub fn spawn_fleet_catch_up(pool: Pool, concurrency: usize, every: Duration) -> 
     })
 }
 
+/// Deletes expired sessions and sign-in failure counts that no longer matter, every
+/// `every`, in the background.
 pub fn spawn_session_cleanup(
     pool: Pool,
     clock: SharedClock,
