@@ -102,15 +102,18 @@ pg_start() {
       -o "-c listen_addresses=127.0.0.1 -p $port -k $sock -c max_connections=300 -c fsync=${PG_FSYNC:-on}" start >/dev/null
   fi
   local url="postgres://fluxi:$(cat "$pwfile")@127.0.0.1:$port"
-  # The application's own login role: not a superuser, owns no tenant tables, may create
-  # the per-workspace roles (CREATEROLE) and, as database owner, their schemas.
+  # The application's own login role: not a superuser, owns no tenant tables, creates
+  # the per-workspace roles only through the provisioning functions (create_app_db), not
+  # with CREATEROLE, and as database owner creates their schemas.
   # NOINHERIT: it holds no workspace's rights until it SETs that workspace's role.
+  # (ALTER: clusters made before the provisioning functions gave it CREATEROLE.)
   psql -X -q -v ON_ERROR_STOP=1 "$url/postgres" >/dev/null <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fluxi_app') THEN
-    CREATE ROLE fluxi_app LOGIN NOINHERIT CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '$(cat "$pwfile")';
+    CREATE ROLE fluxi_app LOGIN NOINHERIT NOCREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '$(cat "$pwfile")';
   END IF;
 END \$\$;
+ALTER ROLE fluxi_app NOINHERIT NOCREATEROLE NOSUPERUSER NOBYPASSRLS;
 SQL
   echo "$url"
 }
@@ -123,12 +126,14 @@ app_url() { echo "${1/:\/\/fluxi:/://fluxi_app:}/$2"; }
 
 # create_app_db SUPERUSER_BASE_URL DB: creates DB (if missing) owned by the application role.
 # fluxi_app is NOINHERIT, so it is made owner of `public` explicitly (it would not use
-# pg_database_owner's implicit rights).
+# pg_database_owner's implicit rights). Installs (or updates) the workspace role
+# provisioning functions every time: they are the administrator's part of the schema.
 create_app_db() {
   if ! psql -X -q "$1/postgres" -tc "SELECT 1 FROM pg_database WHERE datname = '$2'" | grep -q 1; then
     psql_url "$1/postgres" "CREATE DATABASE $2 OWNER fluxi_app"
     psql_url "$1/$2" "ALTER SCHEMA public OWNER TO fluxi_app"
   fi
+  psql -X -q -v ON_ERROR_STOP=1 "$1/$2" -f "$ROOT/migrations/admin/provisioning.sql" >/dev/null
 }
 
 pg_stop() {

@@ -64,8 +64,9 @@ async fn concurrent_runners_apply_each_migration_once() {
 }
 
 /// The second line of tenant isolation (per-workspace roles) only holds for a login role
-/// that is NOINHERIT, not a superuser and without BYPASSRLS: `serve` and `migrate` check
-/// this before anything else.
+/// that is NOINHERIT, not a superuser, without BYPASSRLS and without CREATEROLE (directly
+/// or through the provisioning functions' owner), and that can provision workspace roles
+/// through those functions: `serve` and `migrate` check this before anything else.
 #[tokio::test]
 async fn login_roles_that_would_bypass_workspace_roles_are_refused() {
     use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -79,11 +80,41 @@ async fn login_roles_that_would_bypass_workspace_roles_are_refused() {
 
     let role = format!("fluxi_loose_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let password = fluxi_core::testing::password_of(&db.admin_url).replace('\'', "");
-    admin.batch_execute(&format!("CREATE ROLE {role} LOGIN INHERIT BYPASSRLS PASSWORD '{password}'")).await.unwrap();
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN INHERIT BYPASSRLS CREATEROLE PASSWORD '{password}'"))
+        .await
+        .unwrap();
     let mut loose = AsyncPgConnection::establish(&fluxi_core::testing::as_login_role(&db.url, &role)).await.unwrap();
     let err = db::check_login_role(&mut loose).await.unwrap_err().to_string();
     assert!(err.contains(&role) && err.contains("has BYPASSRLS") && err.contains("has INHERIT"), "{err}");
-    assert!(!err.contains("is a superuser"), "{err}");
+    assert!(err.contains("has CREATEROLE"), "{err}");
+    // Not the database's owner, so the provisioning functions were not granted to it.
+    assert!(err.contains("cannot execute the workspace role provisioning functions"), "{err}");
+    assert!(!err.contains("is a superuser") && !err.contains("member of the provisioning"), "{err}");
     drop(loose);
-    admin.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
+
+    // A role that could become the functions' owner (which has CREATEROLE) is refused too,
+    // even when everything else about it is right.
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} NOINHERIT NOBYPASSRLS NOCREATEROLE; \
+             GRANT USAGE ON SCHEMA fluxi_provisioning TO {role}; \
+             GRANT EXECUTE ON FUNCTION fluxi_provisioning.create_workspace_role(text), \
+                 fluxi_provisioning.drop_workspace_role(text) TO {role}"
+        ))
+        .await
+        .unwrap();
+    let mut tidy = AsyncPgConnection::establish(&fluxi_core::testing::as_login_role(&db.url, &role)).await.unwrap();
+    db::check_login_role(&mut tidy).await.expect("NOINHERIT, NOCREATEROLE, may provision: fine");
+    admin.batch_execute(&format!("GRANT fluxi_provisioner TO {role}")).await.unwrap();
+    let err = db::check_login_role(&mut tidy).await.unwrap_err().to_string();
+    assert!(err.contains("is a member of the provisioning functions' owner"), "{err}");
+    drop(tidy);
+    admin.batch_execute(&format!("REVOKE fluxi_provisioner FROM {role}; DROP OWNED BY {role}; DROP ROLE {role}")).await.unwrap();
+
+    // Without the administrator's provisioning functions in the database, nothing starts.
+    admin.batch_execute("DROP SCHEMA fluxi_provisioning CASCADE").await.unwrap();
+    let err = db::check_login_role(&mut app).await.unwrap_err().to_string();
+    assert!(err.contains("cannot execute the workspace role provisioning functions"), "{err}");
+    assert!(err.contains("migrations/admin/provisioning.sql"), "{err}");
 }

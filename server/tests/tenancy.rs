@@ -179,6 +179,79 @@ async fn the_application_role_cannot_read_a_workspace_schema_without_its_role() 
     assert_eq!(n, 1);
 }
 
+/// The application's login role has no CREATEROLE: on PostgreSQL 15 that would let it
+/// (say, through an SQL injection) grant itself `pg_read_all_data` (every workspace's
+/// data) or `pg_execute_server_program` (shell commands on the database host). It makes
+/// workspace roles only through the administrator's provisioning functions, which take
+/// nothing but workspace role names.
+#[tokio::test]
+async fn the_application_role_can_only_make_workspace_roles_through_the_provisioning_functions() {
+    let app = TestApp::spawn().await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "A").await;
+    let schema = schema_of(&app, &slug).await;
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    async fn refused(conn: &mut AsyncPgConnection, sql: &str) -> String {
+        match conn.batch_execute(sql).await {
+            Ok(()) => panic!("the application role may run {sql:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+    for sql in [
+        "GRANT pg_read_all_data TO CURRENT_USER",
+        "GRANT pg_execute_server_program TO CURRENT_USER",
+        "GRANT pg_write_all_data TO CURRENT_USER",
+        "SET ROLE fluxi_provisioner",
+        "CREATE ROLE intruder LOGIN PASSWORD 'x'",
+        "ALTER ROLE CURRENT_USER CREATEROLE",
+    ] {
+        let err = refused(&mut conn, sql).await;
+        assert!(err.contains("permission denied") || err.contains("must have admin option"), "{sql}: {err}");
+    }
+    // Its own workspace role cannot be handed to anyone else either.
+    let err = refused(&mut conn, &format!("GRANT {schema} TO fluxi_provisioner")).await;
+    assert!(err.contains("permission denied") || err.contains("must have admin option"), "{err}");
+    // The functions cannot be replaced with others running as their owner.
+    let err = refused(
+        &mut conn,
+        "CREATE OR REPLACE FUNCTION fluxi_provisioning.create_workspace_role(name text) RETURNS void \
+         LANGUAGE sql AS 'SELECT 1'",
+    )
+    .await;
+    assert!(err.contains("permission denied") || err.contains("must be owner"), "{err}");
+    // And they take nothing but workspace role names.
+    for name in ["fluxi", "fluxi_app", "pg_read_all_data", "ws_0123", "WS_0123456789ABCDEF0123456789ABCDEF", "ws_x\"; DROP ROLE fluxi; --"] {
+        for function in ["create_workspace_role", "drop_workspace_role"] {
+            let err = diesel::sql_query(format!("SELECT fluxi_provisioning.{function}($1)"))
+                .bind::<Text, _>(name)
+                .execute(&mut conn)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a workspace role name"), "{function}({name:?}): {err}");
+        }
+    }
+    let unknown = fluxi_core::tenancy::TenantIdent::for_workspace(uuid::Uuid::new_v4());
+    let err = diesel::sql_query("SELECT fluxi_provisioning.drop_workspace_role($1)")
+        .bind::<Text, _>(unknown.as_str())
+        .execute(&mut conn)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no workspace role"), "{err}");
+    // A role that still owns its schema is not dropped; the workspace goes on working.
+    let err = diesel::sql_query("SELECT fluxi_provisioning.drop_workspace_role($1)")
+        .bind::<Text, _>(&schema)
+        .execute(&mut conn)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be dropped"), "{err}");
+    let access = app.access(&slug, &ada).await;
+    let mut pooled = app.db.conn().await;
+    notes::create_note(&mut pooled, &access, "still here", "").await.unwrap();
+}
+
 #[tokio::test]
 async fn pooled_connections_never_leak_a_tenant_scope() {
     // Two connections, thousands of interleaved operations on two workspaces, including

@@ -118,17 +118,44 @@ struct LoginRole {
     bypass_rls: bool,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     inherit: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    create_role: bool,
+    /// Both provisioning functions exist and this role may execute them.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    provisioning: bool,
+    /// This role is a member of a provisioning function's owner, i.e. could `SET ROLE`
+    /// to a role with CREATEROLE.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    can_become_provisioner: bool,
 }
+
+/// The administrator's part of the schema, run as a superuser in each application
+/// database (README, "Database roles"); the test harness installs it the same way.
+pub const PROVISIONING_SQL: &str = include_str!("../../../migrations/admin/provisioning.sql");
 
 /// Refuses to run as a login role that would quietly switch off the per-workspace
 /// database roles, the second line of tenant isolation (README, "Workspaces, tenancy and
 /// roles"): a superuser or a role that bypasses row security reads every schema anyway,
-/// and a role with INHERIT gets the rights of every workspace role it is a member of
-/// without `SET ROLE`. Checked once at start-up, for `serve` and `migrate`.
+/// a role with INHERIT gets the rights of every workspace role it is a member of
+/// without `SET ROLE`, and on PostgreSQL 15 a role with CREATEROLE (or one that can
+/// become such a role) can grant itself `pg_read_all_data` or `pg_execute_server_program`.
+/// Also requires the provisioning functions that create and drop workspace roles instead.
+/// Checked once at start-up, for `serve` and `migrate`.
 pub async fn check_login_role(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
     let role: LoginRole = diesel::sql_query(
-        "SELECT rolname::text AS name, rolsuper AS superuser, rolbypassrls AS bypass_rls, rolinherit AS inherit \
-         FROM pg_roles WHERE rolname = session_user",
+        // Looked up in the catalogs by name (not `to_regprocedure`, which raises an error
+        // without USAGE on the schema): both functions, taking one `text` (oid 25).
+        "WITH fns AS (SELECT p.oid, p.proowner, n.oid AS schema FROM pg_proc p \
+                      JOIN pg_namespace n ON n.oid = p.pronamespace \
+                      WHERE n.nspname = 'fluxi_provisioning' \
+                        AND p.proname IN ('create_workspace_role', 'drop_workspace_role') \
+                        AND p.proargtypes = '25'::oidvector) \
+         SELECT r.rolname::text AS name, r.rolsuper AS superuser, r.rolbypassrls AS bypass_rls, \
+                r.rolinherit AS inherit, r.rolcreaterole AS create_role, \
+                (SELECT count(*) = 2 AND bool_and(has_function_privilege(oid, 'EXECUTE') \
+                                                  AND has_schema_privilege(schema, 'USAGE')) FROM fns) AS provisioning, \
+                EXISTS (SELECT FROM fns WHERE pg_has_role(session_user, proowner, 'MEMBER')) AS can_become_provisioner \
+         FROM pg_roles r WHERE r.rolname = session_user",
     )
     .get_result(conn)
     .await?;
@@ -142,12 +169,24 @@ pub async fn check_login_role(conn: &mut AsyncPgConnection) -> Result<(), DbErro
     if role.inherit {
         wrong.push("has INHERIT (it must be NOINHERIT)");
     }
+    if role.create_role {
+        wrong.push("has CREATEROLE (it must be NOCREATEROLE: workspace roles are made by the provisioning functions)");
+    }
+    if role.can_become_provisioner {
+        wrong.push("is a member of the provisioning functions' owner");
+    }
+    if !role.provisioning {
+        wrong.push(
+            "cannot execute the workspace role provisioning functions (a superuser must run \
+             migrations/admin/provisioning.sql in this database, owned by this role)",
+        );
+    }
     if wrong.is_empty() {
         Ok(())
     } else {
         Err(DbError::LoginRole(format!(
             "the database login role {:?} {}; connect as a role like the one scripts/lib.sh creates \
-             (LOGIN NOINHERIT CREATEROLE NOSUPERUSER NOBYPASSRLS)",
+             (LOGIN NOINHERIT NOCREATEROLE NOSUPERUSER NOBYPASSRLS, owner of the database)",
             role.name,
             wrong.join(", ")
         )))

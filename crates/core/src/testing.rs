@@ -76,7 +76,7 @@ fn template_name() -> String {
         .iter()
         .map(|m| m.name().to_string())
         .collect();
-    let digest = Sha256::digest(names.join("\n").as_bytes());
+    let digest = Sha256::digest(format!("{}\n{}", names.join("\n"), db::PROVISIONING_SQL).as_bytes());
     format!("fluxi_tpl_{}", &hex::encode(digest)[..16])
 }
 
@@ -98,11 +98,16 @@ impl TestDb {
             let password = password_of(&admin).replace('\'', "");
             diesel::sql_query(format!(
                 "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN \
-                 CREATE ROLE {APP_ROLE} LOGIN NOINHERIT CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '{password}'; END IF; END $$"
+                 CREATE ROLE {APP_ROLE} LOGIN NOINHERIT NOCREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '{password}'; END IF; END $$"
             ))
             .execute(&mut conn)
             .await
             .unwrap();
+            // A cluster kept from before the provisioning functions gave the role CREATEROLE.
+            diesel::sql_query(format!("ALTER ROLE {APP_ROLE} NOINHERIT NOCREATEROLE NOSUPERUSER NOBYPASSRLS"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             let building = format!("{template}_building");
             diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}")).execute(&mut conn).await.unwrap();
             diesel::sql_query(format!("CREATE DATABASE {building} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
@@ -140,10 +145,17 @@ impl TestDb {
 }
 
 /// The application role is NOINHERIT, so it does not get the implicit rights of
-/// `pg_database_owner` on `public`: give it the schema explicitly (as scripts/lib.sh does).
+/// `pg_database_owner` on `public`: give it the schema explicitly; and install the
+/// administrator's workspace role provisioning functions (as scripts/lib.sh does).
 async fn own_public_schema(admin_db_url: &str) {
+    use diesel_async::SimpleAsyncConnection;
     let mut conn = AsyncPgConnection::establish(admin_db_url).await.expect("connect as superuser");
     diesel::sql_query(format!("ALTER SCHEMA public OWNER TO {APP_ROLE}")).execute(&mut conn).await.unwrap();
+    // Tests make databases in parallel; the script creates and alters one cluster-wide
+    // role, which two sessions must not do at once ("tuple concurrently updated").
+    conn.batch_execute(&format!("SELECT pg_advisory_xact_lock(4243); {}", db::PROVISIONING_SQL))
+        .await
+        .expect("install the provisioning functions");
 }
 
 /// Builds a user with sensible defaults; every field can be overridden.

@@ -34,14 +34,16 @@ const VERSION_TABLE: &str =
 pub(crate) async fn provision(conn: &mut AsyncPgConnection, workspace_id: Uuid) -> Result<(), TenantError> {
     let ident = TenantIdent::for_workspace(workspace_id);
     let name = ident.as_str();
+    // The login role may not create roles itself (no CREATEROLE: on PostgreSQL 15 that
+    // would let it grant itself any predefined role); the administrator's provisioning
+    // function creates the role and makes us a member (migrations/admin/provisioning.sql).
+    diesel::sql_query("SELECT fluxi_provisioning.create_workspace_role($1)")
+        .bind::<Text, _>(name)
+        .execute(conn)
+        .await?;
     // Identifiers come from TenantIdent (strict pattern); nothing here is user input.
     // A new schema grants nothing to PUBLIC; only its owner role can use it.
-    conn.batch_execute(&format!(
-        "CREATE ROLE {name} NOLOGIN NOINHERIT; \
-         GRANT {name} TO CURRENT_USER; \
-         CREATE SCHEMA {name} AUTHORIZATION {name};"
-    ))
-    .await?;
+    conn.batch_execute(&format!("CREATE SCHEMA {name} AUTHORIZATION {name};")).await?;
     apply_pending_in(conn, &ident, &ident, TENANT_MIGRATIONS).await?;
     Ok(())
 }

@@ -460,9 +460,13 @@ pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAc
             lock_roles(c, access, Permission::DeleteWorkspace, None).await?;
             diesel::delete(workspaces::table.find(id)).execute(c).await?;
             // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
-            // it; then the (now empty-handed) role itself is dropped.
+            // it; then the (now empty-handed) role itself is dropped, by the
+            // administrator's provisioning function (the login role has no CREATEROLE).
             let name = ident.as_str();
-            c.batch_execute(&format!("SET LOCAL ROLE {name}; DROP SCHEMA {name} CASCADE; RESET ROLE; DROP ROLE {name};"))
+            c.batch_execute(&format!("SET LOCAL ROLE {name}; DROP SCHEMA {name} CASCADE; RESET ROLE;")).await?;
+            diesel::sql_query("SELECT fluxi_provisioning.drop_workspace_role($1)")
+                .bind::<diesel::sql_types::Text, _>(name)
+                .execute(c)
                 .await?;
             Ok(())
         }
