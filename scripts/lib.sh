@@ -133,7 +133,7 @@ create_app_db() {
     psql_url "$1/postgres" "CREATE DATABASE $2 OWNER fluxi_app"
     psql_url "$1/$2" "ALTER SCHEMA public OWNER TO fluxi_app"
   fi
-  psql -X -q -v ON_ERROR_STOP=1 "$1/$2" -f "$ROOT/migrations/admin/provisioning.sql" >/dev/null
+  psql -X -q -1 -v ON_ERROR_STOP=1 "$1/$2" -f "$ROOT/migrations/admin/provisioning.sql" >/dev/null
 }
 
 pg_stop() {

@@ -90,11 +90,11 @@ async fn login_roles_that_would_bypass_workspace_roles_are_refused() {
     assert!(err.contains("has CREATEROLE"), "{err}");
     // Not the database's owner, so the provisioning functions were not granted to it.
     assert!(err.contains("cannot execute the workspace role provisioning functions"), "{err}");
-    assert!(!err.contains("is a superuser") && !err.contains("member of the provisioning"), "{err}");
+    assert!(!err.contains("is a superuser") && !err.contains("may become"), "{err}");
     drop(loose);
 
-    // A role that could become the functions' owner (which has CREATEROLE) is refused too,
-    // even when everything else about it is right.
+    // A role that may become another role (left over from the days of CREATEROLE, say) is
+    // refused too, even when everything else about it is right; workspace roles are fine.
     admin
         .batch_execute(&format!(
             "ALTER ROLE {role} NOINHERIT NOBYPASSRLS NOCREATEROLE; \
@@ -106,15 +106,89 @@ async fn login_roles_that_would_bypass_workspace_roles_are_refused() {
         .unwrap();
     let mut tidy = AsyncPgConnection::establish(&fluxi_core::testing::as_login_role(&db.url, &role)).await.unwrap();
     db::check_login_role(&mut tidy).await.expect("NOINHERIT, NOCREATEROLE, may provision: fine");
-    admin.batch_execute(&format!("GRANT fluxi_provisioner TO {role}")).await.unwrap();
+    let workspace_role = fluxi_core::tenancy::TenantIdent::for_workspace(uuid::Uuid::new_v4());
+    let workspace_role = workspace_role.as_str();
+    admin
+        .batch_execute(&format!("CREATE ROLE {workspace_role} NOLOGIN NOINHERIT; GRANT {workspace_role} TO {role}"))
+        .await
+        .unwrap();
+    db::check_login_role(&mut tidy).await.expect("a member of workspace roles: fine");
+    admin.batch_execute(&format!("GRANT pg_read_all_data, pg_execute_server_program TO {role}")).await.unwrap();
     let err = db::check_login_role(&mut tidy).await.unwrap_err().to_string();
-    assert!(err.contains("is a member of the provisioning functions' owner"), "{err}");
+    assert!(err.contains("may become roles other than workspace roles (pg_execute_server_program, pg_read_all_data;"), "{err}");
+    assert!(!err.contains(workspace_role), "{err}");
+    // A workspace-named role with powers of its own is no workspace role.
+    admin.batch_execute(&format!("REVOKE pg_read_all_data, pg_execute_server_program FROM {role}; ALTER ROLE {workspace_role} CREATEROLE")).await.unwrap();
+    let err = db::check_login_role(&mut tidy).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("may become roles other than workspace roles ({workspace_role};")), "{err}");
     drop(tidy);
-    admin.batch_execute(&format!("REVOKE fluxi_provisioner FROM {role}; DROP OWNED BY {role}; DROP ROLE {role}")).await.unwrap();
+    admin.batch_execute(&format!("DROP ROLE {workspace_role}; DROP OWNED BY {role}; DROP ROLE {role}")).await.unwrap();
 
     // Without the administrator's provisioning functions in the database, nothing starts.
     admin.batch_execute("DROP SCHEMA fluxi_provisioning CASCADE").await.unwrap();
     let err = db::check_login_role(&mut app).await.unwrap_err().to_string();
     assert!(err.contains("cannot execute the workspace role provisioning functions"), "{err}");
     assert!(err.contains("migrations/admin/provisioning.sql"), "{err}");
+}
+
+/// The provisioning script runs as a superuser inside a database whose `public` schema the
+/// application role owns (and whose default search path it may set, as database owner):
+/// a hostile application role must not get its own code run by the administrator.
+#[tokio::test]
+async fn rerunning_the_provisioning_script_runs_none_of_the_application_roles_code() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use fluxi_core::testing::{provisioning_lock, run_provisioning_script};
+    let db = TestDb::new().await;
+    let mut app = AsyncPgConnection::establish(&db.url).await.unwrap();
+    // What an SQL injection could leave behind: better-matching overloads of functions and
+    // operators the script might call, which note who ran them, first on the path.
+    app.batch_execute(&format!(
+        r#"CREATE TABLE public.ran_as (who text);
+           GRANT INSERT ON public.ran_as TO PUBLIC;
+           CREATE FUNCTION public.format(text, name) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.ran_as VALUES (current_user); RETURN pg_catalog.format($1, $2); END $$;
+           CREATE FUNCTION public.string_agg(name, text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.ran_as VALUES (current_user); RETURN $1::text; END $$;
+           CREATE FUNCTION public.pg_get_userbyid(oid) RETURNS name LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.ran_as VALUES (current_user); RETURN pg_catalog.pg_get_userbyid($1); END $$;
+           GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO PUBLIC;
+           ALTER DATABASE {} SET search_path = public, pg_catalog;"#,
+        db.name
+    ))
+    .await
+    .unwrap();
+    async fn ran_as(conn: &mut AsyncPgConnection) -> i64 {
+        diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT count(*) FROM public.ran_as)"))
+            .get_result(conn)
+            .await
+            .unwrap()
+    }
+    // The trap works: a superuser's unqualified call in this database runs the role's code.
+    let mut admin = AsyncPgConnection::establish(&db.admin_url).await.unwrap();
+    admin.batch_execute("SELECT format('%I', 'x'::name)").await.unwrap();
+    assert_eq!(ran_as(&mut app).await, 1, "the trap caught the administrator's unqualified call");
+
+    let lock = provisioning_lock().await;
+    run_provisioning_script(&db.admin_url, db::PROVISIONING_SQL).await.expect("the script runs");
+    drop(lock);
+    assert_eq!(ran_as(&mut app).await, 1, "the provisioning script called the application role's functions");
+    db::check_login_role(&mut app).await.expect("still a safe login role");
+}
+
+/// A member of `fluxi_provisioner` (which has CREATEROLE) was not made by the script; it
+/// refuses to go on rather than trusting that role again.
+#[tokio::test]
+async fn the_provisioning_script_refuses_a_provisioner_with_members() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use fluxi_core::testing::{provisioning_lock, run_provisioning_script};
+    let db = TestDb::new().await;
+    let lock = provisioning_lock().await;
+    let mut admin = AsyncPgConnection::establish(&db.admin_url).await.unwrap();
+    let role = format!("fluxi_sneaky_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    admin.batch_execute(&format!("CREATE ROLE {role} NOLOGIN; GRANT fluxi_provisioner TO {role}")).await.unwrap();
+    let result = run_provisioning_script(&db.admin_url, db::PROVISIONING_SQL).await;
+    admin.batch_execute(&format!("REVOKE fluxi_provisioner FROM {role}; DROP ROLE {role}")).await.unwrap();
+    drop(lock);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains(&format!("roles {role} are members of fluxi_provisioner")), "{err}");
 }

@@ -123,10 +123,10 @@ struct LoginRole {
     /// Both provisioning functions exist and this role may execute them.
     #[diesel(sql_type = diesel::sql_types::Bool)]
     provisioning: bool,
-    /// This role is a member of a provisioning function's owner, i.e. could `SET ROLE`
-    /// to a role with CREATEROLE.
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    can_become_provisioner: bool,
+    /// Roles this one may `SET ROLE` to besides workspace roles (NULL for a superuser,
+    /// which may become any role anyway).
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    other_roles: Option<String>,
 }
 
 /// The administrator's part of the schema, run as a superuser in each application
@@ -137,25 +137,34 @@ pub const PROVISIONING_SQL: &str = include_str!("../../../migrations/admin/provi
 /// database roles, the second line of tenant isolation (README, "Workspaces, tenancy and
 /// roles"): a superuser or a role that bypasses row security reads every schema anyway,
 /// a role with INHERIT gets the rights of every workspace role it is a member of
-/// without `SET ROLE`, and on PostgreSQL 15 a role with CREATEROLE (or one that can
-/// become such a role) can grant itself `pg_read_all_data` or `pg_execute_server_program`.
+/// without `SET ROLE`, on PostgreSQL 15 a role with CREATEROLE can grant itself
+/// `pg_read_all_data` or `pg_execute_server_program`, and a member of any role but the
+/// workspace roles can `SET ROLE` to it.
 /// Also requires the provisioning functions that create and drop workspace roles instead.
 /// Checked once at start-up, for `serve` and `migrate`.
 pub async fn check_login_role(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
     let role: LoginRole = diesel::sql_query(
         // Looked up in the catalogs by name (not `to_regprocedure`, which raises an error
         // without USAGE on the schema): both functions, taking one `text` (oid 25).
-        "WITH fns AS (SELECT p.oid, p.proowner, n.oid AS schema FROM pg_proc p \
-                      JOIN pg_namespace n ON n.oid = p.pronamespace \
+        // Qualified with pg_catalog: the role being checked owns `public`.
+        "WITH fns AS (SELECT p.oid, n.oid AS schema FROM pg_catalog.pg_proc p \
+                      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
                       WHERE n.nspname = 'fluxi_provisioning' \
                         AND p.proname IN ('create_workspace_role', 'drop_workspace_role') \
-                        AND p.proargtypes = '25'::oidvector) \
+                        AND p.proargtypes = '25'::pg_catalog.oidvector) \
          SELECT r.rolname::text AS name, r.rolsuper AS superuser, r.rolbypassrls AS bypass_rls, \
                 r.rolinherit AS inherit, r.rolcreaterole AS create_role, \
-                (SELECT count(*) = 2 AND bool_and(has_function_privilege(oid, 'EXECUTE') \
-                                                  AND has_schema_privilege(schema, 'USAGE')) FROM fns) AS provisioning, \
-                EXISTS (SELECT FROM fns WHERE pg_has_role(session_user, proowner, 'MEMBER')) AS can_become_provisioner \
-         FROM pg_roles r WHERE r.rolname = session_user",
+                (SELECT count(*) = 2 AND pg_catalog.bool_and(pg_catalog.has_function_privilege(oid, 'EXECUTE') \
+                     AND pg_catalog.has_schema_privilege(schema, 'USAGE')) FROM fns) AS provisioning, \
+                CASE WHEN r.rolsuper THEN NULL ELSE \
+                  (SELECT pg_catalog.string_agg(m.rolname::text, ', ' ORDER BY m.rolname) FROM pg_catalog.pg_roles m \
+                   WHERE m.oid <> r.oid AND m.rolname <> 'pg_database_owner' \
+                     AND pg_catalog.pg_has_role(r.oid, m.oid, 'MEMBER') \
+                     AND NOT (m.rolname ~ '^ws_[0-9a-f]{32}$' AND NOT m.rolcanlogin AND NOT m.rolsuper \
+                              AND NOT m.rolcreaterole AND NOT m.rolcreatedb AND NOT m.rolbypassrls \
+                              AND NOT m.rolreplication)) \
+                END AS other_roles \
+         FROM pg_catalog.pg_roles r WHERE r.rolname = session_user",
     )
     .get_result(conn)
     .await?;
@@ -172,8 +181,12 @@ pub async fn check_login_role(conn: &mut AsyncPgConnection) -> Result<(), DbErro
     if role.create_role {
         wrong.push("has CREATEROLE (it must be NOCREATEROLE: workspace roles are made by the provisioning functions)");
     }
-    if role.can_become_provisioner {
-        wrong.push("is a member of the provisioning functions' owner");
+    let other_roles;
+    if let Some(roles) = &role.other_roles {
+        // Left over from the days of CREATEROLE, or granted by someone: each of these
+        // is a `SET ROLE` away (pg_read_all_data, the provisioner, …).
+        other_roles = format!("may become roles other than workspace roles ({roles}; revoke them)");
+        wrong.push(&other_roles);
     }
     if !role.provisioning {
         wrong.push(

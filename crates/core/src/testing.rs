@@ -133,7 +133,12 @@ impl TestDb {
         let name = format!("fluxi_test_{}", uuid::Uuid::new_v4().simple());
         diesel::sql_query(format!("CREATE DATABASE {name} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
         let admin_url = url_with_database(&admin, &name);
+        // The provisioning script checks and may alter one cluster-wide role, which two
+        // sessions must not do at once; the template's lock serializes it (advisory locks
+        // are per database: this one is taken in the admin database, like `new`'s).
+        diesel::sql_query("SELECT pg_advisory_lock(4242)").execute(&mut conn).await.unwrap();
         own_public_schema(&admin_url).await;
+        diesel::sql_query("SELECT pg_advisory_unlock(4242)").execute(&mut conn).await.unwrap();
         let url = as_app_role(&admin_url);
         let pool = db::build_pool(&url, 4).expect("pool");
         Self { url, admin_url, name, pool }
@@ -144,6 +149,26 @@ impl TestDb {
     }
 }
 
+/// A connection to the test cluster's admin database holding the lock that serializes
+/// the provisioning script (it checks and may alter the cluster-wide `fluxi_provisioner`
+/// role); released when the connection is dropped. Tests that change that role hold it
+/// for as long as their change lasts, so no other test's database set-up sees it.
+pub async fn provisioning_lock() -> AsyncPgConnection {
+    let mut conn = AsyncPgConnection::establish(&admin_url()).await.expect("connect to the test cluster");
+    diesel::sql_query("SELECT pg_advisory_lock(4242)").execute(&mut conn).await.unwrap();
+    conn
+}
+
+/// Runs the provisioning script as the superuser in `admin_db_url`'s database, as an
+/// administrator would (again); the caller holds [`provisioning_lock`].
+pub async fn run_provisioning_script(admin_db_url: &str, sql: &str) -> diesel::QueryResult<()> {
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = AsyncPgConnection::establish(admin_db_url)
+        .await
+        .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))?;
+    conn.batch_execute(sql).await
+}
+
 /// The application role is NOINHERIT, so it does not get the implicit rights of
 /// `pg_database_owner` on `public`: give it the schema explicitly; and install the
 /// administrator's workspace role provisioning functions (as scripts/lib.sh does).
@@ -151,11 +176,7 @@ async fn own_public_schema(admin_db_url: &str) {
     use diesel_async::SimpleAsyncConnection;
     let mut conn = AsyncPgConnection::establish(admin_db_url).await.expect("connect as superuser");
     diesel::sql_query(format!("ALTER SCHEMA public OWNER TO {APP_ROLE}")).execute(&mut conn).await.unwrap();
-    // Tests make databases in parallel; the script creates and alters one cluster-wide
-    // role, which two sessions must not do at once ("tuple concurrently updated").
-    conn.batch_execute(&format!("SELECT pg_advisory_xact_lock(4243); {}", db::PROVISIONING_SQL))
-        .await
-        .expect("install the provisioning functions");
+    conn.batch_execute(db::PROVISIONING_SQL).await.expect("install the provisioning functions");
 }
 
 /// Builds a user with sensible defaults; every field can be overridden.
