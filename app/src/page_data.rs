@@ -38,7 +38,7 @@ mod tests {
     use leptos::server::{FromEncodedStr, IntoEncodedString};
 
     use crate::error::AppError;
-    use crate::workspaces::api::{InvitationView, MemberView, MembersPage};
+    use crate::workspaces::api::{InvitationView, MailState, MemberView, MembersPage};
 
     fn sample_page() -> MembersPage {
         MembersPage {
@@ -57,7 +57,12 @@ mod tests {
                     is_me: i == 0,
                 })
                 .collect(),
-            invitations: vec![InvitationView { id: "i".into(), email: "new@example.test".into(), role: "viewer".into() }],
+            invitations: vec![InvitationView {
+                id: "i".into(),
+                email: "new@example.test".into(),
+                role: "viewer".into(),
+                mail: MailState::NotDelivered,
+            }],
         }
     }
 

@@ -737,11 +737,15 @@ async fn the_outbox_is_delivered_over_smtp_with_retries() {
         assert_eq!(attempts, 1);
         assert!(next > app.clock.now() && err.is_some());
     }
+    assert_eq!(pending_mail_state(&mut owner, &slug).await, "Queued", "a failed attempt is retried: not given up");
     let mailer = server::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
     assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 0, "not due yet (backoff)");
     app.clock.advance(Duration::minutes(1));
     assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 1);
     assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 0, "sent once");
+    assert_eq!(pending_mail_state(&mut owner, &slug).await, "Sent");
+    // Delivered: the single-use link is no longer readable in the database.
+    assert_eq!(outbox_body_for(&app, &to).await, fluxi_core::outbox::BODY_ERASED_AFTER_DELIVERY);
 
     let messages: serde_json::Value = reqwest::get(format!("{inbox}?to={to}")).await.unwrap().json().await.unwrap();
     let messages = messages.as_array().unwrap();
@@ -777,9 +781,22 @@ async fn mail_refused_for_good_is_given_up_at_once() {
     let (attempts, given_up, error) = state().await;
     assert_eq!((attempts, given_up), (1, true));
     assert!(error.as_deref().unwrap_or_default().contains("550"), "{error:?}");
+    // Given up: the link is erased, and the people managing members are told.
+    assert_eq!(outbox_body_for(&app, "nobody@rejected.test").await, fluxi_core::outbox::BODY_ERASED_WHEN_GIVEN_UP);
+    assert_eq!(pending_mail_state(&mut owner, &slug).await, "NotDelivered");
+    let page = owner.client.get(&format!("/w/{slug}/settings/members")).await.body;
+    assert!(page.contains("mail could not be delivered: check the address and invite again"), "{page}");
     app.clock.advance(Duration::hours(2));
     assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 0);
     assert_eq!(state().await.0, 1, "never tried again");
+}
+
+/// The mail state of the only pending invitation, as the members page's data says.
+async fn pending_mail_state(owner: &mut common::Person, slug: &str) -> String {
+    let page: serde_json::Value = serde_json::from_str(&owner.client.call("members_page", &[("slug", slug)]).await.body).unwrap();
+    let pending = page["invitations"].as_array().unwrap_or_else(|| panic!("{page}"));
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    pending[0]["mail"].as_str().unwrap().to_string()
 }
 
 /// Claimed mails are leased: a worker that dies after claiming leaves them to be claimed

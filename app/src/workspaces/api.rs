@@ -47,6 +47,26 @@ pub struct InvitationView {
     pub id: String,
     pub email: String,
     pub role: String,
+    pub mail: MailState,
+}
+
+/// Where an invitation's mail is, as the pending list shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailState {
+    Queued,
+    Sent,
+    /// Given up: the person never got the link; inviting again sends a new one.
+    NotDelivered,
+}
+
+impl MailState {
+    pub fn describe(self) -> &'static str {
+        match self {
+            MailState::Queued => "mail not sent yet",
+            MailState::Sent => "mail sent",
+            MailState::NotDelivered => "mail could not be delivered: check the address and invite again",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +189,16 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
     let (members, invitations) = tokio::try_join!(members, invitations).map_err(fail)?;
     let invitations = invitations
         .into_iter()
-        .map(|i| InvitationView { id: i.id.to_string(), email: i.email, role: i.role.as_str().into() })
+        .map(|i| InvitationView {
+            id: i.id.to_string(),
+            email: i.email,
+            role: i.role.as_str().into(),
+            mail: match i.mail {
+                workspaces::invitations::MailDelivery::Queued => MailState::Queued,
+                workspaces::invitations::MailDelivery::Sent => MailState::Sent,
+                workspaces::invitations::MailDelivery::Failed => MailState::NotDelivered,
+            },
+        })
         .collect();
     Ok(MembersPage {
         slug: access.slug().into(),

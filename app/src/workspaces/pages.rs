@@ -343,7 +343,12 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                             <ul class="mt-2 divide-y divide-slate-200" aria-label="Pending invitations">
                                                 {invitations.into_iter().map(|i| { let slug = slug_invs.clone(); view! {
                                                     <li class="flex items-center justify-between py-2">
-                                                        <span>{i.email.clone()} " — " {i.role.clone()}</span>
+                                                        <span>
+                                                            {i.email.clone()} " — " {i.role.clone()}
+                                                            <span class=if i.mail == MailState::NotDelivered { "block text-sm text-red-700" } else { "block text-sm text-slate-600" }>
+                                                                {i.mail.describe()}
+                                                            </span>
+                                                        </span>
                                                         <ActionForm action=revoke>
                                                             <input type="hidden" name="slug" value=slug.clone()/>
                                                             <input type="hidden" name="invitation_id" value=i.id.clone()/>

@@ -42,16 +42,16 @@ pub const CLAIM_LEASE: Duration = Duration::minutes(15);
 /// Mails claimed at once by a worker.
 pub const CLAIM_BATCH: i64 = 10;
 
-pub async fn enqueue(conn: &mut AsyncPgConnection, recipient: &str, subject: &str, body: &str) -> QueryResult<()> {
+pub async fn enqueue(conn: &mut AsyncPgConnection, recipient: &str, subject: &str, body: &str) -> QueryResult<Uuid> {
     diesel::insert_into(outbox_emails::table)
         .values((
             outbox_emails::recipient.eq(recipient),
             outbox_emails::subject.eq(subject),
             outbox_emails::body.eq(body),
         ))
-        .execute(conn)
+        .returning(outbox_emails::id)
+        .get_result(conn)
         .await
-        .map(|_| ())
 }
 
 /// Claims up to `limit` due mails: counts the attempt and leases them (their next attempt
@@ -85,10 +85,24 @@ pub async fn claim_due(conn: &mut AsyncPgConnection, now: OffsetDateTime, limit:
     .await
 }
 
-/// Records that a claimed mail went out (even if its lease ran out meanwhile: it was sent).
+/// What a mail's body becomes once it was delivered. Bodies carry single-use links
+/// (invitations: the database keeps only the token's hash), which must not stay readable
+/// in the database after they are of no more use to the worker.
+pub const BODY_ERASED_AFTER_DELIVERY: &str = "(erased after delivery)";
+
+/// What a mail's body becomes when the mail is given up (see `BODY_ERASED_AFTER_DELIVERY`);
+/// to reach the person, act again (for an invitation: invite again, which replaces it).
+pub const BODY_ERASED_WHEN_GIVEN_UP: &str = "(erased when the mail was given up)";
+
+/// Records that a claimed mail went out (even if its lease ran out meanwhile: it was
+/// sent), and erases its body.
 pub async fn mark_sent(conn: &mut AsyncPgConnection, id: Uuid, now: OffsetDateTime) -> QueryResult<()> {
     diesel::update(outbox_emails::table.find(id).filter(outbox_emails::sent_at.is_null()))
-        .set((outbox_emails::sent_at.eq(now), outbox_emails::last_error.eq(None::<String>)))
+        .set((
+            outbox_emails::sent_at.eq(now),
+            outbox_emails::last_error.eq(None::<String>),
+            outbox_emails::body.eq(BODY_ERASED_AFTER_DELIVERY),
+        ))
         .execute(conn)
         .await
         .map(|_| ())
@@ -124,7 +138,8 @@ pub fn failure_for_smtp_reply(code: Option<u16>, text: &str) -> Failure {
 }
 
 /// Records a failed attempt of a claimed mail: retried after the backoff, or given up
-/// when the failure is permanent or this was attempt `MAX_ATTEMPTS`. Does nothing when the
+/// (and its body erased) when the failure is permanent or this was attempt
+/// `MAX_ATTEMPTS`. Does nothing when the
 /// claim is no longer this worker's (its lease ran out and another worker claimed the
 /// mail again, or it was sent or given up meanwhile).
 pub async fn mark_failed(conn: &mut AsyncPgConnection, mail: &OutboxEmail, error: &str, failure: Failure, now: OffsetDateTime) -> QueryResult<()> {
@@ -137,7 +152,14 @@ pub async fn mark_failed(conn: &mut AsyncPgConnection, mail: &OutboxEmail, error
             .filter(outbox_emails::failed_at.is_null()),
     );
     if failure == Failure::Permanent || mail.attempts >= MAX_ATTEMPTS {
-        update.set((outbox_emails::failed_at.eq(now), outbox_emails::last_error.eq(error))).execute(conn).await?;
+        update
+            .set((
+                outbox_emails::failed_at.eq(now),
+                outbox_emails::last_error.eq(error),
+                outbox_emails::body.eq(BODY_ERASED_WHEN_GIVEN_UP),
+            ))
+            .execute(conn)
+            .await?;
     } else {
         update
             .set((outbox_emails::next_attempt_at.eq(now + backoff(mail.attempts)), outbox_emails::last_error.eq(error)))

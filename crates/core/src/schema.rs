@@ -14,6 +14,7 @@ diesel::table! {
         accepted_at -> Nullable<Timestamptz>,
         accepted_by -> Nullable<Uuid>,
         revoked_at -> Nullable<Timestamptz>,
+        mail_id -> Nullable<Uuid>,
     }
 }
 
@@ -91,6 +92,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(invitations -> outbox_emails (mail_id));
 diesel::joinable!(invitations -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{Permission, Role, WorkspaceAccess, WorkspaceError};
 use crate::accounts::{normalize_email, validate_email};
 use crate::outbox;
-use crate::schema::{invitations, memberships, users, workspaces};
+use crate::schema::{invitations, memberships, outbox_emails, users, workspaces};
 
 pub const DEFAULT_TTL: Duration = Duration::days(7);
 
@@ -41,6 +41,18 @@ pub struct PendingInvitation {
     pub email: String,
     pub role: Role,
     pub expires_at: OffsetDateTime,
+    pub mail: MailDelivery,
+}
+
+/// Where an invitation's mail is (from the outbox row that carries it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailDelivery {
+    /// Not sent yet: waiting for the worker, being retried, or (without SMTP) kept in
+    /// the outbox. Also invitations whose mail row is unknown.
+    Queued,
+    Sent,
+    /// Given up (refused for good, or too many failed attempts): the person has no link.
+    Failed,
 }
 
 /// Invites `email` with `role` (never owner). Returns the token, for the link; it is
@@ -98,6 +110,14 @@ pub async fn invite(
             .set(invitations::revoked_at.eq(now))
             .execute(c)
             .await?;
+            let body = format!(
+                "You have been invited to join the workspace \"{ws_name}\" on Fluxi as {}.\n\n\
+                 Accept the invitation: {link}\n\n\
+                 The link works once and expires in {} days. If you did not expect this, ignore this mail.\n",
+                role.as_str(),
+                ttl.whole_days()
+            );
+            let mail_id = outbox::enqueue(c, &email, &format!("Invitation to {ws_name} on Fluxi"), &body).await?;
             diesel::insert_into(invitations::table)
                 .values((
                     invitations::workspace_id.eq(ws),
@@ -108,17 +128,10 @@ pub async fn invite(
                     invitations::invited_by.eq(inviter),
                     invitations::created_at.eq(now),
                     invitations::expires_at.eq(now + ttl),
+                    invitations::mail_id.eq(mail_id),
                 ))
                 .execute(c)
                 .await?;
-            let body = format!(
-                "You have been invited to join the workspace \"{ws_name}\" on Fluxi as {}.\n\n\
-                 Accept the invitation: {link}\n\n\
-                 The link works once and expires in {} days. If you did not expect this, ignore this mail.\n",
-                role.as_str(),
-                ttl.whole_days()
-            );
-            outbox::enqueue(c, &email, &format!("Invitation to {ws_name} on Fluxi"), &body).await?;
             Ok(())
         }
         .scope_boxed()
@@ -134,18 +147,34 @@ pub async fn list_pending(
     now: OffsetDateTime,
 ) -> Result<Vec<PendingInvitation>, WorkspaceError> {
     access.require(Permission::ManageMembers)?;
-    let rows: Vec<(Uuid, String, String, OffsetDateTime)> = invitations::table
+    type Row = (Uuid, String, String, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>);
+    let rows: Vec<Row> = invitations::table
+        .left_join(outbox_emails::table)
         .filter(invitations::workspace_id.eq(access.workspace_id()))
         .filter(invitations::accepted_at.is_null())
         .filter(invitations::revoked_at.is_null())
         .filter(invitations::expires_at.gt(now))
-        .select((invitations::id, invitations::email, invitations::role, invitations::expires_at))
+        .select((
+            invitations::id,
+            invitations::email,
+            invitations::role,
+            invitations::expires_at,
+            outbox_emails::sent_at.nullable(),
+            outbox_emails::failed_at.nullable(),
+        ))
         .order(invitations::created_at.desc())
         .load(&mut conn)
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, email, role, expires_at)| Some(PendingInvitation { id, email, role: Role::parse(&role)?, expires_at }))
+        .filter_map(|(id, email, role, expires_at, sent_at, failed_at)| {
+            let mail = match (sent_at, failed_at) {
+                (Some(_), _) => MailDelivery::Sent,
+                (None, Some(_)) => MailDelivery::Failed,
+                (None, None) => MailDelivery::Queued,
+            };
+            Some(PendingInvitation { id, email, role: Role::parse(&role)?, expires_at, mail })
+        })
         .collect())
 }
 
