@@ -192,3 +192,64 @@ async fn the_provisioning_script_refuses_a_provisioner_with_members() {
     let err = result.unwrap_err().to_string();
     assert!(err.contains(&format!("roles {role} are members of fluxi_provisioner")), "{err}");
 }
+
+/// Mails delivered or given up before bodies were erased on delivery still held their
+/// single-use invitation links: the migration that links invitations to their mails
+/// erases those bodies, and leaves mails still waiting to be sent alone.
+#[tokio::test]
+async fn upgrading_erases_the_bodies_of_mails_already_delivered_or_given_up() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    const LINKING: &str = "2026-12-01-000004_invitation_mail";
+    // Every migration before the one under test, as files on disk.
+    let dir = std::env::temp_dir().join(format!("fluxi-mig-{}", uuid::Uuid::new_v4().simple()));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/public");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() && entry.file_name().to_str().unwrap() < LINKING {
+            let to = dir.join(entry.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            for f in ["up.sql", "down.sql"] {
+                std::fs::copy(entry.path().join(f), to.join(f)).unwrap();
+            }
+        }
+    }
+    let db = TestDb::empty().await;
+    let before = diesel_migrations::FileBasedMigrations::from_path(&dir).unwrap();
+    db::run_migrations_from(&db.url, before).await.unwrap();
+    std::fs::remove_dir_all(dir).ok();
+
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO outbox_emails (recipient, subject, body, sent_at, failed_at) VALUES \
+           ('sent@example.test', 'Invitation', 'link: /invite/aaaa', now(), NULL), \
+           ('bounced@example.test', 'Invitation', 'link: /invite/bbbb', NULL, now()), \
+           ('waiting@example.test', 'Invitation', 'link: /invite/cccc', NULL, NULL)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(db::run_public_migrations(&db.url).await.unwrap(), vec![LINKING.to_string()]);
+
+    let bodies: Vec<(String, String)> = diesel::sql_query("SELECT recipient AS a, body AS b FROM outbox_emails ORDER BY recipient")
+        .load::<Pair>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.a, p.b))
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            ("bounced@example.test".to_string(), fluxi_core::outbox::BODY_ERASED_WHEN_GIVEN_UP.to_string()),
+            ("sent@example.test".to_string(), fluxi_core::outbox::BODY_ERASED_AFTER_DELIVERY.to_string()),
+            ("waiting@example.test".to_string(), "link: /invite/cccc".to_string()),
+        ]
+    );
+}
+
+#[derive(diesel::QueryableByName)]
+struct Pair {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    a: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    b: String,
+}
