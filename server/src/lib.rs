@@ -229,8 +229,8 @@ pub fn spawn_fleet_catch_up(pool: Pool, concurrency: usize, every: Duration) -> 
     })
 }
 
-/// Deletes expired sessions and sign-in failure counts that no longer matter, every
-/// `every`, in the background.
+/// Deletes expired sessions and sign-in failure counts that no longer matter, and erases
+/// the bodies of finished mails that still have them, every `every`, in the background.
 pub fn spawn_session_cleanup(
     pool: Pool,
     clock: SharedClock,
@@ -263,6 +263,15 @@ pub fn spawn_session_cleanup(
             };
             if let Err(e) = creations {
                 tracing::warn!(error = %e, "workspace creation log cleanup failed");
+            }
+            let erased = match pool.get().await {
+                Ok(mut conn) => fluxi_core::outbox::erase_finished_bodies(&mut conn).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match erased {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(erased = n, "bodies of finished mails erased (marked by an older server version)"),
+                Err(e) => tracing::warn!(error = %e, "outbox body cleanup failed"),
             }
         }
     })

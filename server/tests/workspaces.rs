@@ -791,6 +791,71 @@ async fn mail_refused_for_good_is_given_up_at_once() {
     assert_eq!(state().await.0, 1, "never tried again");
 }
 
+/// A revoked or replaced invitation's mail that is not sent yet is withdrawn: never sent,
+/// its body (the dead link) erased. Finished mails that still have a body (marked by an
+/// older server version) are erased by the periodic sweep.
+#[tokio::test]
+async fn mails_of_revoked_or_replaced_invitations_are_withdrawn() {
+    use fluxi_core::outbox::{erase_finished_bodies, BODY_ERASED_AFTER_DELIVERY, BODY_ERASED_WHEN_WITHDRAWN};
+    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL must point at the local SMTP sink (scripts/test starts it)");
+    let inbox = std::env::var("FLUXI_TEST_SMTP_MESSAGES").expect("FLUXI_TEST_SMTP_MESSAGES (the sink's HTTP listing)");
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Withdrawn").await;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let (revoked, replaced) = (format!("revoked-{tag}@example.test"), format!("replaced-{tag}@example.test"));
+    for to in [&revoked, &replaced, &replaced] {
+        let res = owner.client.call("invite_member", &[("slug", &slug), ("email", to), ("role", "viewer")]).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    }
+    let page: serde_json::Value = serde_json::from_str(&owner.client.call("members_page", &[("slug", &slug)]).await.body).unwrap();
+    let id = page["invitations"].as_array().unwrap().iter().find(|i| i["email"] == revoked.as_str()).unwrap()["id"].as_str().unwrap().to_string();
+    let res = owner.client.call("revoke_invitation", &[("slug", &slug), ("invitation_id", &id)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    let mut conn = app.db.conn().await;
+    let bodies = |to: String| {
+        outbox_emails::table.filter(outbox_emails::recipient.eq(to)).order(outbox_emails::created_at.asc()).select(outbox_emails::body)
+    };
+    assert_eq!(bodies(revoked.clone()).load::<String>(&mut conn).await.unwrap(), vec![BODY_ERASED_WHEN_WITHDRAWN]);
+    let replaced_bodies = bodies(replaced.clone()).load::<String>(&mut conn).await.unwrap();
+    assert_eq!(replaced_bodies.len(), 2);
+    assert_eq!(replaced_bodies[0], BODY_ERASED_WHEN_WITHDRAWN, "the first invitation's mail was withdrawn");
+    assert!(replaced_bodies[1].contains("/invite/"), "the new one waits with its link");
+
+    let clock: fluxi_core::clock::SharedClock = Arc::new(app.clock.clone());
+    app.clock.advance(Duration::seconds(2));
+    let mailer = server::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
+    assert_eq!(server::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 1, "only the live invitation's mail");
+    let count = |to: String| {
+        let inbox = inbox.clone();
+        async move {
+            let messages: serde_json::Value = reqwest::get(format!("{inbox}?to={to}")).await.unwrap().json().await.unwrap();
+            messages.as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count(revoked.clone()).await, 0);
+    assert_eq!(count(replaced.clone()).await, 1);
+    assert_eq!(pending_mail_state(&mut owner, &slug).await, "Sent");
+
+    // The sweep: a mail marked sent by an older version, body still there.
+    diesel::update(outbox_emails::table.filter(outbox_emails::recipient.eq(&replaced)))
+        .set(outbox_emails::body.eq("link: /invite/0123"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(erase_finished_bodies(&mut conn).await.unwrap() >= 1);
+    assert_eq!(bodies(replaced.clone()).load::<String>(&mut conn).await.unwrap()[1], BODY_ERASED_AFTER_DELIVERY);
+    assert_eq!(bodies(revoked.clone()).load::<String>(&mut conn).await.unwrap(), vec![BODY_ERASED_WHEN_WITHDRAWN], "left as it was");
+    assert_eq!(erase_finished_bodies(&mut conn).await.unwrap(), 0, "nothing left to erase");
+
+    // An invitation from before mails were linked says nothing about its mail.
+    diesel::update(invitations::table).set(invitations::mail_id.eq(None::<uuid::Uuid>)).execute(&mut conn).await.unwrap();
+    assert_eq!(pending_mail_state(&mut owner, &slug).await, "Unknown");
+    let page = owner.client.get(&format!("/w/{slug}/settings/members")).await.body;
+    assert!(page.contains(&replaced) && !page.contains("mail sent") && !page.contains("mail not sent"), "{page}");
+}
+
 /// The mail state of the only pending invitation, as the members page's data says.
 async fn pending_mail_state(owner: &mut common::Person, slug: &str) -> String {
     let page: serde_json::Value = serde_json::from_str(&owner.client.call("members_page", &[("slug", slug)]).await.body).unwrap();

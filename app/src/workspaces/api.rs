@@ -57,14 +57,17 @@ pub enum MailState {
     Sent,
     /// Given up: the person never got the link; inviting again sends a new one.
     NotDelivered,
+    /// Invitations from before mails were tracked: nothing is said.
+    Unknown,
 }
 
 impl MailState {
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> Option<&'static str> {
         match self {
-            MailState::Queued => "mail not sent yet",
-            MailState::Sent => "mail sent",
-            MailState::NotDelivered => "mail could not be delivered: check the address and invite again",
+            MailState::Queued => Some("mail not sent yet"),
+            MailState::Sent => Some("mail sent"),
+            MailState::NotDelivered => Some("mail could not be delivered: check the address and invite again"),
+            MailState::Unknown => None,
         }
     }
 }
@@ -197,6 +200,7 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
                 workspaces::invitations::MailDelivery::Queued => MailState::Queued,
                 workspaces::invitations::MailDelivery::Sent => MailState::Sent,
                 workspaces::invitations::MailDelivery::Failed => MailState::NotDelivered,
+                workspaces::invitations::MailDelivery::Unknown => MailState::Unknown,
             },
         })
         .collect();

@@ -345,9 +345,11 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                                     <li class="flex items-center justify-between py-2">
                                                         <span>
                                                             {i.email.clone()} " — " {i.role.clone()}
-                                                            <span class=if i.mail == MailState::NotDelivered { "block text-sm text-red-700" } else { "block text-sm text-slate-600" }>
-                                                                {i.mail.describe()}
-                                                            </span>
+                                                            {i.mail.describe().map(|text| view! {
+                                                                <span class=if i.mail == MailState::NotDelivered { "block text-sm text-red-700" } else { "block text-sm text-slate-600" }>
+                                                                    {text}
+                                                                </span>
+                                                            })}
                                                         </span>
                                                         <ActionForm action=revoke>
                                                             <input type="hidden" name="slug" value=slug.clone()/>

@@ -94,6 +94,55 @@ pub const BODY_ERASED_AFTER_DELIVERY: &str = "(erased after delivery)";
 /// to reach the person, act again (for an invitation: invite again, which replaces it).
 pub const BODY_ERASED_WHEN_GIVEN_UP: &str = "(erased when the mail was given up)";
 
+/// What the body of a mail withdrawn before it was sent becomes (its invitation was
+/// revoked or replaced: the link no longer works, so neither sending nor keeping it helps).
+pub const BODY_ERASED_WHEN_WITHDRAWN: &str = "(erased when the mail was withdrawn)";
+
+/// Withdraws the mails among `ids` that are not sent yet: given up, body erased. A worker
+/// already sending one of them may still deliver it; its link no longer works.
+pub async fn withdraw_unsent(conn: &mut AsyncPgConnection, ids: &[Uuid], now: OffsetDateTime) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(
+        outbox_emails::table
+            .filter(outbox_emails::id.eq_any(ids))
+            .filter(outbox_emails::sent_at.is_null())
+            .filter(outbox_emails::failed_at.is_null()),
+    )
+    .set((
+        outbox_emails::failed_at.eq(now),
+        outbox_emails::body.eq(BODY_ERASED_WHEN_WITHDRAWN),
+        outbox_emails::last_error.eq("withdrawn before it was sent"),
+    ))
+    .execute(conn)
+    .await
+}
+
+/// Erases the bodies of delivered or given-up mails that still have theirs: during a
+/// rolling deploy, servers of a version from before erasing mark mails without it.
+/// Idempotent; run periodically. Returns how many bodies it erased.
+pub async fn erase_finished_bodies(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+    let sent = diesel::update(
+        outbox_emails::table
+            .filter(outbox_emails::sent_at.is_not_null())
+            .filter(outbox_emails::body.ne(BODY_ERASED_AFTER_DELIVERY)),
+    )
+    .set(outbox_emails::body.eq(BODY_ERASED_AFTER_DELIVERY))
+    .execute(conn)
+    .await?;
+    let given_up = diesel::update(
+        outbox_emails::table
+            .filter(outbox_emails::sent_at.is_null())
+            .filter(outbox_emails::failed_at.is_not_null())
+            .filter(outbox_emails::body.ne_all([BODY_ERASED_WHEN_GIVEN_UP, BODY_ERASED_WHEN_WITHDRAWN])),
+    )
+    .set(outbox_emails::body.eq(BODY_ERASED_WHEN_GIVEN_UP))
+    .execute(conn)
+    .await?;
+    Ok(sent + given_up)
+}
+
 /// Records that a claimed mail went out (even if its lease ran out meanwhile: it was
 /// sent), and erases its body.
 pub async fn mark_sent(conn: &mut AsyncPgConnection, id: Uuid, now: OffsetDateTime) -> QueryResult<()> {

@@ -48,11 +48,13 @@ pub struct PendingInvitation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MailDelivery {
     /// Not sent yet: waiting for the worker, being retried, or (without SMTP) kept in
-    /// the outbox. Also invitations whose mail row is unknown.
+    /// the outbox.
     Queued,
     Sent,
     /// Given up (refused for good, or too many failed attempts): the person has no link.
     Failed,
+    /// Not known: invitations made before they were linked to their mails.
+    Unknown,
 }
 
 /// Invites `email` with `role` (never owner). Returns the token, for the link; it is
@@ -100,7 +102,7 @@ pub async fn invite(
             if sent_today >= INVITATIONS_PER_DAY {
                 return Err(WorkspaceError::TooManyInvitations);
             }
-            diesel::update(
+            let replaced: Vec<Option<Uuid>> = diesel::update(
                 invitations::table
                     .filter(invitations::workspace_id.eq(ws))
                     .filter(invitations::email_normalized.eq(&normalized))
@@ -108,8 +110,10 @@ pub async fn invite(
                     .filter(invitations::revoked_at.is_null()),
             )
             .set(invitations::revoked_at.eq(now))
-            .execute(c)
+            .returning(invitations::mail_id)
+            .get_results(c)
             .await?;
+            outbox::withdraw_unsent(c, &replaced.into_iter().flatten().collect::<Vec<_>>(), now).await?;
             let body = format!(
                 "You have been invited to join the workspace \"{ws_name}\" on Fluxi as {}.\n\n\
                  Accept the invitation: {link}\n\n\
@@ -147,7 +151,7 @@ pub async fn list_pending(
     now: OffsetDateTime,
 ) -> Result<Vec<PendingInvitation>, WorkspaceError> {
     access.require(Permission::ManageMembers)?;
-    type Row = (Uuid, String, String, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>);
+    type Row = (Uuid, String, String, OffsetDateTime, Option<Uuid>, Option<OffsetDateTime>, Option<OffsetDateTime>);
     let rows: Vec<Row> = invitations::table
         .left_join(outbox_emails::table)
         .filter(invitations::workspace_id.eq(access.workspace_id()))
@@ -159,6 +163,7 @@ pub async fn list_pending(
             invitations::email,
             invitations::role,
             invitations::expires_at,
+            invitations::mail_id,
             outbox_emails::sent_at.nullable(),
             outbox_emails::failed_at.nullable(),
         ))
@@ -167,11 +172,12 @@ pub async fn list_pending(
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, email, role, expires_at, sent_at, failed_at)| {
-            let mail = match (sent_at, failed_at) {
-                (Some(_), _) => MailDelivery::Sent,
-                (None, Some(_)) => MailDelivery::Failed,
-                (None, None) => MailDelivery::Queued,
+        .filter_map(|(id, email, role, expires_at, mail_id, sent_at, failed_at)| {
+            let mail = match (mail_id, sent_at, failed_at) {
+                (None, ..) => MailDelivery::Unknown,
+                (Some(_), Some(_), _) => MailDelivery::Sent,
+                (Some(_), None, Some(_)) => MailDelivery::Failed,
+                (Some(_), None, None) => MailDelivery::Queued,
             };
             Some(PendingInvitation { id, email, role: Role::parse(&role)?, expires_at, mail })
         })
@@ -182,20 +188,31 @@ pub async fn list_pending(
 /// simply not found).
 pub async fn revoke(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, id: Uuid, now: OffsetDateTime) -> Result<(), WorkspaceError> {
     access.require(Permission::ManageMembers)?;
-    let n = diesel::update(
-        invitations::table
-            .filter(invitations::id.eq(id))
-            .filter(invitations::workspace_id.eq(access.workspace_id()))
-            .filter(invitations::accepted_at.is_null())
-            .filter(invitations::revoked_at.is_null()),
-    )
-    .set(invitations::revoked_at.eq(now))
-    .execute(conn)
-    .await?;
-    if n == 0 {
-        return Err(WorkspaceError::Invalid("That invitation is no longer pending.".into()));
-    }
-    Ok(())
+    let workspace = access.workspace_id();
+    conn.transaction::<_, WorkspaceError, _>(|c| {
+        async move {
+            let revoked: Option<Option<Uuid>> = diesel::update(
+                invitations::table
+                    .filter(invitations::id.eq(id))
+                    .filter(invitations::workspace_id.eq(workspace))
+                    .filter(invitations::accepted_at.is_null())
+                    .filter(invitations::revoked_at.is_null()),
+            )
+            .set(invitations::revoked_at.eq(now))
+            .returning(invitations::mail_id)
+            .get_result(c)
+            .await
+            .optional()?;
+            let Some(mail) = revoked else {
+                return Err(WorkspaceError::Invalid("That invitation is no longer pending.".into()));
+            };
+            // A mail still waiting would carry a link that no longer works.
+            outbox::withdraw_unsent(c, &mail.into_iter().collect::<Vec<_>>(), now).await?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
