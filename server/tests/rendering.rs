@@ -67,6 +67,33 @@ fn page_nonce(reply: &common::Reply) -> String {
 /// Scripts on a page run only with the response's own nonce: every script Leptos wrote
 /// carries it, a new one is drawn for every response, and responses that are not pages
 /// allow no script at all.
+/// Site assets keep their names across releases, so browsers must revalidate them (a cheap
+/// 304 when unchanged) instead of running last release's code against this release's pages;
+/// an unknown asset path is a page like any other, never stored.
+#[tokio::test]
+async fn site_assets_are_revalidated_on_every_use() {
+    let app = TestApp::spawn().await;
+    let mut visitor = app.client();
+    let page = visitor.get("/login").await.body;
+    let start = page.find("/pkg/").expect("the page loads its code from /pkg/");
+    let path: String = page[start..].chars().take_while(|c| !matches!(c, '"' | '\'' | ' ' | ')')).collect();
+    let asset = visitor.get(&path).await;
+    assert_eq!(asset.status, StatusCode::OK, "{path}");
+    assert_eq!(asset.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-cache"), "{path}");
+    let modified = asset.headers.get("last-modified").expect("a validator for the 304").to_str().unwrap().to_string();
+    let again = reqwest::Client::new()
+        .get(format!("{}{path}", app.base))
+        .header("if-modified-since", modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-cache"));
+    let missing = visitor.get("/pkg/no-such-file.js").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+}
+
 #[tokio::test]
 async fn pages_allow_only_their_own_nonced_scripts() {
     let app = TestApp::spawn().await;

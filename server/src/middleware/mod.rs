@@ -36,7 +36,8 @@ pub async fn same_origin_writes(req: Request<Body>, next: Next) -> Response {
     }
 }
 
-/// Headers every response carries. Pages are never cached: they may show personal data.
+/// Headers every response carries. Pages are never cached: they may show personal data;
+/// site assets are revalidated on every use.
 pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
     let is_asset = req.uri().path().starts_with("/pkg/");
     let mut res = next.run(req).await;
@@ -58,9 +59,12 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
             "script-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
         );
     }
-    if !is_asset {
-        set(h, "cache-control", "no-store");
-    }
+    // The site's JS, WASM and CSS keep their names from one release to the next, so a
+    // browser must check with us before reusing its copy (a 304 when unchanged): code cached
+    // across a deploy would misread the new pages' hydration data.
+    let asset_found = is_asset && (res.status().is_success() || res.status() == axum::http::StatusCode::NOT_MODIFIED);
+    let h = res.headers_mut();
+    set(h, "cache-control", if asset_found { "no-cache" } else { "no-store" });
     h.remove(header::SERVER);
     res
 }
