@@ -56,6 +56,11 @@ test('create a workspace, invite, accept, change role, read-only view, remove', 
 
   // The guest gets the mail, signs up with that address and accepts.
   const link = await invitationLinkFor(owner, guestEmail);
+  // The pending invitation now says its mail went out (recorded just after delivery).
+  await expect(async () => {
+    await owner.reload();
+    await expect(pending.getByRole('listitem').filter({ hasText: guestEmail })).toContainText('mail sent', { timeout: 500 });
+  }).toPass();
   await signUp(guest, guestName, guestEmail);
   await guest.goto(link);
   await ready(guest);
