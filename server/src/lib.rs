@@ -241,40 +241,42 @@ pub fn spawn_session_cleanup(
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            match delete_expired_sessions(&pool, clock.now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "expired sessions removed"),
-                Err(e) => tracing::warn!(error = %e, "expired-session cleanup failed"),
-            }
-            let stale = match pool.get().await {
-                Ok(mut conn) => fluxi_core::accounts::delete_stale_sign_in_failures(&mut conn, &throttle, clock.now())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let now = clock.now();
+            cleaned("expired sessions removed", "expired-session cleanup failed", delete_expired_sessions(&pool, now).await);
+            let mut conn = match pool.get().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cleanup round cut short: no database connection");
+                    continue;
+                }
             };
-            if let Err(e) = stale {
-                tracing::warn!(error = %e, "sign-in failure cleanup failed");
-            }
-            let creations = match pool.get().await {
-                Ok(mut conn) => fluxi_core::workspaces::delete_old_workspace_creations(&mut conn, clock.now())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = creations {
-                tracing::warn!(error = %e, "workspace creation log cleanup failed");
-            }
-            let erased = match pool.get().await {
-                Ok(mut conn) => fluxi_core::outbox::erase_finished_bodies(&mut conn).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match erased {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(erased = n, "bodies of finished mails erased (marked by an older server version)"),
-                Err(e) => tracing::warn!(error = %e, "outbox body cleanup failed"),
-            }
+            cleaned(
+                "stale sign-in failure counts removed",
+                "sign-in failure cleanup failed",
+                fluxi_core::accounts::delete_stale_sign_in_failures(&mut conn, &throttle, now).await,
+            );
+            cleaned(
+                "old workspace creations forgotten",
+                "workspace creation log cleanup failed",
+                fluxi_core::workspaces::delete_old_workspace_creations(&mut conn, now).await,
+            );
+            cleaned(
+                "bodies of finished mails erased (marked by an older server version)",
+                "outbox body cleanup failed",
+                fluxi_core::outbox::erase_finished_bodies(&mut conn).await,
+            );
         }
     })
+}
+
+/// Logs one clean-up step's outcome: how many rows it handled (when any), or why it failed
+/// (the next round tries again).
+fn cleaned(done: &str, failed: &str, outcome: Result<usize, impl std::fmt::Display>) {
+    match outcome {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "{done}"),
+        Err(e) => tracing::warn!(error = %e, "{failed}"),
+    }
 }
 
 #[cfg(test)]

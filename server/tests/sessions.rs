@@ -270,3 +270,39 @@ async fn other_requests_are_served_while_sign_ins_hash() {
     }
     assert!(finished_when_reads_done < 16, "reads had to wait for the whole burst ({finished_when_reads_done}/16 done)");
 }
+
+/// The background clean-up task runs each of its steps every round: here an expired
+/// session disappears and a delivered mail that still has its body (as an older server
+/// version left it) is overwritten, without anyone asking.
+#[tokio::test]
+async fn the_cleanup_task_removes_expired_sessions_and_erases_finished_mail_bodies() {
+    use diesel_async::SimpleAsyncConnection;
+    use fluxi_core::schema::outbox_emails;
+    let app = TestApp::spawn().await;
+    let mut conn = app.db.conn().await;
+    conn.batch_execute(
+        "INSERT INTO sessions (id_hash, data, expires_at) VALUES (decode(repeat('ab', 32), 'hex'), '{}', now() - interval '1 day'); \
+         INSERT INTO outbox_emails (recipient, subject, body, sent_at) \
+             VALUES ('old@example.test', 'Invitation', 'link: /invite/0123', now())",
+    )
+    .await
+    .unwrap();
+    let clock: fluxi_core::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
+    let task = server::spawn_session_cleanup(
+        app.db.pool.clone(),
+        clock,
+        fluxi_core::accounts::SignInThrottle::default(),
+        std::time::Duration::from_millis(50),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let sessions_left: i64 = sessions::table.count().get_result(&mut conn).await.unwrap();
+        let body: String = outbox_emails::table.select(outbox_emails::body).first(&mut conn).await.unwrap();
+        if sessions_left == 0 && body == fluxi_core::outbox::BODY_ERASED_AFTER_DELIVERY {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not cleaned up: {sessions_left} sessions, body {body:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+}
