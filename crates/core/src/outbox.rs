@@ -188,9 +188,8 @@ pub fn failure_for_smtp_reply(code: Option<u16>, text: &str) -> Failure {
 
 /// Records a failed attempt of a claimed mail: retried after the backoff, or given up
 /// (and its body erased) when the failure is permanent or this was attempt
-/// `MAX_ATTEMPTS`. Does nothing when the
-/// claim is no longer this worker's (its lease ran out and another worker claimed the
-/// mail again, or it was sent or given up meanwhile).
+/// `MAX_ATTEMPTS`. Does nothing when the claim is no longer this worker's (its lease ran
+/// out and another worker claimed the mail again, or it was sent or given up meanwhile).
 pub async fn mark_failed(conn: &mut AsyncPgConnection, mail: &OutboxEmail, error: &str, failure: Failure, now: OffsetDateTime) -> QueryResult<()> {
     let error: String = error.chars().take(500).collect();
     let update = diesel::update(

@@ -173,10 +173,9 @@ pub async fn run_provisioning_script(admin_db_url: &str, sql: &str) -> diesel::Q
 /// `pg_database_owner` on `public`: give it the schema explicitly; and install the
 /// administrator's workspace role provisioning functions (as scripts/lib.sh does).
 async fn own_public_schema(admin_db_url: &str) {
-    use diesel_async::SimpleAsyncConnection;
     let mut conn = AsyncPgConnection::establish(admin_db_url).await.expect("connect as superuser");
     diesel::sql_query(format!("ALTER SCHEMA public OWNER TO {APP_ROLE}")).execute(&mut conn).await.unwrap();
-    conn.batch_execute(db::PROVISIONING_SQL).await.expect("install the provisioning functions");
+    run_provisioning_script(admin_db_url, db::PROVISIONING_SQL).await.expect("install the provisioning functions");
 }
 
 /// Builds a user with sensible defaults; every field can be overridden.
