@@ -1,5 +1,10 @@
 //! The one error type every server function returns. Its text is shown to people, so it
 //! never carries internals: server-side failures get a reference id and are logged.
+//!
+//! Its HTTP status and `Retry-After` are decided here ([`AppError::status`],
+//! [`AppError::retry_after_seconds`]) and applied in one place, where server-function
+//! responses leave the server (`server::server_fns`). This module depends on nothing else
+//! in the crate.
 
 use serde::{Deserialize, Serialize};
 use leptos::server_fn::codec::JsonEncoding;
@@ -35,9 +40,10 @@ pub enum AppError {
     /// under way): refused rather than served by code that expects the newer tables.
     #[error("This workspace is being upgraded. Please try again in a few minutes.")]
     Upgrading,
-    /// A limit on how often something may be done was reached; the message says which.
-    #[error("{0}")]
-    TooMany(String),
+    /// A limit on how often something may be done was reached; the message says which,
+    /// and `retry_after_seconds` (when known) when to try again.
+    #[error("{message}")]
+    TooMany { message: String, retry_after_seconds: Option<u64> },
     #[error("The request was malformed or incomplete.")]
     BadRequest,
     #[error("Could not reach the server. Check your connection and try again.")]
@@ -67,7 +73,6 @@ impl AppError {
         }
     }
 
-    #[cfg(feature = "ssr")]
     pub fn status(&self) -> u16 {
         match self {
             Self::Invalid(_) => 422,
@@ -76,10 +81,34 @@ impl AppError {
             Self::Forbidden => 403,
             Self::Rejected(_) => 409,
             Self::Busy | Self::Upgrading => 503,
-            Self::TooMany(_) => 429,
+            Self::TooMany { .. } => 429,
             Self::BadRequest => 400,
             Self::Network | Self::Internal(_) => 500,
         }
+    }
+
+    /// When a client should try again, for the statuses that say "later".
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::Busy => Some(2),
+            Self::Upgrading => Some(60),
+            Self::TooMany { retry_after_seconds, .. } => *retry_after_seconds,
+            _ => None,
+        }
+    }
+
+    /// "Too many tries": `wait` is rounded up to whole seconds, at least one.
+    pub fn too_many(message: impl Into<String>, wait: Option<std::time::Duration>) -> Self {
+        let retry_after_seconds = wait.map(|w| (w.as_secs() + u64::from(w.subsec_nanos() > 0)).max(1));
+        Self::TooMany { message: message.into(), retry_after_seconds }
+    }
+
+    /// An unexpected failure: logged with a fresh reference, which is all the person sees.
+    #[cfg(feature = "ssr")]
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        tracing::error!(reference, %error, "internal error");
+        Self::Internal(reference)
     }
 }
 
@@ -89,19 +118,13 @@ impl FromServerFnError for AppError {
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
             ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) | ServerFnErrorErr::Deserialization(_) => {
-                // Raised before the function body runs, so give the reply its 400 here.
-                #[cfg(feature = "ssr")]
-                return crate::server::with_status(Self::BadRequest);
-                #[cfg(not(feature = "ssr"))]
                 Self::BadRequest
             }
             ServerFnErrorErr::Request(_) => Self::Network,
             other => {
                 #[cfg(feature = "ssr")]
                 {
-                    let reference = crate::server::new_reference();
-                    tracing::error!(reference, error = %other, "server function failed");
-                    Self::Internal(reference)
+                    Self::internal(format_args!("server function failed: {other}"))
                 }
                 #[cfg(not(feature = "ssr"))]
                 {

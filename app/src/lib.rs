@@ -10,7 +10,7 @@ pub mod error;
 pub mod page_data;
 pub mod render;
 #[cfg(feature = "ssr")]
-pub mod server;
+pub mod ssr;
 pub mod workspaces;
 
 use leptos::prelude::*;
@@ -34,7 +34,7 @@ pub struct AuthContext {
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
-    server::set_page_csp();
+    ssr::set_page_csp();
     view! {
         <!DOCTYPE html>
         <html lang="en">

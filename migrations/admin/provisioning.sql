@@ -12,7 +12,7 @@
 -- workspace role names (`ws_` + 32 lowercase hex digits) and can do nothing else.
 --
 -- The functions are granted to the database's owner: the application's login role
--- (README, "Database roles").
+-- (docs/operations.md, "Database roles").
 
 SET client_min_messages = warning;
 -- This runs as a superuser inside a database whose `public` schema the application role

@@ -1,4 +1,4 @@
-//! Configuration from environment variables (all documented in the README).
+//! Configuration from environment variables (all documented in the README, "Configuration").
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use app::server::{AppServices, AppState};
+use anyhow::{bail, Context};
+use app::ssr::{AppServices, AppState};
 use fluxi_core::accounts::PasswordHasher;
 use fluxi_core::clock::{SharedClock, SystemClock};
 use fluxi_core::db;
@@ -32,12 +33,12 @@ fn main() -> std::process::ExitCode {
     let result = match command.as_str() {
         "serve" => runtime.block_on(serve()),
         "migrate" => runtime.block_on(migrate()),
-        other => Err(format!("unknown command {other:?}; use `serve` or `migrate`")),
+        other => Err(anyhow::anyhow!("unknown command {other:?}; use `serve` or `migrate`")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fluxi: {e}");
+            eprintln!("fluxi: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -46,22 +47,20 @@ fn main() -> std::process::ExitCode {
 /// Public migrations, then the tenant set on every workspace schema (fleet runner).
 /// Returns the workspaces whose migration failed (described); any other failure is an
 /// error.
-async fn migrate_with(config: &Config) -> Result<Option<String>, String> {
+async fn migrate_with(config: &Config) -> anyhow::Result<Option<String>> {
     {
         use diesel_async::AsyncConnection;
-        let mut conn = diesel_async::AsyncPgConnection::establish(&config.database_url).await.map_err(|e| e.to_string())?;
-        db::check_login_role(&mut conn).await.map_err(|e| e.to_string())?;
+        let mut conn = diesel_async::AsyncPgConnection::establish(&config.database_url).await?;
+        db::check_login_role(&mut conn).await?;
     }
-    let applied = db::run_public_migrations(&config.database_url).await.map_err(|e| e.to_string())?;
+    let applied = db::run_public_migrations(&config.database_url).await?;
     if applied.is_empty() {
         tracing::info!("database schema is up to date");
     } else {
         tracing::info!(?applied, "applied migrations");
     }
-    let pool = db::build_pool(&config.database_url, config.fleet_concurrency + 1).map_err(|e| e.to_string())?;
-    let report = fluxi_core::tenancy::migrations::migrate_fleet(&pool, config.fleet_concurrency)
-        .await
-        .map_err(|e| e.to_string())?;
+    let pool = db::build_pool(&config.database_url, config.fleet_concurrency + 1)?;
+    let report = fluxi_core::tenancy::migrations::migrate_fleet(&pool, config.fleet_concurrency).await?;
     if report.migrated > 0 {
         tracing::info!(migrated = report.migrated, "workspace schemas migrated");
     }
@@ -75,25 +74,25 @@ async fn migrate_with(config: &Config) -> Result<Option<String>, String> {
     )))
 }
 
-async fn migrate() -> Result<(), String> {
-    let config = Config::from_env().map_err(|e| e.to_string())?;
-    match migrate_with(&config).await? {
-        None => Ok(()),
-        Some(failed) => Err(failed),
+async fn migrate() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    if let Some(failed) = migrate_with(&config).await? {
+        bail!(failed);
     }
+    Ok(())
 }
 
-async fn serve() -> Result<(), String> {
-    let config = Config::from_env().map_err(|e| e.to_string())?;
-    let (pseudonyms, pseudonym_key_is_ephemeral) = config.pseudonyms().map_err(|e| e.to_string())?;
+async fn serve() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let (pseudonyms, pseudonym_key_is_ephemeral) = config.pseudonyms()?;
     // One broken workspace must not take the others down: they are served, and it answers
     // "being upgraded" (503) to its members until a rerun of the migration succeeds.
     if let Some(failed) = migrate_with(&config).await? {
         tracing::error!("{failed}; serving the others, these answer 503 until migrated");
     }
-    let mut leptos_options = get_configuration(None).map_err(|e| e.to_string())?.leptos_options;
+    let mut leptos_options = get_configuration(None).context("reading the Leptos configuration")?.leptos_options;
     leptos_options.site_addr = config.addr;
-    let pool = db::build_pool(&config.database_url, config.pool_size).map_err(|e| e.to_string())?;
+    let pool = db::build_pool(&config.database_url, config.pool_size)?;
     let clock: SharedClock = Arc::new(SystemClock);
     let state = AppState::new(AppServices {
         pool: pool.clone(),
@@ -114,23 +113,22 @@ async fn serve() -> Result<(), String> {
         tracing::warn!("FLUXI_PSEUDONYM_KEY is not set: using a random key until the process stops (development only)");
     }
     if let Some(smtp_url) = &config.smtp_url {
-        let mailer = server::mail::Mailer::new(smtp_url, &config.mail_from)?;
-        server::mail::spawn_worker(pool.clone(), clock.clone(), mailer, std::time::Duration::from_secs(1));
+        let mailer = server::jobs::mail::Mailer::new(smtp_url, &config.mail_from)?;
+        server::jobs::mail::spawn_worker(pool.clone(), clock.clone(), mailer, std::time::Duration::from_secs(1));
     } else {
         tracing::info!("SMTP_URL is not set: mails stay in the outbox (see /dev/mailbox in development)");
     }
     // Account and client counts share a table: keep rows as long as the longer window needs.
     let cleanup_rule = [state.sign_in_throttle, state.client_sign_in_throttle].into_iter().max_by_key(|t| t.window).unwrap_or_default();
-    server::spawn_session_cleanup(pool.clone(), clock, cleanup_rule, config.session_cleanup_every);
-    server::spawn_fleet_catch_up(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    server::jobs::session_cleanup::spawn(pool.clone(), clock, cleanup_rule, config.session_cleanup_every);
+    server::jobs::fleet_catch_up::spawn(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
+    let listener =
+        tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     println!("Fluxi is serving at http://{}", config.addr);
     axum::serve(listener, server::build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .context("serving")
 }
 
 async fn shutdown_signal() {

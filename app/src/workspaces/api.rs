@@ -1,5 +1,5 @@
 //! Workspace server functions. Each one authenticates, loads the caller's membership
-//! fresh (`server::workspace_access`) and checks the permission it needs — in the
+//! fresh (`ssr::workspace_access`) and checks the permission it needs — in the
 //! domain function it calls — before touching anything.
 
 use leptos::prelude::*;
@@ -91,48 +91,40 @@ pub struct InvitationInfo {
 
 #[cfg(feature = "ssr")]
 mod imp {
-    pub use crate::server::{self, with_status, workspace_error};
+    pub use crate::ssr;
     pub use fluxi_core::workspaces::{self, Permission, Role};
 
-    pub fn parse_uuid(raw: &str) -> Result<uuid::Uuid, crate::error::AppError> {
-        uuid::Uuid::parse_str(raw.trim()).map_err(|_| with_status(crate::error::AppError::BadRequest))
+    use crate::error::AppError;
+
+    pub fn parse_uuid(raw: &str) -> Result<uuid::Uuid, AppError> {
+        uuid::Uuid::parse_str(raw.trim()).map_err(|_| AppError::BadRequest)
     }
 
-    pub fn parse_role(raw: &str) -> Result<Role, crate::error::AppError> {
-        Role::parse(raw.trim())
-            .ok_or_else(|| with_status(crate::error::AppError::field("role", "Choose a role: admin, member or viewer.")))
-    }
-
-    pub fn fail(e: workspaces::WorkspaceError) -> crate::error::AppError {
-        with_status(workspace_error(e))
+    pub fn parse_role(raw: &str) -> Result<Role, AppError> {
+        Role::parse(raw.trim()).ok_or_else(|| AppError::field("role", "Choose a role: admin, member or viewer."))
     }
 }
 
 #[server(prefix = "/api", endpoint = "list_workspaces")]
 pub async fn list_workspaces() -> Result<Vec<WorkspaceLink>, AppError> {
     use imp::*;
-    let state = server::state()?;
-    let user = server::require_user(&state).await.map_err(with_status)?;
-    let mut conn = server::conn(&state).await?;
-    let list = workspaces::list_for_user(&mut conn, user.id).await.map_err(server::internal)?;
-    Ok(list
-        .into_iter()
-        .map(|w| WorkspaceLink { slug: w.slug, name: w.name, role: w.role.as_str().into() })
-        .collect())
+    let state = ssr::state()?;
+    let user = ssr::require_user(&state).await?;
+    let mut conn = ssr::conn(&state).await?;
+    let list = workspaces::list_for_user(&mut conn, user.id).await?;
+    Ok(list.into_iter().map(|w| WorkspaceLink { slug: w.slug, name: w.name, role: w.role.as_str().into() }).collect())
 }
 
 #[server(prefix = "/api", endpoint = "create_workspace")]
 pub async fn create_workspace(name: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let user = server::require_user(&state).await.map_err(with_status)?;
-    if let Err(workspaces::WorkspaceError::Invalid(msg)) = workspaces::validate_workspace_name(&name) {
-        return Err(with_status(AppError::field("name", msg)));
-    }
-    let mut conn = server::conn(&state).await?;
-    let created = workspaces::create_workspace(&mut conn, user.id, &name, state.clock.now(), state.workspaces_per_day)
-        .await
-        .map_err(fail)?;
+    let state = ssr::state()?;
+    let user = ssr::require_user(&state).await?;
+    // Checked before a connection is taken: a bad name costs no database work.
+    workspaces::validate_workspace_name(&name)?;
+    let mut conn = ssr::conn(&state).await?;
+    let created =
+        workspaces::create_workspace(&mut conn, user.id, &name, state.clock.now(), state.workspaces_per_day).await?;
     leptos_axum::redirect(&format!("/w/{}", created.slug));
     Ok(())
 }
@@ -140,46 +132,35 @@ pub async fn create_workspace(name: String) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "workspace_home")]
 pub async fn get_workspace_home(slug: String) -> Result<WorkspaceHome, AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (_user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    let notes = fluxi_core::tenancy::notes::list_notes(&mut conn, &access).await.map_err(server::internal)?;
+    let state = ssr::state()?;
+    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let notes = fluxi_core::tenancy::notes::list_notes(&mut conn, &access).await?;
     Ok(WorkspaceHome {
         slug: access.slug().into(),
         name: access.name().into(),
         role: access.role().as_str().into(),
         can_write: access.can(Permission::Write),
         can_manage_members: access.can(Permission::ManageMembers),
-        notes: notes
-            .into_iter()
-            .map(|n| NoteView { id: n.id.to_string(), title: n.title, body: n.body })
-            .collect(),
+        notes: notes.into_iter().map(|n| NoteView { id: n.id.to_string(), title: n.title, body: n.body }).collect(),
     })
 }
 
 #[server(prefix = "/api", endpoint = "create_note")]
 pub async fn create_note(slug: String, title: String, body: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (_user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    access.require(Permission::Write).map_err(fail)?;
-    let title = title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(with_status(AppError::field("title", "Enter a title of at most 200 characters.")));
-    }
-    if body.chars().count() > 10_000 {
-        return Err(with_status(AppError::field("body", "The note must be at most 10,000 characters.")));
-    }
-    fluxi_core::tenancy::notes::create_note(&mut conn, &access, title, &body).await.map_err(server::internal)?;
+    let state = ssr::state()?;
+    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    fluxi_core::tenancy::notes::create_note(&mut conn, &access, &title, &body).await?;
     Ok(())
 }
 
 #[server(prefix = "/api", endpoint = "members_page")]
 pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (user, conn, access) = server::workspace_access(&state, &slug).await?;
+    use workspaces::invitations::MailDelivery;
+    let state = ssr::state()?;
+    let (user, conn, access) = ssr::workspace_access(&state, &slug).await?;
     let can_manage = access.can(Permission::ManageMembers);
-    let is_owner = access.can(Permission::ManageOwners);
     // Both reads go out together on the one connection (pipelined): one round trip.
     let members = workspaces::list_members(&conn, &access);
     let invitations = async {
@@ -189,7 +170,7 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
             Ok(Vec::new())
         }
     };
-    let (members, invitations) = tokio::try_join!(members, invitations).map_err(fail)?;
+    let (members, invitations) = tokio::try_join!(members, invitations)?;
     let invitations = invitations
         .into_iter()
         .map(|i| InvitationView {
@@ -197,10 +178,10 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
             email: i.email,
             role: i.role.as_str().into(),
             mail: match i.mail {
-                workspaces::invitations::MailDelivery::Queued => MailState::Queued,
-                workspaces::invitations::MailDelivery::Sent => MailState::Sent,
-                workspaces::invitations::MailDelivery::Failed => MailState::NotDelivered,
-                workspaces::invitations::MailDelivery::Unknown => MailState::Unknown,
+                MailDelivery::Queued => MailState::Queued,
+                MailDelivery::Sent => MailState::Sent,
+                MailDelivery::Failed => MailState::NotDelivered,
+                MailDelivery::Unknown => MailState::Unknown,
             },
         })
         .collect();
@@ -209,12 +190,12 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
         name: access.name().into(),
         my_role: access.role().as_str().into(),
         can_manage,
-        is_owner,
+        is_owner: access.can(Permission::ManageOwners),
         invitations,
         members: members
             .into_iter()
             .map(|m| MemberView {
-                manageable: m.user_id != user.id && can_manage && (m.role != Role::Owner || is_owner),
+                manageable: workspaces::may_manage(&access, m.user_id, m.role),
                 is_me: m.user_id == user.id,
                 user_id: m.user_id.to_string(),
                 display_name: m.display_name,
@@ -228,59 +209,51 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
 #[server(prefix = "/api", endpoint = "invite_member")]
 pub async fn invite_member(slug: String, email: String, role: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (_user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers).map_err(fail)?;
+    let state = ssr::state()?;
+    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    access.require(Permission::ManageMembers)?;
     let role = parse_role(&role)?;
-    if role == Role::Owner {
-        return Err(with_status(AppError::field("role", "Invite as admin, member or viewer; ownership is transferred separately.")));
-    }
-    let now = state.clock.now();
-    workspaces::invitations::invite(&mut conn, &access, &email, role, now, workspaces::invitations::DEFAULT_TTL, &state.base_url)
-        .await
-        .map_err(|e| match e {
-            workspaces::WorkspaceError::Invalid(msg) => with_status(AppError::field("email", msg)),
-            other => fail(other),
-        })?;
+    let (now, ttl) = (state.clock.now(), workspaces::invitations::DEFAULT_TTL);
+    workspaces::invitations::invite(&mut conn, &access, &email, role, now, ttl, &state.base_url).await?;
     Ok(())
 }
 
 #[server(prefix = "/api", endpoint = "revoke_invitation")]
 pub async fn revoke_invitation(slug: String, invitation_id: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (_user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers).map_err(fail)?;
+    let state = ssr::state()?;
+    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    access.require(Permission::ManageMembers)?;
     let id = parse_uuid(&invitation_id)?;
-    workspaces::invitations::revoke(&mut conn, &access, id, state.clock.now()).await.map_err(fail)
+    Ok(workspaces::invitations::revoke(&mut conn, &access, id, state.clock.now()).await?)
 }
 
 #[server(prefix = "/api", endpoint = "change_member_role")]
 pub async fn change_member_role(slug: String, user_id: String, role: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (_user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers).map_err(fail)?;
+    let state = ssr::state()?;
+    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    access.require(Permission::ManageMembers)?;
     let (target, role) = (parse_uuid(&user_id)?, parse_role(&role)?);
-    workspaces::change_role(&mut conn, &access, target, role).await.map_err(fail)
+    Ok(workspaces::change_role(&mut conn, &access, target, role).await?)
 }
 
 #[server(prefix = "/api", endpoint = "remove_member")]
 pub async fn remove_member(slug: String, user_id: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (_user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers).map_err(fail)?;
+    let state = ssr::state()?;
+    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    access.require(Permission::ManageMembers)?;
     let target = parse_uuid(&user_id)?;
-    workspaces::remove_member(&mut conn, &access, target).await.map_err(fail)
+    Ok(workspaces::remove_member(&mut conn, &access, target).await?)
 }
 
 #[server(prefix = "/api", endpoint = "leave_workspace")]
 pub async fn leave_workspace(slug: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (user, mut conn, access) = server::workspace_access(&state, &slug).await?;
-    workspaces::remove_member(&mut conn, &access, user.id).await.map_err(fail)?;
+    let state = ssr::state()?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    workspaces::remove_member(&mut conn, &access, user.id).await?;
     leptos_axum::redirect("/workspaces");
     Ok(())
 }
@@ -289,29 +262,29 @@ pub async fn leave_workspace(slug: String) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "transfer_ownership")]
 pub async fn transfer_ownership(slug: String, user_id: String, password: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (user, conn, access) = server::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageOwners).map_err(fail)?;
+    let state = ssr::state()?;
+    let (user, conn, access) = ssr::workspace_access(&state, &slug).await?;
+    access.require(Permission::ManageOwners)?;
     let target = parse_uuid(&user_id)?;
     drop(conn);
-    server::step_up(&state, &user, &password).await?;
+    ssr::step_up(&state, &user, &password).await?;
     // The domain function checks the caller's role again, in its transaction.
-    let mut conn = server::conn(&state).await?;
-    workspaces::transfer_ownership(&mut conn, &access, target).await.map_err(fail)
+    let mut conn = ssr::conn(&state).await?;
+    Ok(workspaces::transfer_ownership(&mut conn, &access, target).await?)
 }
 
 /// Step-up: the owner re-enters their password.
 #[server(prefix = "/api", endpoint = "delete_workspace")]
 pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppError> {
     use imp::*;
-    let state = server::state()?;
-    let (user, conn, access) = server::workspace_access(&state, &slug).await?;
-    access.require(Permission::DeleteWorkspace).map_err(fail)?;
+    let state = ssr::state()?;
+    let (user, conn, access) = ssr::workspace_access(&state, &slug).await?;
+    access.require(Permission::DeleteWorkspace)?;
     drop(conn);
-    server::step_up(&state, &user, &password).await?;
+    ssr::step_up(&state, &user, &password).await?;
     // The domain function checks the caller's role again, in its transaction.
-    let mut conn = server::conn(&state).await?;
-    workspaces::delete_workspace(&mut conn, &access).await.map_err(fail)?;
+    let mut conn = ssr::conn(&state).await?;
+    workspaces::delete_workspace(&mut conn, &access).await?;
     leptos_axum::redirect("/workspaces");
     Ok(())
 }
@@ -319,33 +292,19 @@ pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppE
 #[server(prefix = "/api", endpoint = "invitation_info")]
 pub async fn get_invitation_info(token: String) -> Result<InvitationInfo, AppError> {
     use imp::*;
-    let state = server::state()?;
-    if token.len() > 128 {
-        return Err(with_status(AppError::Rejected("This invitation link is not valid.".into())));
-    }
-    let mut conn = server::conn(&state).await?;
-    let preview = workspaces::invitations::preview(&mut conn, &token, state.clock.now())
-        .await
-        .map_err(|p| with_status(AppError::Rejected(p.to_string())))?;
+    let state = ssr::state()?;
+    let mut conn = ssr::conn(&state).await?;
+    let preview = workspaces::invitations::preview(&mut conn, &token, state.clock.now()).await?;
     Ok(InvitationInfo { workspace_name: preview.workspace_name, role: preview.role.as_str().into() })
 }
 
 #[server(prefix = "/api", endpoint = "accept_invitation")]
 pub async fn accept_invitation(token: String) -> Result<(), AppError> {
     use imp::*;
-    use workspaces::invitations::AcceptError;
-    let state = server::state()?;
-    let user = server::require_user(&state).await.map_err(with_status)?;
-    if token.len() > 128 {
-        return Err(with_status(AppError::Rejected("This invitation link is not valid.".into())));
-    }
-    let mut conn = server::conn(&state).await?;
-    let slug = workspaces::invitations::accept(&mut conn, &token, user.id, state.clock.now())
-        .await
-        .map_err(|e| match e {
-            AcceptError::Problem(p) => with_status(AppError::Rejected(p.to_string())),
-            AcceptError::Database(e) => server::internal(e),
-        })?;
+    let state = ssr::state()?;
+    let user = ssr::require_user(&state).await?;
+    let mut conn = ssr::conn(&state).await?;
+    let slug = workspaces::invitations::accept(&mut conn, &token, user.id, state.clock.now()).await?;
     leptos_axum::redirect(&format!("/w/{slug}"));
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Why not `view!`: these rows are most of the members page (20 rows × ≈ 14 elements),
 //! and tachys renders each element through several small strings and owned attribute
 //! values. Written here into one pre-sized buffer, the page costs the server ≈ 12 % fewer
-//! instructions (docs/benchmarks.md, "sixth session"). The page sets the text with `inner_html`
+//! instructions (docs/benchmarks.md, "What keeps the members page cheap"). The page sets the text with `inner_html`
 //! in the server render and in the browser alike, so hydration has nothing to walk in
 //! it; the row forms' submits are handled by one listener on the table
 //! (`pages::MembersSettingsPage`).

@@ -130,12 +130,12 @@ struct LoginRole {
 }
 
 /// The administrator's part of the schema, run as a superuser in each application
-/// database (README, "Database roles"); the test harness installs it the same way.
+/// database (docs/operations.md, "Database roles"); the test harness installs it the same way.
 pub const PROVISIONING_SQL: &str = include_str!("../../../migrations/admin/provisioning.sql");
 
 /// Refuses to run as a login role that would quietly switch off the per-workspace
-/// database roles, the second line of tenant isolation (README, "Workspaces, tenancy and
-/// roles"): a superuser or a role that bypasses row security reads every schema anyway,
+/// database roles, the second line of tenant isolation (docs/tenancy.md, "Schema per
+/// workspace"): a superuser or a role that bypasses row security reads every schema anyway,
 /// a role with INHERIT gets the rights of every workspace role it is a member of
 /// without `SET ROLE`, on PostgreSQL 15 a role with CREATEROLE can grant itself
 /// `pg_read_all_data` or `pg_execute_server_program`, and a member of any role but the

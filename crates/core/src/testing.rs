@@ -232,3 +232,49 @@ impl UserBuilder {
         .expect("create user")
     }
 }
+
+/// Builds a workspace (through the domain's own creation: schema, role, tenant tables)
+/// owned by one account, with further members in the roles given. The one place tests add
+/// memberships without an invitation.
+pub struct WorkspaceBuilder {
+    name: String,
+    members: Vec<(uuid::Uuid, crate::workspaces::Role)>,
+}
+
+impl WorkspaceBuilder {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.into(), members: Vec::new() }
+    }
+
+    pub fn member(mut self, user: &User, role: crate::workspaces::Role) -> Self {
+        self.members.push((user.id, role));
+        self
+    }
+
+    /// Creates it, owned by `owner`; returns its slug.
+    pub async fn create(self, pool: &Pool, owner: &User) -> String {
+        let mut conn = pool.get().await.expect("conn");
+        let now = time::OffsetDateTime::now_utc();
+        let created = crate::workspaces::create_workspace(&mut conn, owner.id, &self.name, now, u32::MAX)
+            .await
+            .expect("create workspace");
+        for (user, role) in self.members {
+            add_member(pool, &created.slug, user, role).await;
+        }
+        created.slug
+    }
+}
+
+/// Adds `user` to the workspace `slug` with `role`, as an accepted invitation would.
+pub async fn add_member(pool: &Pool, slug: &str, user: uuid::Uuid, role: crate::workspaces::Role) {
+    use crate::schema::{memberships, workspaces};
+    use diesel::{ExpressionMethods, QueryDsl};
+    let mut conn = pool.get().await.expect("conn");
+    let ws: uuid::Uuid =
+        workspaces::table.filter(workspaces::slug.eq(slug)).select(workspaces::id).first(&mut conn).await.expect("workspace");
+    diesel::insert_into(memberships::table)
+        .values((memberships::workspace_id.eq(ws), memberships::user_id.eq(user), memberships::role.eq(role.as_str())))
+        .execute(&mut conn)
+        .await
+        .expect("add member");
+}

@@ -83,7 +83,7 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
 /// body) mid-render is what tears the tree down early, so without this a client that hung
 /// up at the wrong moment stopped one of the server's worker threads (reproduced with a
 /// burst of reset connections; see `clients_hanging_up_mid_page_leave_every_worker_running`
-/// in server/tests/rendering.rs, and docs/benchmarks.md). Here the tree is torn down, at
+/// in server/tests/integration/rendering.rs, and docs/known-issues.md). Here the tree is torn down, at
 /// the end of the body, only after every `<Suspense>` has resolved.
 ///
 /// Two limits keep abandoned work bounded: at most `renders.available_permits()` run at

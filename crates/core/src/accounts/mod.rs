@@ -3,6 +3,7 @@
 mod password;
 mod queries;
 mod rules;
+mod sign_in;
 mod throttle;
 
 pub use password::{HashError, PasswordHasher, PasswordHasherConfig};
@@ -12,8 +13,9 @@ pub use queries::{
 };
 pub use rules::{
     is_common_password, normalize_email, validate_display_name, validate_email, validate_password,
-    InputError, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
+    InputError, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
 };
+pub use sign_in::{sign_up, AccountError, PasswordGate, SignInOutcome};
 pub use throttle::{
     clear_failed_sign_ins, delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key, sign_in_refused_for, client_sign_in_key,
     FailedSignIns, SignInThrottle,

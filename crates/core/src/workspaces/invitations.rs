@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::{Permission, Role, WorkspaceAccess, WorkspaceError};
+use super::{InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError};
 use crate::accounts::{normalize_email, validate_email};
 use crate::outbox;
 use crate::schema::{invitations, memberships, outbox_emails, users, workspaces};
@@ -26,6 +26,14 @@ pub const INVITATIONS_PER_DAY: i64 = 100;
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Length of a token: 256 random bits as hex.
+const TOKEN_CHARS: usize = 64;
+
+/// Whether `token` has the shape of one we issue; anything else is not looked up at all.
+fn well_formed(token: &str) -> bool {
+    token.len() == TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// 256 random bits, URL-safe hex.
@@ -70,9 +78,9 @@ pub async fn invite(
 ) -> Result<String, WorkspaceError> {
     access.require(Permission::ManageMembers)?;
     if role == Role::Owner {
-        return Err(WorkspaceError::Forbidden);
+        return Err(InvalidInput::InviteAsOwner.into());
     }
-    let email = validate_email(raw_email).map_err(|e| WorkspaceError::Invalid(e.to_string()))?;
+    let email = validate_email(raw_email).map_err(InvalidInput::Email)?;
     let normalized = normalize_email(&email);
     let already: i64 = memberships::table
         .inner_join(users::table)
@@ -82,7 +90,7 @@ pub async fn invite(
         .get_result(conn)
         .await?;
     if already > 0 {
-        return Err(WorkspaceError::Invalid("That person is already a member of this workspace.".into()));
+        return Err(InvalidInput::AlreadyMember.into());
     }
     let token = new_token();
     let link = format!("{}/invite/{token}", base_url.trim_end_matches('/'));
@@ -204,7 +212,7 @@ pub async fn revoke(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, id: 
             .await
             .optional()?;
             let Some(mail) = revoked else {
-                return Err(WorkspaceError::Invalid("That invitation is no longer pending.".into()));
+                return Err(InvalidInput::InvitationNotPending.into());
             };
             // A mail still waiting would carry a link that no longer works.
             outbox::withdraw_unsent(c, &mail.into_iter().collect::<Vec<_>>(), now).await?;
@@ -284,6 +292,9 @@ fn state(found: &Found, now: OffsetDateTime) -> Result<Role, InvitationProblem> 
 
 /// What the invitation page shows (workspace and role), if the token is usable.
 pub async fn preview(conn: &mut AsyncPgConnection, token: &str, now: OffsetDateTime) -> Result<InvitationPreview, InvitationProblem> {
+    if !well_formed(token) {
+        return Err(InvitationProblem::NotFound);
+    }
     let found = find(conn, token, false).await.map_err(|_| InvitationProblem::NotFound)?.ok_or(InvitationProblem::NotFound)?;
     let role = state(&found, now)?;
     Ok(InvitationPreview { workspace_name: found.name, role })
@@ -301,6 +312,9 @@ pub enum AcceptError {
 /// even under concurrent accepts: the invitation row is locked while it is checked.
 /// Returns the workspace slug.
 pub async fn accept(conn: &mut AsyncPgConnection, token: &str, user_id: Uuid, now: OffsetDateTime) -> Result<String, AcceptError> {
+    if !well_formed(token) {
+        return Err(InvitationProblem::NotFound.into());
+    }
     let token = token.to_string();
     conn.transaction::<_, AcceptError, _>(|c| {
         async move {

@@ -51,7 +51,7 @@ pub enum Permission {
 
 use Permission::*;
 
-/// THE permission matrix. `true` = allowed. README's table is generated from the same
+/// THE permission matrix. `true` = allowed. The table in docs/tenancy.md is generated from the same
 /// rows (see `matrix_markdown`), and the role-matrix test walks it.
 pub const MATRIX: &[(Permission, [bool; 4])] = &[
     //                        owner  admin  member viewer
@@ -71,7 +71,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
     MATRIX.iter().find(|(p, _)| *p == permission).map(|(_, row)| row[column]).unwrap_or(false)
 }
 
-/// The matrix as a Markdown table (for the README).
+/// The matrix as a Markdown table (for docs/tenancy.md).
 pub fn matrix_markdown() -> String {
     let mut out = String::from("| Permission | owner | admin | member | viewer |\n|---|---|---|---|---|\n");
     for (p, row) in MATRIX {
@@ -99,8 +99,8 @@ mod tests {
     }
 
     #[test]
-    fn readme_shows_the_matrix() {
-        let readme = include_str!("../../../../README.md");
-        assert!(readme.contains(&matrix_markdown()), "README's permission table is stale:\n{}", matrix_markdown());
+    fn the_docs_show_the_matrix() {
+        let doc = include_str!("../../../../docs/tenancy.md");
+        assert!(doc.contains(&matrix_markdown()), "docs/tenancy.md's permission table is stale:\n{}", matrix_markdown());
     }
 }

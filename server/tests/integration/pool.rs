@@ -1,8 +1,6 @@
 //! The connection pool recycles connections without a test query (`RecyclingMethod::Fast`);
 //! these tests show that it still gets rid of connections the database has closed.
-mod common;
-
-use common::{Options, TestApp};
+use crate::common::{self, Options, TestApp};
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use reqwest::StatusCode;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use app::error::AppError;
-use app::server::{AppServices, AppState};
+use app::ssr::{AppServices, AppState};
 use fluxi_core::accounts::{PasswordHasher, PasswordHasherConfig};
 use fluxi_core::clock::ManualClock;
 use fluxi_core::sessions::SessionPolicy;
@@ -15,6 +15,9 @@ use leptos::config::LeptosOptions;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, REFERER, SET_COOKIE};
 use reqwest::{redirect, StatusCode};
 use time::OffsetDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use fluxi_core::schema::{memberships, outbox_emails, workspaces};
 
 pub const COOKIE_NAME: &str = "__Host-fluxi_session";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -255,20 +258,52 @@ impl TestApp {
 
     /// Adds `person` to the workspace with `role` directly (fixture, not under test).
     pub async fn add_member(&self, slug: &str, person: &Person, role: &str) {
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        use fluxi_core::schema::{memberships, workspaces};
-        let mut conn = self.db.conn().await;
-        let ws: uuid::Uuid = workspaces::table.filter(workspaces::slug.eq(slug)).select(workspaces::id).first(&mut conn).await.unwrap();
-        diesel::insert_into(memberships::table)
-            .values((memberships::workspace_id.eq(ws), memberships::user_id.eq(person.user.id), memberships::role.eq(role)))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let role = fluxi_core::workspaces::Role::parse(role).expect("a role");
+        fluxi_core::testing::add_member(&self.db.pool, slug, person.user.id, role).await;
     }
 
     pub async fn access(&self, slug: &str, person: &Person) -> fluxi_core::workspaces::WorkspaceAccess {
         let mut conn = self.db.conn().await;
         fluxi_core::workspaces::authorize(&mut conn, person.user.id, slug).await.unwrap()
+    }
+}
+
+/// The invitation token in a mail body.
+pub fn token_from(body: &str) -> String {
+    let start = body.find("/invite/").expect("invitation link in mail") + "/invite/".len();
+    body[start..].chars().take_while(|c| c.is_ascii_hexdigit()).collect()
+}
+
+/// The newest mail to `email` in the outbox.
+pub async fn outbox_body_for(app: &TestApp, email: &str) -> String {
+    let mut conn = app.db.conn().await;
+    outbox_emails::table
+        .filter(outbox_emails::recipient.eq(email))
+        .order(outbox_emails::created_at.desc())
+        .select(outbox_emails::body)
+        .first(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The role of `user` in the workspace `slug`, if a member.
+pub async fn role_of(app: &TestApp, slug: &str, user: uuid::Uuid) -> Option<String> {
+    let mut conn = app.db.conn().await;
+    memberships::table
+        .inner_join(workspaces::table)
+        .filter(workspaces::slug.eq(slug))
+        .filter(memberships::user_id.eq(user))
+        .select(memberships::role)
+        .first(&mut conn)
+        .await
+        .optional()
+        .unwrap()
+}
+
+/// The message of a "too many" error, `None` for any other error.
+pub fn too_many_message(error: &AppError) -> Option<String> {
+    match error {
+        AppError::TooMany { message, .. } => Some(message.clone()),
+        _ => None,
     }
 }

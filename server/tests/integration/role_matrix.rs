@@ -3,9 +3,7 @@
 //! permission table (`fluxi_core::workspaces::permissions::MATRIX`). A server function
 //! that is in neither list below fails the first test, so none can be forgotten.
 
-mod common;
-
-use common::{Person, TestApp, PASSWORD};
+use crate::common::{self, Person, TestApp, PASSWORD};
 use fluxi_core::workspaces::{allowed, Permission, Role};
 use reqwest::StatusCode;
 

@@ -1,9 +1,7 @@
 //! Tenant isolation: schema per workspace, per-workspace database roles, scoped
 //! transactions that never leak into pooled connections, cross-tenant attempts.
 
-mod common;
-
-use common::{TestApp, PASSWORD};
+use crate::common::{self, TestApp, PASSWORD};
 use diesel::prelude::*;
 use fluxi_core::clock::Clock;
 use diesel::sql_types::{Bool, Text};

@@ -1,8 +1,10 @@
 //! Delivers the e-mail outbox over SMTP: claims due rows (leased, so other workers skip
 //! them), sends each outside any transaction, then marks it sent, schedules a retry with
-//! backoff, or gives it up (see `fluxi_core::outbox`).
+//! backoff, or gives it up (see `fluxi_core::outbox` and docs/mail-outbox.md).
 
 use std::time::Duration;
+
+use anyhow::Context;
 
 use fluxi_core::clock::SharedClock;
 use fluxi_core::db::Pool;
@@ -16,12 +18,12 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(smtp_url: &str, from: &str) -> Result<Self, String> {
+    pub fn new(smtp_url: &str, from: &str) -> anyhow::Result<Self> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
-            .map_err(|e| format!("SMTP_URL is not a valid SMTP URL: {e}"))?
+            .context("SMTP_URL is not a valid SMTP URL")?
             .timeout(Some(Duration::from_secs(10)))
             .build();
-        let from = from.parse().map_err(|e| format!("FLUXI_MAIL_FROM is not a valid address: {e}"))?;
+        let from = from.parse().context("FLUXI_MAIL_FROM is not a valid address")?;
         Ok(Self { transport, from })
     }
 
@@ -45,19 +47,19 @@ impl Mailer {
 
 /// Delivers what is due now; returns how many mails were sent. The SMTP conversations
 /// happen with no database connection held.
-pub async fn deliver_due(pool: &Pool, clock: &SharedClock, mailer: &Mailer) -> Result<usize, String> {
+pub async fn deliver_due(pool: &Pool, clock: &SharedClock, mailer: &Mailer) -> anyhow::Result<usize> {
     let due = {
-        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        outbox::claim_due(&mut conn, clock.now(), outbox::CLAIM_BATCH).await.map_err(|e| e.to_string())?
+        let mut conn = pool.get().await.context("no database connection")?;
+        outbox::claim_due(&mut conn, clock.now(), outbox::CLAIM_BATCH).await.context("claiming due mails")?
     };
     let mut sent = 0;
     for mail in &due {
         let outcome = mailer.send(mail).await;
         let now = clock.now();
-        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        let mut conn = pool.get().await.context("no database connection")?;
         match outcome {
             Ok(()) => {
-                outbox::mark_sent(&mut conn, mail.id, now).await.map_err(|e| e.to_string())?;
+                outbox::mark_sent(&mut conn, mail.id, now).await.context("marking a mail sent")?;
                 sent += 1;
             }
             Err((e, failure)) => {
@@ -67,7 +69,7 @@ pub async fn deliver_due(pool: &Pool, clock: &SharedClock, mailer: &Mailer) -> R
                 } else {
                     tracing::warn!(mail = %mail.id, attempts = mail.attempts, error = %e, "mail delivery failed; will retry");
                 }
-                outbox::mark_failed(&mut conn, mail, &e, failure, now).await.map_err(|e| e.to_string())?;
+                outbox::mark_failed(&mut conn, mail, &e, failure, now).await.context("recording a failed delivery")?;
             }
         }
     }
@@ -80,7 +82,7 @@ pub fn spawn_worker(pool: Pool, clock: SharedClock, mailer: Mailer, every: Durat
         loop {
             tick.tick().await;
             if let Err(e) = deliver_due(&pool, &clock, &mailer).await {
-                tracing::warn!(error = %e, "outbox delivery round failed");
+                tracing::warn!(error = format!("{e:#}"), "outbox delivery round failed");
             }
         }
     })

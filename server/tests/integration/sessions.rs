@@ -1,9 +1,7 @@
 //! Session storage and lifetime rules.
 
-mod common;
-
 use app::error::AppError;
-use common::{Options, TestApp, COOKIE_NAME, PASSWORD};
+use crate::common::{Options, TestApp, COOKIE_NAME, PASSWORD};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fluxi_core::accounts::PasswordHasherConfig;
@@ -288,7 +286,7 @@ async fn the_cleanup_task_removes_expired_sessions_and_erases_finished_mail_bodi
     .await
     .unwrap();
     let clock: fluxi_core::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
-    let task = server::spawn_session_cleanup(
+    let task = server::jobs::session_cleanup::spawn(
         app.db.pool.clone(),
         clock,
         fluxi_core::accounts::SignInThrottle::default(),

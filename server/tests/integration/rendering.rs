@@ -1,12 +1,10 @@
 //! Page rendering: while other routers are being built in the same process, and the
 //! security headers every page carries.
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Options, TestApp};
+use crate::common::{self, Options, TestApp};
 use reqwest::StatusCode;
 
 /// Leptos learns the routes by rendering the app once, and while it does, it switches off

@@ -1,0 +1,25 @@
+//! The Content-Security-Policy of server-rendered pages.
+
+use axum::http::{header, HeaderValue};
+use leptos::prelude::*;
+use leptos_axum::ResponseOptions;
+
+/// Content-Security-Policy of a server-rendered page. Scripts run only if they carry this
+/// response's nonce — Leptos puts it on its hydration and resource scripts — or are
+/// loaded by such a script (`'strict-dynamic'`: the app's JavaScript module);
+/// `'wasm-unsafe-eval'` lets that module compile the app's WebAssembly. An injected
+/// `<script>` or event-handler attribute does not run. Other responses get the stricter
+/// default of `server::middleware::security_headers` (no scripts at all).
+pub fn set_page_csp() {
+    let (Some(nonce), Some(res)) = (leptos::nonce::use_nonce(), use_context::<ResponseOptions>()) else {
+        return;
+    };
+    let policy = format!(
+        "script-src 'nonce-{nonce}' 'strict-dynamic' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; \
+         frame-ancestors 'none'; form-action 'self'"
+    );
+    // The nonce is base64, always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        res.insert_header(header::CONTENT_SECURITY_POLICY, value);
+    }
+}

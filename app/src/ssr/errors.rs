@@ -1,0 +1,105 @@
+//! What each domain error means to the person: the conversions that let server
+//! functions use `?`. The HTTP status follows from the resulting [`AppError`] (see
+//! `crate::error`); nothing here touches the response.
+
+use fluxi_core::accounts::AccountError;
+use fluxi_core::workspaces::invitations::{AcceptError, InvitationProblem, INVITATIONS_PER_DAY};
+use fluxi_core::workspaces::{InvalidInput, WorkspaceError};
+
+use crate::error::{AppError, FieldError};
+
+/// "N minutes", rounded up.
+fn in_minutes(wait: time::Duration) -> String {
+    let minutes = (wait.whole_seconds() + 59) / 60;
+    let plural = if minutes == 1 { "" } else { "s" };
+    format!("{minutes} minute{plural}")
+}
+
+fn too_many_for(message: String, wait: time::Duration) -> AppError {
+    AppError::too_many(message, Some(wait.try_into().unwrap_or_default()))
+}
+
+impl From<AccountError> for AppError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid(errors) => AppError::Invalid(
+                errors.into_iter().map(|e| FieldError { field: e.field().into(), message: e.to_string() }).collect(),
+            ),
+            AccountError::WrongCredentials => AppError::InvalidCredentials,
+            AccountError::CurrentPasswordMissing => AppError::field("password", "Enter your current password."),
+            AccountError::WrongCurrentPassword => AppError::field("password", "That is not your current password."),
+            // Sign-in and step-up share the account's count: both guess the same password.
+            AccountError::AccountThrottled(wait) => {
+                too_many_for(format!("Too many wrong passwords for this account. Try again in {}.", in_minutes(wait)), wait)
+            }
+            AccountError::NetworkThrottled(wait) => too_many_for(
+                format!("Too many failed sign-ins from your network. Try again in {}.", in_minutes(wait)),
+                wait,
+            ),
+            AccountError::Busy => AppError::Busy,
+            AccountError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database pool exhausted or unreachable");
+                AppError::Busy
+            }
+            other @ (AccountError::Hashing(_) | AccountError::Database(_)) => AppError::internal(other),
+        }
+    }
+}
+
+impl From<WorkspaceError> for AppError {
+    fn from(e: WorkspaceError) -> Self {
+        match e {
+            WorkspaceError::NotFound => AppError::NotFound,
+            WorkspaceError::Forbidden => AppError::Forbidden,
+            WorkspaceError::LastOwner => AppError::Rejected("A workspace must keep at least one owner.".into()),
+            WorkspaceError::NoSuchMember => AppError::Rejected("That person is not a member of this workspace.".into()),
+            WorkspaceError::Invalid(input) => input.into(),
+            WorkspaceError::TooManyInvitations => AppError::too_many(
+                format!("This workspace has sent {INVITATIONS_PER_DAY} invitations in the last 24 hours. Try again later."),
+                None,
+            ),
+            WorkspaceError::Upgrading => AppError::Upgrading,
+            WorkspaceError::TooManyWorkspaces(limit) => AppError::too_many(
+                format!("You have created {limit} workspaces in the last 24 hours, the most allowed. Try again tomorrow."),
+                None,
+            ),
+            other @ (WorkspaceError::Tenant(_) | WorkspaceError::Database(_)) => AppError::internal(other),
+        }
+    }
+}
+
+impl From<InvalidInput> for AppError {
+    fn from(input: InvalidInput) -> Self {
+        match input.field() {
+            Some(field) => AppError::field(field, input.to_string()),
+            None => AppError::Rejected(input.to_string()),
+        }
+    }
+}
+
+impl From<InvitationProblem> for AppError {
+    fn from(problem: InvitationProblem) -> Self {
+        AppError::Rejected(problem.to_string())
+    }
+}
+
+impl From<AcceptError> for AppError {
+    fn from(e: AcceptError) -> Self {
+        match e {
+            AcceptError::Problem(problem) => problem.into(),
+            AcceptError::Database(e) => AppError::internal(e),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<tower_sessions::session::Error> for AppError {
+    fn from(e: tower_sessions::session::Error) -> Self {
+        AppError::internal(e)
+    }
+}

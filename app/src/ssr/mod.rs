@@ -1,0 +1,19 @@
+//! Server-side context of the app's server functions and pages (compiled only with
+//! `ssr`): the shared state, the signed-in person, what the request says about its
+//! client, form flashes, step-up, the page CSP, and the conversions of domain errors into
+//! [`AppError`](crate::error::AppError).
+
+mod csp;
+mod errors;
+mod flash;
+mod request;
+mod session;
+mod state;
+mod step_up;
+
+pub use csp::set_page_csp;
+pub use flash::{store_flash, take_flash, StoredFlash};
+pub use request::{accepts_html, client_network};
+pub use session::{current_user, forget_cached_user, require_user, session, start_session, workspace_access, RequestCache};
+pub use state::{conn, state, AppServices, AppState};
+pub use step_up::step_up;

@@ -1,0 +1,35 @@
+//! What the request says about its client.
+
+use axum::http::{header, request::Parts};
+use leptos::prelude::*;
+
+use super::AppState;
+
+/// True for a plain HTML form post (no JavaScript): the browser will follow a redirect
+/// and render a page, rather than read the server function's body. The same test
+/// leptos_axum applies when it redirects such a post back to its page.
+pub fn accepts_html(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
+/// The network of the client this request came from (see `fluxi_core::client`), as used
+/// by per-client limits. `None` only if the server was not started with connection info
+/// (a wiring mistake, logged).
+pub fn client_network(state: &AppState) -> Option<String> {
+    use fluxi_core::client::{client_address, client_network};
+    let parts = use_context::<Parts>()?;
+    let Some(peer) = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() else {
+        tracing::warn!("no peer address: serve the router with into_make_service_with_connect_info");
+        return None;
+    };
+    // Lossy, not `to_str`: a header line with a non-ASCII byte (which a client can send, and
+    // a proxy may merge with its own entry) must still count its entries, or the request
+    // would fall back to the proxy's address.
+    let forwarded: Vec<String> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    Some(client_network(client_address(peer.0.ip(), forwarded.iter().map(String::as_str), state.trusted_proxies)))
+}

@@ -1,0 +1,118 @@
+//! The session and the signed-in person of this request.
+
+use std::sync::{Arc, Mutex};
+
+use fluxi_core::accounts::{self, User};
+use fluxi_core::db::PooledConn;
+use fluxi_core::sessions::{AuthState, SessionCheck, AUTH_KEY, SIGNED_IN_USER_KEY};
+use fluxi_core::workspaces::{self, WorkspaceAccess};
+use leptos::prelude::*;
+use tower_sessions::Session;
+
+use super::{conn, AppState};
+use crate::error::AppError;
+
+pub async fn session() -> Result<Session, AppError> {
+    leptos_axum::extract::<Session>().await.map_err(AppError::internal)
+}
+
+/// Per-request memo of the signed-in user: a page render calls several server functions
+/// (navigation, page data), and each needs the user; load it once per request.
+#[derive(Clone, Default)]
+pub struct RequestCache {
+    user: Arc<Mutex<Option<Option<User>>>>,
+    /// Held while the user is loaded: the resources of a page start concurrently, and
+    /// without it each would miss the memo and load the user itself.
+    loading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl RequestCache {
+    fn get(&self) -> Option<Option<User>> {
+        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn set(&self, user: Option<Option<User>>) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user;
+    }
+}
+
+/// After signing out within a request, later lookups must not see the old user.
+pub fn forget_cached_user() {
+    if let Some(cache) = use_context::<RequestCache>() {
+        cache.set(None);
+    }
+}
+
+/// The signed-in user of this request, enforcing the idle and absolute timeouts.
+/// An expired or dangling session is deleted and treated as signed out.
+pub async fn current_user(state: &AppState, session: &Session) -> Result<Option<User>, AppError> {
+    let Some(cache) = use_context::<RequestCache>() else {
+        return load_current_user(state, session).await;
+    };
+    if let Some(known) = cache.get() {
+        return Ok(known);
+    }
+    let _loading = cache.loading.lock().await;
+    if let Some(known) = cache.get() {
+        return Ok(known);
+    }
+    let user = load_current_user(state, session).await?;
+    cache.set(Some(user.clone()));
+    Ok(user)
+}
+
+async fn load_current_user(state: &AppState, session: &Session) -> Result<Option<User>, AppError> {
+    let Some(mut auth) = session.get::<AuthState>(AUTH_KEY).await? else {
+        return Ok(None);
+    };
+    let now = state.clock.now();
+    match state.session_policy.check(&auth, now) {
+        SessionCheck::IdleExpired | SessionCheck::AbsoluteExpired => {
+            session.flush().await?;
+            return Ok(None);
+        }
+        SessionCheck::Active { touch: true } => {
+            auth.last_seen_at = now;
+            session.insert(AUTH_KEY, auth).await?;
+        }
+        SessionCheck::Active { touch: false } => {}
+    }
+    // Normally the session store read the account row together with the session.
+    if let Some(user) = session.get::<User>(SIGNED_IN_USER_KEY).await? {
+        if user.id == auth.user_id {
+            return Ok(Some(user));
+        }
+    }
+    let mut conn = conn(state).await?;
+    match accounts::find_user_by_id(&mut conn, auth.user_id).await? {
+        Some(user) => Ok(Some(user)),
+        None => {
+            session.flush().await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Starts a signed-in session: a fresh session id (so a planted id is useless) holding
+/// only the new sign-in state.
+pub async fn start_session(state: &AppState, session: &Session, user: &User) -> Result<(), AppError> {
+    let now = state.clock.now();
+    forget_cached_user();
+    session.clear().await;
+    session.cycle_id().await?;
+    session.insert(AUTH_KEY, AuthState { user_id: user.id, authenticated_at: now, last_seen_at: now }).await?;
+    Ok(())
+}
+
+/// The signed-in user, or `Unauthenticated`.
+pub async fn require_user(state: &AppState) -> Result<User, AppError> {
+    let session = session().await?;
+    current_user(state, &session).await?.ok_or(AppError::Unauthenticated)
+}
+
+/// Signed-in user, pooled connection and their verified access to workspace `slug`.
+pub async fn workspace_access(state: &AppState, slug: &str) -> Result<(User, PooledConn, WorkspaceAccess), AppError> {
+    let user = require_user(state).await?;
+    let mut conn = conn(state).await?;
+    let access = workspaces::authorize(&mut conn, user.id, slug).await?;
+    Ok((user, conn, access))
+}

@@ -1,0 +1,88 @@
+//! The state every server function shares, built once at start-up.
+
+use std::sync::Arc;
+
+use fluxi_core::accounts::{PasswordGate, PasswordHasher, SignInThrottle};
+use fluxi_core::clock::SharedClock;
+use fluxi_core::db::{Pool, PooledConn};
+use fluxi_core::pseudonym::Pseudonymizer;
+use fluxi_core::sessions::SessionPolicy;
+use leptos::prelude::*;
+
+use crate::error::AppError;
+
+/// Everything a server function needs. Cloned into the context of every request (several
+/// times), hence one `Arc` instead of a clone per field.
+#[derive(Clone)]
+pub struct AppState(Arc<AppServices>);
+
+impl AppState {
+    pub fn new(services: AppServices) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+pub struct AppServices {
+    pub pool: Pool,
+    pub hasher: PasswordHasher,
+    pub clock: SharedClock,
+    pub session_policy: SessionPolicy,
+    pub sign_in_throttle: SignInThrottle,
+    /// Failed sign-ins allowed per client network, across accounts (see `fluxi_core::client`).
+    pub client_sign_in_throttle: SignInThrottle,
+    /// How many reverse proxies of ours stand in front of Fluxi (`FLUXI_TRUSTED_PROXIES`):
+    /// how many `X-Forwarded-For` entries, from the right, name the client truthfully.
+    pub trusted_proxies: usize,
+    pub leptos_options: LeptosOptions,
+    /// Public base URL for links in mails (e.g. invitation links).
+    pub base_url: String,
+    /// Whether the development mailbox page (`/dev/mailbox`) exists.
+    pub dev_mailbox: bool,
+    /// Longest a request may take before it is answered 503 (see `server::build_router`).
+    pub request_timeout: std::time::Duration,
+    /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
+    pub workspaces_per_day: u32,
+    /// Keyed pseudonyms for personal identifiers stored for matching only
+    /// (`FLUXI_PSEUDONYM_KEY`; see `fluxi_core::pseudonym`).
+    pub pseudonyms: Pseudonymizer,
+}
+
+impl AppServices {
+    /// The password checks of sign-in and step-up, over this state.
+    pub fn password_gate(&self) -> PasswordGate<'_> {
+        PasswordGate {
+            pool: &self.pool,
+            hasher: &self.hasher,
+            account_throttle: &self.sign_in_throttle,
+            network_throttle: &self.client_sign_in_throttle,
+            pseudonyms: &self.pseudonyms,
+            clock: self.clock.as_ref(),
+        }
+    }
+}
+
+impl axum::extract::FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+pub fn state() -> Result<AppState, AppError> {
+    use_context::<AppState>().ok_or_else(|| AppError::internal("AppState missing from context"))
+}
+
+/// A pooled connection; an exhausted or unreachable pool is "busy, try again".
+pub async fn conn(state: &AppState) -> Result<PooledConn, AppError> {
+    state.pool.get().await.map_err(|e| {
+        tracing::warn!(error = %e, "database pool exhausted or unreachable");
+        AppError::Busy
+    })
+}

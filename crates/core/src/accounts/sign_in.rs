@@ -1,0 +1,229 @@
+//! Sign-up, sign-in and the step-up password check: the whole flow of each, so that the
+//! pages only parse their input and show the outcome.
+//!
+//! Sign-in and step-up share one password check ([`PasswordGate::check`]): both guess the
+//! same password, so both are refused while the account's count is blocked, both count a
+//! wrong password, and both verify on the hashing permits with no database connection
+//! held (a burst of checks must not tie up the pool).
+
+use time::Duration;
+use uuid::Uuid;
+
+use super::{
+    clear_failed_sign_ins, client_sign_in_key, create_user, find_login_by_email, find_password_hash,
+    normalize_email, record_failed_sign_in, sign_in_key, sign_in_refused_for, update_password_hash,
+    validate_display_name, validate_email, validate_password, CreateUserError, HashError, InputError, NewUser,
+    PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
+};
+use crate::clock::Clock;
+use crate::db::{Pool, PooledConn};
+use crate::pseudonym::Pseudonymizer;
+
+/// Why an account operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Input broke one or more rules; each error names its field.
+    #[error("input refused: {0:?}")]
+    Invalid(Vec<InputError>),
+    /// Unknown email or wrong password: deliberately one answer.
+    #[error("incorrect email or password")]
+    WrongCredentials,
+    /// Step-up: the signed-in person gave no password, or not theirs.
+    #[error("current password missing")]
+    CurrentPasswordMissing,
+    #[error("not the current password")]
+    WrongCurrentPassword,
+    /// The account's count is blocked for this much longer.
+    #[error("too many wrong passwords for this account")]
+    AccountThrottled(Duration),
+    /// The client network's count is blocked for this much longer.
+    #[error("too many failed sign-ins from this network")]
+    NetworkThrottled(Duration),
+    /// No hashing permit became free within the wait.
+    #[error("no password hashing permit became free in time")]
+    Busy,
+    /// No database connection within the pool's wait.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+impl From<HashError> for AccountError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Self::Busy,
+            HashError::Internal(message) => Self::Hashing(message),
+        }
+    }
+}
+
+/// What a correct password leads to. The place where "a second factor is needed" plugs in.
+#[derive(Debug)]
+pub enum SignInOutcome {
+    SignedIn(User),
+}
+
+/// Everything a password check needs, borrowed from the server's state.
+pub struct PasswordGate<'a> {
+    pub pool: &'a Pool,
+    pub hasher: &'a PasswordHasher,
+    /// Failures per account (sign-in and step-up together).
+    pub account_throttle: &'a SignInThrottle,
+    /// Failed sign-ins per client network, across accounts (see `crate::client`).
+    pub network_throttle: &'a SignInThrottle,
+    pub pseudonyms: &'a Pseudonymizer,
+    pub clock: &'a dyn Clock,
+}
+
+/// Whose password is being checked.
+enum Claimant<'a> {
+    /// Sign-in: whoever owns this normalized email, if anyone.
+    Email(&'a str),
+    /// Step-up: the signed-in person (id and normalized email).
+    Account(Uuid, &'a str),
+}
+
+impl PasswordGate<'_> {
+    async fn conn(&self) -> Result<PooledConn, AccountError> {
+        self.pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))
+    }
+
+    /// Signs in with an email and password, from `client_network` (`None` only when the
+    /// server could not tell; then only the account's count applies).
+    ///
+    /// Refused before the password is looked at while either count is blocked (even the
+    /// right password then fails). Unknown emails cost the same work and get the same
+    /// answer as wrong passwords, and are counted the same way. A success forgives the
+    /// account's count but not the network's: otherwise signing in to one's own account
+    /// between guesses would reset it. A hash made with older parameters is replaced.
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        client_network: Option<&str>,
+    ) -> Result<SignInOutcome, AccountError> {
+        let mut invalid = Vec::new();
+        if email.trim().is_empty() {
+            invalid.push(InputError::EmailMissing);
+        } else if email.chars().count() > EMAIL_MAX_CHARS {
+            invalid.push(InputError::EmailTooLong);
+        }
+        if password.is_empty() {
+            invalid.push(InputError::PasswordMissing);
+        } else if password.chars().count() > PASSWORD_MAX_CHARS {
+            invalid.push(InputError::PasswordTooLong);
+        }
+        if !invalid.is_empty() {
+            return Err(AccountError::Invalid(invalid));
+        }
+        let normalized = normalize_email(email);
+        let network_key = client_network.map(|network| client_sign_in_key(self.pseudonyms, network));
+        let (user, stored) = match self.check(Claimant::Email(&normalized), password, network_key.as_deref()).await {
+            Ok(found) => found,
+            Err(AccountError::WrongCurrentPassword) => return Err(AccountError::WrongCredentials),
+            Err(e) => return Err(e),
+        };
+        let Some(user) = user else { return Err(AccountError::WrongCredentials) };
+        if PasswordHasher::needs_rehash(stored.as_str()) {
+            self.rehash(user.id, password).await;
+        }
+        Ok(SignInOutcome::SignedIn(user))
+    }
+
+    /// Step-up re-authentication: `password` must be the signed-in `user`'s current one.
+    /// Whatever the caller checked before must be checked again after it (it takes a while;
+    /// see `crate::workspaces::transfer_ownership`).
+    pub async fn check_current_password(&self, user: &User, password: &str) -> Result<(), AccountError> {
+        if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
+            return Err(AccountError::CurrentPasswordMissing);
+        }
+        self.check(Claimant::Account(user.id, &user.email_normalized), password, None).await.map(|_| ())
+    }
+
+    /// The shared check. Returns the account found by email (sign-in) and its hash; a
+    /// wrong password is `WrongCurrentPassword`, counted against the account (and the
+    /// network, when given) before it is returned.
+    async fn check(
+        &self,
+        claimant: Claimant<'_>,
+        password: &str,
+        network_key: Option<&[u8]>,
+    ) -> Result<(Option<User>, StoredPasswordHash), AccountError> {
+        let now = self.clock.now();
+        let (account_key, found) = {
+            let mut conn = self.conn().await?;
+            let account_key = match claimant {
+                Claimant::Email(normalized) | Claimant::Account(_, normalized) => sign_in_key(self.pseudonyms, normalized),
+            };
+            if let Some(wait) = sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
+                return Err(AccountError::AccountThrottled(wait));
+            }
+            if let Some(key) = network_key {
+                if let Some(wait) = sign_in_refused_for(&mut conn, self.network_throttle, key, now).await? {
+                    return Err(AccountError::NetworkThrottled(wait));
+                }
+            }
+            let found = match claimant {
+                Claimant::Email(normalized) => find_login_by_email(&mut conn, normalized).await?.map(|(u, h)| (Some(u), h)),
+                Claimant::Account(id, _) => find_password_hash(&mut conn, id).await?.map(|h| (None, h)),
+            };
+            (account_key, found)
+        };
+        // An unknown account is verified against the dummy hash: same work, same answer.
+        let verified = self.hasher.verify(password, found.as_ref().map(|(_, hash)| hash.as_str())).await?;
+        let mut conn = self.conn().await?;
+        match found.filter(|_| verified) {
+            Some(found) => {
+                clear_failed_sign_ins(&mut conn, &account_key).await?;
+                Ok(found)
+            }
+            None => {
+                record_failed_sign_in(&mut conn, self.account_throttle, &account_key, now).await?;
+                if let Some(key) = network_key {
+                    record_failed_sign_in(&mut conn, self.network_throttle, key, now).await?;
+                }
+                Err(AccountError::WrongCurrentPassword)
+            }
+        }
+    }
+
+    /// Replaces an outdated hash; a failure only delays the upgrade to the next sign-in.
+    async fn rehash(&self, id: Uuid, password: &str) {
+        let Ok(new_hash) = self.hasher.hash(password).await else { return };
+        let updated = match self.conn().await {
+            Ok(mut conn) => update_password_hash(&mut conn, id, &new_hash).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = updated {
+            tracing::warn!(error = %e, "could not upgrade a password hash");
+        }
+    }
+}
+
+/// Creates an account from a sign-up form: every field validated (all errors at once),
+/// the password hashed, and the email checked for uniqueness by the database.
+pub async fn sign_up(
+    pool: &Pool,
+    hasher: &PasswordHasher,
+    display_name: &str,
+    email: &str,
+    password: &str,
+) -> Result<User, AccountError> {
+    let mut invalid = Vec::new();
+    let name = validate_display_name(display_name).map_err(|e| invalid.push(e)).ok();
+    let email = validate_email(email).map_err(|e| invalid.push(e)).ok();
+    let _ = validate_password(password).map_err(|e| invalid.push(e));
+    let (Some(name), Some(email), true) = (name, email, invalid.is_empty()) else {
+        return Err(AccountError::Invalid(invalid));
+    };
+    let hash = hasher.hash(password).await?;
+    let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
+    let new = NewUser { email: &email, email_normalized: &normalize_email(&email), display_name: &name, password_hash: &hash };
+    create_user(&mut conn, new).await.map_err(|e| match e {
+        CreateUserError::EmailTaken => AccountError::Invalid(vec![InputError::EmailTaken]),
+        CreateUserError::Database(e) => AccountError::Database(e),
+    })
+}

@@ -1,0 +1,118 @@
+//! The capability every workspace operation requires, and the membership check that
+//! alone makes one.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{allowed, Permission, Role, WorkspaceError};
+use crate::schema::{memberships, workspaces};
+use crate::tenancy::{TenantError, TenantIdent};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkspaceSummary {
+    pub slug: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// Proof that `user_id` is a member of a workspace with `role`, checked against the
+/// database for this request. Only [`authorize`] (and workspace creation) make one; the
+/// tenant query functions require it. Fields are private so it cannot be forged.
+#[derive(Debug, Clone)]
+pub struct WorkspaceAccess {
+    workspace_id: Uuid,
+    slug: String,
+    name: String,
+    schema: TenantIdent,
+    db_role: TenantIdent,
+    user_id: Uuid,
+    role: Role,
+}
+
+impl WorkspaceAccess {
+    pub fn workspace_id(&self) -> Uuid {
+        self.workspace_id
+    }
+    pub fn slug(&self) -> &str {
+        &self.slug
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub(crate) fn schema(&self) -> &TenantIdent {
+        &self.schema
+    }
+    pub(crate) fn db_role(&self) -> &TenantIdent {
+        &self.db_role
+    }
+    pub fn can(&self, permission: Permission) -> bool {
+        allowed(self.role, permission)
+    }
+    pub fn require(&self, permission: Permission) -> Result<(), WorkspaceError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(WorkspaceError::Forbidden)
+        }
+    }
+}
+
+/// Loads the caller's membership of the workspace with this slug — fresh from the
+/// database on every call, so role changes apply to the very next request.
+pub async fn authorize(conn: &mut AsyncPgConnection, user_id: Uuid, slug: &str) -> Result<WorkspaceAccess, WorkspaceError> {
+    let row: Option<(Uuid, String, String, String, String, String, String)> = workspaces::table
+        .inner_join(memberships::table)
+        .filter(workspaces::slug.eq(slug))
+        .filter(memberships::user_id.eq(user_id))
+        .select((
+            workspaces::id,
+            workspaces::slug,
+            workspaces::name,
+            workspaces::schema_name,
+            workspaces::role_name,
+            workspaces::tenant_version,
+            memberships::role,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    let (workspace_id, slug, name, schema, db_role, tenant_version, role) = row.ok_or(WorkspaceError::NotFound)?;
+    // Code that expects the newest tenant tables must not run against an older schema
+    // (a failed fleet migration leaves the workspace behind; the others go on serving).
+    // Versions are migration names, which sort by date.
+    if tenant_version.as_str() < crate::tenancy::migrations::latest_version() {
+        return Err(WorkspaceError::Upgrading);
+    }
+    Ok(WorkspaceAccess {
+        workspace_id,
+        slug,
+        name,
+        schema: TenantIdent::parse(&schema).ok_or(TenantError::InvalidIdent)?,
+        db_role: TenantIdent::parse(&db_role).ok_or(TenantError::InvalidIdent)?,
+        user_id,
+        role: Role::parse(&role).ok_or(WorkspaceError::NotFound)?,
+    })
+}
+
+pub async fn list_for_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<WorkspaceSummary>> {
+    let rows: Vec<(String, String, String)> = workspaces::table
+        .inner_join(memberships::table)
+        .filter(memberships::user_id.eq(user_id))
+        .select((workspaces::slug, workspaces::name, memberships::role))
+        .order(workspaces::name.asc())
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(slug, name, role)| Some(WorkspaceSummary { slug, name, role: Role::parse(&role)? }))
+        .collect())
+}
+

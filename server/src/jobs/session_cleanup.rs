@@ -1,0 +1,58 @@
+//! Periodic clean-up of data that no longer matters.
+
+use std::time::Duration;
+
+use fluxi_core::accounts::SignInThrottle;
+use fluxi_core::clock::SharedClock;
+use fluxi_core::db::Pool;
+use fluxi_core::sessions::delete_expired_sessions;
+
+/// Deletes expired sessions and sign-in failure counts that no longer matter, and erases
+/// the bodies of finished mails that still have them, every `every`, in the background.
+pub fn spawn(
+    pool: Pool,
+    clock: SharedClock,
+    throttle: SignInThrottle,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = clock.now();
+            cleaned("expired sessions removed", "expired-session cleanup failed", delete_expired_sessions(&pool, now).await);
+            let mut conn = match pool.get().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cleanup round cut short: no database connection");
+                    continue;
+                }
+            };
+            cleaned(
+                "stale sign-in failure counts removed",
+                "sign-in failure cleanup failed",
+                fluxi_core::accounts::delete_stale_sign_in_failures(&mut conn, &throttle, now).await,
+            );
+            cleaned(
+                "old workspace creations forgotten",
+                "workspace creation log cleanup failed",
+                fluxi_core::workspaces::delete_old_workspace_creations(&mut conn, now).await,
+            );
+            cleaned(
+                "bodies of finished mails erased (marked by an older server version)",
+                "outbox body cleanup failed",
+                fluxi_core::outbox::erase_finished_bodies(&mut conn).await,
+            );
+        }
+    })
+}
+
+/// Logs one clean-up step's outcome: how many rows it handled (when any), or why it failed
+/// (the next round tries again).
+fn cleaned(done: &str, failed: &str, outcome: Result<usize, impl std::fmt::Display>) {
+    match outcome {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "{done}"),
+        Err(e) => tracing::warn!(error = %e, "{failed}"),
+    }
+}

@@ -1,0 +1,18 @@
+//! Fluxi's integration tests: one binary (every extra test binary costs a link of the
+//! whole app), one module per topic. Each test starts the real server on a loopback port
+//! over a database of its own (`common::TestApp`); the database-only tests of the domain
+//! live next to it, in `crates/core/tests/`.
+
+mod common;
+
+mod accounts;
+mod fleet;
+mod invitations;
+mod members;
+mod outbox;
+mod pool;
+mod rendering;
+mod role_matrix;
+mod sessions;
+mod tenancy;
+mod workspaces;
