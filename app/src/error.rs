@@ -135,3 +135,41 @@ impl FromServerFnError for AppError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AppError;
+    use std::time::Duration;
+
+    #[test]
+    fn each_error_has_its_status() {
+        let cases = [
+            (AppError::field("email", "Bad"), 422),
+            (AppError::InvalidCredentials, 401),
+            (AppError::Unauthenticated, 401),
+            (AppError::NotFound, 404),
+            (AppError::Forbidden, 403),
+            (AppError::Rejected("No".into()), 409),
+            (AppError::Busy, 503),
+            (AppError::Upgrading, 503),
+            (AppError::too_many("Slow down", None), 429),
+            (AppError::BadRequest, 400),
+            (AppError::Network, 500),
+            (AppError::Internal("ref".into()), 500),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status(), status, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        assert_eq!(AppError::too_many("x", Some(Duration::from_millis(900_001))).retry_after_seconds(), Some(901));
+        assert_eq!(AppError::too_many("x", Some(Duration::from_secs(900))).retry_after_seconds(), Some(900));
+        assert_eq!(AppError::too_many("x", Some(Duration::ZERO)).retry_after_seconds(), Some(1), "at least one");
+        assert_eq!(AppError::too_many("x", None).retry_after_seconds(), None);
+        assert_eq!(AppError::Busy.retry_after_seconds(), Some(2));
+        assert_eq!(AppError::Upgrading.retry_after_seconds(), Some(60));
+        assert_eq!(AppError::NotFound.retry_after_seconds(), None);
+    }
+}

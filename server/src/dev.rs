@@ -5,7 +5,7 @@ use app::ssr::AppState;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use html_escape::encode_safe;
+use html_escape::encode_quoted_attribute;
 
 /// Development only: the newest outgoing mails, so invitations can be followed without
 /// an SMTP server. Not routed at all in production or when mail is delivered over SMTP
@@ -36,9 +36,9 @@ pub async fn mailbox(
     for m in mails {
         html.push_str(&format!(
             "<article><h2>{}</h2><p>To: {}</p><pre>{}</pre></article>",
-            encode_safe(&m.subject),
-            encode_safe(&m.recipient),
-            encode_safe(&m.body)
+            encode_quoted_attribute(&m.subject),
+            encode_quoted_attribute(&m.recipient),
+            encode_quoted_attribute(&m.body)
         ));
     }
     html.push_str("</body></html>");

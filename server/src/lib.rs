@@ -126,9 +126,10 @@ pub fn build_router(state: AppState) -> Router {
     router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/{*fn_name}", post(server_fns::handle))
+        .route("/api/{*fn_name}", post(server_fns::unknown))
         .merge(pages)
         .fallback_service(static_files)
+        .layer(axum::middleware::from_fn(server_fns::edge))
         .layer(sessions)
         // No request holds a connection forever: one that is stuck (on a database that
         // stopped answering, or a page render that never finishes) is answered "503, try

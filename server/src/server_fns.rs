@@ -8,14 +8,26 @@ use app::error::AppError;
 use app::ssr::{accepts_html, store_flash, AppState};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use leptos::server_fn::error::SERVER_FN_ERROR_HEADER;
 use tower_sessions::Session;
 
 use crate::{provide_state, MAX_BODY_BYTES};
 
-pub async fn handle(State(state): State<AppState>, req: Request<Body>) -> Response {
+/// Answers a server-function path that no server function has (leptos_axum registers the
+/// real ones next to the pages; this is the fallback of `/api/…`).
+pub async fn unknown(State(state): State<AppState>, req: Request<Body>) -> Response {
+    leptos_axum::handle_server_fns_with_context(provide_state(state), req).await.into_response()
+}
+
+/// Every request passes here; server-function calls (`POST /api/…`) get their error
+/// answered as described above.
+pub async fn edge(req: Request<Body>, next: Next) -> Response {
+    if req.method() != Method::POST || !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
+    }
     let plain_form = accepts_html(req.headers());
     let form = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
     let session = req.extensions().get::<Session>().cloned();
@@ -31,7 +43,7 @@ pub async fn handle(State(state): State<AppState>, req: Request<Body>) -> Respon
     } else {
         (req, Vec::new())
     };
-    let res = leptos_axum::handle_server_fns_with_context(provide_state(state), req).await.into_response();
+    let res = next.run(req).await;
     if !res.headers().contains_key(SERVER_FN_ERROR_HEADER) {
         return res;
     }

@@ -25,7 +25,7 @@ async fn fresh_database_is_migrated_and_a_second_run_is_a_no_op() {
 async fn a_failing_migration_leaves_the_database_as_it_was() {
     // The real migrations plus a broken one, as files on disk.
     let dir = std::env::temp_dir().join(format!("fluxi-mig-{}", uuid::Uuid::new_v4().simple()));
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/public");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/public");
     for entry in std::fs::read_dir(&src).unwrap() {
         let entry = entry.unwrap();
         if entry.path().is_dir() {
@@ -202,7 +202,7 @@ async fn upgrading_erases_the_bodies_of_mails_already_delivered_or_given_up() {
     const LINKING: &str = "2026-12-01-000004_invitation_mail";
     // Every migration before the one under test, as files on disk.
     let dir = std::env::temp_dir().join(format!("fluxi-mig-{}", uuid::Uuid::new_v4().simple()));
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/public");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/public");
     for entry in std::fs::read_dir(&src).unwrap() {
         let entry = entry.unwrap();
         if entry.path().is_dir() && entry.file_name().to_str().unwrap() < LINKING {

@@ -1,7 +1,8 @@
 //! The role matrix: every workspace server function × {owner, admin, member, viewer,
 //! member of another workspace, signed out}, expected outcomes derived from the one
 //! permission table (`fluxi_core::workspaces::permissions::MATRIX`). A server function
-//! that is in neither list below fails the first test, so none can be forgotten.
+//! that is in neither list below fails the first test, so none can be forgotten. The
+//! matrix is written out in docs/tenancy.md, "Permission matrix".
 
 use crate::common::{self, Person, TestApp, PASSWORD};
 use fluxi_core::workspaces::{allowed, Permission, Role};
