@@ -18,19 +18,9 @@ use leptos_meta::{provide_meta_context, MetaTags};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
-use auth::api::{CurrentUser, Login, Logout, Signup};
-use error::AppError;
-use page_data::{page_data, PageData};
-
-/// The account actions and the signed-in person, shared by the navigation and pages.
-/// `user` refetches whenever one of the actions completes.
-#[derive(Clone, Copy)]
-pub struct AuthContext {
-    pub signup: ServerAction<Signup>,
-    pub login: ServerAction<Login>,
-    pub logout: ServerAction<Logout>,
-    pub user: PageData<Result<Option<CurrentUser>, AppError>>,
-}
+use auth::api::{Login, Logout, Signup};
+use auth::AuthContext;
+use page_data::page_data;
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]

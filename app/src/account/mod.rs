@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_router::components::Redirect;
 
-use crate::AuthContext;
+use crate::auth::AuthContext;
 
 #[component]
 pub fn AccountPage() -> impl IntoView {

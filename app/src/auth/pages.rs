@@ -8,7 +8,7 @@ use super::api::{take_flash, FormFlash};
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::page_data;
-use crate::AuthContext;
+use super::AuthContext;
 
 /// The error to show: the latest hydrated submission's, else the plain-form flash's.
 fn current_error(

@@ -411,7 +411,7 @@ pub fn InvitePage() -> impl IntoView {
     let info = page_data(token, get_invitation_info);
     let accept = ServerAction::<AcceptInvitation>::new();
     let error = action_error(accept);
-    let user = expect_context::<crate::AuthContext>().user;
+    let user = expect_context::<crate::auth::AuthContext>().user;
     view! {
         <Card title="Workspace invitation">
             <Suspense>

@@ -1,0 +1,16 @@
+//! The account actions and the signed-in person, shared by the navigation and the pages.
+
+use leptos::prelude::*;
+
+use super::api::{CurrentUser, Login, Logout, Signup};
+use crate::error::AppError;
+use crate::page_data::PageData;
+
+/// `user` refetches whenever one of the actions completes.
+#[derive(Clone, Copy)]
+pub struct AuthContext {
+    pub signup: ServerAction<Signup>,
+    pub login: ServerAction<Login>,
+    pub logout: ServerAction<Logout>,
+    pub user: PageData<Result<Option<CurrentUser>, AppError>>,
+}
