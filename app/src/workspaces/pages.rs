@@ -211,6 +211,44 @@ pub fn WorkspaceHomePage() -> impl IntoView {
     }
 }
 
+/// The members table's rows as Leptos views: the same markup as `member_rows_html`.
+fn member_row_views(members: Vec<MemberView>, slug: String, can_manage: bool, owner_choices: bool) -> impl IntoView {
+    use leptos::server_fn::ServerFn;
+    let choices: &'static [&'static str] =
+        if owner_choices { &["owner", "admin", "member", "viewer"] } else { &["admin", "member", "viewer"] };
+    members
+        .into_iter()
+        .map(|m| {
+            let controls = can_manage.then(|| {
+                let form = m.manageable.then(|| {
+                    let role = m.role.clone();
+                    view! {
+                        <form action=ChangeMemberRole::url() method="post" class="row-controls">
+                            <input type="hidden" name="slug" value=slug.clone()/>
+                            <input type="hidden" name="user_id" value=m.user_id.clone()/>
+                            <select name="role" aria-label=format!("Role for {}", m.display_name)>
+                                {choices.iter().map(|&c| view! { <option value=c selected=c == role>{c}</option> }).collect_view()}
+                            </select>
+                            <button type="submit">"Change role"</button>
+                            <button type="submit" formaction=RemoveMember::url()>"Remove"</button>
+                        </form>
+                    }
+                });
+                view! { <td>{form}</td> }
+            });
+            let label = m.display_name.clone();
+            view! {
+                <tr aria-label=label>
+                    <td>{m.display_name}{m.is_me.then_some(" (you)")}</td>
+                    <td>{m.email}</td>
+                    <td>{m.role}</td>
+                    {controls}
+                </tr>
+            }
+        })
+        .collect_view()
+}
+
 #[component]
 pub fn MembersSettingsPage() -> impl IntoView {
     let params = use_params_map();
@@ -284,15 +322,24 @@ pub fn MembersSettingsPage() -> impl IntoView {
                         // The rows and the owner choices are written as HTML text (see
                         // member_rows: most of the page's server time was in them).
                         use leptos::server_fn::ServerFn;
-                        let rows_html = member_rows_html(&members, &RowOptions {
-                            slug: &slug,
-                            can_manage,
-                            owner_choices: is_owner,
-                            change_url: ChangeMemberRole::url(),
-                            remove_url: RemoveMember::url(),
-                        });
+                        // Temporary switch for the paired benchmark of the two renderings.
+                        #[cfg(feature = "ssr")]
+                        let view_rows = std::env::var_os("FLUXI_BENCH_VIEW_ROWS").is_some();
+                        #[cfg(not(feature = "ssr"))]
+                        let view_rows = false;
                         let has_candidates = is_owner && members.iter().any(|m| !m.is_me);
                         let candidates_html = if has_candidates { owner_candidates_html(&members) } else { String::new() };
+                        let (row_views, rows_html) = if view_rows {
+                            (Some(member_row_views(members, slug.clone(), can_manage, is_owner)), String::new())
+                        } else {
+                            (None, member_rows_html(&members, &RowOptions {
+                                slug: &slug,
+                                can_manage,
+                                owner_choices: is_owner,
+                                change_url: ChangeMemberRole::url(),
+                                remove_url: RemoveMember::url(),
+                            }))
+                        };
                         let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
                         let slug_delete = slug.clone();
                         // Either, not into_any(): erasing the type would first copy every
@@ -312,7 +359,10 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         <th scope="col">"Role"</th>
                                         {p.can_manage.then(|| view! { <th scope="col">"Actions"</th> })}
                                     </tr></thead>
-                                    <tbody inner_html=rows_html on:submit=on_row_submit></tbody>
+                                    {match row_views {
+                                        Some(rows) => Either::Left(view! { <tbody on:submit=on_row_submit>{rows}</tbody> }),
+                                        None => Either::Right(view! { <tbody inner_html=rows_html on:submit=on_row_submit></tbody> }),
+                                    }}
                                 </table>
                                 </div>
 
