@@ -63,6 +63,10 @@ ensure_postgres() {
 
 ensure_test_tools() {
   ensure_build_tools
+  if ! cargo fmt --version >/dev/null 2>&1; then
+    log "adding rustfmt"
+    rustup component add rustfmt
+  fi
   if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
   if [ ! -f /usr/include/postgresql/libpq-fe.h ]; then apt_install libpq-dev; fi
   if ! diesel --version 2>/dev/null | grep -q "$DIESEL_CLI_VERSION"; then

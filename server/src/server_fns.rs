@@ -2,7 +2,8 @@
 //! [`AppError`] and nothing else; here it becomes the response's status and
 //! `Retry-After` ([`AppError::status`], [`AppError::retry_after_seconds`]) for callers that
 //! read the answer (the hydrated app, scripts), or — for a plain HTML form post, which
-//! leptos_axum redirects back to its page — a flash in the session that the page shows.
+//! leptos_axum redirects back to its page — a flash in the session for the pages that
+//! show one (`app::ssr::store_flash`).
 
 use app::error::AppError;
 use app::ssr::{accepts_html, store_flash, AppState};
@@ -31,12 +32,15 @@ pub async fn edge(req: Request<Body>, next: Next) -> Response {
     let plain_form = accepts_html(req.headers());
     let form = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
     let session = req.extensions().get::<Session>().cloned();
-    // A plain form's fields are kept for its flash, so its body is read here first (it is
-    // small: the body limit applies).
+    // A plain form's fields may be kept for its flash, so its body is read here first (it
+    // is small: the body limit applies).
     let (req, submitted) = if plain_form {
         let (parts, body) = req.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) => bytes,
+            // The body-limit layer's error, for a body that grew past it while being read.
+            Err(e) if e.to_string().contains("length limit") => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+            Err(_) => return (StatusCode::BAD_REQUEST, "The request body could not be read.").into_response(),
         };
         let submitted: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
         (Request::from_parts(parts, Body::from(bytes)), submitted)

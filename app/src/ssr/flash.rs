@@ -17,18 +17,22 @@ pub struct StoredFlash {
     pub values: Vec<(String, String)>,
 }
 
-/// Fields whose values are never kept: they would come back in the page's data. Matched
-/// as parts of the field name, so `current_password` or `recovery_code` are covered too.
-const SECRET_FIELD_PARTS: [&str; 5] = ["password", "token", "code", "secret", "key"];
+/// The forms whose pages show a flash (sign-up and sign-in, which work without
+/// JavaScript down to their error messages), and the fields each keeps. Nothing else is
+/// kept: no other form gets a flash, and no field that is not listed here — so never a
+/// password, and never `next`, which can carry an invitation link's token (the page
+/// reads it from its own address again).
+const FLASHED_FORMS: [(&str, &[&str]); 2] = [("signup", &["display_name", "email"]), ("login", &["email"])];
 
-fn is_secret_field(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SECRET_FIELD_PARTS.iter().any(|part| name.contains(part))
+/// The values a flash of `form` keeps, or `None` when `form` gets no flash.
+fn kept_values(form: &str, submitted: Vec<(String, String)>) -> Option<Vec<(String, String)>> {
+    let (_, fields) = FLASHED_FORMS.iter().find(|(name, _)| *name == form)?;
+    Some(submitted.into_iter().filter(|(name, _)| fields.contains(&name.as_str())).collect())
 }
 
-/// Stores the flash of a failed plain form post to `form`, without its secret fields.
+/// Stores the flash of a failed plain form post to `form`, if its page shows one.
 pub async fn store_flash(session: &Session, form: &str, submitted: Vec<(String, String)>, error: AppError) {
-    let values = submitted.into_iter().filter(|(name, _)| !is_secret_field(name)).collect();
+    let Some(values) = kept_values(form, submitted) else { return };
     let flash = StoredFlash { form: form.into(), error, values };
     if let Err(e) = session.insert(FLASH_KEY, flash).await {
         tracing::warn!(error = %e, "could not store form flash");
@@ -47,15 +51,20 @@ pub async fn take_flash(session: &Session, form: &str) -> Option<StoredFlash> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_secret_field;
+    use super::kept_values;
+
+    fn submitted(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
 
     #[test]
-    fn secret_fields_are_recognised_by_name() {
-        for secret in ["password", "current_password", "new_password", "token", "code", "recovery_code", "Secret", "api_key"] {
-            assert!(is_secret_field(secret), "{secret}");
-        }
-        for kept in ["email", "display_name", "next", "name", "slug", "role", "title", "body"] {
-            assert!(!is_secret_field(kept), "{kept}");
+    fn only_listed_fields_of_listed_forms_are_kept() {
+        let login = submitted(&[("email", "a@example.test"), ("password", "hunter22hunter22"), ("next", "/invite/abc")]);
+        assert_eq!(kept_values("login", login), Some(submitted(&[("email", "a@example.test")])));
+        let signup = submitted(&[("display_name", "Ann"), ("email", "a@example.test"), ("password", "pw")]);
+        assert_eq!(kept_values("signup", signup), Some(submitted(&[("display_name", "Ann"), ("email", "a@example.test")])));
+        for form in ["create_note", "invite_member", "transfer_ownership", "delete_workspace", "unknown"] {
+            assert_eq!(kept_values(form, submitted(&[("title", "secret plans")])), None, "{form}");
         }
     }
 }

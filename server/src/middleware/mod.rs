@@ -51,7 +51,7 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "strict-transport-security", "max-age=63072000; includeSubDomains");
     // Pages set their own policy, with the response's script nonce
-    // (`app::server::set_page_csp`); everything else may run no script at all.
+    // (`app::ssr::set_page_csp`); everything else may run no script at all.
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
         set(
             h,

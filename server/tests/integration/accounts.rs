@@ -234,7 +234,7 @@ async fn plain_form_posts_redirect_and_show_errors_once() {
     let mut c = app.client();
     let res = c.post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "bad"), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::FOUND);
-    // Back to the form's page (Leptos also encodes the error in the query for ActionForm).
+    // Back to the form's page.
     assert!(res.location().unwrap().starts_with(&format!("{}/signup", app.base)), "{:?}", res.location());
     let page = c.get("/signup").await;
     assert!(page.body.contains("Enter a valid email address"), "{}", page.body);
@@ -246,6 +246,41 @@ async fn plain_form_posts_redirect_and_show_errors_once() {
     let ok = c.post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "form@example.test"), ("password", PASSWORD)]).await;
     assert_eq!(ok.status, StatusCode::FOUND);
     assert_eq!(ok.location(), Some("/account"));
+}
+
+/// A flash keeps only what its page shows: not the `next` address of a sign-in (it can
+/// carry an invitation link's token), and nothing at all of forms whose pages show none.
+#[tokio::test]
+async fn flashes_keep_only_what_their_page_shows() {
+    use fluxi_core::schema::sessions;
+    let app = TestApp::spawn().await;
+    let token = "ab".repeat(32);
+    let login_page = format!("/login?next=%2Finvite%2F{token}");
+    let mut c = app.client();
+    let form = [("email", "nobody@example.test"), ("password", "not the password 1"), ("next", &format!("/invite/{token}"))];
+    let res = c.post_form("login", &login_page, &form).await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    let stored: Vec<serde_json::Value> = {
+        let mut conn = app.db.conn().await;
+        sessions::table.select(sessions::data).load(&mut conn).await.unwrap()
+    };
+    let stored = serde_json::to_string(&stored).unwrap();
+    assert!(stored.contains("nobody@example.test"), "the typed email is kept: {stored}");
+    assert!(!stored.contains(&token) && !stored.contains("not the password"), "{stored}");
+    // The page still knows where to go next: from its own address.
+    let page = c.get(&login_page).await;
+    assert!(page.body.contains("Incorrect email or password"), "{}", page.body);
+    assert!(page.body.contains(&format!("value=\"/invite/{token}\"")), "{}", page.body);
+
+    // A signed-in person's failed note without JavaScript: nothing of it is kept.
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Team").await;
+    let secret = "x".repeat(201);
+    let res = owner.client.post_form("create_note", &format!("/w/{slug}"), &[("slug", &slug), ("title", &secret), ("body", "")]).await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    let mut conn = app.db.conn().await;
+    let stored: Vec<serde_json::Value> = sessions::table.select(sessions::data).load(&mut conn).await.unwrap();
+    assert!(!serde_json::to_string(&stored).unwrap().contains(&secret));
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Sign-up, sign-in and the step-up password check: the whole flow of each, so that the
 //! pages only parse their input and show the outcome.
 //!
-//! Sign-in and step-up share one password check ([`PasswordGate::check`]): both guess the
+//! Sign-in and step-up share one password check (`PasswordGate::check`): both guess the
 //! same password, so both are refused while the account's count is blocked, both count a
 //! wrong password, and both verify on the hashing permits with no database connection
 //! held (a burst of checks must not tie up the pool).
@@ -152,9 +152,9 @@ impl PasswordGate<'_> {
         password: &str,
         network_key: Option<&[u8]>,
     ) -> Result<(Option<User>, StoredPasswordHash), AccountError> {
-        let now = self.clock.now();
         let (account_key, found) = {
             let mut conn = self.conn().await?;
+            let now = self.clock.now();
             let account_key = match claimant {
                 Claimant::Email(normalized) | Claimant::Account(_, normalized) => sign_in_key(self.pseudonyms, normalized),
             };
@@ -175,6 +175,8 @@ impl PasswordGate<'_> {
         // An unknown account is verified against the dummy hash: same work, same answer.
         let verified = self.hasher.verify(password, found.as_ref().map(|(_, hash)| hash.as_str())).await?;
         let mut conn = self.conn().await?;
+        // Read again: the verification waited for a permit and took a while.
+        let now = self.clock.now();
         match found.filter(|_| verified) {
             Some(found) => {
                 clear_failed_sign_ins(&mut conn, &account_key).await?;

@@ -18,7 +18,7 @@ pub struct WorkspaceSummary {
 }
 
 /// Proof that `user_id` is a member of a workspace with `role`, checked against the
-/// database for this request. Only [`authorize`] (and workspace creation) make one; the
+/// database for this request. Only [`authorize`] makes one; the
 /// tenant query functions require it. Fields are private so it cannot be forged.
 #[derive(Debug, Clone)]
 pub struct WorkspaceAccess {

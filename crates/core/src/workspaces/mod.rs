@@ -1,9 +1,9 @@
 //! Workspaces: registry, membership checks, roles, member management, invitations.
 //!
-//! - [`access`]: the [`WorkspaceAccess`] capability and [`authorize`], the membership check
+//! - `access`: the [`WorkspaceAccess`] capability and [`authorize`], the membership check
 //!   every workspace operation starts from.
-//! - [`lifecycle`]: creating (with the daily limit) and deleting workspaces.
-//! - [`members`]: listing members, role changes, removal, ownership transfer, and the
+//! - `lifecycle`: creating (with the daily limit) and deleting workspaces.
+//! - `members`: listing members, role changes, removal, ownership transfer, and the
 //!   locks that keep them consistent.
 //! - [`invitations`]: invitations by email.
 //! - [`permissions`]: roles and the one permission table.
@@ -88,12 +88,12 @@ impl InvalidInput {
     /// The form field this error belongs next to; `None` for a refusal of the whole request.
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            Self::NameMissing | Self::NameTooLong | Self::NameInvalid | Self::NoFreeAddress => Some("name"),
+            Self::NameMissing | Self::NameTooLong | Self::NameInvalid => Some("name"),
             Self::Email(_) | Self::AlreadyMember => Some("email"),
             Self::InviteAsOwner => Some("role"),
             Self::NoteTitle => Some("title"),
             Self::NoteBodyTooLong => Some("body"),
-            Self::TransferToSelf | Self::InvitationNotPending => None,
+            Self::NoFreeAddress | Self::TransferToSelf | Self::InvitationNotPending => None,
         }
     }
 }
