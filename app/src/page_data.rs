@@ -55,7 +55,9 @@ mod tests {
         Page {
             name: "Team \"Quotes\" & <script>".into(),
             can_manage: true,
-            rows: (0..3).map(|i| (format!("Member \\ {i} </script>"), format!("member{i}@example.test"), i > 0)).collect(),
+            rows: (0..3)
+                .map(|i| (format!("Member \\ {i} </script>"), format!("member{i}@example.test"), i > 0))
+                .collect(),
             state: Some(AppError::Rejected("It's \"quoted\"".into())),
         }
     }

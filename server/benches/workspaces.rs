@@ -18,7 +18,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// The real tenant migrations plus one additive migration that is pending everywhere.
 static WITH_PENDING: std::sync::LazyLock<&'static [(&'static str, &'static str)]> = std::sync::LazyLock::new(|| {
     let mut all: Vec<(&'static str, &'static str)> = TENANT_MIGRATIONS.to_vec();
-    all.push(("9999-01-01-000000_bench_additive", "ALTER TABLE notes ADD COLUMN pinned boolean NOT NULL DEFAULT false;"));
+    all.push((
+        "9999-01-01-000000_bench_additive",
+        "ALTER TABLE notes ADD COLUMN pinned boolean NOT NULL DEFAULT false;",
+    ));
     Box::leak(all.into_boxed_slice())
 });
 

@@ -90,8 +90,9 @@ impl Config {
     /// production; a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(lookup);
-        let database_url = vars.get("DATABASE_URL")
-            .ok_or_else(|| ConfigError("DATABASE_URL is not set (scripts/run sets it for the embedded cluster)".into()))?;
+        let database_url = vars.get("DATABASE_URL").ok_or_else(|| {
+            ConfigError("DATABASE_URL is not set (scripts/run sets it for the embedded cluster)".into())
+        })?;
         let idle: i64 = vars.parsed("FLUXI_SESSION_IDLE_MINUTES", 30)?;
         let absolute: i64 = vars.parsed("FLUXI_SESSION_ABSOLUTE_HOURS", 12)?;
         if idle <= 0 || absolute <= 0 {
@@ -120,7 +121,8 @@ impl Config {
             production,
             fleet_concurrency: vars.parsed("FLUXI_FLEET_CONCURRENCY", 4)?,
             trusted_proxies: vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?,
-            workspaces_per_day: vars.parsed("FLUXI_WORKSPACES_PER_DAY", fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY)?,
+            workspaces_per_day: vars
+                .parsed("FLUXI_WORKSPACES_PER_DAY", fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY)?,
             pool_size: vars.parsed("FLUXI_DB_POOL_SIZE", 16)?,
             session_policy: SessionPolicy {
                 idle_timeout: time::Duration::minutes(idle),
@@ -147,7 +149,8 @@ mod tests {
     }
 
     const DB: (&str, &str) = ("DATABASE_URL", "postgres://app@127.0.0.1/fluxi");
-    const KEY: (&str, &str) = ("FLUXI_PSEUDONYM_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+    const KEY: (&str, &str) =
+        ("FLUXI_PSEUDONYM_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
 
     #[test]
     fn production_is_the_default_and_has_no_mailbox() {
@@ -179,7 +182,10 @@ mod tests {
         let err = config(&[DB]).unwrap().pseudonyms().unwrap_err().to_string();
         assert!(err.contains("FLUXI_PSEUDONYM_KEY is not set"), "{err}");
         let err = config(&[DB, ("FLUXI_PSEUDONYM_KEY", "not hex")]).unwrap_err().to_string();
-        assert!(err.contains("FLUXI_PSEUDONYM_KEY") && err.contains("64 hexadecimal digits") && !err.contains("not hex"), "{err}");
+        assert!(
+            err.contains("FLUXI_PSEUDONYM_KEY") && err.contains("64 hexadecimal digits") && !err.contains("not hex"),
+            "{err}"
+        );
         let (fixed, ephemeral) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();
         assert!(!ephemeral);
         let (again, _) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();

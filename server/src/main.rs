@@ -19,11 +19,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_sessions=error,tower_sessions_core=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_sessions=error,tower_sessions_core=error".into()),
         )
         .init();
     // Defaults for running the binary outside cargo-leptos (scripts/run does).
-    for (k, v) in [("LEPTOS_OUTPUT_NAME", "fluxi"), ("LEPTOS_SITE_ROOT", "target/site"), ("LEPTOS_SITE_PKG_DIR", "pkg")] {
+    for (k, v) in [("LEPTOS_OUTPUT_NAME", "fluxi"), ("LEPTOS_SITE_ROOT", "target/site"), ("LEPTOS_SITE_PKG_DIR", "pkg")]
+    {
         if std::env::var_os(k).is_none() {
             std::env::set_var(k, v);
         }
@@ -119,11 +121,15 @@ async fn serve() -> anyhow::Result<()> {
         tracing::info!("SMTP_URL is not set: mails stay in the outbox (see /dev/mailbox in development)");
     }
     // Account and client counts share a table: keep rows as long as the longer window needs.
-    let cleanup_rule = [state.sign_in_throttle, state.client_sign_in_throttle].into_iter().max_by_key(|t| t.window).unwrap_or_default();
+    let cleanup_rule = [state.sign_in_throttle, state.client_sign_in_throttle]
+        .into_iter()
+        .max_by_key(|t| t.window)
+        .unwrap_or_default();
     server::jobs::session_cleanup::spawn(pool.clone(), clock, cleanup_rule, config.session_cleanup_every);
     server::jobs::fleet_catch_up::spawn(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
-    let listener =
-        tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
     println!("Fluxi is serving at http://{}", config.addr);
     axum::serve(listener, server::build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

@@ -86,7 +86,9 @@ pub async fn fetch_current_user() -> Result<Option<CurrentUser>, AppError> {
 #[server(prefix = "/api", endpoint = "take_flash")]
 pub async fn take_flash(form: String) -> Result<Option<FormFlash>, AppError> {
     let session = crate::ssr::session().await?;
-    Ok(crate::ssr::take_flash(&session, &form).await.map(|flash| FormFlash { error: flash.error, values: flash.values }))
+    Ok(crate::ssr::take_flash(&session, &form)
+        .await
+        .map(|flash| FormFlash { error: flash.error, values: flash.values }))
 }
 
 #[cfg(test)]
@@ -97,7 +99,15 @@ mod tests {
     fn next_path_must_be_same_site() {
         assert_eq!(safe_next_path(Some("/account")), Some("/account".into()));
         assert_eq!(safe_next_path(Some("/account?tab=1")), Some("/account?tab=1".into()));
-        for bad in ["https://evil.example/", "//evil.example", "/\\evil.example", "account", "", "/\n/x", "javascript:alert(1)"] {
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "account",
+            "",
+            "/\n/x",
+            "javascript:alert(1)",
+        ] {
             assert_eq!(safe_next_path(Some(bad)), None, "{bad}");
         }
         assert_eq!(safe_next_path(None), None);

@@ -5,10 +5,10 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
 use super::api::{take_flash, FormFlash};
+use super::AuthContext;
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::page_data;
-use super::AuthContext;
 
 /// The error to show: the latest hydrated submission's, else the plain-form flash's.
 fn current_error(

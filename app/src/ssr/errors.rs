@@ -29,9 +29,10 @@ impl From<AccountError> for AppError {
             AccountError::CurrentPasswordMissing => AppError::field("password", "Enter your current password."),
             AccountError::WrongCurrentPassword => AppError::field("password", "That is not your current password."),
             // Sign-in and step-up share the account's count: both guess the same password.
-            AccountError::AccountThrottled(wait) => {
-                too_many_for(format!("Too many wrong passwords for this account. Try again in {}.", in_minutes(wait)), wait)
-            }
+            AccountError::AccountThrottled(wait) => too_many_for(
+                format!("Too many wrong passwords for this account. Try again in {}.", in_minutes(wait)),
+                wait,
+            ),
             AccountError::NetworkThrottled(wait) => too_many_for(
                 format!("Too many failed sign-ins from your network. Try again in {}.", in_minutes(wait)),
                 wait,
@@ -55,12 +56,16 @@ impl From<WorkspaceError> for AppError {
             WorkspaceError::NoSuchMember => AppError::Rejected("That person is not a member of this workspace.".into()),
             WorkspaceError::Invalid(input) => input.into(),
             WorkspaceError::TooManyInvitations => AppError::too_many(
-                format!("This workspace has sent {INVITATIONS_PER_DAY} invitations in the last 24 hours. Try again later."),
+                format!(
+                    "This workspace has sent {INVITATIONS_PER_DAY} invitations in the last 24 hours. Try again later."
+                ),
                 None,
             ),
             WorkspaceError::Upgrading => AppError::Upgrading,
             WorkspaceError::TooManyWorkspaces(limit) => AppError::too_many(
-                format!("You have created {limit} workspaces in the last 24 hours, the most allowed. Try again tomorrow."),
+                format!(
+                    "You have created {limit} workspaces in the last 24 hours, the most allowed. Try again tomorrow."
+                ),
                 None,
             ),
             other @ (WorkspaceError::Tenant(_) | WorkspaceError::Database(_)) => AppError::internal(other),

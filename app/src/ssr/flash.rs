@@ -59,10 +59,14 @@ mod tests {
 
     #[test]
     fn only_listed_fields_of_listed_forms_are_kept() {
-        let login = submitted(&[("email", "a@example.test"), ("password", "hunter22hunter22"), ("next", "/invite/abc")]);
+        let login =
+            submitted(&[("email", "a@example.test"), ("password", "hunter22hunter22"), ("next", "/invite/abc")]);
         assert_eq!(kept_values("login", login), Some(submitted(&[("email", "a@example.test")])));
         let signup = submitted(&[("display_name", "Ann"), ("email", "a@example.test"), ("password", "pw")]);
-        assert_eq!(kept_values("signup", signup), Some(submitted(&[("display_name", "Ann"), ("email", "a@example.test")])));
+        assert_eq!(
+            kept_values("signup", signup),
+            Some(submitted(&[("display_name", "Ann"), ("email", "a@example.test")]))
+        );
         for form in ["create_note", "invite_member", "transfer_ownership", "delete_workspace", "unknown"] {
             assert_eq!(kept_values(form, submitted(&[("title", "secret plans")])), None, "{form}");
         }

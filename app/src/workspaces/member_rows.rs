@@ -190,14 +190,20 @@ mod tests {
             manageable: true,
         };
         let render = |m: &MemberView| {
-            [member_rows_html(std::slice::from_ref(m), &options(true, true)), owner_candidates_html(std::slice::from_ref(m))]
+            [
+                member_rows_html(std::slice::from_ref(m), &options(true, true)),
+                owner_candidates_html(std::slice::from_ref(m)),
+            ]
         };
         // Same markup as for harmless values: as many tags, quotes and apostrophes.
         for (html, plain_html) in render(&evil).into_iter().zip(render(&plain)) {
             for c in ['<', '>', '"', '\''] {
                 assert_eq!(html.matches(c).count(), plain_html.matches(c).count(), "{c} in {html}");
             }
-            assert!(html.contains("Eve&quot; onmouseover=&quot;alert(1)&#x27; &lt;img src=x onerror=alert(2)&gt; &amp; co"), "{html}");
+            assert!(
+                html.contains("Eve&quot; onmouseover=&quot;alert(1)&#x27; &lt;img src=x onerror=alert(2)&gt; &amp; co"),
+                "{html}"
+            );
         }
     }
 

@@ -71,7 +71,10 @@ fn problem_view(error: AppError) -> AnyView {
             // being upgraded), not only its text.
             #[cfg(feature = "ssr")]
             if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
-                res.set_status(axum::http::StatusCode::from_u16(other.status()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR));
+                res.set_status(
+                    axum::http::StatusCode::from_u16(other.status())
+                        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                );
             }
             view! { <div class="mx-auto mt-10 max-w-xl"><FormAlert message=Signal::derive(move || Some(other.to_string()))/></div> }.into_any()
         }

@@ -83,14 +83,11 @@ where
                 diesel::sql_query(format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")),
                 c,
             )?;
-            let pending = c
-                .pending_migrations(source)
-                .map_err(|e| MigrateInner::Migration(e.to_string()))?;
+            let pending = c.pending_migrations(source).map_err(|e| MigrateInner::Migration(e.to_string()))?;
             let mut applied = Vec::with_capacity(pending.len());
             for migration in pending {
                 let name = migration.name().to_string();
-                c.run_migration(&migration)
-                    .map_err(|e| MigrateInner::Migration(format!("{name}: {e}")))?;
+                c.run_migration(&migration).map_err(|e| MigrateInner::Migration(format!("{name}: {e}")))?;
                 applied.push(name);
             }
             Ok(applied)

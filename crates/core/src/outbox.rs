@@ -75,7 +75,10 @@ pub async fn claim_due(conn: &mut AsyncPgConnection, now: OffsetDateTime, limit:
                 return Ok(Vec::new());
             }
             diesel::update(outbox_emails::table.filter(outbox_emails::id.eq_any(ids)))
-                .set((outbox_emails::attempts.eq(outbox_emails::attempts + 1), outbox_emails::next_attempt_at.eq(now + CLAIM_LEASE)))
+                .set((
+                    outbox_emails::attempts.eq(outbox_emails::attempts + 1),
+                    outbox_emails::next_attempt_at.eq(now + CLAIM_LEASE),
+                ))
                 .returning(OutboxEmail::as_returning())
                 .get_results(c)
                 .await
@@ -190,7 +193,13 @@ pub fn failure_for_smtp_reply(code: Option<u16>, text: &str) -> Failure {
 /// (and its body erased) when the failure is permanent or this was attempt
 /// `MAX_ATTEMPTS`. Does nothing when the claim is no longer this worker's (its lease ran
 /// out and another worker claimed the mail again, or it was sent or given up meanwhile).
-pub async fn mark_failed(conn: &mut AsyncPgConnection, mail: &OutboxEmail, error: &str, failure: Failure, now: OffsetDateTime) -> QueryResult<()> {
+pub async fn mark_failed(
+    conn: &mut AsyncPgConnection,
+    mail: &OutboxEmail,
+    error: &str,
+    failure: Failure,
+    now: OffsetDateTime,
+) -> QueryResult<()> {
     let error: String = error.chars().take(500).collect();
     let update = diesel::update(
         outbox_emails::table
@@ -234,7 +243,10 @@ mod tests {
     #[test]
     fn only_refusals_of_the_recipient_are_final() {
         assert_eq!(failure_for_smtp_reply(Some(550), "No such user here"), Failure::Permanent);
-        assert_eq!(failure_for_smtp_reply(Some(550), "5.1.1 <x@example.test>: Recipient address rejected"), Failure::Permanent);
+        assert_eq!(
+            failure_for_smtp_reply(Some(550), "5.1.1 <x@example.test>: Recipient address rejected"),
+            Failure::Permanent
+        );
         assert_eq!(failure_for_smtp_reply(Some(553), "mailbox name not allowed"), Failure::Permanent);
         for (code, text) in [
             (Some(550), "5.7.1 Relaying denied"),

@@ -48,8 +48,9 @@ pub fn password_of(url: &str) -> String {
 }
 
 fn admin_url() -> String {
-    std::env::var("FLUXI_TEST_ADMIN_URL")
-        .expect("FLUXI_TEST_ADMIN_URL must point at a throwaway PostgreSQL cluster (run the tests through scripts/test)")
+    std::env::var("FLUXI_TEST_ADMIN_URL").expect(
+        "FLUXI_TEST_ADMIN_URL must point at a throwaway PostgreSQL cluster (run the tests through scripts/test)",
+    )
 }
 
 /// Replaces the database name (the last path segment) of a connection URL.
@@ -112,12 +113,20 @@ impl TestDb {
             diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}")).execute(&mut conn).await.unwrap();
             diesel::sql_query(format!("CREATE DATABASE {building} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
             own_public_schema(&url_with_database(&admin, &building)).await;
-            db::run_public_migrations(&as_app_role(&url_with_database(&admin, &building))).await.expect("migrate the template");
-            diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}")).execute(&mut conn).await.unwrap();
+            db::run_public_migrations(&as_app_role(&url_with_database(&admin, &building)))
+                .await
+                .expect("migrate the template");
+            diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
         diesel::sql_query("SELECT pg_advisory_unlock(4242)").execute(&mut conn).await.unwrap();
         let name = format!("fluxi_test_{}", uuid::Uuid::new_v4().simple());
-        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template} OWNER {APP_ROLE}")).execute(&mut conn).await.unwrap();
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template} OWNER {APP_ROLE}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         let admin_url = url_with_database(&admin, &name);
         let url = as_app_role(&admin_url);
         let pool = db::build_pool(&url, 8).expect("pool");
@@ -270,8 +279,12 @@ pub async fn add_member(pool: &Pool, slug: &str, user: uuid::Uuid, role: crate::
     use crate::schema::{memberships, workspaces};
     use diesel::{ExpressionMethods, QueryDsl};
     let mut conn = pool.get().await.expect("conn");
-    let ws: uuid::Uuid =
-        workspaces::table.filter(workspaces::slug.eq(slug)).select(workspaces::id).first(&mut conn).await.expect("workspace");
+    let ws: uuid::Uuid = workspaces::table
+        .filter(workspaces::slug.eq(slug))
+        .select(workspaces::id)
+        .first(&mut conn)
+        .await
+        .expect("workspace");
     diesel::insert_into(memberships::table)
         .values((memberships::workspace_id.eq(ws), memberships::user_id.eq(user), memberships::role.eq(role.as_str())))
         .execute(&mut conn)

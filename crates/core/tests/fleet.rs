@@ -36,7 +36,8 @@ async fn a_fleet_run_with_nothing_pending_is_one_query() {
         }
         .boxed()
     });
-    let pool = Pool::builder(AsyncDieselConnectionManager::new_with_config(&db.url, config)).max_size(4).build().unwrap();
+    let pool =
+        Pool::builder(AsyncDieselConnectionManager::new_with_config(&db.url, config)).max_size(4).build().unwrap();
     let report = fluxi_core::tenancy::migrations::migrate_fleet(&pool, 4).await.unwrap();
     assert_eq!((report.migrated, report.failed.len()), (0, 0));
     assert_eq!(AtomicUsize::load(&queries, Ordering::SeqCst), 1, "one query for six workspaces");

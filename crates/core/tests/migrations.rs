@@ -115,10 +115,18 @@ async fn login_roles_that_would_bypass_workspace_roles_are_refused() {
     db::check_login_role(&mut tidy).await.expect("a member of workspace roles: fine");
     admin.batch_execute(&format!("GRANT pg_read_all_data, pg_execute_server_program TO {role}")).await.unwrap();
     let err = db::check_login_role(&mut tidy).await.unwrap_err().to_string();
-    assert!(err.contains("may become roles other than workspace roles (pg_execute_server_program, pg_read_all_data;"), "{err}");
+    assert!(
+        err.contains("may become roles other than workspace roles (pg_execute_server_program, pg_read_all_data;"),
+        "{err}"
+    );
     assert!(!err.contains(workspace_role), "{err}");
     // A workspace-named role with powers of its own is no workspace role.
-    admin.batch_execute(&format!("REVOKE pg_read_all_data, pg_execute_server_program FROM {role}; ALTER ROLE {workspace_role} CREATEROLE")).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "REVOKE pg_read_all_data, pg_execute_server_program FROM {role}; ALTER ROLE {workspace_role} CREATEROLE"
+        ))
+        .await
+        .unwrap();
     let err = db::check_login_role(&mut tidy).await.unwrap_err().to_string();
     assert!(err.contains(&format!("may become roles other than workspace roles ({workspace_role};")), "{err}");
     drop(tidy);
@@ -230,13 +238,14 @@ async fn upgrading_erases_the_bodies_of_mails_already_delivered_or_given_up() {
     let applied = db::run_public_migrations(&db.url).await.unwrap();
     assert!(matches!(applied.as_slice(), [first, ..] if first == LINKING), "{applied:?}");
 
-    let bodies: Vec<(String, String)> = diesel::sql_query("SELECT recipient AS a, body AS b FROM outbox_emails ORDER BY recipient")
-        .load::<Pair>(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.a, p.b))
-        .collect();
+    let bodies: Vec<(String, String)> =
+        diesel::sql_query("SELECT recipient AS a, body AS b FROM outbox_emails ORDER BY recipient")
+            .load::<Pair>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.a, p.b))
+            .collect();
     assert_eq!(
         bodies,
         vec![

@@ -123,10 +123,27 @@ async fn nobody_is_invited_as_owner() {
     let mut conn = team.db.conn().await;
     let owner = team.access(Role::Owner).await;
     let now = time::OffsetDateTime::now_utc();
-    let refused = invitations::invite(&mut conn, &owner, "new@example.test", Role::Owner, now, invitations::DEFAULT_TTL, "http://x")
-        .await;
+    let refused = invitations::invite(
+        &mut conn,
+        &owner,
+        "new@example.test",
+        Role::Owner,
+        now,
+        invitations::DEFAULT_TTL,
+        "http://x",
+    )
+    .await;
     assert!(matches!(refused, Err(WorkspaceError::Invalid(InvalidInput::InviteAsOwner))), "{refused:?}");
-    let bad = invitations::invite(&mut conn, &owner, "not an address", Role::Member, now, invitations::DEFAULT_TTL, "http://x").await;
+    let bad = invitations::invite(
+        &mut conn,
+        &owner,
+        "not an address",
+        Role::Member,
+        now,
+        invitations::DEFAULT_TTL,
+        "http://x",
+    )
+    .await;
     match bad {
         Err(WorkspaceError::Invalid(e @ InvalidInput::Email(_))) => assert_eq!(e.field(), Some("email")),
         other => panic!("{other:?}"),

@@ -21,7 +21,10 @@ pub fn spawn(pool: Pool, concurrency: usize, every: Duration) -> tokio::task::Jo
                     }
                     if !report.failed.is_empty() {
                         // Each failure was logged with its reason by the runner.
-                        tracing::error!(failed = report.failed.len(), "workspace schemas still behind; they answer 503 until migrated");
+                        tracing::error!(
+                            failed = report.failed.len(),
+                            "workspace schemas still behind; they answer 503 until migrated"
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "fleet catch-up round failed"),

@@ -9,18 +9,17 @@ use fluxi_core::sessions::delete_expired_sessions;
 
 /// Deletes expired sessions and sign-in failure counts that no longer matter, and erases
 /// the bodies of finished mails that still have them, every `every`, in the background.
-pub fn spawn(
-    pool: Pool,
-    clock: SharedClock,
-    throttle: SignInThrottle,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn(pool: Pool, clock: SharedClock, throttle: SignInThrottle, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let now = clock.now();
-            cleaned("expired sessions removed", "expired-session cleanup failed", delete_expired_sessions(&pool, now).await);
+            cleaned(
+                "expired sessions removed",
+                "expired-session cleanup failed",
+                delete_expired_sessions(&pool, now).await,
+            );
             let mut conn = match pool.get().await {
                 Ok(conn) => conn,
                 Err(e) => {

@@ -124,7 +124,10 @@ pub async fn render_to_completion(
         match tokio::time::timeout(limit, work).await {
             Ok(res) => res,
             Err(_) => {
-                tracing::error!(limit_seconds = limit.as_secs(), "page render abandoned: still running after the limit");
+                tracing::error!(
+                    limit_seconds = limit.as_secs(),
+                    "page render abandoned: still running after the limit"
+                );
                 (StatusCode::SERVICE_UNAVAILABLE, "The page took too long. Please try again.").into_response()
             }
         }

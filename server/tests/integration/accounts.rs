@@ -1,7 +1,7 @@
 //! Sign-up, sign-in and sign-out rules, over real HTTP against real PostgreSQL.
 
-use app::error::AppError;
 use crate::common::{self, TestApp, PASSWORD};
+use app::error::AppError;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fluxi_core::schema::users;
@@ -20,7 +20,12 @@ fn field_message(err: &AppError, field: &str) -> String {
 async fn signup_signs_in_and_account_shows_the_person() {
     let app = TestApp::spawn().await;
     let mut c = app.client();
-    let res = c.call("signup", &[("display_name", "  Ada Lovelace "), ("email", "  Ada@Example.TEST "), ("password", PASSWORD)]).await;
+    let res = c
+        .call(
+            "signup",
+            &[("display_name", "  Ada Lovelace "), ("email", "  Ada@Example.TEST "), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(res.location(), Some("/account"));
     assert!(c.session_cookie.is_some());
@@ -38,7 +43,10 @@ async fn signup_signs_in_and_account_shows_the_person() {
         .first(&mut conn)
         .await
         .unwrap();
-    assert_eq!((email.as_str(), norm.as_str(), name.as_str()), ("Ada@Example.TEST", "ada@example.test", "Ada Lovelace"));
+    assert_eq!(
+        (email.as_str(), norm.as_str(), name.as_str()),
+        ("Ada@Example.TEST", "ada@example.test", "Ada Lovelace")
+    );
 }
 
 #[tokio::test]
@@ -57,7 +65,10 @@ async fn duplicate_email_is_rejected_case_insensitively_and_writes_nothing() {
     let (_, email) = app.signed_up("First").await;
     let mut c = app.client();
     let res = c
-        .call("signup", &[("display_name", "Second"), ("email", &format!("  {} ", email.to_uppercase())), ("password", PASSWORD)])
+        .call(
+            "signup",
+            &[("display_name", "Second"), ("email", &format!("  {} ", email.to_uppercase())), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(field_message(&res.error(), "email").contains("already exists"));
@@ -133,7 +144,8 @@ async fn malformed_missing_and_oversized_input_get_clear_errors() {
     assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
     assert_eq!(res.error(), AppError::BadRequest);
     // Not form-encoded at all.
-    let req = c.http().post(c.url("/api/login")).header("content-type", "application/x-www-form-urlencoded").body("%%%\u{0}");
+    let req =
+        c.http().post(c.url("/api/login")).header("content-type", "application/x-www-form-urlencoded").body("%%%\u{0}");
     let res = c.raw(req).await;
     assert!(res.status.is_client_error(), "{:?}", res.status);
     // 1 MB field: refused before it is parsed, with a readable message.
@@ -142,7 +154,9 @@ async fn malformed_missing_and_oversized_input_get_clear_errors() {
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(res.body.contains("too large"));
     // Too long but under the body limit: a field error.
-    let res = c.call("signup", &[("display_name", &"n".repeat(101)), ("email", "b@example.test"), ("password", PASSWORD)]).await;
+    let res = c
+        .call("signup", &[("display_name", &"n".repeat(101)), ("email", "b@example.test"), ("password", PASSWORD)])
+        .await;
     assert!(field_message(&res.error(), "display_name").contains("at most 100"));
     assert_eq!(user_count(&app).await, 0);
     // Nothing leaked any internals.
@@ -190,7 +204,12 @@ async fn sign_in_is_case_insensitive_on_email_and_honours_safe_next() {
     let app = TestApp::spawn().await;
     let (_, email) = app.signed_up("Next").await;
     let mut c = app.client();
-    let res = c.call("login", &[("email", &format!(" {} ", email.to_uppercase())), ("password", PASSWORD), ("next", "/account?x=1")]).await;
+    let res = c
+        .call(
+            "login",
+            &[("email", &format!(" {} ", email.to_uppercase())), ("password", PASSWORD), ("next", "/account?x=1")],
+        )
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(res.location(), Some("/account?x=1"));
     for evil in ["https://evil.example/", "//evil.example/x", "/\\evil.example"] {
@@ -232,7 +251,9 @@ async fn signed_out_account_visit_redirects_to_login() {
 async fn plain_form_posts_redirect_and_show_errors_once() {
     let app = TestApp::spawn().await;
     let mut c = app.client();
-    let res = c.post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "bad"), ("password", PASSWORD)]).await;
+    let res = c
+        .post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "bad"), ("password", PASSWORD)])
+        .await;
     assert_eq!(res.status, StatusCode::FOUND);
     // Back to the form's page.
     assert!(res.location().unwrap().starts_with(&format!("{}/signup", app.base)), "{:?}", res.location());
@@ -243,7 +264,13 @@ async fn plain_form_posts_redirect_and_show_errors_once() {
     let again = c.get("/signup").await;
     assert!(!again.body.contains("Enter a valid email address"), "a flash shows once");
 
-    let ok = c.post_form("signup", "/signup", &[("display_name", "Form User"), ("email", "form@example.test"), ("password", PASSWORD)]).await;
+    let ok = c
+        .post_form(
+            "signup",
+            "/signup",
+            &[("display_name", "Form User"), ("email", "form@example.test"), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::FOUND);
     assert_eq!(ok.location(), Some("/account"));
 }
@@ -257,7 +284,8 @@ async fn flashes_keep_only_what_their_page_shows() {
     let token = "ab".repeat(32);
     let login_page = format!("/login?next=%2Finvite%2F{token}");
     let mut c = app.client();
-    let form = [("email", "nobody@example.test"), ("password", "not the password 1"), ("next", &format!("/invite/{token}"))];
+    let form =
+        [("email", "nobody@example.test"), ("password", "not the password 1"), ("next", &format!("/invite/{token}"))];
     let res = c.post_form("login", &login_page, &form).await;
     assert_eq!(res.status, StatusCode::FOUND);
     let stored: Vec<serde_json::Value> = {
@@ -276,7 +304,10 @@ async fn flashes_keep_only_what_their_page_shows() {
     let mut owner = app.person("Owner").await;
     let slug = app.workspace(&mut owner, "Team").await;
     let secret = "x".repeat(201);
-    let res = owner.client.post_form("create_note", &format!("/w/{slug}"), &[("slug", &slug), ("title", &secret), ("body", "")]).await;
+    let res = owner
+        .client
+        .post_form("create_note", &format!("/w/{slug}"), &[("slug", &slug), ("title", &secret), ("body", "")])
+        .await;
     assert_eq!(res.status, StatusCode::FOUND);
     let mut conn = app.db.conn().await;
     let stored: Vec<serde_json::Value> = sessions::table.select(sessions::data).load(&mut conn).await.unwrap();
@@ -360,8 +391,14 @@ async fn repeated_failed_sign_ins_block_the_account_for_a_while() {
     for key in &keys {
         let text = String::from_utf8_lossy(key);
         assert!(!text.contains("example.test") && !text.contains("127.0.0.1"));
-        for plain in [format!("sign-in:{normalized}"), "sign-in:nobody@example.test".into(), "sign-in-client:127.0.0.1".into()] {
-            assert_ne!(key, &<sha2::Sha256 as sha2::Digest>::digest(plain.as_bytes()).to_vec(), "a plain hash of {plain}");
+        for plain in
+            [format!("sign-in:{normalized}"), "sign-in:nobody@example.test".into(), "sign-in-client:127.0.0.1".into()]
+        {
+            assert_ne!(
+                key,
+                &<sha2::Sha256 as sha2::Digest>::digest(plain.as_bytes()).to_vec(),
+                "a plain hash of {plain}"
+            );
         }
     }
     // When the block is over the right password works again, and it starts the count over:
@@ -407,19 +444,30 @@ async fn concurrent_failed_sign_ins_are_all_counted() {
 async fn the_cleanup_keeps_blocks_in_force_and_drops_finished_series() {
     use fluxi_core::accounts::{delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key, SignInThrottle};
     let app = TestApp::spawn().await;
-    let throttle = SignInThrottle { max_failures: 2, window: time::Duration::minutes(15), block: time::Duration::minutes(30) };
+    let throttle =
+        SignInThrottle { max_failures: 2, window: time::Duration::minutes(15), block: time::Duration::minutes(30) };
     let now = fluxi_core::clock::Clock::now(&app.clock);
     let mut conn = app.db.conn().await;
-    let (blocked, single) =
-        (sign_in_key(&app.state.pseudonyms, "blocked@example.test"), sign_in_key(&app.state.pseudonyms, "single@example.test"));
+    let (blocked, single) = (
+        sign_in_key(&app.state.pseudonyms, "blocked@example.test"),
+        sign_in_key(&app.state.pseudonyms, "single@example.test"),
+    );
     for _ in 0..2 {
         record_failed_sign_in(&mut conn, &throttle, &blocked, now).await.unwrap();
     }
     record_failed_sign_in(&mut conn, &throttle, &single, now).await.unwrap();
     assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, now).await.unwrap(), 0);
     let minutes = |m| now + time::Duration::minutes(m);
-    assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(16)).await.unwrap(), 1, "the finished series");
-    assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(29)).await.unwrap(), 0, "the block is in force");
+    assert_eq!(
+        delete_stale_sign_in_failures(&mut conn, &throttle, minutes(16)).await.unwrap(),
+        1,
+        "the finished series"
+    );
+    assert_eq!(
+        delete_stale_sign_in_failures(&mut conn, &throttle, minutes(29)).await.unwrap(),
+        0,
+        "the block is in force"
+    );
     assert_eq!(delete_stale_sign_in_failures(&mut conn, &throttle, minutes(31)).await.unwrap(), 1);
 }
 

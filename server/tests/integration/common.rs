@@ -7,17 +7,17 @@ use std::sync::Arc;
 
 use app::error::AppError;
 use app::ssr::{AppServices, AppState};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 use fluxi_core::accounts::{PasswordHasher, PasswordHasherConfig};
 use fluxi_core::clock::ManualClock;
+use fluxi_core::schema::{memberships, outbox_emails, workspaces};
 use fluxi_core::sessions::SessionPolicy;
 use fluxi_core::testing::TestDb;
 use leptos::config::LeptosOptions;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, REFERER, SET_COOKIE};
 use reqwest::{redirect, StatusCode};
 use time::OffsetDateTime;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-use fluxi_core::schema::{memberships, outbox_emails, workspaces};
 
 pub const COOKIE_NAME: &str = "__Host-fluxi_session";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -46,7 +46,8 @@ impl Default for Options {
     fn default() -> Self {
         // Tests run in parallel on two cores and create many accounts: a generous wait for
         // a hashing permit, so that only the tests about "busy" ever see it.
-        let hasher = PasswordHasherConfig { max_wait: std::time::Duration::from_secs(60), ..PasswordHasherConfig::default() };
+        let hasher =
+            PasswordHasherConfig { max_wait: std::time::Duration::from_secs(60), ..PasswordHasherConfig::default() };
         // Longer than the hashing wait above, so only a request that is really stuck hits it
         // (and fails its test instead of hanging the suite).
         let request_timeout = std::time::Duration::from_secs(120);
@@ -70,7 +71,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: Options) -> Self {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn,tower_sessions_core=error").try_init();
+        let _ =
+            tracing_subscriber::fmt().with_test_writer().with_env_filter("warn,tower_sessions_core=error").try_init();
         let mut db = TestDb::new().await;
         db.pool = fluxi_core::db::build_pool(&db.url, opts.pool_size).unwrap();
         let clock = ManualClock::new(OffsetDateTime::now_utc());
@@ -210,10 +212,7 @@ impl Client {
 }
 
 pub fn encode(form: &[(&str, &str)]) -> String {
-    form.iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    form.iter().map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v))).collect::<Vec<_>>().join("&")
 }
 
 fn urlencode(s: &str) -> String {
@@ -236,7 +235,11 @@ pub struct Person {
 
 impl TestApp {
     pub async fn person(&self, name: &str) -> Person {
-        let email = format!("{}-{}@example.test", name.to_lowercase().replace(' ', "-"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let email = format!(
+            "{}-{}@example.test",
+            name.to_lowercase().replace(' ', "-"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let user = fluxi_core::testing::UserBuilder::new()
             .display_name(name)
             .email(&email)

@@ -1,8 +1,7 @@
 //! The fleet runner: tenant migrations on every workspace schema, failures isolated.
 
-
-use app::error::AppError;
 use crate::common::TestApp;
+use app::error::AppError;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use fluxi_core::schema::workspaces;
@@ -24,7 +23,12 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
     let mut admin = diesel_async::AsyncPgConnection::establish(&app.db.admin_url).await.unwrap();
     let schemas: Vec<(uuid::Uuid, String)> = {
         let mut conn = app.db.conn().await;
-        workspaces::table.select((workspaces::id, workspaces::schema_name)).order(workspaces::slug).load(&mut conn).await.unwrap()
+        workspaces::table
+            .select((workspaces::id, workspaces::schema_name))
+            .order(workspaces::slug)
+            .load(&mut conn)
+            .await
+            .unwrap()
     };
     for (i, (_, schema)) in schemas.iter().enumerate() {
         let sql = if i == 0 {
@@ -45,10 +49,16 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
     // (after repair) resumes with it alone.
     for slug in &slugs {
         let res = owner.client.call("workspace_home", &[("slug", slug)]).await;
-        let broken = slug == &{
-            let mut conn = app.db.conn().await;
-            workspaces::table.filter(workspaces::id.eq(schemas[0].0)).select(workspaces::slug).first::<String>(&mut conn).await.unwrap()
-        };
+        let broken = slug
+            == &{
+                let mut conn = app.db.conn().await;
+                workspaces::table
+                    .filter(workspaces::id.eq(schemas[0].0))
+                    .select(workspaces::slug)
+                    .first::<String>(&mut conn)
+                    .await
+                    .unwrap()
+            };
         if broken {
             // Behind the running version: its members are told it is being upgraded (its
             // page too); anyone else still gets "not found".
@@ -83,13 +93,19 @@ async fn a_workspace_deleted_during_a_fleet_run_is_skipped_not_failed() {
     admin.batch_execute("UPDATE workspaces SET tenant_version = ''").await.unwrap();
     let (id, schema): (uuid::Uuid, String) = {
         let mut conn = app.db.conn().await;
-        workspaces::table.filter(workspaces::slug.eq(&slug)).select((workspaces::id, workspaces::schema_name)).first(&mut conn).await.unwrap()
+        workspaces::table
+            .filter(workspaces::slug.eq(&slug))
+            .select((workspaces::id, workspaces::schema_name))
+            .first(&mut conn)
+            .await
+            .unwrap()
     };
     // The deletion holds the row while the runner starts.
     admin.batch_execute(&format!("BEGIN; SELECT 1 FROM workspaces WHERE id = '{id}' FOR UPDATE")).await.unwrap();
     let pool = app.db.pool.clone();
     let run = tokio::spawn(async move { fluxi_core::tenancy::migrations::migrate_fleet(&pool, 2).await.unwrap() });
-    let waiting = "EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())";
+    let waiting =
+        "EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !diesel::select(diesel::dsl::sql::<Bool>(waiting)).get_result::<bool>(&mut admin).await.unwrap() {
         assert!(!run.is_finished(), "the runner did not wait for the row");

@@ -1,8 +1,7 @@
 //! Invitations: single use, expiry, revocation, binding to the email, the daily cap.
 
-
-use app::error::AppError;
 use crate::common::{self, TestApp, PASSWORD};
+use app::error::AppError;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fluxi_core::clock::Clock;
@@ -19,7 +18,10 @@ async fn invitations_are_single_use_expire_can_be_revoked_and_bind_to_the_email(
     let mut stranger = app.person("Stranger").await;
     let invitee_email = invitee.user.email.clone();
 
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", &invitee_email.to_uppercase()), ("role", "member")]).await;
+    let res = owner
+        .client
+        .call("invite_member", &[("slug", &slug), ("email", &invitee_email.to_uppercase()), ("role", "member")])
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     // Written to the outbox in the same transaction; only the token's hash is stored.
     let token = common::token_from(&common::outbox_body_for(&app, &invitee_email.to_uppercase()).await);
@@ -53,7 +55,10 @@ async fn invitations_are_single_use_expire_can_be_revoked_and_bind_to_the_email(
     assert!(matches!(bogus.error(), AppError::Rejected(m) if m.contains("not valid")));
 
     // Expiry (7 days by default).
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", &stranger.user.email), ("role", "viewer")]).await;
+    let res = owner
+        .client
+        .call("invite_member", &[("slug", &slug), ("email", &stranger.user.email), ("role", "viewer")])
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     let token2 = common::token_from(&common::outbox_body_for(&app, &stranger.user.email).await);
     app.clock.advance(Duration::days(7) + Duration::seconds(1));
@@ -66,10 +71,12 @@ async fn invitations_are_single_use_expire_can_be_revoked_and_bind_to_the_email(
 
     // Revocation (from the members page's list).
     let mut late = app.person("Late").await;
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", &late.user.email), ("role", "viewer")]).await;
+    let res =
+        owner.client.call("invite_member", &[("slug", &slug), ("email", &late.user.email), ("role", "viewer")]).await;
     assert_eq!(res.status, StatusCode::OK);
     let token3 = common::token_from(&common::outbox_body_for(&app, &late.user.email).await);
-    let page: serde_json::Value = serde_json::from_str(&owner.client.call("members_page", &[("slug", &slug)]).await.body).unwrap();
+    let page: serde_json::Value =
+        serde_json::from_str(&owner.client.call("members_page", &[("slug", &slug)]).await.body).unwrap();
     let pending = page["invitations"].as_array().unwrap();
     assert_eq!(pending.len(), 1, "the expired one is no longer listed: {pending:?}");
     let id = pending[0]["id"].as_str().unwrap();
@@ -80,11 +87,14 @@ async fn invitations_are_single_use_expire_can_be_revoked_and_bind_to_the_email(
     assert_eq!(common::role_of(&app, &slug, late.user.id).await, None);
 
     // Owner is never offered by invitation; existing members cannot be invited again.
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "x@example.test"), ("role", "owner")]).await;
+    let res =
+        owner.client.call("invite_member", &[("slug", &slug), ("email", "x@example.test"), ("role", "owner")]).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", &invitee_email), ("role", "viewer")]).await;
+    let res =
+        owner.client.call("invite_member", &[("slug", &slug), ("email", &invitee_email), ("role", "viewer")]).await;
     assert!(res.error().message_for("email").unwrap().contains("already a member"));
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "not an email"), ("role", "viewer")]).await;
+    let res =
+        owner.client.call("invite_member", &[("slug", &slug), ("email", "not an email"), ("role", "viewer")]).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -100,9 +110,17 @@ async fn a_workspace_can_send_only_so_many_invitations_a_day() {
     let mut conn = app.db.conn().await;
     // All but one of the day's allowance, through the domain function (fast).
     for i in 1..INVITATIONS_PER_DAY {
-        invite(&mut conn, &access, &format!("guest{i}@example.test"), fluxi_core::workspaces::Role::Member, app.clock.now(), DEFAULT_TTL, "http://x")
-            .await
-            .unwrap();
+        invite(
+            &mut conn,
+            &access,
+            &format!("guest{i}@example.test"),
+            fluxi_core::workspaces::Role::Member,
+            app.clock.now(),
+            DEFAULT_TTL,
+            "http://x",
+        )
+        .await
+        .unwrap();
     }
     app.clock.advance(Duration::minutes(20));
     // The last two race: exactly one gets through.
@@ -111,19 +129,28 @@ async fn a_workspace_can_send_only_so_many_invitations_a_day() {
         let mut c = app.client();
         c.session_cookie = owner.client.session_cookie.clone();
         let slug = slug.clone();
-        racers.push(tokio::spawn(async move { c.call("invite_member", &[("slug", &slug), ("email", email), ("role", "viewer")]).await }));
+        racers.push(tokio::spawn(async move {
+            c.call("invite_member", &[("slug", &slug), ("email", email), ("role", "viewer")]).await
+        }));
     }
     let mut statuses = Vec::new();
     for r in racers {
         statuses.push(r.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|r| r.status == StatusCode::OK).count(), 1, "{:?}", statuses.iter().map(|r| &r.body).collect::<Vec<_>>());
+    assert_eq!(
+        statuses.iter().filter(|r| r.status == StatusCode::OK).count(),
+        1,
+        "{:?}",
+        statuses.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
     let refused = statuses.iter().find(|r| r.status != StatusCode::OK).unwrap();
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         refused.error(),
         AppError::TooMany {
-            message: format!("This workspace has sent {INVITATIONS_PER_DAY} invitations in the last 24 hours. Try again later."),
+            message: format!(
+                "This workspace has sent {INVITATIONS_PER_DAY} invitations in the last 24 hours. Try again later."
+            ),
             retry_after_seconds: None,
         }
     );
@@ -133,14 +160,20 @@ async fn a_workspace_can_send_only_so_many_invitations_a_day() {
     assert_eq!(mails_now, INVITATIONS_PER_DAY, "and sent nothing");
     // Another workspace has its own allowance.
     let other = app.workspace(&mut owner, "Other").await;
-    let res = owner.client.call("invite_member", &[("slug", &other), ("email", "elsewhere@example.test"), ("role", "member")]).await;
+    let res = owner
+        .client
+        .call("invite_member", &[("slug", &other), ("email", "elsewhere@example.test"), ("role", "member")])
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     // A day after the first ones, the allowance is back (signed in again: a day is past
     // the session's limits).
     app.clock.advance(Duration::hours(23) + Duration::minutes(41));
     let res = owner.client.call("login", &[("email", owner.user.email.as_str()), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "tomorrow@example.test"), ("role", "member")]).await;
+    let res = owner
+        .client
+        .call("invite_member", &[("slug", &slug), ("email", "tomorrow@example.test"), ("role", "member")])
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
 

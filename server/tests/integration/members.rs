@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use app::error::AppError;
 use crate::common::{self, TestApp, PASSWORD};
+use app::error::AppError;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use fluxi_core::schema::{memberships, workspaces};
@@ -25,7 +25,10 @@ async fn each_role_sees_only_the_controls_it_may_use() {
     for (p, role) in [(&admin, "admin"), (&member, "member"), (&viewer, "viewer"), (&co_owner, "owner")] {
         app.add_member(&slug, p, role).await;
     }
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "pending-guest@example.test"), ("role", "member")]).await;
+    let res = owner
+        .client
+        .call("invite_member", &[("slug", &slug), ("email", "pending-guest@example.test"), ("role", "member")])
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 
     let members_page = format!("/w/{slug}/settings/members");
@@ -35,7 +38,17 @@ async fn each_role_sees_only_the_controls_it_may_use() {
 
     // Owner: everything, including other owners' rows, the owner role, transfer and delete.
     let page = owner.client.get(&members_page).await.body;
-    for wanted in ["Send invitation", "Revoke invitation for pending-guest@example.test", "Transfer ownership", "Delete workspace", "Leave workspace", "<option value=\"owner\"", ">Remove<", ">Actions<", "Role for "] {
+    for wanted in [
+        "Send invitation",
+        "Revoke invitation for pending-guest@example.test",
+        "Transfer ownership",
+        "Delete workspace",
+        "Leave workspace",
+        "<option value=\"owner\"",
+        ">Remove<",
+        ">Actions<",
+        "Role for ",
+    ] {
         assert!(page.contains(wanted), "owner should see {wanted:?}");
     }
     for name in ["Adam Admin", "Mona Member", "Vic Viewer", "Otto Owner"] {
@@ -51,7 +64,9 @@ async fn each_role_sees_only_the_controls_it_may_use() {
     for name in ["Mona Member", "Vic Viewer"] {
         assert!(page.contains(&role_select(name)), "admin manages {name}");
     }
-    for unwanted in [role_select("Olga Owner"), role_select("Otto Owner"), remove_of(&owner.user), remove_of(&co_owner.user)] {
+    for unwanted in
+        [role_select("Olga Owner"), role_select("Otto Owner"), remove_of(&owner.user), remove_of(&co_owner.user)]
+    {
         assert!(!page.contains(&unwanted), "admin must not see {unwanted:?}");
     }
     for unwanted in ["<option value=\"owner\"", "Transfer ownership", "Delete workspace"] {
@@ -61,14 +76,31 @@ async fn each_role_sees_only_the_controls_it_may_use() {
     // Member and viewer: the list and "Leave" only; no invitations, not even their addresses.
     for (who, person) in [("member", &mut member), ("viewer", &mut viewer)] {
         let page = person.client.get(&members_page).await.body;
-        assert!(page.contains("Leave workspace") && page.contains("Mona Member") && page.contains("Olga Owner"), "{who}: the list");
-        for unwanted in ["Send invitation", "Revoke", "pending-guest@example.test", "Role for ", ">Remove<", "Transfer ownership", "Delete workspace", ">Actions<"] {
+        assert!(
+            page.contains("Leave workspace") && page.contains("Mona Member") && page.contains("Olga Owner"),
+            "{who}: the list"
+        );
+        for unwanted in [
+            "Send invitation",
+            "Revoke",
+            "pending-guest@example.test",
+            "Role for ",
+            ">Remove<",
+            "Transfer ownership",
+            "Delete workspace",
+            ">Actions<",
+        ] {
             assert!(!page.contains(unwanted), "{who} must not see {unwanted:?}");
         }
     }
 
     // Workspace home: writers get the note form, the viewer a read-only notice instead.
-    for (who, person, writes) in [("owner", &mut owner, true), ("admin", &mut admin, true), ("member", &mut member, true), ("viewer", &mut viewer, false)] {
+    for (who, person, writes) in [
+        ("owner", &mut owner, true),
+        ("admin", &mut admin, true),
+        ("member", &mut member, true),
+        ("viewer", &mut viewer, false),
+    ] {
         let page = person.client.get(&home).await.body;
         assert_eq!(page.contains("Add note"), writes, "{who}: note form");
     }
@@ -89,11 +121,15 @@ async fn role_changes_apply_on_the_next_request_and_admins_cannot_touch_owners()
     app.add_member(&slug, &member, "member").await;
 
     assert_eq!(note(&mut member.client, slug.clone()).await, StatusCode::OK);
-    let res = admin.client.call("change_member_role", &[("slug", &slug), ("user_id", &member.user.id.to_string()), ("role", "viewer")]).await;
+    let res = admin
+        .client
+        .call("change_member_role", &[("slug", &slug), ("user_id", &member.user.id.to_string()), ("role", "viewer")])
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     // The very next request of the demoted member is refused.
     assert_eq!(note(&mut member.client, slug.clone()).await, StatusCode::FORBIDDEN);
-    let home: serde_json::Value = serde_json::from_str(&member.client.call("workspace_home", &[("slug", &slug)]).await.body).unwrap();
+    let home: serde_json::Value =
+        serde_json::from_str(&member.client.call("workspace_home", &[("slug", &slug)]).await.body).unwrap();
     assert_eq!(home["role"], "viewer");
     assert_eq!(home["can_write"], false);
 
@@ -106,7 +142,8 @@ async fn role_changes_apply_on_the_next_request_and_admins_cannot_touch_owners()
         assert_eq!(admin.client.call(f, &args).await.status, StatusCode::FORBIDDEN, "{f}");
     }
     let member_id = member.user.id.to_string();
-    let res = admin.client.call("change_member_role", &[("slug", &slug), ("user_id", &member_id), ("role", "owner")]).await;
+    let res =
+        admin.client.call("change_member_role", &[("slug", &slug), ("user_id", &member_id), ("role", "owner")]).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert_eq!(common::role_of(&app, &slug, owner.user.id).await.as_deref(), Some("owner"));
 
@@ -186,10 +223,17 @@ async fn raw_concurrent_demotions_cannot_leave_a_workspace_without_an_owner() {
             )
         };
         let (mut first, mut second, mut watcher) = (app.db.conn().await, app.db.conn().await, app.db.conn().await);
-        let second_pid: i32 = diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()")).get_result(&mut second).await.unwrap();
+        let second_pid: i32 =
+            diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()")).get_result(&mut second).await.unwrap();
         // Both transactions take their snapshot before either demotes anyone.
-        first.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}; SELECT count(*) FROM memberships")).await.unwrap();
-        second.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}; SELECT count(*) FROM memberships")).await.unwrap();
+        first
+            .batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}; SELECT count(*) FROM memberships"))
+            .await
+            .unwrap();
+        second
+            .batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}; SELECT count(*) FROM memberships"))
+            .await
+            .unwrap();
         first.batch_execute(&demote(a.user.id)).await.unwrap();
         let b_demotion = demote(b.user.id);
         let second_demotes = tokio::spawn(async move {
@@ -198,7 +242,8 @@ async fn raw_concurrent_demotions_cannot_leave_a_workspace_without_an_owner() {
             (demoted, ended)
         });
         // Wait until the second transaction is blocked behind the first one's locks.
-        let waiting = format!("EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {second_pid} AND wait_event_type = 'Lock')");
+        let waiting =
+            format!("EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {second_pid} AND wait_event_type = 'Lock')");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !diesel::select(diesel::dsl::sql::<Bool>(&waiting)).get_result::<bool>(&mut watcher).await.unwrap() {
             assert!(!second_demotes.is_finished(), "{isolation}: the second demotion did not wait for the first");
@@ -228,10 +273,16 @@ async fn ownership_transfer_needs_the_current_password() {
     let heir = app.person("Heir").await;
     app.add_member(&slug, &heir, "member").await;
     let heir_id = heir.user.id.to_string();
-    let res = owner.client.call("transfer_ownership", &[("slug", &slug), ("user_id", &heir_id), ("password", "wrong password!")]).await;
+    let res = owner
+        .client
+        .call("transfer_ownership", &[("slug", &slug), ("user_id", &heir_id), ("password", "wrong password!")])
+        .await;
     assert!(res.error().message_for("password").is_some());
     assert_eq!(common::role_of(&app, &slug, heir.user.id).await.as_deref(), Some("member"));
-    let res = owner.client.call("transfer_ownership", &[("slug", &slug), ("user_id", &heir_id), ("password", PASSWORD)]).await;
+    let res = owner
+        .client
+        .call("transfer_ownership", &[("slug", &slug), ("user_id", &heir_id), ("password", PASSWORD)])
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(common::role_of(&app, &slug, heir.user.id).await.as_deref(), Some("owner"));
     assert_eq!(common::role_of(&app, &slug, owner.user.id).await.as_deref(), Some("admin"));
@@ -247,7 +298,9 @@ async fn wrong_step_up_passwords_are_throttled_together_with_sign_in() {
     let heir = app.person("Heir").await;
     app.add_member(&slug, &heir, "member").await;
     let heir_id = heir.user.id.to_string();
-    let transfer = |password: &'static str| [("slug", slug.clone()), ("user_id", heir_id.clone()), ("password", password.to_string())];
+    let transfer = |password: &'static str| {
+        [("slug", slug.clone()), ("user_id", heir_id.clone()), ("password", password.to_string())]
+    };
     for _ in 0..5 {
         let args = transfer("a wrong guess");
         let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -298,7 +351,11 @@ async fn an_owner_demoted_after_the_check_can_neither_transfer_nor_delete() {
     diesel::delete(alpha_row).execute(&mut conn).await.unwrap();
     let r = delete_workspace(&mut conn, &stale).await;
     assert!(matches!(r, Err(WorkspaceError::NotFound)), "{r:?}");
-    assert_eq!(common::role_of(&app, &slug, bravo.user.id).await.as_deref(), Some("owner"), "the workspace is still there");
+    assert_eq!(
+        common::role_of(&app, &slug, bravo.user.id).await.as_deref(),
+        Some("owner"),
+        "the workspace is still there"
+    );
     // A current owner's access still works, end to end.
     let fresh = app.access(&slug, &bravo).await;
     transfer_ownership(&mut conn, &fresh, charlie.user.id).await.unwrap();
@@ -391,7 +448,8 @@ async fn admins_demoting_each_other_at_once_leave_one_admin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_workspace_while_roles_change_never_deadlocks() {
     use fluxi_core::workspaces::{change_role, delete_workspace, remove_member, Role, WorkspaceError as E};
-    let app = TestApp::spawn_with(common::Options { pool_size: 8, workspaces_per_day: u32::MAX, ..Default::default() }).await;
+    let app =
+        TestApp::spawn_with(common::Options { pool_size: 8, workspaces_per_day: u32::MAX, ..Default::default() }).await;
     let mut first = app.person("First").await;
     let second = app.person("Second").await;
     let third = app.person("Third").await;
@@ -464,9 +522,17 @@ async fn queued_step_ups_leave_the_pool_to_other_requests() {
     let finished_when_reads_done = std::sync::atomic::AtomicUsize::load(&done, std::sync::atomic::Ordering::SeqCst);
     for h in burst {
         let r = h.await.unwrap();
-        assert_eq!(r.error().message_for("password").as_deref(), Some("That is not your current password."), "{}", r.body);
+        assert_eq!(
+            r.error().message_for("password").as_deref(),
+            Some("That is not your current password."),
+            "{}",
+            r.body
+        );
     }
-    assert!(finished_when_reads_done < 12, "reads had to wait for the whole burst ({finished_when_reads_done}/12 done)");
+    assert!(
+        finished_when_reads_done < 12,
+        "reads had to wait for the whole burst ({finished_when_reads_done}/12 done)"
+    );
     assert_eq!(common::role_of(&app, &slug, heir.user.id).await.as_deref(), Some("member"));
 }
 

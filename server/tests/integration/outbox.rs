@@ -40,7 +40,11 @@ async fn the_outbox_is_delivered_over_smtp_with_retries() {
     }
     assert_eq!(pending_mail_state(&mut owner, &slug).await, "Queued", "a failed attempt is retried: not given up");
     let mailer = server::jobs::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
-    assert_eq!(server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 0, "not due yet (backoff)");
+    assert_eq!(
+        server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(),
+        0,
+        "not due yet (backoff)"
+    );
     app.clock.advance(Duration::minutes(1));
     assert_eq!(server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 1);
     assert_eq!(server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 0, "sent once");
@@ -61,11 +65,15 @@ async fn the_outbox_is_delivered_over_smtp_with_retries() {
 /// A mail the SMTP server refuses for good (550) is given up at once, not retried.
 #[tokio::test]
 async fn mail_refused_for_good_is_given_up_at_once() {
-    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL must point at the local SMTP sink (scripts/test starts it)");
+    let sink = std::env::var("FLUXI_TEST_SMTP_URL")
+        .expect("FLUXI_TEST_SMTP_URL must point at the local SMTP sink (scripts/test starts it)");
     let app = TestApp::spawn().await;
     let mut owner = app.person("Owner").await;
     let slug = app.workspace(&mut owner, "Bounces").await;
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "nobody@rejected.test"), ("role", "viewer")]).await;
+    let res = owner
+        .client
+        .call("invite_member", &[("slug", &slug), ("email", "nobody@rejected.test"), ("role", "viewer")])
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let clock: fluxi_core::clock::SharedClock = Arc::new(app.clock.clone());
     app.clock.advance(Duration::seconds(2));
@@ -83,7 +91,10 @@ async fn mail_refused_for_good_is_given_up_at_once() {
     assert_eq!((attempts, given_up), (1, true));
     assert!(error.as_deref().unwrap_or_default().contains("550"), "{error:?}");
     // Given up: the link is erased, and the people managing members are told.
-    assert_eq!(common::outbox_body_for(&app, "nobody@rejected.test").await, fluxi_core::outbox::BODY_ERASED_WHEN_GIVEN_UP);
+    assert_eq!(
+        common::outbox_body_for(&app, "nobody@rejected.test").await,
+        fluxi_core::outbox::BODY_ERASED_WHEN_GIVEN_UP
+    );
     assert_eq!(pending_mail_state(&mut owner, &slug).await, "NotDelivered");
     let page = owner.client.get(&format!("/w/{slug}/settings/members")).await.body;
     assert!(page.contains("mail could not be delivered: check the address and invite again"), "{page}");
@@ -98,7 +109,8 @@ async fn mail_refused_for_good_is_given_up_at_once() {
 #[tokio::test]
 async fn mails_of_revoked_or_replaced_invitations_are_withdrawn() {
     use fluxi_core::outbox::{erase_finished_bodies, BODY_ERASED_AFTER_DELIVERY, BODY_ERASED_WHEN_WITHDRAWN};
-    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL must point at the local SMTP sink (scripts/test starts it)");
+    let sink = std::env::var("FLUXI_TEST_SMTP_URL")
+        .expect("FLUXI_TEST_SMTP_URL must point at the local SMTP sink (scripts/test starts it)");
     let inbox = std::env::var("FLUXI_TEST_SMTP_MESSAGES").expect("FLUXI_TEST_SMTP_MESSAGES (the sink's HTTP listing)");
     let app = TestApp::spawn().await;
     let mut owner = app.person("Owner").await;
@@ -109,14 +121,21 @@ async fn mails_of_revoked_or_replaced_invitations_are_withdrawn() {
         let res = owner.client.call("invite_member", &[("slug", &slug), ("email", to), ("role", "viewer")]).await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     }
-    let page: serde_json::Value = serde_json::from_str(&owner.client.call("members_page", &[("slug", &slug)]).await.body).unwrap();
-    let id = page["invitations"].as_array().unwrap().iter().find(|i| i["email"] == revoked.as_str()).unwrap()["id"].as_str().unwrap().to_string();
+    let page: serde_json::Value =
+        serde_json::from_str(&owner.client.call("members_page", &[("slug", &slug)]).await.body).unwrap();
+    let id = page["invitations"].as_array().unwrap().iter().find(|i| i["email"] == revoked.as_str()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let res = owner.client.call("revoke_invitation", &[("slug", &slug), ("invitation_id", &id)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 
     let mut conn = app.db.conn().await;
     let bodies = |to: String| {
-        outbox_emails::table.filter(outbox_emails::recipient.eq(to)).order(outbox_emails::created_at.asc()).select(outbox_emails::body)
+        outbox_emails::table
+            .filter(outbox_emails::recipient.eq(to))
+            .order(outbox_emails::created_at.asc())
+            .select(outbox_emails::body)
     };
     assert_eq!(bodies(revoked.clone()).load::<String>(&mut conn).await.unwrap(), vec![BODY_ERASED_WHEN_WITHDRAWN]);
     let replaced_bodies = bodies(replaced.clone()).load::<String>(&mut conn).await.unwrap();
@@ -127,11 +146,16 @@ async fn mails_of_revoked_or_replaced_invitations_are_withdrawn() {
     let clock: fluxi_core::clock::SharedClock = Arc::new(app.clock.clone());
     app.clock.advance(Duration::seconds(2));
     let mailer = server::jobs::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
-    assert_eq!(server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(), 1, "only the live invitation's mail");
+    assert_eq!(
+        server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap(),
+        1,
+        "only the live invitation's mail"
+    );
     let count = |to: String| {
         let inbox = inbox.clone();
         async move {
-            let messages: serde_json::Value = reqwest::get(format!("{inbox}?to={to}")).await.unwrap().json().await.unwrap();
+            let messages: serde_json::Value =
+                reqwest::get(format!("{inbox}?to={to}")).await.unwrap().json().await.unwrap();
             messages.as_array().unwrap().len()
         }
     };
@@ -147,11 +171,19 @@ async fn mails_of_revoked_or_replaced_invitations_are_withdrawn() {
         .unwrap();
     assert!(erase_finished_bodies(&mut conn).await.unwrap() >= 1);
     assert_eq!(bodies(replaced.clone()).load::<String>(&mut conn).await.unwrap()[1], BODY_ERASED_AFTER_DELIVERY);
-    assert_eq!(bodies(revoked.clone()).load::<String>(&mut conn).await.unwrap(), vec![BODY_ERASED_WHEN_WITHDRAWN], "left as it was");
+    assert_eq!(
+        bodies(revoked.clone()).load::<String>(&mut conn).await.unwrap(),
+        vec![BODY_ERASED_WHEN_WITHDRAWN],
+        "left as it was"
+    );
     assert_eq!(erase_finished_bodies(&mut conn).await.unwrap(), 0, "nothing left to erase");
 
     // An invitation from before mails were linked says nothing about its mail.
-    diesel::update(invitations::table).set(invitations::mail_id.eq(None::<uuid::Uuid>)).execute(&mut conn).await.unwrap();
+    diesel::update(invitations::table)
+        .set(invitations::mail_id.eq(None::<uuid::Uuid>))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(pending_mail_state(&mut owner, &slug).await, "Unknown");
     let page = owner.client.get(&format!("/w/{slug}/settings/members")).await.body;
     assert!(page.contains(&replaced) && !page.contains("mail sent") && !page.contains("mail not sent"), "{page}");
@@ -159,7 +191,8 @@ async fn mails_of_revoked_or_replaced_invitations_are_withdrawn() {
 
 /// The mail state of the only pending invitation, as the members page's data says.
 async fn pending_mail_state(owner: &mut common::Person, slug: &str) -> String {
-    let page: serde_json::Value = serde_json::from_str(&owner.client.call("members_page", &[("slug", slug)]).await.body).unwrap();
+    let page: serde_json::Value =
+        serde_json::from_str(&owner.client.call("members_page", &[("slug", slug)]).await.body).unwrap();
     let pending = page["invitations"].as_array().unwrap_or_else(|| panic!("{page}"));
     assert_eq!(pending.len(), 1, "{pending:?}");
     pending[0]["mail"].as_str().unwrap().to_string()
@@ -202,7 +235,15 @@ async fn mail_delivery_is_leased_and_gives_up_after_the_last_attempt() {
     // The first worker was only slow, not dead: its late verdict on an old claim changes nothing.
     {
         let mut conn = app.db.conn().await;
-        fluxi_core::outbox::mark_failed(&mut conn, &stale, "late", fluxi_core::outbox::Failure::Permanent, app.clock.now()).await.unwrap();
+        fluxi_core::outbox::mark_failed(
+            &mut conn,
+            &stale,
+            "late",
+            fluxi_core::outbox::Failure::Permanent,
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(attempts().await, (2, false), "a stale claim cannot give the mail up");
 
@@ -228,7 +269,8 @@ async fn the_development_mailbox_shows_outgoing_mail_and_is_absent_in_production
     assert!(page.body.contains("dev@example.test") && page.body.contains("/invite/"));
     // Relayed by a reverse proxy (even one on this machine): not shown.
     let mut relayed = app.client();
-    let res = relayed.raw(relayed.http().get(relayed.url("/dev/mailbox")).header("x-forwarded-for", "203.0.113.5")).await;
+    let res =
+        relayed.raw(relayed.http().get(relayed.url("/dev/mailbox")).header("x-forwarded-for", "203.0.113.5")).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert!(!res.body.contains("/invite/"));
 

@@ -74,7 +74,10 @@ async fn requests_over_the_time_limit_get_a_clear_503() {
     let app = TestApp::spawn_with(Options { request_timeout: std::time::Duration::ZERO, ..Default::default() }).await;
     let mut c = app.client();
     let reply = c
-        .call("signup", &[("display_name", "Slow"), ("email", "slow@example.test"), ("password", "correct horse battery staple")])
+        .call(
+            "signup",
+            &[("display_name", "Slow"), ("email", "slow@example.test"), ("password", "correct horse battery staple")],
+        )
         .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.body);
     assert!(!reply.body.contains("panicked") && !reply.body.contains("Elapsed"), "{}", reply.body);
@@ -83,7 +86,10 @@ async fn requests_over_the_time_limit_get_a_clear_503() {
     let normal = TestApp::spawn().await;
     let mut c = normal.client();
     let reply = c
-        .call("signup", &[("display_name", "Quick"), ("email", "quick@example.test"), ("password", "correct horse battery staple")])
+        .call(
+            "signup",
+            &[("display_name", "Quick"), ("email", "quick@example.test"), ("password", "correct horse battery staple")],
+        )
         .await;
     assert!(reply.status.is_success() || reply.status.is_redirection(), "{} {}", reply.status, reply.body);
 }

@@ -99,7 +99,12 @@ async fn pages_allow_only_their_own_nonced_scripts() {
     let mut visitor = app.client();
 
     let mut seen = Vec::new();
-    for reply in [visitor.get("/login").await, visitor.get("/login").await, person.get("/account").await, visitor.get("/no/such/page").await] {
+    for reply in [
+        visitor.get("/login").await,
+        visitor.get("/login").await,
+        person.get("/account").await,
+        visitor.get("/no/such/page").await,
+    ] {
         assert!(reply.status == StatusCode::OK || reply.status == StatusCode::NOT_FOUND, "{}", reply.status);
         let nonce = page_nonce(&reply);
         assert!(nonce.len() >= 16, "a nonce of 128 bits or more: {nonce}");
@@ -109,7 +114,9 @@ async fn pages_allow_only_their_own_nonced_scripts() {
             let tag = &script[..script.find('>').unwrap()];
             assert!(tag.contains(&format!("nonce=\"{nonce}\"")), "script without the response's nonce: {tag}");
         }
-        for (name, value) in [("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"), ("cache-control", "no-store")] {
+        for (name, value) in
+            [("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"), ("cache-control", "no-store")]
+        {
             assert_eq!(reply.headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
         }
         assert!(!seen.contains(&nonce), "nonce reused across responses");
@@ -152,10 +159,8 @@ fn clients_hanging_up_mid_page_leave_every_worker_running() {
         assert_eq!(owner.client.get(&page).await.status, StatusCode::OK);
         let cookie = owner.client.session_cookie.clone().expect("signed in");
         let addr = app.base.trim_start_matches("http://").to_string();
-        let request = format!(
-            "GET {page} HTTP/1.1\r\nHost: {addr}\r\nCookie: {}={cookie}\r\n\r\n",
-            common::COOKIE_NAME
-        );
+        let request =
+            format!("GET {page} HTTP/1.1\r\nHost: {addr}\r\nCookie: {}={cookie}\r\n\r\n", common::COOKIE_NAME);
 
         let until = tokio::time::Instant::now() + Duration::from_secs(5);
         let hang_ups: Vec<_> = (0..32u64)
@@ -177,7 +182,8 @@ fn clients_hanging_up_mid_page_leave_every_worker_running() {
                 })
             })
             .collect();
-        let Ok(counts) = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(hang_ups)).await else {
+        let Ok(counts) = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(hang_ups)).await
+        else {
             return Err("the hanging-up clients did not finish (a worker is stuck)".to_string());
         };
         let total: u64 = counts.into_iter().map(|c| c.unwrap()).sum();

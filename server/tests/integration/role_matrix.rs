@@ -80,7 +80,10 @@ async fn world(app: &TestApp) -> World {
     app.add_member(&slug, &target, "viewer").await;
     let mut outsider = app.person("Outsider").await;
     app.workspace(&mut outsider, "Elsewhere").await;
-    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", "pending@example.test"), ("role", "viewer")]).await;
+    let res = owner
+        .client
+        .call("invite_member", &[("slug", &slug), ("email", "pending@example.test"), ("role", "viewer")])
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let page = owner.client.call("members_page", &[("slug", &slug)]).await;
     let json: serde_json::Value = serde_json::from_str(&page.body).unwrap();

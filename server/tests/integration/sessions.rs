@@ -1,7 +1,7 @@
 //! Session storage and lifetime rules.
 
-use app::error::AppError;
 use crate::common::{Options, TestApp, COOKIE_NAME, PASSWORD};
+use app::error::AppError;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fluxi_core::accounts::PasswordHasherConfig;
@@ -151,10 +151,7 @@ async fn absolute_timeout_signs_out_despite_activity() {
 #[tokio::test]
 async fn configured_timeouts_are_used() {
     let app = TestApp::spawn_with(Options {
-        policy: fluxi_core::sessions::SessionPolicy {
-            idle_timeout: Duration::minutes(5),
-            ..Default::default()
-        },
+        policy: fluxi_core::sessions::SessionPolicy { idle_timeout: Duration::minutes(5), ..Default::default() },
         ..Default::default()
     })
     .await;
@@ -266,7 +263,10 @@ async fn other_requests_are_served_while_sign_ins_hash() {
     for h in burst {
         assert_eq!(h.await.unwrap(), StatusCode::OK);
     }
-    assert!(finished_when_reads_done < 16, "reads had to wait for the whole burst ({finished_when_reads_done}/16 done)");
+    assert!(
+        finished_when_reads_done < 16,
+        "reads had to wait for the whole burst ({finished_when_reads_done}/16 done)"
+    );
 }
 
 /// The background clean-up task runs each of its steps every round: here an expired

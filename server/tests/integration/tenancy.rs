@@ -3,9 +3,9 @@
 
 use crate::common::{self, TestApp, PASSWORD};
 use diesel::prelude::*;
-use fluxi_core::clock::Clock;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use fluxi_core::clock::Clock;
 use fluxi_core::schema::{invitations, memberships, workspaces};
 use fluxi_core::tenancy::notes;
 use reqwest::StatusCode;
@@ -106,7 +106,10 @@ async fn a_creation_failing_in_its_tenant_migrations_leaves_no_schema_role_or_ro
         .await
         .unwrap();
     let mut conn = app.db.conn().await;
-    let err = fluxi_core::workspaces::create_workspace(&mut conn, ada.user.id, "Doomed", app.clock.now(), 10).await.unwrap_err().to_string();
+    let err = fluxi_core::workspaces::create_workspace(&mut conn, ada.user.id, "Doomed", app.clock.now(), 10)
+        .await
+        .unwrap_err()
+        .to_string();
     let at = err.find("injected failure in schema ws_").unwrap_or_else(|| panic!("the injected failure: {err}"));
     let ident: String = err[at + "injected failure in schema ".len()..].chars().take(35).collect();
     assert!(ident.len() == 35 && ident[3..].chars().all(|c| c.is_ascii_hexdigit()), "{ident}");
@@ -144,10 +147,11 @@ async fn the_application_role_cannot_read_a_workspace_schema_without_its_role() 
     notes::create_note(&mut conn, &access_a, "secret of A", "").await.unwrap();
 
     // The application's login role: no superuser, no rights on tenant tables by itself.
-    let is_super: bool = diesel::dsl::select(diesel::dsl::sql::<Bool>("(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"))
-        .get_result(&mut conn)
-        .await
-        .unwrap();
+    let is_super: bool =
+        diesel::dsl::select(diesel::dsl::sql::<Bool>("(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"))
+            .get_result(&mut conn)
+            .await
+            .unwrap();
     assert!(!is_super);
     let denied = diesel::sql_query(format!("SELECT title FROM {sa}.notes")).execute(&mut conn).await;
     assert!(denied.unwrap_err().to_string().contains("permission denied"));
@@ -218,7 +222,14 @@ async fn the_application_role_can_only_make_workspace_roles_through_the_provisio
     .await;
     assert!(err.contains("permission denied") || err.contains("must be owner"), "{err}");
     // And they take nothing but workspace role names.
-    for name in ["fluxi", "fluxi_app", "pg_read_all_data", "ws_0123", "WS_0123456789ABCDEF0123456789ABCDEF", "ws_x\"; DROP ROLE fluxi; --"] {
+    for name in [
+        "fluxi",
+        "fluxi_app",
+        "pg_read_all_data",
+        "ws_0123",
+        "WS_0123456789ABCDEF0123456789ABCDEF",
+        "ws_x\"; DROP ROLE fluxi; --",
+    ] {
         for function in ["create_workspace_role", "drop_workspace_role"] {
             let err = diesel::sql_query(format!("SELECT fluxi_provisioning.{function}($1)"))
                 .bind::<Text, _>(name)
@@ -293,7 +304,8 @@ async fn pooled_connections_never_leak_a_tenant_scope() {
                     3 => {
                         // A failed (rolled-back) savepoint for one tenant followed by a read for
                         // the other inside the same outer transaction, then rollback.
-                        let (first, second) = if prefix == "A" { (&access_a, &access_b) } else { (&access_b, &access_a) };
+                        let (first, second) =
+                            if prefix == "A" { (&access_a, &access_b) } else { (&access_b, &access_a) };
                         let (first, second) = (first.clone(), second.clone());
                         let r = conn
                             .transaction::<(), diesel::result::Error, _>(|c| {
@@ -310,7 +322,11 @@ async fn pooled_connections_never_leak_a_tenant_scope() {
                     }
                     _ => {
                         // A cancelled future: dropped while the scoped transaction may be open.
-                        let _ = tokio::time::timeout(std::time::Duration::from_micros(50), notes::list_notes(&mut conn, access)).await;
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_micros(50),
+                            notes::list_notes(&mut conn, access),
+                        )
+                        .await;
                     }
                 }
                 drop(conn);
@@ -340,7 +356,8 @@ async fn members_of_one_workspace_cannot_touch_another() {
         let mut conn = app.db.conn().await;
         notes::create_note(&mut conn, &access_b, "B's plans", "confidential").await.unwrap();
     }
-    let inv = bob.client.call("invite_member", &[("slug", &b), ("email", "dave@example.test"), ("role", "viewer")]).await;
+    let inv =
+        bob.client.call("invite_member", &[("slug", &b), ("email", "dave@example.test"), ("role", "viewer")]).await;
     assert_eq!(inv.status, StatusCode::OK, "{}", inv.body);
     let b_invitation: uuid::Uuid = {
         let mut conn = app.db.conn().await;
@@ -370,7 +387,11 @@ async fn members_of_one_workspace_cannot_touch_another() {
         let mut nowhere = args.clone();
         nowhere[0] = ("slug", "no-such-workspace");
         let missing = ada.client.call(name, &nowhere).await;
-        assert_eq!((missing.status, missing.body), (res.status, res.body), "{name}: must look like a missing workspace");
+        assert_eq!(
+            (missing.status, missing.body),
+            (res.status, res.body),
+            "{name}: must look like a missing workspace"
+        );
     }
     // Guessing ids through her own workspace does not reach B's rows either.
     let res = ada.client.call("revoke_invitation", &[("slug", &a), ("invitation_id", &inv_id)]).await;
@@ -383,7 +404,9 @@ async fn members_of_one_workspace_cannot_touch_another() {
     for path in [format!("/w/{b}"), format!("/w/{b}/settings/members")] {
         let page = ada.client.get(&path).await;
         assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
-        assert!(!page.body.contains("B&#x27;s plans") && !page.body.contains("B's plans") && !page.body.contains("Carol"));
+        assert!(
+            !page.body.contains("B&#x27;s plans") && !page.body.contains("B's plans") && !page.body.contains("Carol")
+        );
     }
     // Nothing changed in B.
     let mut conn = app.db.conn().await;
@@ -394,7 +417,8 @@ async fn members_of_one_workspace_cannot_touch_another() {
         .await
         .unwrap();
     assert_eq!(carol_role, "member");
-    let pending: i64 = invitations::table.filter(invitations::revoked_at.is_null()).count().get_result(&mut conn).await.unwrap();
+    let pending: i64 =
+        invitations::table.filter(invitations::revoked_at.is_null()).count().get_result(&mut conn).await.unwrap();
     assert_eq!(pending, 1);
     let b_notes = notes::list_notes(&mut conn, &access_b).await.unwrap();
     assert_eq!(b_notes.len(), 1);

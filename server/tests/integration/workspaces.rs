@@ -1,8 +1,7 @@
 //! Creating workspaces: the daily limit per account.
 
-
-use app::error::AppError;
 use crate::common::{self, TestApp, PASSWORD};
+use app::error::AppError;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fluxi_core::clock::Clock;
@@ -30,7 +29,12 @@ async fn an_account_can_create_only_so_many_workspaces_a_day() {
     for r in racers {
         replies.push(r.await.unwrap());
     }
-    assert_eq!(replies.iter().filter(|r| r.status == StatusCode::OK).count(), 1, "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    assert_eq!(
+        replies.iter().filter(|r| r.status == StatusCode::OK).count(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
     let refused = replies.iter().find(|r| r.status != StatusCode::OK).unwrap();
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
@@ -41,7 +45,11 @@ async fn an_account_can_create_only_so_many_workspaces_a_day() {
         }
     );
     let mut conn = app.db.conn().await;
-    assert_eq!(workspaces::table.count().get_result::<i64>(&mut conn).await.unwrap(), 3, "the refused one made nothing");
+    assert_eq!(
+        workspaces::table.count().get_result::<i64>(&mut conn).await.unwrap(),
+        3,
+        "the refused one made nothing"
+    );
     let schemas: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
         "(SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ws\\_%')",
     ))

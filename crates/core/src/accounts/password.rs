@@ -83,8 +83,7 @@ pub struct PasswordHasher {
 }
 
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None)
-        .expect("constant Argon2 parameters are valid");
+    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).expect("constant Argon2 parameters are valid");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -232,7 +231,8 @@ mod tests {
         assert!(argon2().verify_password(b"violet-anchor-tundra-42", &PasswordHash::new(&ours).unwrap()).is_ok());
         // ...and the reference implementation's hashes (even with other parameters) verify by ours.
         let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(4096, 3, 1, None).unwrap());
-        let theirs = weak.hash_password(b"violet-anchor-tundra-42", &SaltString::generate(&mut OsRng)).unwrap().to_string();
+        let theirs =
+            weak.hash_password(b"violet-anchor-tundra-42", &SaltString::generate(&mut OsRng)).unwrap().to_string();
         assert!(hasher.verify("violet-anchor-tundra-42", Some(&theirs)).await.unwrap());
         assert!(!hasher.verify("violet-anchor-tundra-43", Some(&theirs)).await.unwrap());
         assert!(PasswordHasher::needs_rehash(&theirs));

@@ -59,15 +59,12 @@ pub enum CreateUserError {
 /// Inserts a user; a duplicate normalized email (even under a concurrent sign-up) is
 /// reported as `EmailTaken` by the unique constraint, never as a half-written row.
 pub async fn create_user(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> Result<User, CreateUserError> {
-    diesel::insert_into(users::table)
-        .values(&new)
-        .returning(User::as_returning())
-        .get_result(conn)
-        .await
-        .map_err(|e| match e {
+    diesel::insert_into(users::table).values(&new).returning(User::as_returning()).get_result(conn).await.map_err(|e| {
+        match e {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => CreateUserError::EmailTaken,
             other => CreateUserError::Database(other),
-        })
+        }
+    })
 }
 
 /// The account with this (normalized) email and its password hash, for sign-in.
@@ -86,8 +83,7 @@ pub async fn find_login_by_email(
 
 /// The password hash of an account, for step-up checks of a signed-in person.
 pub async fn find_password_hash(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<StoredPasswordHash>> {
-    let hash: Option<String> =
-        users::table.find(id).select(users::password_hash).first(conn).await.optional()?;
+    let hash: Option<String> = users::table.find(id).select(users::password_hash).first(conn).await.optional()?;
     Ok(hash.map(StoredPasswordHash))
 }
 

@@ -41,10 +41,7 @@ impl InputError {
         match self {
             Self::DisplayNameMissing | Self::DisplayNameTooLong | Self::DisplayNameInvalid => "display_name",
             Self::EmailMissing | Self::EmailTooLong | Self::EmailInvalid | Self::EmailTaken => "email",
-            Self::PasswordMissing
-            | Self::PasswordTooShort
-            | Self::PasswordTooLong
-            | Self::PasswordCommon => "password",
+            Self::PasswordMissing | Self::PasswordTooShort | Self::PasswordTooLong | Self::PasswordCommon => "password",
         }
     }
 }
@@ -117,11 +114,7 @@ pub fn validate_password(password: &str) -> Result<(), InputError> {
 }
 
 static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
-    include_str!("../../data/common-passwords.txt")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect()
+    include_str!("../../data/common-passwords.txt").lines().map(str::trim).filter(|l| !l.is_empty()).collect()
 });
 
 /// True when the password (case-insensitively) is on the shipped list of the 30,000
@@ -163,7 +156,17 @@ mod tests {
     fn emails_are_trimmed_and_validated() {
         assert_eq!(validate_email("  Ann@Example.COM "), Ok("Ann@Example.COM".into()));
         assert_eq!(normalize_email("  Ann@Example.COM "), "ann@example.com");
-        for bad in ["ann", "ann@", "@example.com", "ann@example", "a nn@example.com", "ann@exa mple.com", "ann@.com", "ann@example..com", "a@b@c.com"] {
+        for bad in [
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a nn@example.com",
+            "ann@exa mple.com",
+            "ann@.com",
+            "ann@example..com",
+            "a@b@c.com",
+        ] {
             assert_eq!(validate_email(bad), Err(InputError::EmailInvalid), "{bad}");
         }
         assert_eq!(validate_email("   "), Err(InputError::EmailMissing));

@@ -10,10 +10,10 @@ use time::Duration;
 use uuid::Uuid;
 
 use super::{
-    clear_failed_sign_ins, client_sign_in_key, create_user, find_login_by_email, find_password_hash,
-    normalize_email, record_failed_sign_in, sign_in_key, sign_in_refused_for, update_password_hash,
-    validate_display_name, validate_email, validate_password, CreateUserError, HashError, InputError, NewUser,
-    PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
+    clear_failed_sign_ins, client_sign_in_key, create_user, find_login_by_email, find_password_hash, normalize_email,
+    record_failed_sign_in, sign_in_key, sign_in_refused_for, update_password_hash, validate_display_name,
+    validate_email, validate_password, CreateUserError, HashError, InputError, NewUser, PasswordHasher, SignInThrottle,
+    StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
 };
 use crate::clock::Clock;
 use crate::db::{Pool, PooledConn};
@@ -156,7 +156,9 @@ impl PasswordGate<'_> {
             let mut conn = self.conn().await?;
             let now = self.clock.now();
             let account_key = match claimant {
-                Claimant::Email(normalized) | Claimant::Account(_, normalized) => sign_in_key(self.pseudonyms, normalized),
+                Claimant::Email(normalized) | Claimant::Account(_, normalized) => {
+                    sign_in_key(self.pseudonyms, normalized)
+                }
             };
             if let Some(wait) = sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
                 return Err(AccountError::AccountThrottled(wait));
@@ -167,7 +169,9 @@ impl PasswordGate<'_> {
                 }
             }
             let found = match claimant {
-                Claimant::Email(normalized) => find_login_by_email(&mut conn, normalized).await?.map(|(u, h)| (Some(u), h)),
+                Claimant::Email(normalized) => {
+                    find_login_by_email(&mut conn, normalized).await?.map(|(u, h)| (Some(u), h))
+                }
                 Claimant::Account(id, _) => find_password_hash(&mut conn, id).await?.map(|h| (None, h)),
             };
             (account_key, found)
@@ -223,7 +227,12 @@ pub async fn sign_up(
     };
     let hash = hasher.hash(password).await?;
     let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
-    let new = NewUser { email: &email, email_normalized: &normalize_email(&email), display_name: &name, password_hash: &hash };
+    let new = NewUser {
+        email: &email,
+        email_normalized: &normalize_email(&email),
+        display_name: &name,
+        password_hash: &hash,
+    };
     create_user(&mut conn, new).await.map_err(|e| match e {
         CreateUserError::EmailTaken => AccountError::Invalid(vec![InputError::EmailTaken]),
         CreateUserError::Database(e) => AccountError::Database(e),

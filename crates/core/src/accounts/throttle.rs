@@ -11,10 +11,10 @@
 //! burst of parallel tries can still get as many verifications as are under way when the
 //! limit is reached (bounded by the hashing permits and their wait).
 
+use crate::pseudonym::Pseudonymizer;
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use crate::pseudonym::Pseudonymizer;
 use time::{Duration, OffsetDateTime};
 
 use crate::schema::sign_in_failures;
@@ -120,7 +120,11 @@ pub async fn record_failed_sign_in(
                 .await?;
             let current: FailedSignIns = sign_in_failures::table
                 .find(&key)
-                .select((sign_in_failures::failures, sign_in_failures::window_started_at, sign_in_failures::blocked_until))
+                .select((
+                    sign_in_failures::failures,
+                    sign_in_failures::window_started_at,
+                    sign_in_failures::blocked_until,
+                ))
                 .for_update()
                 .first(c)
                 .await?;

@@ -42,7 +42,9 @@ impl Default for SessionPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionCheck {
     /// Still valid; `touch` says `last_seen_at` should be refreshed now.
-    Active { touch: bool },
+    Active {
+        touch: bool,
+    },
     IdleExpired,
     AbsoluteExpired,
 }

@@ -62,10 +62,7 @@ impl DieselSessionStore {
     }
 
     fn row(&self, record: &Record) -> session_store::Result<SessionRow> {
-        let auth = record
-            .data
-            .get(AUTH_KEY)
-            .and_then(|v| serde_json::from_value::<AuthState>(v.clone()).ok());
+        let auth = record.data.get(AUTH_KEY).and_then(|v| serde_json::from_value::<AuthState>(v.clone()).ok());
         // Whatever the cookie says, a row never outlives the idle timeout from its last
         // write, nor (when signed in) the absolute timeout.
         let mut expires_at = record.expiry_date.min(self.clock.now() + self.policy.idle_timeout);
@@ -164,7 +161,5 @@ impl SessionStore for DieselSessionStore {
 /// Deletes every session row that has expired by `now`; run periodically in the background.
 pub async fn delete_expired_sessions(pool: &Pool, now: OffsetDateTime) -> Result<usize, crate::db::DbError> {
     let mut conn = pool.get().await.map_err(|e| crate::db::DbError::Pool(e.to_string()))?;
-    Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
-        .execute(&mut conn)
-        .await?)
+    Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(&mut conn).await?)
 }

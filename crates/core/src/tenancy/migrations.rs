@@ -16,10 +16,8 @@ use crate::db::Pool;
 use crate::schema::workspaces;
 
 /// Every tenant migration, oldest first: (version, SQL). Versions sort in order.
-pub const TENANT_MIGRATIONS: &[(&str, &str)] = &[(
-    "2026-11-29-000001_notes",
-    include_str!("../../../../migrations/tenant/2026-11-29-000001_notes/up.sql"),
-)];
+pub const TENANT_MIGRATIONS: &[(&str, &str)] =
+    &[("2026-11-29-000001_notes", include_str!("../../../../migrations/tenant/2026-11-29-000001_notes/up.sql"))];
 
 pub fn latest_version() -> &'static str {
     TENANT_MIGRATIONS.last().map(|(v, _)| *v).unwrap_or("")
@@ -213,7 +211,13 @@ mod tests {
         let id = Uuid::new_v4();
         let ident = TenantIdent::for_workspace(id);
         assert_eq!(TenantIdent::parse(ident.as_str()), Some(ident));
-        for bad in ["ws_", "public", "ws_ABCDEF00000000000000000000000000", "ws_0123456789abcdef0123456789abcdef; DROP", "x_0123456789abcdef0123456789abcdef"] {
+        for bad in [
+            "ws_",
+            "public",
+            "ws_ABCDEF00000000000000000000000000",
+            "ws_0123456789abcdef0123456789abcdef; DROP",
+            "x_0123456789abcdef0123456789abcdef",
+        ] {
             assert!(TenantIdent::parse(bad).is_none(), "{bad}");
         }
     }

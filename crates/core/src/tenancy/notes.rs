@@ -79,7 +79,11 @@ pub async fn create_note(
     .await
 }
 
-pub async fn delete_note(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, id: Uuid) -> Result<bool, WorkspaceError> {
+pub async fn delete_note(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    id: Uuid,
+) -> Result<bool, WorkspaceError> {
     access.require(Permission::Write)?;
     scoped_transaction(conn, access.schema(), access.db_role(), |c| {
         async move {

@@ -67,7 +67,11 @@ impl WorkspaceAccess {
 
 /// Loads the caller's membership of the workspace with this slug — fresh from the
 /// database on every call, so role changes apply to the very next request.
-pub async fn authorize(conn: &mut AsyncPgConnection, user_id: Uuid, slug: &str) -> Result<WorkspaceAccess, WorkspaceError> {
+pub async fn authorize(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    slug: &str,
+) -> Result<WorkspaceAccess, WorkspaceError> {
     let row: Option<(Uuid, String, String, String, String, String, String)> = workspaces::table
         .inner_join(memberships::table)
         .filter(workspaces::slug.eq(slug))
@@ -115,4 +119,3 @@ pub async fn list_for_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> Query
         .filter_map(|(slug, name, role)| Some(WorkspaceSummary { slug, name, role: Role::parse(&role)? }))
         .collect())
 }
-

@@ -194,7 +194,12 @@ pub async fn list_pending(
 
 /// Revokes a pending invitation of *this* workspace (an id from another workspace is
 /// simply not found).
-pub async fn revoke(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, id: Uuid, now: OffsetDateTime) -> Result<(), WorkspaceError> {
+pub async fn revoke(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<(), WorkspaceError> {
     access.require(Permission::ManageMembers)?;
     let workspace = access.workspace_id();
     conn.transaction::<_, WorkspaceError, _>(|c| {
@@ -291,11 +296,16 @@ fn state(found: &Found, now: OffsetDateTime) -> Result<Role, InvitationProblem> 
 }
 
 /// What the invitation page shows (workspace and role), if the token is usable.
-pub async fn preview(conn: &mut AsyncPgConnection, token: &str, now: OffsetDateTime) -> Result<InvitationPreview, InvitationProblem> {
+pub async fn preview(
+    conn: &mut AsyncPgConnection,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<InvitationPreview, InvitationProblem> {
     if !well_formed(token) {
         return Err(InvitationProblem::NotFound);
     }
-    let found = find(conn, token, false).await.map_err(|_| InvitationProblem::NotFound)?.ok_or(InvitationProblem::NotFound)?;
+    let found =
+        find(conn, token, false).await.map_err(|_| InvitationProblem::NotFound)?.ok_or(InvitationProblem::NotFound)?;
     let role = state(&found, now)?;
     Ok(InvitationPreview { workspace_name: found.name, role })
 }
@@ -311,7 +321,12 @@ pub enum AcceptError {
 /// Accepts an invitation as `user_id` (whose normalized email must match). Single use,
 /// even under concurrent accepts: the invitation row is locked while it is checked.
 /// Returns the workspace slug.
-pub async fn accept(conn: &mut AsyncPgConnection, token: &str, user_id: Uuid, now: OffsetDateTime) -> Result<String, AcceptError> {
+pub async fn accept(
+    conn: &mut AsyncPgConnection,
+    token: &str,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<String, AcceptError> {
     if !well_formed(token) {
         return Err(InvitationProblem::NotFound.into());
     }

@@ -70,11 +70,8 @@ pub async fn create_workspace(
     let name = validate_workspace_name(raw_name)?;
     let base = slugify(&name);
     for attempt in 0..5 {
-        let slug = if attempt == 0 {
-            base.clone()
-        } else {
-            format!("{base}-{}", &Uuid::new_v4().simple().to_string()[..6])
-        };
+        let slug =
+            if attempt == 0 { base.clone() } else { format!("{base}-{}", &Uuid::new_v4().simple().to_string()[..6]) };
         let id = Uuid::new_v4();
         let ident = TenantIdent::for_workspace(id);
         let name = name.clone();
@@ -124,7 +121,9 @@ pub async fn create_workspace(
             })
             .await;
         match result {
-            Err(WorkspaceError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => continue,
+            Err(WorkspaceError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+                continue
+            }
             other => return other,
         }
     }
@@ -160,7 +159,10 @@ pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAc
 }
 
 /// Forgets workspace creations older than the daily cap's window (periodic clean-up).
-pub async fn delete_old_workspace_creations(conn: &mut AsyncPgConnection, now: time::OffsetDateTime) -> QueryResult<usize> {
+pub async fn delete_old_workspace_creations(
+    conn: &mut AsyncPgConnection,
+    now: time::OffsetDateTime,
+) -> QueryResult<usize> {
     diesel::delete(workspace_creations::table.filter(workspace_creations::created_at.le(now - time::Duration::days(1))))
         .execute(conn)
         .await

@@ -30,7 +30,10 @@ pub struct Member {
 
 /// Takes a shared connection so it can be pipelined with other reads (diesel-async sends
 /// queries polled concurrently on one connection without waiting for each answer).
-pub async fn list_members(mut conn: &AsyncPgConnection, access: &WorkspaceAccess) -> Result<Vec<Member>, WorkspaceError> {
+pub async fn list_members(
+    mut conn: &AsyncPgConnection,
+    access: &WorkspaceAccess,
+) -> Result<Vec<Member>, WorkspaceError> {
     access.require(Permission::Read)?;
     let rows: Vec<(Uuid, String, String, String)> = memberships::table
         .inner_join(users::table)
@@ -80,7 +83,11 @@ pub async fn change_role(
 
 /// Removes a member (admins: non-owners only). Leaving is `remove_member` on oneself,
 /// which every role may do — except the last owner.
-pub async fn remove_member(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, target: Uuid) -> Result<(), WorkspaceError> {
+pub async fn remove_member(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    target: Uuid,
+) -> Result<(), WorkspaceError> {
     let leaving = target == access.user_id();
     if !leaving {
         access.require(Permission::ManageMembers)?;
@@ -163,7 +170,11 @@ pub(super) async fn lock_roles(
 
 /// Makes `target` an owner and the calling owner an admin, atomically. The caller's
 /// role is checked again in the transaction (the caller does the step-up check first).
-pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &WorkspaceAccess, target: Uuid) -> Result<(), WorkspaceError> {
+pub async fn transfer_ownership(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    target: Uuid,
+) -> Result<(), WorkspaceError> {
     access.require(Permission::ManageOwners)?;
     if target == access.user_id() {
         return Err(InvalidInput::TransferToSelf.into());
@@ -174,10 +185,12 @@ pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &Workspace
             let (_, target_role) = lock_roles(c, access, Permission::ManageOwners, Some(target)).await?;
             target_role.ok_or(WorkspaceError::NoSuchMember)?;
             for (user, role) in [(target, Role::Owner), (me, Role::Admin)] {
-                diesel::update(memberships::table.filter(memberships::workspace_id.eq(ws)).filter(memberships::user_id.eq(user)))
-                    .set(memberships::role.eq(role.as_str()))
-                    .execute(c)
-                    .await?;
+                diesel::update(
+                    memberships::table.filter(memberships::workspace_id.eq(ws)).filter(memberships::user_id.eq(user)),
+                )
+                .set(memberships::role.eq(role.as_str()))
+                .execute(c)
+                .await?;
             }
             Ok(())
         }
@@ -185,4 +198,3 @@ pub async fn transfer_ownership(conn: &mut AsyncPgConnection, access: &Workspace
     })
     .await
 }
-

@@ -55,15 +55,15 @@ use Permission::*;
 /// rows (see `matrix_markdown`), and the role-matrix test walks it.
 pub const MATRIX: &[(Permission, [bool; 4])] = &[
     //                        owner  admin  member viewer
-    (Read,                  [true,  true,  true,  true ]),
-    (Write,                 [true,  true,  true,  false]),
-    (ManageOwnIntegrations, [true,  true,  true,  false]),
-    (ManageMembers,         [true,  true,  false, false]),
-    (ManageSettings,        [true,  true,  false, false]),
-    (ManageIntegrations,    [true,  true,  false, false]),
-    (ViewAudit,             [true,  true,  false, false]),
-    (ManageOwners,          [true,  false, false, false]),
-    (DeleteWorkspace,       [true,  false, false, false]),
+    (Read, [true, true, true, true]),
+    (Write, [true, true, true, false]),
+    (ManageOwnIntegrations, [true, true, true, false]),
+    (ManageMembers, [true, true, false, false]),
+    (ManageSettings, [true, true, false, false]),
+    (ManageIntegrations, [true, true, false, false]),
+    (ViewAudit, [true, true, false, false]),
+    (ManageOwners, [true, false, false, false]),
+    (DeleteWorkspace, [true, false, false, false]),
 ];
 
 pub fn allowed(role: Role, permission: Permission) -> bool {
@@ -101,6 +101,10 @@ mod tests {
     #[test]
     fn the_docs_show_the_matrix() {
         let doc = include_str!("../../../../docs/tenancy.md");
-        assert!(doc.contains(&matrix_markdown()), "docs/tenancy.md's permission table is stale:\n{}", matrix_markdown());
+        assert!(
+            doc.contains(&matrix_markdown()),
+            "docs/tenancy.md's permission table is stale:\n{}",
+            matrix_markdown()
+        );
     }
 }
