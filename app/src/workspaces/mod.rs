@@ -1,7 +1,6 @@
 //! Workspaces: list/create, workspace home, members settings, invitations.
 
 pub mod api;
-mod member_rows;
 mod pages;
 
 pub use pages::{InvitePage, MembersSettingsPage, WorkspaceHomePage, WorkspacesPage};

@@ -7,7 +7,6 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_params_map};
 
 use super::api::*;
-use super::member_rows::{member_rows_html, owner_candidates_html, RowOptions};
 use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::{page_data, PageData};
@@ -214,7 +213,10 @@ pub fn WorkspaceHomePage() -> impl IntoView {
     }
 }
 
-/// The members table's rows as Leptos views: the same markup as `member_rows_html`.
+/// The members table's rows. Each manageable row has one plain form: "Change role" posts
+/// to its action, "Remove" to its own `formaction`; with JavaScript, one listener on the
+/// table body dispatches either (`MembersSettingsPage`). The select is named by
+/// `aria-label` (no `<label>`/id pair): the form repeats on every row.
 fn member_row_views(members: Vec<MemberView>, slug: String, can_manage: bool, owner_choices: bool) -> impl IntoView {
     use leptos::server_fn::ServerFn;
     let choices: &'static [&'static str] =
@@ -322,27 +324,13 @@ pub fn MembersSettingsPage() -> impl IntoView {
                         let (can_manage, is_owner) = (p.can_manage, p.is_owner);
                         let members = std::mem::take(&mut p.members);
                         let invitations = std::mem::take(&mut p.invitations);
-                        // The rows and the owner choices are written as HTML text (see
-                        // member_rows: most of the page's server time was in them).
-                        use leptos::server_fn::ServerFn;
-                        // Temporary switch for the paired benchmark of the two renderings.
-                        #[cfg(feature = "ssr")]
-                        let view_rows = std::env::var_os("FLUXI_BENCH_VIEW_ROWS").is_some();
-                        #[cfg(not(feature = "ssr"))]
-                        let view_rows = false;
                         let has_candidates = is_owner && members.iter().any(|m| !m.is_me);
-                        let candidates_html = if has_candidates { owner_candidates_html(&members) } else { String::new() };
-                        let (row_views, rows_html) = if view_rows {
-                            (Some(member_row_views(members, slug.clone(), can_manage, is_owner)), String::new())
-                        } else {
-                            (None, member_rows_html(&members, &RowOptions {
-                                slug: &slug,
-                                can_manage,
-                                owner_choices: is_owner,
-                                change_url: ChangeMemberRole::url(),
-                                remove_url: RemoveMember::url(),
-                            }))
-                        };
+                        let candidates: Vec<(String, String)> = members
+                            .iter()
+                            .filter(|m| has_candidates && !m.is_me)
+                            .map(|m| (m.user_id.clone(), m.display_name.clone()))
+                            .collect();
+                        let rows = member_row_views(members, slug.clone(), can_manage, is_owner);
                         let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
                         let slug_delete = slug.clone();
                         // Either, not into_any(): erasing the type would first copy every
@@ -362,10 +350,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         <th scope="col">"Role"</th>
                                         {p.can_manage.then(|| view! { <th scope="col">"Actions"</th> })}
                                     </tr></thead>
-                                    {match row_views {
-                                        Some(rows) => Either::Left(view! { <tbody on:submit=on_row_submit>{rows}</tbody> }),
-                                        None => Either::Right(view! { <tbody inner_html=rows_html on:submit=on_row_submit></tbody> }),
-                                    }}
+                                    <tbody on:submit=on_row_submit>{rows}</tbody>
                                 </table>
                                 </div>
 
@@ -424,7 +409,9 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                             <input type="hidden" name="slug" value=slug_transfer/>
                                             <div class="space-y-1">
                                                 <label for="new-owner" class="block text-sm font-medium text-slate-800">"New owner"</label>
-                                                <select id="new-owner" name="user_id" class=SELECT inner_html=candidates_html></select>
+                                                <select id="new-owner" name="user_id" class=SELECT>
+                                                    {candidates.into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
+                                                </select>
                                             </div>
                                             <TextField label="Your current password" name="password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
                                             <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>

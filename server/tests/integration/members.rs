@@ -588,3 +588,19 @@ async fn one_form_per_member_row_changes_roles_and_removes_without_javascript() 
     assert!(res.status.is_redirection(), "{:?}", res.status);
     assert_eq!(common::role_of(&app, &slug, member.user.id).await, None);
 }
+
+/// Names are text: markup in a member's name can neither close an attribute of the row's
+/// controls nor open a tag in its cells.
+#[tokio::test]
+async fn markup_in_member_names_stays_text() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Team").await;
+    let eve = app.person("Eve\" onmouseover=\"alert(1)' <img src=x onerror=alert(2)> & co").await;
+    app.add_member(&slug, &eve, "member").await;
+    let page = owner.client.get(&format!("/w/{slug}/settings/members")).await.body;
+    assert!(page.contains("aria-label=\"Role for Eve&quot; onmouseover=&quot;alert(1)'"), "{page}");
+    assert!(!page.contains("=\"Eve\"") && !page.contains("Role for Eve\""), "an attribute was closed: {page}");
+    assert!(page.contains("<td>Eve\" onmouseover=\"alert(1)' &lt;img src=x onerror=alert(2)&gt; &amp; co"), "{page}");
+    assert!(!page.contains("<td>Eve\" onmouseover=\"alert(1)' <img"), "a tag was opened: {page}");
+}
