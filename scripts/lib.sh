@@ -49,7 +49,7 @@ ensure_build_tools() {
   fi
   if [ ! -x "$ROOT/node_modules/.bin/tailwindcss" ] || [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] \
      || [ ! -x "$ROOT/node_modules/.bin/playwright" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
-    log "installing npm packages (Tailwind, wasm-opt, Playwright) from package-lock.json"
+    log "installing npm packages (Tailwind, wasm-opt, Playwright, axe) from package-lock.json"
     npm ci --no-audit --no-fund >/dev/null
   fi
   ensure_postgres

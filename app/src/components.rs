@@ -3,19 +3,23 @@
 use leptos::prelude::*;
 
 /// A labelled input whose error (if any) is shown right under it and announced through
-/// `aria-describedby` / `aria-invalid`.
+/// `aria-describedby` / `aria-invalid`. Its element id is `id`, else `name`: a page with
+/// two fields of the same name gives them distinct ids, or the second one's label names
+/// the first one and the second has none.
 #[component]
 pub fn TextField(
     label: &'static str,
     name: &'static str,
+    #[prop(optional)] id: Option<&'static str>,
     #[prop(default = "text")] kind: &'static str,
     #[prop(optional)] autocomplete: Option<&'static str>,
     #[prop(optional)] hint: Option<&'static str>,
     #[prop(into)] error: Signal<Option<String>>,
     #[prop(into, optional)] value: Signal<String>,
 ) -> impl IntoView {
-    let error_id = format!("{name}-error");
-    let hint_id = format!("{name}-hint");
+    let id = id.unwrap_or(name);
+    let error_id = format!("{id}-error");
+    let hint_id = format!("{id}-hint");
     let described_by = {
         let (error_id, hint_id) = (error_id.clone(), hint_id.clone());
         move || {
@@ -31,11 +35,11 @@ pub fn TextField(
     };
     view! {
         <div class="space-y-1">
-            <label for=name class="block text-sm font-medium text-slate-800">
+            <label for=id class="block text-sm font-medium text-slate-800">
                 {label}
             </label>
             <input
-                id=name
+                id=id
                 name=name
                 type=kind
                 autocomplete=autocomplete

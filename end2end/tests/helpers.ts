@@ -1,4 +1,5 @@
 import { expect, test as base, type Page } from '@playwright/test';
+import { A11yWatch } from './a11y';
 
 /** Collects uncaught page errors (e.g. a hydration panic); `check` fails on any. */
 export function watchErrors(page: Page): { check: () => void } {
@@ -10,9 +11,24 @@ export function watchErrors(page: Page): { check: () => void } {
   return { check: () => expect(errors, 'uncaught errors in the page').toEqual([]) };
 }
 
-/** `test` whose `page` fails the test on any uncaught page error. */
-export const test = base.extend({
-  page: async ({ page }, use) => {
+/**
+ * `test` whose pages fail the test on any uncaught page error (the `page` fixture's; a
+ * test that makes its own pages checks them with `watchErrors`), and in which axe
+ * analyses every page state reached in any of the test's pages, with or without
+ * JavaScript (see a11y.ts): the test fails at its end on any serious or critical
+ * violation, listing each with its page and elements.
+ */
+export const test = base.extend<{ a11y: A11yWatch }>({
+  a11y: [
+    async ({ browser, context, javaScriptEnabled }, use, testInfo) => {
+      const watch = await A11yWatch.start(browser, context, javaScriptEnabled !== false);
+      await use(watch);
+      await watch.finish(testInfo);
+    },
+    { auto: true, timeout: 60_000 },
+  ],
+  page: async ({ page, a11y }, use) => {
+    await a11y.watchPage(page);
     const watcher = watchErrors(page);
     await use(page);
     watcher.check();

@@ -413,7 +413,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                                     {candidates.into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
                                                 </select>
                                             </div>
-                                            <TextField label="Your current password" name="password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
+                                            <TextField label="Your current password" name="password" id="transfer-password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
                                             <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>
                                         </ActionForm>
                                     }) } else { None }
@@ -425,7 +425,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                     <ActionForm action=delete attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                                         <FormAlert message=form_message(delete_error)/>
                                         <input type="hidden" name="slug" value=slug_delete/>
-                                        <TextField label="Current password to confirm deletion" name="password" kind="password" autocomplete="current-password" error=field(delete_error, "password")/>
+                                        <TextField label="Current password to confirm deletion" name="password" id="delete-password" kind="password" autocomplete="current-password" error=field(delete_error, "password")/>
                                         <button type="submit" class="inline-flex w-full justify-center rounded-md bg-red-700 px-4 py-2 font-semibold text-white hover:bg-red-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-red-600 focus-visible:ring-offset-2">"Delete workspace"</button>
                                     </ActionForm>
                                 }) } else { None }}
