@@ -121,12 +121,11 @@ impl PasswordGate<'_> {
         }
         let normalized = normalize_email(email);
         let network_key = client_network.map(|network| client_sign_in_key(self.pseudonyms, network));
-        let (user, stored) = match self.check(Claimant::Email(&normalized), password, network_key.as_deref()).await {
-            Ok(found) => found,
-            Err(AccountError::WrongCurrentPassword) => return Err(AccountError::WrongCredentials),
-            Err(e) => return Err(e),
+        let Some((Some(user), stored)) =
+            self.check(Claimant::Email(&normalized), password, network_key.as_deref()).await?
+        else {
+            return Err(AccountError::WrongCredentials);
         };
-        let Some(user) = user else { return Err(AccountError::WrongCredentials) };
         if PasswordHasher::needs_rehash(stored.as_str()) {
             self.rehash(user.id, password).await;
         }
@@ -140,18 +139,19 @@ impl PasswordGate<'_> {
         if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
             return Err(AccountError::CurrentPasswordMissing);
         }
-        self.check(Claimant::Account(user.id, &user.email_normalized), password, None).await.map(|_| ())
+        let found = self.check(Claimant::Account(user.id, &user.email_normalized), password, None).await?;
+        found.map(|_| ()).ok_or(AccountError::WrongCurrentPassword)
     }
 
-    /// The shared check. Returns the account found by email (sign-in) and its hash; a
-    /// wrong password is `WrongCurrentPassword`, counted against the account (and the
-    /// network, when given) before it is returned.
+    /// The shared check. Returns the account found by email (sign-in) and its hash, or
+    /// `None` for a wrong password (or no such account), counted against the account (and
+    /// the network, when given) before it is returned.
     async fn check(
         &self,
         claimant: Claimant<'_>,
         password: &str,
         network_key: Option<&[u8]>,
-    ) -> Result<(Option<User>, StoredPasswordHash), AccountError> {
+    ) -> Result<Option<(Option<User>, StoredPasswordHash)>, AccountError> {
         let (account_key, found) = {
             let mut conn = self.conn().await?;
             let now = self.clock.now();
@@ -184,14 +184,14 @@ impl PasswordGate<'_> {
         match found.filter(|_| verified) {
             Some(found) => {
                 clear_failed_sign_ins(&mut conn, &account_key).await?;
-                Ok(found)
+                Ok(Some(found))
             }
             None => {
                 record_failed_sign_in(&mut conn, self.account_throttle, &account_key, now).await?;
                 if let Some(key) = network_key {
                     record_failed_sign_in(&mut conn, self.network_throttle, key, now).await?;
                 }
-                Err(AccountError::WrongCurrentPassword)
+                Ok(None)
             }
         }
     }
