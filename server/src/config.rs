@@ -35,6 +35,20 @@ pub struct Config {
     /// Key of the keyed pseudonyms (`FLUXI_PSEUDONYM_KEY`, 64 hex digits), if set; see
     /// [`Config::pseudonyms`].
     pub pseudonym_key: Option<fluxi_core::pseudonym::Pseudonymizer>,
+    /// Epoch of `pseudonym_key` (`FLUXI_PSEUDONYM_EPOCH`, default 1): raise it with each new key.
+    pub pseudonym_epoch: i32,
+    /// Keys of earlier epochs still held, for searching older audit entries
+    /// (`FLUXI_PSEUDONYM_OLD_KEYS`: `epoch:hex` entries separated by commas).
+    pub pseudonym_old_keys: Vec<(i32, fluxi_core::pseudonym::Pseudonymizer)>,
+    /// Ed25519 seed that signs audit checkpoints (`FLUXI_AUDIT_SIGNING_KEY`, 64 hex digits).
+    pub audit_signing_key: Option<fluxi_core::audit::AuditSigner>,
+    /// How long audit events are kept (`FLUXI_AUDIT_RETENTION_DAYS`, 30–3660, default 365).
+    pub audit_retention: time::Duration,
+    /// Minutes between signed checkpoints (`FLUXI_AUDIT_CHECKPOINT_MINUTES`, default 60).
+    pub audit_checkpoint_every: Duration,
+    /// File each checkpoint is appended to (`FLUXI_AUDIT_CHECKPOINT_FILE`); without it,
+    /// checkpoints go to the log.
+    pub audit_checkpoint_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +59,30 @@ impl Config {
     /// The pseudonym key for serving, and whether it was made up for this process. Required
     /// in production, where pseudonyms must match across restarts and instances; in
     /// development a random key is used when none is set. (`migrate` needs none.)
-    pub fn pseudonyms(&self) -> Result<(fluxi_core::pseudonym::Pseudonymizer, bool), ConfigError> {
+    pub fn pseudonyms(&self) -> Result<(fluxi_core::pseudonym::PseudonymKeys, bool), ConfigError> {
+        let keys = |key: fluxi_core::pseudonym::Pseudonymizer| {
+            fluxi_core::pseudonym::PseudonymKeys::new(self.pseudonym_epoch, key, self.pseudonym_old_keys.clone())
+        };
         match (&self.pseudonym_key, self.production) {
-            (Some(key), _) => Ok((key.clone(), false)),
-            (None, false) => Ok((fluxi_core::pseudonym::Pseudonymizer::random(), true)),
+            (Some(key), _) => Ok((keys(key.clone()), false)),
+            (None, false) => Ok((keys(fluxi_core::pseudonym::Pseudonymizer::random()), true)),
             (None, true) => Err(ConfigError(
                 "FLUXI_PSEUDONYM_KEY is not set: production needs a fixed secret key for pseudonyms \
                  (64 hex digits, e.g. from `openssl rand -hex 32`), kept outside the database"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The audit signing key, and whether it was made up for this process: required in
+    /// production (signatures must verify after a restart); random in development.
+    pub fn audit_signer(&self) -> Result<(fluxi_core::audit::AuditSigner, bool), ConfigError> {
+        match (&self.audit_signing_key, self.production) {
+            (Some(key), _) => Ok((key.clone(), false)),
+            (None, false) => Ok((fluxi_core::audit::AuditSigner::random(), true)),
+            (None, true) => Err(ConfigError(
+                "FLUXI_AUDIT_SIGNING_KEY is not set: production needs a fixed Ed25519 seed for audit \
+                 checkpoints (64 hex digits, e.g. from `openssl rand -hex 32`), kept outside the database"
                     .into(),
             )),
         }
@@ -111,7 +142,37 @@ impl Config {
             .map(|hex_key| fluxi_core::pseudonym::Pseudonymizer::from_hex(&hex_key))
             .transpose()
             .map_err(|e| ConfigError(format!("FLUXI_PSEUDONYM_KEY: {e}")))?;
+        let pseudonym_old_keys = vars
+            .get("FLUXI_PSEUDONYM_OLD_KEYS")
+            .map(|list| fluxi_core::pseudonym::PseudonymKeys::parse_older(&list))
+            .transpose()
+            .map_err(|_| ConfigError("FLUXI_PSEUDONYM_OLD_KEYS: use epoch:key entries (key: 64 hex digits), comma-separated".into()))?
+            .unwrap_or_default();
+        let audit_signing_key = vars
+            .get("FLUXI_AUDIT_SIGNING_KEY")
+            .map(|hex_key| fluxi_core::audit::AuditSigner::from_hex(&hex_key))
+            .transpose()
+            .map_err(|e| ConfigError(format!("FLUXI_AUDIT_SIGNING_KEY: {e}")))?;
+        let retention_days: i64 =
+            vars.parsed("FLUXI_AUDIT_RETENTION_DAYS", fluxi_core::audit::maintenance::DEFAULT_RETENTION_DAYS)?;
+        if !fluxi_core::audit::maintenance::RETENTION_DAYS_RANGE.contains(&retention_days) {
+            return Err(ConfigError(format!(
+                "FLUXI_AUDIT_RETENTION_DAYS={retention_days}: use {} to {} days",
+                fluxi_core::audit::maintenance::RETENTION_DAYS_RANGE.start(),
+                fluxi_core::audit::maintenance::RETENTION_DAYS_RANGE.end()
+            )));
+        }
+        let checkpoint_minutes: u64 = vars.parsed("FLUXI_AUDIT_CHECKPOINT_MINUTES", 60)?;
+        if checkpoint_minutes == 0 {
+            return Err(ConfigError("FLUXI_AUDIT_CHECKPOINT_MINUTES must be at least 1".into()));
+        }
         Ok(Self {
+            pseudonym_epoch: vars.parsed("FLUXI_PSEUDONYM_EPOCH", 1)?,
+            pseudonym_old_keys,
+            audit_signing_key,
+            audit_retention: time::Duration::days(retention_days),
+            audit_checkpoint_every: Duration::from_secs(checkpoint_minutes * 60),
+            audit_checkpoint_file: vars.get("FLUXI_AUDIT_CHECKPOINT_FILE").map(std::path::PathBuf::from),
             pseudonym_key,
             database_url,
             addr,
@@ -189,9 +250,29 @@ mod tests {
         let (fixed, ephemeral) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();
         assert!(!ephemeral);
         let (again, _) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();
-        assert_eq!(fixed.pseudonym("p", "v"), again.pseudonym("p", "v"), "the same key, the same pseudonyms");
+        assert_eq!(fixed.current().pseudonym("p", "v"), again.current().pseudonym("p", "v"), "the same key, the same pseudonyms");
         let (dev, ephemeral) = config(&[DB, ("FLUXI_ENV", "development")]).unwrap().pseudonyms().unwrap();
         assert!(ephemeral);
-        assert_ne!(dev.pseudonym("p", "v"), fixed.pseudonym("p", "v"));
+        assert_ne!(dev.current().pseudonym("p", "v"), fixed.current().pseudonym("p", "v"));
+    }
+
+    #[test]
+    fn audit_settings_are_checked() {
+        let err = config(&[DB, KEY]).unwrap().audit_signer().unwrap_err().to_string();
+        assert!(err.contains("FLUXI_AUDIT_SIGNING_KEY is not set"), "{err}");
+        let (_, ephemeral) = config(&[DB, ("FLUXI_ENV", "development")]).unwrap().audit_signer().unwrap();
+        assert!(ephemeral);
+        let err = config(&[DB, ("FLUXI_AUDIT_RETENTION_DAYS", "5")]).unwrap_err().to_string();
+        assert!(err.contains("FLUXI_AUDIT_RETENTION_DAYS=5"), "{err}");
+        let seeded = config(&[DB, KEY, ("FLUXI_AUDIT_SIGNING_KEY", KEY.1)]).unwrap();
+        assert!(!seeded.audit_signer().unwrap().1);
+        let rotated = config(&[DB, KEY, ("FLUXI_PSEUDONYM_EPOCH", "2"), ("FLUXI_PSEUDONYM_OLD_KEYS", &format!("1:{}", KEY.1))])
+            .unwrap()
+            .pseudonyms()
+            .unwrap()
+            .0;
+        assert_eq!(rotated.current_epoch(), 2);
+        assert_eq!(rotated.in_every_epoch("p", "v").len(), 2);
+        assert!(config(&[DB, ("FLUXI_PSEUDONYM_OLD_KEYS", "nope")]).is_err());
     }
 }

@@ -137,6 +137,7 @@ pub fn build_router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
         .layer(axum::middleware::from_fn(middleware::same_origin_writes))
         .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn(middleware::request_id))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(middleware::explain_payload_too_large))
         .layer(CompressionLayer::new())

@@ -30,16 +30,20 @@ fn main() -> std::process::ExitCode {
             std::env::set_var(k, v);
         }
     }
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().cloned().unwrap_or_else(|| "serve".into());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = match command.as_str() {
         "serve" => runtime.block_on(serve()),
         "migrate" => runtime.block_on(migrate()),
-        other => Err(anyhow::anyhow!("unknown command {other:?}; use `serve` or `migrate`")),
+        "audit" => runtime.block_on(audit(&args[1..])),
+        other => Err(anyhow::anyhow!("unknown command {other:?}; use `serve`, `migrate` or `audit`")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // A refusal to start is on the record: the log, wherever operators ship it.
+            tracing::error!(target: "fluxi::startup", command = %command, error = %format!("{e:#}"), "refused to run");
             eprintln!("fluxi: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -62,6 +66,11 @@ async fn migrate_with(config: &Config) -> anyhow::Result<Option<String>> {
         tracing::info!(?applied, "applied migrations");
     }
     let pool = db::build_pool(&config.database_url, config.fleet_concurrency + 1)?;
+    {
+        let mut conn = pool.get().await?;
+        let now = time::OffsetDateTime::now_utc();
+        fluxi_core::audit::maintenance::ensure_partitions(&mut conn, now, now).await?;
+    }
     let report = fluxi_core::tenancy::migrations::migrate_fleet(&pool, config.fleet_concurrency).await?;
     if report.migrated > 0 {
         tracing::info!(migrated = report.migrated, "workspace schemas migrated");
@@ -87,6 +96,7 @@ async fn migrate() -> anyhow::Result<()> {
 async fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let (pseudonyms, pseudonym_key_is_ephemeral) = config.pseudonyms()?;
+    let (audit_signer, audit_key_is_ephemeral) = config.audit_signer()?;
     // One broken workspace must not take the others down: they are served, and it answers
     // "being upgraded" (503) to its members until a rerun of the migration succeeds.
     if let Some(failed) = migrate_with(&config).await? {
@@ -110,7 +120,14 @@ async fn serve() -> anyhow::Result<()> {
         request_timeout: config.request_timeout,
         workspaces_per_day: config.workspaces_per_day,
         pseudonyms,
+        audit_signer: audit_signer.clone(),
     });
+    if audit_key_is_ephemeral {
+        tracing::warn!(
+            "FLUXI_AUDIT_SIGNING_KEY is not set: audit checkpoints are signed with a random key until the process stops \
+             (development only)"
+        );
+    }
     if pseudonym_key_is_ephemeral {
         tracing::warn!("FLUXI_PSEUDONYM_KEY is not set: using a random key until the process stops (development only)");
     }
@@ -126,6 +143,14 @@ async fn serve() -> anyhow::Result<()> {
         .max_by_key(|t| t.window)
         .unwrap_or_default();
     server::jobs::session_cleanup::spawn(pool.clone(), clock, cleanup_rule, config.session_cleanup_every);
+    let upkeep = server::jobs::audit::AuditUpkeep {
+        pool: pool.clone(),
+        clock: state.clock.clone(),
+        signer: audit_signer,
+        retention: config.audit_retention,
+        checkpoint_file: config.audit_checkpoint_file.clone(),
+    };
+    server::jobs::audit::spawn(upkeep, config.audit_checkpoint_every);
     server::jobs::fleet_catch_up::spawn(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -135,6 +160,83 @@ async fn serve() -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")
+}
+
+/// `server audit verify [--workspace SLUG] [--export FILE]`, `server audit checkpoint`,
+/// `server audit prune`.
+async fn audit(args: &[String]) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let (signer, ephemeral) = config.audit_signer()?;
+    if ephemeral {
+        bail!("FLUXI_AUDIT_SIGNING_KEY is not set: signatures can only be checked with the server's key");
+    }
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let sub = args.first().map(String::as_str).unwrap_or("");
+    if sub == "verify" {
+        if let Some(file) = flag("--export") {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
+            let summary = fluxi_core::audit::export::verify_export(&bytes, &signer)
+                .map_err(|problem| anyhow::anyhow!("{file}: {problem}"))?;
+            println!("{file}: intact, {} events, signed by this server's audit key", summary.count);
+            return Ok(());
+        }
+    }
+    let pool = db::build_pool(&config.database_url, 2)?;
+    let upkeep = server::jobs::audit::AuditUpkeep {
+        pool: pool.clone(),
+        clock: Arc::new(SystemClock),
+        signer: signer.clone(),
+        retention: config.audit_retention,
+        checkpoint_file: config.audit_checkpoint_file.clone(),
+    };
+    match sub {
+        "verify" => {
+            let mut conn = pool.get().await?;
+            let only = match flag("--workspace") {
+                // A deleted workspace's trail is named by its id.
+                Some(slug) => Some(match uuid::Uuid::parse_str(&slug) {
+                    Ok(id) => id,
+                    Err(_) => fluxi_core::workspaces::workspace_id_by_slug(&mut conn, &slug)
+                        .await?
+                        .with_context(|| format!("no workspace {slug:?}"))?,
+                }),
+                None => None,
+            };
+            let reports = fluxi_core::audit::verify::verify(&mut conn, &signer, only).await?;
+            let mut broken = 0;
+            for r in &reports {
+                let name = if r.chain.is_nil() { "accounts".to_string() } else { format!("workspace {}", r.chain) };
+                match &r.problem {
+                    None => println!(
+                        "{name}: intact, {} events through #{}{}",
+                        r.events,
+                        r.last_seq,
+                        r.verified_through.map(|t| format!(", matches the checkpoint signed at {t}")).unwrap_or_default()
+                    ),
+                    Some(problem) => {
+                        broken += 1;
+                        println!("{name}: TAMPERED: {problem}");
+                    }
+                }
+            }
+            if broken > 0 {
+                bail!("{broken} of {} chain(s) failed verification", reports.len());
+            }
+            Ok(())
+        }
+        "checkpoint" => {
+            let c = upkeep.checkpoint().await?;
+            println!("checkpoint #{} signed: {} chain(s)", c.id, c.heads().len());
+            Ok(())
+        }
+        "prune" => {
+            upkeep.prepare().await?;
+            let r = upkeep.prune().await?;
+            println!("pruned {} month(s), {} event(s) in {} chain(s)", r.periods, r.events, r.chains);
+            Ok(())
+        }
+        other => bail!("unknown audit command {other:?}; use `verify [--workspace SLUG] [--export FILE]`, `checkpoint` or `prune`"),
+    }
 }
 
 async fn shutdown_signal() {

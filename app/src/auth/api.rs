@@ -43,7 +43,15 @@ pub async fn signup(display_name: String, email: String, password: String) -> Re
     use crate::ssr;
     let state = ssr::state()?;
     let session = ssr::session().await?;
-    let user = fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &display_name, &email, &password).await?;
+    let origin = ssr::origin(&state);
+    let audit = fluxi_core::audit::Audit {
+        keys: Some(&state.pseudonyms),
+        clock: state.clock.as_ref(),
+        origin: &origin,
+        actor: fluxi_core::audit::Actor::Anonymous { email_normalized: None },
+    };
+    let user =
+        fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &audit, &display_name, &email, &password).await?;
     ssr::start_session(&state, &session, &user).await?;
     leptos_axum::redirect("/account");
     Ok(())
@@ -55,8 +63,8 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     use fluxi_core::accounts::SignInOutcome;
     let state = ssr::state()?;
     let session = ssr::session().await?;
-    let network = ssr::client_network(&state);
-    match state.password_gate().sign_in(&email, &password, network.as_deref()).await? {
+    let origin = ssr::origin(&state);
+    match state.password_gate(&origin).sign_in(&email, &password, origin.network.as_deref()).await? {
         SignInOutcome::SignedIn(user) => ssr::start_session(&state, &session, &user).await?,
     }
     leptos_axum::redirect(&safe_next_path(next.as_deref()).unwrap_or_else(|| "/account".into()));
@@ -65,9 +73,17 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
 
 #[server(prefix = "/api", endpoint = "logout")]
 pub async fn logout() -> Result<(), AppError> {
+    use fluxi_core::audit::{Action, Actor};
+    let state = crate::ssr::state()?;
     let session = crate::ssr::session().await?;
     // Deletes the server-side row; the old cookie is worthless from here on.
-    session.flush().await?;
+    match crate::ssr::current_user(&state, &session).await? {
+        Some(user) => {
+            let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
+            crate::ssr::end_session(&state, &session, user.id, Action::SignedOut, actor).await?;
+        }
+        None => session.flush().await?,
+    }
     crate::ssr::forget_cached_user();
     leptos_axum::redirect("/login");
     Ok(())

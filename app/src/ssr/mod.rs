@@ -13,9 +13,9 @@ mod step_up;
 
 pub use csp::set_page_csp;
 pub use flash::{store_flash, take_flash, StoredFlash};
-pub use request::{accepts_html, client_network};
+pub use request::{accepts_html, audit_as, client_network, origin, RequestId};
 pub use session::{
-    current_user, forget_cached_user, require_user, session, start_session, workspace_access, RequestCache,
+    current_user, end_session, forget_cached_user, require_user, session, start_session, workspace_access, RequestCache,
 };
 pub use state::{conn, state, AppServices, AppState};
 pub use step_up::step_up;

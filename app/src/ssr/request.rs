@@ -33,3 +33,35 @@ pub fn client_network(state: &AppState) -> Option<String> {
         .collect();
     Some(client_network(client_address(peer.0.ip(), forwarded.iter().map(String::as_str), state.trusted_proxies)))
 }
+
+/// The id the server gave this request (`server::middleware::request_id`), also sent back
+/// in `X-Request-Id` so support can match a report to the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub uuid::Uuid);
+
+/// Where this request came from, for its audit events (stored only as pseudonyms).
+pub fn origin(state: &AppState) -> fluxi_core::audit::Origin {
+    let parts = use_context::<Parts>();
+    fluxi_core::audit::Origin {
+        request_id: parts.as_ref().and_then(|p| p.extensions.get::<RequestId>()).map(|r| r.0),
+        network: client_network(state),
+        user_agent: parts
+            .as_ref()
+            .and_then(|p| p.headers.get(header::USER_AGENT))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    }
+}
+
+/// The audit context of a signed-in person's request.
+pub fn audit_as<'a>(
+    state: &'a AppState,
+    origin: &'a fluxi_core::audit::Origin,
+    user: &'a fluxi_core::accounts::User,
+) -> fluxi_core::audit::Audit<'a> {
+    fluxi_core::audit::Audit {
+        keys: Some(&state.pseudonyms),
+        clock: state.clock.as_ref(),
+        origin,
+        actor: fluxi_core::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
+    }
+}

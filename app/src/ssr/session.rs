@@ -7,7 +7,9 @@ use fluxi_core::db::PooledConn;
 use fluxi_core::sessions::{AuthState, SessionCheck, AUTH_KEY, SIGNED_IN_USER_KEY};
 use fluxi_core::workspaces::{self, WorkspaceAccess};
 use leptos::prelude::*;
+use fluxi_core::audit::{Action, Actor, Audit};
 use tower_sessions::Session;
+use uuid::Uuid;
 
 use super::{conn, AppState};
 use crate::error::AppError;
@@ -67,7 +69,8 @@ async fn load_current_user(state: &AppState, session: &Session) -> Result<Option
     let now = state.clock.now();
     match state.session_policy.check(&auth, now) {
         SessionCheck::IdleExpired | SessionCheck::AbsoluteExpired => {
-            session.flush().await?;
+            let actor = Actor::System(fluxi_core::audit::SystemJob::SessionCleanup);
+            end_session(state, session, auth.user_id, Action::SessionExpired, actor).await?;
             return Ok(None);
         }
         SessionCheck::Active { touch: true } => {
@@ -92,10 +95,37 @@ async fn load_current_user(state: &AppState, session: &Session) -> Result<Option
     }
 }
 
+/// Ends this signed-in session (signed out, or found expired) with its audit event, then
+/// forgets it in this request and tells the browser.
+pub async fn end_session(
+    state: &AppState,
+    session: &Session,
+    account: Uuid,
+    action: Action,
+    actor: Actor<'_>,
+) -> Result<(), AppError> {
+    if let Some(id) = session.id() {
+        let origin = super::origin(state);
+        let audit = Audit { keys: Some(&state.pseudonyms), clock: state.clock.as_ref(), origin: &origin, actor };
+        let mut conn = conn(state).await?;
+        fluxi_core::sessions::end_session(&mut conn, &audit, &id, account, action).await?;
+    }
+    session.flush().await?;
+    forget_cached_user();
+    Ok(())
+}
+
 /// Starts a signed-in session: a fresh session id (so a planted id is useless) holding
-/// only the new sign-in state.
+/// only the new sign-in state. A signed-in session this browser held before is revoked
+/// (and recorded so, for its account).
 pub async fn start_session(state: &AppState, session: &Session, user: &User) -> Result<(), AppError> {
     let now = state.clock.now();
+    if let (Some(previous), Some(id)) = (session.get::<AuthState>(AUTH_KEY).await?, session.id()) {
+        let origin = super::origin(state);
+        let audit = super::audit_as(state, &origin, user);
+        let mut conn = conn(state).await?;
+        fluxi_core::sessions::end_session(&mut conn, &audit, &id, previous.user_id, Action::SessionRevoked).await?;
+    }
     forget_cached_user();
     session.clear().await;
     session.cycle_id().await?;
@@ -113,6 +143,7 @@ pub async fn require_user(state: &AppState) -> Result<User, AppError> {
 pub async fn workspace_access(state: &AppState, slug: &str) -> Result<(User, PooledConn, WorkspaceAccess), AppError> {
     let user = require_user(state).await?;
     let mut conn = conn(state).await?;
-    let access = workspaces::authorize(&mut conn, user.id, slug).await?;
+    let origin = super::origin(state);
+    let access = workspaces::authorize(&mut conn, &super::audit_as(state, &origin, &user), user.id, slug).await?;
     Ok((user, conn, access))
 }

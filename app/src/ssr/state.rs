@@ -5,7 +5,8 @@ use std::sync::Arc;
 use fluxi_core::accounts::{PasswordGate, PasswordHasher, SignInThrottle};
 use fluxi_core::clock::SharedClock;
 use fluxi_core::db::{Pool, PooledConn};
-use fluxi_core::pseudonym::Pseudonymizer;
+use fluxi_core::audit::{AuditSigner, Origin};
+use fluxi_core::pseudonym::PseudonymKeys;
 use fluxi_core::sessions::SessionPolicy;
 use leptos::prelude::*;
 
@@ -51,14 +52,18 @@ pub struct AppServices {
     /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
     pub workspaces_per_day: u32,
     /// Keyed pseudonyms for personal identifiers stored for matching only
-    /// (`FLUXI_PSEUDONYM_KEY`; see `fluxi_core::pseudonym`).
-    pub pseudonyms: Pseudonymizer,
+    /// (`FLUXI_PSEUDONYM_KEY`, older epochs in `FLUXI_PSEUDONYM_OLD_KEYS`; see
+    /// `fluxi_core::pseudonym`).
+    pub pseudonyms: PseudonymKeys,
+    /// Signs audit checkpoints, anchors and exports (`FLUXI_AUDIT_SIGNING_KEY`).
+    pub audit_signer: AuditSigner,
 }
 
 impl AppServices {
     /// The password checks of sign-in and step-up, over this state.
-    pub fn password_gate(&self) -> PasswordGate<'_> {
+    pub fn password_gate<'a>(&'a self, origin: &'a Origin) -> PasswordGate<'a> {
         PasswordGate {
+            origin,
             pool: &self.pool,
             hasher: &self.hasher,
             account_throttle: &self.sign_in_throttle,

@@ -92,6 +92,8 @@ pub struct InvitationInfo {
 #[cfg(feature = "ssr")]
 mod imp {
     pub use crate::ssr;
+    pub use fluxi_core::accounts::StepUpFor;
+    pub use fluxi_core::audit::{Action, Target};
     pub use fluxi_core::workspaces::{self, Permission, Role};
 
     use crate::error::AppError;
@@ -123,8 +125,11 @@ pub async fn create_workspace(name: String) -> Result<(), AppError> {
     // Checked before a connection is taken: a bad name costs no database work.
     workspaces::validate_workspace_name(&name)?;
     let mut conn = ssr::conn(&state).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
     let created =
-        workspaces::create_workspace(&mut conn, user.id, &name, state.clock.now(), state.workspaces_per_day).await?;
+        workspaces::create_workspace(&mut conn, &audit, user.id, &name, state.clock.now(), state.workspaces_per_day)
+            .await?;
     leptos_axum::redirect(&format!("/w/{}", created.slug));
     Ok(())
 }
@@ -210,11 +215,14 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
 pub async fn invite_member(slug: String, email: String, role: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
-    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers)?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
+    workspaces::require(&mut conn, &audit, &access, Permission::ManageMembers, Action::InvitationSent, Target::None)
+        .await?;
     let role = parse_role(&role)?;
     let (now, ttl) = (state.clock.now(), workspaces::invitations::DEFAULT_TTL);
-    workspaces::invitations::invite(&mut conn, &access, &email, role, now, ttl, &state.base_url).await?;
+    workspaces::invitations::invite(&mut conn, &audit, &access, &email, role, now, ttl, &state.base_url).await?;
     Ok(())
 }
 
@@ -222,30 +230,33 @@ pub async fn invite_member(slug: String, email: String, role: String) -> Result<
 pub async fn revoke_invitation(slug: String, invitation_id: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
-    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers)?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
     let id = parse_uuid(&invitation_id)?;
-    Ok(workspaces::invitations::revoke(&mut conn, &access, id, state.clock.now()).await?)
+    Ok(workspaces::invitations::revoke(&mut conn, &audit, &access, id, state.clock.now()).await?)
 }
 
 #[server(prefix = "/api", endpoint = "change_member_role")]
 pub async fn change_member_role(slug: String, user_id: String, role: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
-    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers)?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
     let (target, role) = (parse_uuid(&user_id)?, parse_role(&role)?);
-    Ok(workspaces::change_role(&mut conn, &access, target, role).await?)
+    Ok(workspaces::change_role(&mut conn, &audit, &access, target, role).await?)
 }
 
 #[server(prefix = "/api", endpoint = "remove_member")]
 pub async fn remove_member(slug: String, user_id: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
-    let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageMembers)?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
     let target = parse_uuid(&user_id)?;
-    Ok(workspaces::remove_member(&mut conn, &access, target).await?)
+    Ok(workspaces::remove_member(&mut conn, &audit, &access, target).await?)
 }
 
 #[server(prefix = "/api", endpoint = "leave_workspace")]
@@ -253,7 +264,8 @@ pub async fn leave_workspace(slug: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
     let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
-    workspaces::remove_member(&mut conn, &access, user.id).await?;
+    let origin = ssr::origin(&state);
+    workspaces::remove_member(&mut conn, &ssr::audit_as(&state, &origin, &user), &access, user.id).await?;
     leptos_axum::redirect("/workspaces");
     Ok(())
 }
@@ -263,14 +275,18 @@ pub async fn leave_workspace(slug: String) -> Result<(), AppError> {
 pub async fn transfer_ownership(slug: String, user_id: String, password: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
-    let (user, conn, access) = ssr::workspace_access(&state, &slug).await?;
-    access.require(Permission::ManageOwners)?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
     let target = parse_uuid(&user_id)?;
+    let action = Action::OwnershipTransferred;
+    workspaces::require(&mut conn, &audit, &access, Permission::ManageOwners, action, Target::Member(target)).await?;
     drop(conn);
-    ssr::step_up(&state, &user, &password).await?;
+    let purpose = StepUpFor { workspace: access.workspace_id(), action };
+    ssr::step_up(&state, &user, &password, purpose).await?;
     // The domain function checks the caller's role again, in its transaction.
     let mut conn = ssr::conn(&state).await?;
-    Ok(workspaces::transfer_ownership(&mut conn, &access, target).await?)
+    Ok(workspaces::transfer_ownership(&mut conn, &audit, &access, target).await?)
 }
 
 /// Step-up: the owner re-enters their password.
@@ -278,13 +294,16 @@ pub async fn transfer_ownership(slug: String, user_id: String, password: String)
 pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
-    let (user, conn, access) = ssr::workspace_access(&state, &slug).await?;
-    access.require(Permission::DeleteWorkspace)?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
+    let (action, on) = (Action::WorkspaceDeleted, Target::Workspace(access.workspace_id()));
+    workspaces::require(&mut conn, &audit, &access, Permission::DeleteWorkspace, action, on).await?;
     drop(conn);
-    ssr::step_up(&state, &user, &password).await?;
+    ssr::step_up(&state, &user, &password, StepUpFor { workspace: access.workspace_id(), action }).await?;
     // The domain function checks the caller's role again, in its transaction.
     let mut conn = ssr::conn(&state).await?;
-    workspaces::delete_workspace(&mut conn, &access).await?;
+    workspaces::delete_workspace(&mut conn, &audit, &access).await?;
     leptos_axum::redirect("/workspaces");
     Ok(())
 }
@@ -304,7 +323,9 @@ pub async fn accept_invitation(token: String) -> Result<(), AppError> {
     let state = ssr::state()?;
     let user = ssr::require_user(&state).await?;
     let mut conn = ssr::conn(&state).await?;
-    let slug = workspaces::invitations::accept(&mut conn, &token, user.id, state.clock.now()).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
+    let slug = workspaces::invitations::accept(&mut conn, &audit, &token, user.id, state.clock.now()).await?;
     leptos_axum::redirect(&format!("/w/{slug}"));
     Ok(())
 }

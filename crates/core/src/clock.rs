@@ -19,6 +19,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// One fixed moment, for code handed a time rather than a clock.
+#[derive(Debug, Clone, Copy)]
+pub struct At(pub OffsetDateTime);
+
+impl Clock for At {
+    fn now(&self) -> OffsetDateTime {
+        self.0
+    }
+}
+
 /// A clock that only moves when told to; for tests of idle/absolute expiry.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<Mutex<OffsetDateTime>>);

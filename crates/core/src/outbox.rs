@@ -209,14 +209,42 @@ pub async fn mark_failed(
             .filter(outbox_emails::failed_at.is_null()),
     );
     if failure == Failure::Permanent || mail.attempts >= MAX_ATTEMPTS {
-        update
-            .set((
-                outbox_emails::failed_at.eq(now),
-                outbox_emails::last_error.eq(error),
-                outbox_emails::body.eq(BODY_ERASED_WHEN_GIVEN_UP),
-            ))
-            .execute(conn)
-            .await?;
+        use diesel_async::scoped_futures::ScopedFutureExt;
+        use diesel_async::AsyncConnection;
+        let attempts = mail.attempts;
+        conn.transaction::<_, diesel::result::Error, _>(|c| {
+            async move {
+                let given_up = update
+                    .set((
+                        outbox_emails::failed_at.eq(now),
+                        outbox_emails::last_error.eq(error),
+                        outbox_emails::body.eq(BODY_ERASED_WHEN_GIVEN_UP),
+                    ))
+                    .execute(c)
+                    .await?;
+                if given_up == 0 {
+                    return Ok(());
+                }
+                // An invitation whose mail is lost: its workspace's admins should know.
+                let invitation: Option<(Uuid, Uuid)> = crate::schema::invitations::table
+                    .filter(crate::schema::invitations::mail_id.eq(mail.id))
+                    .select((crate::schema::invitations::id, crate::schema::invitations::workspace_id))
+                    .first(c)
+                    .await
+                    .optional()?;
+                if let Some((id, workspace)) = invitation {
+                    use crate::audit::{Action, Audit, Detail, Event, Outcome, SystemJob, Target};
+                    let at = crate::clock::At(now);
+                    let audit = Audit::system(SystemJob::MailWorker, &at);
+                    let detail = Detail::MailGivenUp { attempts: attempts.max(0) as u32 };
+                    let event = Event::workspace(workspace, Action::InvitationMailGivenUp, Target::Invitation(id), Outcome::Failed, detail);
+                    audit.record(c, event).await?;
+                }
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await?;
     } else {
         update
             .set((outbox_emails::next_attempt_at.eq(now + backoff(mail.attempts)), outbox_emails::last_error.eq(error)))

@@ -58,6 +58,58 @@ impl Pseudonymizer {
     }
 }
 
+/// The pseudonym keys by epoch: the current one makes new pseudonyms; older ones still
+/// held let searches find entries made under them. Rotating the key starts a new epoch;
+/// destroying an old epoch's key (dropping it from configuration) makes the entries of that
+/// epoch unlinkable for good.
+#[derive(Clone, Debug)]
+pub struct PseudonymKeys {
+    current_epoch: i32,
+    current: Pseudonymizer,
+    older: Vec<(i32, Pseudonymizer)>,
+}
+
+impl PseudonymKeys {
+    pub fn new(current_epoch: i32, current: Pseudonymizer, older: Vec<(i32, Pseudonymizer)>) -> Self {
+        let older = older.into_iter().filter(|(epoch, _)| *epoch != current_epoch).collect();
+        Self { current_epoch, current, older }
+    }
+
+    /// One epoch (1), one key.
+    pub fn single(key: Pseudonymizer) -> Self {
+        Self::new(1, key, Vec::new())
+    }
+
+    pub fn current(&self) -> &Pseudonymizer {
+        &self.current
+    }
+
+    pub fn current_epoch(&self) -> i32 {
+        self.current_epoch
+    }
+
+    /// `(epoch, pseudonym)` under every key held, newest first: what a search must match.
+    pub fn in_every_epoch(&self, purpose: &str, value: &str) -> Vec<(i32, Vec<u8>)> {
+        std::iter::once((self.current_epoch, &self.current))
+            .chain(self.older.iter().map(|(e, k)| (*e, k)))
+            .map(|(epoch, key)| (epoch, key.pseudonym(purpose, value)))
+            .collect()
+    }
+
+    /// Parses `FLUXI_PSEUDONYM_OLD_KEYS`: `epoch:hex` entries separated by commas.
+    pub fn parse_older(list: &str) -> Result<Vec<(i32, Pseudonymizer)>, BadKey> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let (epoch, key) = entry.split_once(':').ok_or(BadKey)?;
+                let epoch: i32 = epoch.trim().parse().map_err(|_| BadKey)?;
+                Ok((epoch, Pseudonymizer::from_hex(key)?))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +141,18 @@ mod tests {
         }
         assert!(!format!("{k:?}").contains("0011"), "{k:?}");
         assert_ne!(Pseudonymizer::random().key, Pseudonymizer::random().key);
+    }
+
+    #[test]
+    fn searches_match_every_epoch_still_held() {
+        let (old, new) = (Pseudonymizer::new([1; KEY_LEN]), Pseudonymizer::new([2; KEY_LEN]));
+        let keys = PseudonymKeys::new(2, new.clone(), vec![(1, old.clone())]);
+        let all = keys.in_every_epoch("audit-email", "ada@example.test");
+        assert_eq!(all, vec![(2, new.pseudonym("audit-email", "ada@example.test")), (1, old.pseudonym("audit-email", "ada@example.test"))]);
+        let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let parsed = PseudonymKeys::parse_older(&format!("1:{hex_key}, 7:{hex_key}")).unwrap();
+        assert_eq!(parsed.iter().map(|(e, _)| *e).collect::<Vec<_>>(), vec![1, 7]);
+        assert!(PseudonymKeys::parse_older("x:00").is_err());
+        assert!(PseudonymKeys::parse_older(hex_key).is_err(), "an epoch is required");
     }
 }

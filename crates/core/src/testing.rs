@@ -77,7 +77,14 @@ fn template_name() -> String {
         .iter()
         .map(|m| m.name().to_string())
         .collect();
-    let digest = Sha256::digest(format!("{}\n{}", names.join("\n"), db::PROVISIONING_SQL).as_bytes());
+    // Their text too (read from the source tree the tests run in): an edited migration
+    // must not reuse a template built from its old version.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/public");
+    let texts: Vec<String> =
+        names.iter().map(|n| std::fs::read_to_string(dir.join(n).join("up.sql")).unwrap_or_default()).collect();
+    let digest = Sha256::digest(
+        format!("{}\n{}\n{}", names.join("\n"), texts.join("\n"), db::PROVISIONING_SQL).as_bytes(),
+    );
     format!("fluxi_tpl_{}", &hex::encode(digest)[..16])
 }
 
@@ -264,7 +271,7 @@ impl WorkspaceBuilder {
     pub async fn create(self, pool: &Pool, owner: &User) -> String {
         let mut conn = pool.get().await.expect("conn");
         let now = time::OffsetDateTime::now_utc();
-        let created = crate::workspaces::create_workspace(&mut conn, owner.id, &self.name, now, u32::MAX)
+        let created = crate::workspaces::create_workspace(&mut conn, &audit_as(owner), owner.id, &self.name, now, u32::MAX)
             .await
             .expect("create workspace");
         for (user, role) in self.members {
@@ -290,4 +297,35 @@ pub async fn add_member(pool: &Pool, slug: &str, user: uuid::Uuid, role: crate::
         .execute(&mut conn)
         .await
         .expect("add member");
+}
+
+/// Pseudonym keys for tests that call the domain directly (one random key per process).
+pub fn test_keys() -> &'static crate::pseudonym::PseudonymKeys {
+    static KEYS: std::sync::OnceLock<crate::pseudonym::PseudonymKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| crate::pseudonym::PseudonymKeys::single(crate::pseudonym::Pseudonymizer::random()))
+}
+
+/// The audit context of `user` acting outside any request (domain calls in tests).
+pub fn audit_as(user: &User) -> crate::audit::Audit<'_> {
+    static ORIGIN: crate::audit::Origin = crate::audit::Origin { request_id: None, network: None, user_agent: None };
+    static CLOCK: crate::clock::SystemClock = crate::clock::SystemClock;
+    crate::audit::Audit {
+        keys: Some(test_keys()),
+        clock: &CLOCK,
+        origin: &ORIGIN,
+        actor: crate::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
+    }
+}
+
+/// An audit context with nobody in particular acting (domain calls whose actor does not
+/// matter to the test).
+pub fn audit() -> crate::audit::Audit<'static> {
+    static ORIGIN: crate::audit::Origin = crate::audit::Origin { request_id: None, network: None, user_agent: None };
+    static CLOCK: crate::clock::SystemClock = crate::clock::SystemClock;
+    crate::audit::Audit {
+        keys: Some(test_keys()),
+        clock: &CLOCK,
+        origin: &ORIGIN,
+        actor: crate::audit::Actor::Anonymous { email_normalized: None },
+    }
 }

@@ -33,7 +33,7 @@ async fn team() -> Team {
 impl Team {
     async fn access(&self, role: Role) -> WorkspaceAccess {
         let user = &self.people.iter().find(|(r, _)| *r == role).unwrap().1;
-        authorize(&mut *self.db.conn().await, user.id, &self.slug).await.unwrap()
+        authorize(&mut *self.db.conn().await, &fluxi_core::testing::audit(), user.id, &self.slug).await.unwrap()
     }
 }
 
@@ -41,7 +41,7 @@ impl Team {
 async fn the_fixture_builds_a_workspace_with_every_role() {
     let team = team().await;
     for (role, user) in &team.people {
-        let access = authorize(&mut *team.db.conn().await, user.id, &team.slug).await.unwrap();
+        let access = authorize(&mut *team.db.conn().await, &fluxi_core::testing::audit(), user.id, &team.slug).await.unwrap();
         assert_eq!(access.role(), *role);
     }
 }
@@ -107,7 +107,7 @@ async fn malformed_invitation_tokens_are_not_found() {
     for token in ["", "abc", &"a".repeat(63), &"a".repeat(65), &"z".repeat(64), &"a".repeat(10_000)] {
         assert_eq!(invitations::preview(&mut conn, token, now).await.unwrap_err(), InvitationProblem::NotFound);
         assert!(matches!(
-            invitations::accept(&mut conn, token, user, now).await,
+            invitations::accept(&mut conn, &fluxi_core::testing::audit(), token, user, now).await,
             Err(AcceptError::Problem(InvitationProblem::NotFound))
         ));
     }
@@ -125,6 +125,7 @@ async fn nobody_is_invited_as_owner() {
     let now = time::OffsetDateTime::now_utc();
     let refused = invitations::invite(
         &mut conn,
+        &fluxi_core::testing::audit(),
         &owner,
         "new@example.test",
         Role::Owner,
@@ -136,6 +137,7 @@ async fn nobody_is_invited_as_owner() {
     assert!(matches!(refused, Err(WorkspaceError::Invalid(InvalidInput::InviteAsOwner))), "{refused:?}");
     let bad = invitations::invite(
         &mut conn,
+        &fluxi_core::testing::audit(),
         &owner,
         "not an address",
         Role::Member,

@@ -2,6 +2,7 @@
 //! process stops, logs its own failures and tries again next round. A new periodic job
 //! (retention, pruning, token refresh) gets a file here and one line in `main.rs`.
 
+pub mod audit;
 pub mod fleet_catch_up;
 pub mod mail;
 pub mod session_cleanup;

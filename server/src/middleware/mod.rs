@@ -36,6 +36,18 @@ pub async fn same_origin_writes(req: Request<Body>, next: Next) -> Response {
     }
 }
 
+/// Gives each request an id of ours (whatever the client sent is ignored): it is stored
+/// with the request's audit events and returned in `X-Request-Id`.
+pub async fn request_id(mut req: Request<Body>, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4();
+    req.extensions_mut().insert(app::ssr::RequestId(id));
+    let mut res = next.run(req).await;
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        res.headers_mut().insert("x-request-id", value);
+    }
+    res
+}
+
 /// Headers every response carries. Pages are never cached: they may show personal data;
 /// site assets are revalidated on every use.
 pub async fn security_headers(req: Request<Body>, next: Next) -> Response {

@@ -386,8 +386,8 @@ async fn repeated_failed_sign_ins_block_the_account_for_a_while() {
     let keys: Vec<Vec<u8>> = sign_in_failures::table.select(sign_in_failures::key).load(&mut conn).await.unwrap();
     assert_eq!(keys.len(), 3, "two accounts and the attacker's network");
     let normalized = fluxi_core::accounts::normalize_email(&email);
-    assert!(keys.contains(&fluxi_core::accounts::sign_in_key(&app.state.pseudonyms, &normalized)));
-    assert!(keys.contains(&fluxi_core::accounts::client_sign_in_key(&app.state.pseudonyms, "127.0.0.1")));
+    assert!(keys.contains(&fluxi_core::accounts::sign_in_key(app.state.pseudonyms.current(), &normalized)));
+    assert!(keys.contains(&fluxi_core::accounts::client_sign_in_key(app.state.pseudonyms.current(), "127.0.0.1")));
     for key in &keys {
         let text = String::from_utf8_lossy(key);
         assert!(!text.contains("example.test") && !text.contains("127.0.0.1"));
@@ -420,7 +420,7 @@ async fn concurrent_failed_sign_ins_are_all_counted() {
     use fluxi_core::accounts::{record_failed_sign_in, sign_in_key, SignInThrottle};
     let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
     let throttle = SignInThrottle { max_failures: 1000, ..Default::default() };
-    let key = sign_in_key(&app.state.pseudonyms, "burst@example.test");
+    let key = sign_in_key(app.state.pseudonyms.current(), "burst@example.test");
     let now = fluxi_core::clock::Clock::now(&app.clock);
     let tries: Vec<_> = (0..40)
         .map(|_| {
@@ -449,8 +449,8 @@ async fn the_cleanup_keeps_blocks_in_force_and_drops_finished_series() {
     let now = fluxi_core::clock::Clock::now(&app.clock);
     let mut conn = app.db.conn().await;
     let (blocked, single) = (
-        sign_in_key(&app.state.pseudonyms, "blocked@example.test"),
-        sign_in_key(&app.state.pseudonyms, "single@example.test"),
+        sign_in_key(app.state.pseudonyms.current(), "blocked@example.test"),
+        sign_in_key(app.state.pseudonyms.current(), "single@example.test"),
     );
     for _ in 0..2 {
         record_failed_sign_in(&mut conn, &throttle, &blocked, now).await.unwrap();

@@ -92,7 +92,8 @@ impl TestApp {
             dev_mailbox: !opts.production,
             request_timeout: opts.request_timeout,
             workspaces_per_day: opts.workspaces_per_day,
-            pseudonyms: fluxi_core::pseudonym::Pseudonymizer::random(),
+            pseudonyms: fluxi_core::pseudonym::PseudonymKeys::single(fluxi_core::pseudonym::Pseudonymizer::random()),
+            audit_signer: fluxi_core::audit::AuditSigner::random(),
         });
         let router = server::build_router(state.clone());
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -267,7 +268,7 @@ impl TestApp {
 
     pub async fn access(&self, slug: &str, person: &Person) -> fluxi_core::workspaces::WorkspaceAccess {
         let mut conn = self.db.conn().await;
-        fluxi_core::workspaces::authorize(&mut conn, person.user.id, slug).await.unwrap()
+        fluxi_core::workspaces::authorize(&mut conn, &fluxi_core::testing::audit(), person.user.id, slug).await.unwrap()
     }
 }
 

@@ -112,6 +112,7 @@ async fn a_workspace_can_send_only_so_many_invitations_a_day() {
     for i in 1..INVITATIONS_PER_DAY {
         invite(
             &mut conn,
+            &fluxi_core::testing::audit(),
             &access,
             &format!("guest{i}@example.test"),
             fluxi_core::workspaces::Role::Member,

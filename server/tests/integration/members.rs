@@ -168,11 +168,11 @@ async fn a_workspace_always_keeps_an_owner_even_under_concurrent_demotions() {
         let (ida, idb) = (a.user.id, b.user.id);
         let t1 = tokio::spawn(async move {
             let mut c = pa.get().await.unwrap();
-            fluxi_core::workspaces::change_role(&mut c, &a_access, idb, fluxi_core::workspaces::Role::Admin).await
+            fluxi_core::workspaces::change_role(&mut c, &fluxi_core::testing::audit(), &a_access, idb, fluxi_core::workspaces::Role::Admin).await
         });
         let t2 = tokio::spawn(async move {
             let mut c = pb.get().await.unwrap();
-            fluxi_core::workspaces::change_role(&mut c, &b_access, ida, fluxi_core::workspaces::Role::Admin).await
+            fluxi_core::workspaces::change_role(&mut c, &fluxi_core::testing::audit(), &b_access, ida, fluxi_core::workspaces::Role::Admin).await
         });
         let (r1, r2) = (t1.await.unwrap(), t2.await.unwrap());
         let mut conn = app.db.conn().await;
@@ -341,15 +341,15 @@ async fn an_owner_demoted_after_the_check_can_neither_transfer_nor_delete() {
     let mut conn = app.db.conn().await;
     let alpha_row = memberships::table.filter(memberships::user_id.eq(alpha.user.id));
     diesel::update(alpha_row).set(memberships::role.eq("admin")).execute(&mut conn).await.unwrap();
-    let r = transfer_ownership(&mut conn, &stale, charlie.user.id).await;
+    let r = transfer_ownership(&mut conn, &fluxi_core::testing::audit(), &stale, charlie.user.id).await;
     assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
-    let r = delete_workspace(&mut conn, &stale).await;
+    let r = delete_workspace(&mut conn, &fluxi_core::testing::audit(), &stale).await;
     assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
     assert_eq!(common::role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("member"));
     assert_eq!(common::role_of(&app, &slug, alpha.user.id).await.as_deref(), Some("admin"));
     // Removed altogether: the workspace is not theirs to see any more.
     diesel::delete(alpha_row).execute(&mut conn).await.unwrap();
-    let r = delete_workspace(&mut conn, &stale).await;
+    let r = delete_workspace(&mut conn, &fluxi_core::testing::audit(), &stale).await;
     assert!(matches!(r, Err(WorkspaceError::NotFound)), "{r:?}");
     assert_eq!(
         common::role_of(&app, &slug, bravo.user.id).await.as_deref(),
@@ -358,7 +358,7 @@ async fn an_owner_demoted_after_the_check_can_neither_transfer_nor_delete() {
     );
     // A current owner's access still works, end to end.
     let fresh = app.access(&slug, &bravo).await;
-    transfer_ownership(&mut conn, &fresh, charlie.user.id).await.unwrap();
+    transfer_ownership(&mut conn, &fluxi_core::testing::audit(), &fresh, charlie.user.id).await.unwrap();
     assert_eq!(common::role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("owner"));
 }
 
@@ -378,24 +378,24 @@ async fn an_admin_demoted_after_the_check_can_no_longer_change_or_remove_members
     let mut conn = app.db.conn().await;
     let alpha_row = memberships::table.filter(memberships::user_id.eq(alpha.user.id));
     diesel::update(alpha_row).set(memberships::role.eq("viewer")).execute(&mut conn).await.unwrap();
-    let r = change_role(&mut conn, &stale, charlie.user.id, Role::Viewer).await;
+    let r = change_role(&mut conn, &fluxi_core::testing::audit(), &stale, charlie.user.id, Role::Viewer).await;
     assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
-    let r = remove_member(&mut conn, &stale, charlie.user.id).await;
+    let r = remove_member(&mut conn, &fluxi_core::testing::audit(), &stale, charlie.user.id).await;
     assert!(matches!(r, Err(WorkspaceError::Forbidden)), "{r:?}");
     assert_eq!(common::role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("member"));
     // Removed altogether: not found, like any workspace that is not theirs.
     diesel::delete(alpha_row).execute(&mut conn).await.unwrap();
-    let r = remove_member(&mut conn, &stale, charlie.user.id).await;
+    let r = remove_member(&mut conn, &fluxi_core::testing::audit(), &stale, charlie.user.id).await;
     assert!(matches!(r, Err(WorkspaceError::NotFound)), "{r:?}");
     // A current admin still can; acting on someone who is not a member is NoSuchMember.
     let bravo = app.person("Bravo").await;
     app.add_member(&slug, &bravo, "admin").await;
     let fresh = app.access(&slug, &bravo).await;
-    change_role(&mut conn, &fresh, charlie.user.id, Role::Viewer).await.unwrap();
+    change_role(&mut conn, &fluxi_core::testing::audit(), &fresh, charlie.user.id, Role::Viewer).await.unwrap();
     assert_eq!(common::role_of(&app, &slug, charlie.user.id).await.as_deref(), Some("viewer"));
-    let r = change_role(&mut conn, &fresh, alpha.user.id, Role::Member).await;
+    let r = change_role(&mut conn, &fluxi_core::testing::audit(), &fresh, alpha.user.id, Role::Member).await;
     assert!(matches!(r, Err(WorkspaceError::NoSuchMember)), "{r:?}");
-    remove_member(&mut conn, &fresh, charlie.user.id).await.unwrap();
+    remove_member(&mut conn, &fluxi_core::testing::audit(), &fresh, charlie.user.id).await.unwrap();
     assert_eq!(common::role_of(&app, &slug, charlie.user.id).await, None);
 }
 
@@ -423,11 +423,11 @@ async fn admins_demoting_each_other_at_once_leave_one_admin() {
         let (b_id, a_id) = (b.user.id, a.user.id);
         let first = tokio::spawn(async move {
             let mut conn = pool_a.get().await.unwrap();
-            change_role(&mut conn, &access_a, b_id, Role::Member).await
+            change_role(&mut conn, &fluxi_core::testing::audit(), &access_a, b_id, Role::Member).await
         });
         let second = tokio::spawn(async move {
             let mut conn = pool_b.get().await.unwrap();
-            change_role(&mut conn, &access_b, a_id, Role::Member).await
+            change_role(&mut conn, &fluxi_core::testing::audit(), &access_b, a_id, Role::Member).await
         });
         let (r1, r2) = (first.await.unwrap(), second.await.unwrap());
         // One of them goes first and demotes the other, whose change is then refused.
@@ -462,12 +462,12 @@ async fn deleting_a_workspace_while_roles_change_never_deadlocks() {
         let (first_id, third_id) = (first.user.id, third.user.id);
         let delete = tokio::spawn(async move {
             let mut conn = pool_a.get().await.unwrap();
-            delete_workspace(&mut conn, &deleter).await
+            delete_workspace(&mut conn, &fluxi_core::testing::audit(), &deleter).await
         });
         let change = tokio::spawn(async move {
             let mut conn = pool_b.get().await.unwrap();
-            let demoted = change_role(&mut conn, &changer, first_id, Role::Admin).await;
-            let removed = remove_member(&mut conn, &changer, third_id).await;
+            let demoted = change_role(&mut conn, &fluxi_core::testing::audit(), &changer, first_id, Role::Admin).await;
+            let removed = remove_member(&mut conn, &fluxi_core::testing::audit(), &changer, third_id).await;
             (demoted, removed)
         });
         let deleted = delete.await.unwrap();

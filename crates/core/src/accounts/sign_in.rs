@@ -15,9 +15,12 @@ use super::{
     validate_email, validate_password, CreateUserError, HashError, InputError, NewUser, PasswordHasher, SignInThrottle,
     StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
 };
+use crate::audit::{Action, Actor, Audit, Detail, Event, Origin, Outcome, Target};
 use crate::clock::Clock;
 use crate::db::{Pool, PooledConn};
-use crate::pseudonym::Pseudonymizer;
+use crate::pseudonym::PseudonymKeys;
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::AsyncConnection;
 
 /// Why an account operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +77,21 @@ pub struct PasswordGate<'a> {
     pub account_throttle: &'a SignInThrottle,
     /// Failed sign-ins per client network, across accounts (see `crate::client`).
     pub network_throttle: &'a SignInThrottle,
-    pub pseudonyms: &'a Pseudonymizer,
+    pub pseudonyms: &'a PseudonymKeys,
     pub clock: &'a dyn Clock,
+    /// Where the request came from, for the audit events.
+    pub origin: &'a Origin,
+}
+
+/// What a step-up guards, for its audit event: the workspace action it precedes.
+#[derive(Debug, Clone, Copy)]
+pub struct StepUpFor {
+    pub workspace: Uuid,
+    pub action: Action,
 }
 
 /// Whose password is being checked.
+#[derive(Clone, Copy)]
 enum Claimant<'a> {
     /// Sign-in: whoever owns this normalized email, if anyone.
     Email(&'a str),
@@ -86,7 +99,11 @@ enum Claimant<'a> {
     Account(Uuid, &'a str),
 }
 
-impl PasswordGate<'_> {
+impl<'a> PasswordGate<'a> {
+    fn audit(&self, actor: Actor<'a>) -> Audit<'a> {
+        Audit { keys: Some(self.pseudonyms), clock: self.clock, origin: self.origin, actor }
+    }
+
     async fn conn(&self) -> Result<PooledConn, AccountError> {
         self.pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))
     }
@@ -120,9 +137,9 @@ impl PasswordGate<'_> {
             return Err(AccountError::Invalid(invalid));
         }
         let normalized = normalize_email(email);
-        let network_key = client_network.map(|network| client_sign_in_key(self.pseudonyms, network));
+        let network_key = client_network.map(|network| client_sign_in_key(self.pseudonyms.current(), network));
         let Some((Some(user), stored)) =
-            self.check(Claimant::Email(&normalized), password, network_key.as_deref()).await?
+            self.check(Claimant::Email(&normalized), password, network_key.as_deref(), None).await?
         else {
             return Err(AccountError::WrongCredentials);
         };
@@ -135,11 +152,17 @@ impl PasswordGate<'_> {
     /// Step-up re-authentication: `password` must be the signed-in `user`'s current one.
     /// Whatever the caller checked before must be checked again after it (it takes a while;
     /// see `crate::workspaces::transfer_ownership`).
-    pub async fn check_current_password(&self, user: &User, password: &str) -> Result<(), AccountError> {
+    pub async fn check_current_password(
+        &self,
+        user: &User,
+        password: &str,
+        purpose: StepUpFor,
+    ) -> Result<(), AccountError> {
         if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
             return Err(AccountError::CurrentPasswordMissing);
         }
-        let found = self.check(Claimant::Account(user.id, &user.email_normalized), password, None).await?;
+        let found =
+            self.check(Claimant::Account(user.id, &user.email_normalized), password, None, Some(purpose)).await?;
         found.map(|_| ()).ok_or(AccountError::WrongCurrentPassword)
     }
 
@@ -151,29 +174,49 @@ impl PasswordGate<'_> {
         claimant: Claimant<'_>,
         password: &str,
         network_key: Option<&[u8]>,
+        step_up: Option<StepUpFor>,
     ) -> Result<Option<(Option<User>, StoredPasswordHash)>, AccountError> {
+        let normalized = match claimant {
+            Claimant::Email(normalized) | Claimant::Account(_, normalized) => normalized,
+        };
         let (account_key, found) = {
             let mut conn = self.conn().await?;
             let now = self.clock.now();
-            let account_key = match claimant {
-                Claimant::Email(normalized) | Claimant::Account(_, normalized) => {
-                    sign_in_key(self.pseudonyms, normalized)
-                }
+            let account_key = sign_in_key(self.pseudonyms.current(), normalized);
+            let refused = match sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
+                Some(wait) => Some((Action::SignInThrottledAccount, AccountError::AccountThrottled(wait), wait)),
+                None => match network_key {
+                    Some(key) => sign_in_refused_for(&mut conn, self.network_throttle, key, now)
+                        .await?
+                        .map(|wait| (Action::SignInThrottledNetwork, AccountError::NetworkThrottled(wait), wait)),
+                    None => None,
+                },
             };
-            if let Some(wait) = sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
-                return Err(AccountError::AccountThrottled(wait));
-            }
-            if let Some(key) = network_key {
-                if let Some(wait) = sign_in_refused_for(&mut conn, self.network_throttle, key, now).await? {
-                    return Err(AccountError::NetworkThrottled(wait));
-                }
-            }
             let found = match claimant {
                 Claimant::Email(normalized) => {
                     find_login_by_email(&mut conn, normalized).await?.map(|(u, h)| (Some(u), h))
                 }
                 Claimant::Account(id, _) => find_password_hash(&mut conn, id).await?.map(|h| (None, h)),
             };
+            if let Some((action, error, wait)) = refused {
+                let account = match claimant {
+                    Claimant::Email(_) => found.as_ref().and_then(|(u, _)| u.as_ref().map(|u| u.id)),
+                    Claimant::Account(id, _) => Some(id),
+                };
+                let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
+                let event = match step_up {
+                    Some(p) => Event::workspace(
+                        p.workspace,
+                        Action::StepUpFailed,
+                        Target::Workspace(p.workspace),
+                        Outcome::Denied,
+                        Detail::StepUp { for_action: p.action },
+                    ),
+                    None => Event::account(account, action, Outcome::Denied, detail),
+                };
+                self.audit(self.claimant_actor(claimant)).record(&mut conn, event).await?;
+                return Err(error);
+            }
             (account_key, found)
         };
         // An unknown account is verified against the dummy hash: same work, same answer.
@@ -181,18 +224,67 @@ impl PasswordGate<'_> {
         let mut conn = self.conn().await?;
         // Read again: the verification waited for a permit and took a while.
         let now = self.clock.now();
+        let account = match claimant {
+            Claimant::Email(_) => found.as_ref().and_then(|(u, _)| u.as_ref().map(|u| u.id)),
+            Claimant::Account(id, _) => Some(id),
+        };
+        let audit = self.audit(self.claimant_actor(claimant));
+        let (throttles, account_key) = ((self.account_throttle, self.network_throttle), &account_key);
         match found.filter(|_| verified) {
             Some(found) => {
-                clear_failed_sign_ins(&mut conn, &account_key).await?;
+                conn.transaction::<_, AccountError, _>(|c| {
+                    async move {
+                        clear_failed_sign_ins(c, account_key).await?;
+                        if step_up.is_none() {
+                            let event = Event::account(account, Action::SignInSucceeded, Outcome::Succeeded, Detail::None);
+                            audit.record(c, event).await?;
+                        }
+                        Ok(())
+                    }
+                    .scope_boxed()
+                })
+                .await?;
                 Ok(Some(found))
             }
             None => {
-                record_failed_sign_in(&mut conn, self.account_throttle, &account_key, now).await?;
-                if let Some(key) = network_key {
-                    record_failed_sign_in(&mut conn, self.network_throttle, key, now).await?;
-                }
+                conn.transaction::<_, AccountError, _>(|c| {
+                    async move {
+                        record_failed_sign_in(c, throttles.0, account_key, now).await?;
+                        if let Some(key) = network_key {
+                            record_failed_sign_in(c, throttles.1, key, now).await?;
+                        }
+                        let event = match step_up {
+                            Some(p) => Event::workspace(
+                                p.workspace,
+                                Action::StepUpFailed,
+                                Target::Workspace(p.workspace),
+                                Outcome::Failed,
+                                Detail::StepUp { for_action: p.action },
+                            ),
+                            None => Event::account(
+                                account,
+                                Action::SignInFailed,
+                                Outcome::Failed,
+                                Detail::SignInFailure { known_account: account.is_some() },
+                            ),
+                        };
+                        audit.record(c, event).await?;
+                        Ok(())
+                    }
+                    .scope_boxed()
+                })
+                .await?;
                 Ok(None)
             }
+        }
+    }
+
+    /// Who is acting: the signed-in person for a step-up; for a sign-in, nobody yet
+    /// (the email tried is kept, as a pseudonym).
+    fn claimant_actor<'c>(&self, claimant: Claimant<'c>) -> Actor<'c> {
+        match claimant {
+            Claimant::Email(normalized) => Actor::Anonymous { email_normalized: Some(normalized) },
+            Claimant::Account(id, normalized) => Actor::User { id, email_normalized: normalized },
         }
     }
 
@@ -214,6 +306,7 @@ impl PasswordGate<'_> {
 pub async fn sign_up(
     pool: &Pool,
     hasher: &PasswordHasher,
+    audit: &Audit<'_>,
     display_name: &str,
     email: &str,
     password: &str,
@@ -233,7 +326,19 @@ pub async fn sign_up(
         display_name: &name,
         password_hash: &hash,
     };
-    create_user(&mut conn, new).await.map_err(|e| match e {
+    let created = conn
+        .transaction::<_, CreateUserError, _>(|c| {
+            async move {
+                let user = create_user(c, new).await?;
+                let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
+                let event = Event::account(Some(user.id), Action::SignedUp, Outcome::Succeeded, Detail::None);
+                audit.as_actor(actor).record(c, event).await?;
+                Ok(user)
+            }
+            .scope_boxed()
+        })
+        .await;
+    created.map_err(|e| match e {
         CreateUserError::EmailTaken => AccountError::Invalid(vec![InputError::EmailTaken]),
         CreateUserError::Database(e) => AccountError::Database(e),
     })

@@ -4,4 +4,4 @@ mod policy;
 mod store;
 
 pub use policy::{AuthState, SessionCheck, SessionPolicy, AUTH_KEY};
-pub use store::{delete_expired_sessions, session_id_hash, DieselSessionStore, SIGNED_IN_USER_KEY};
+pub use store::{delete_expired_sessions, end_session, session_id_hash, DieselSessionStore, SIGNED_IN_USER_KEY};

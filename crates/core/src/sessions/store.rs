@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 use super::policy::{AuthState, SessionPolicy, AUTH_KEY};
 use crate::accounts::User;
+use crate::audit::{Action, Audit, Detail, Event, Outcome, SystemJob};
+use crate::clock::At;
 use crate::clock::SharedClock;
 use crate::db::Pool;
 use crate::schema::{sessions, users};
@@ -159,7 +161,55 @@ impl SessionStore for DieselSessionStore {
 }
 
 /// Deletes every session row that has expired by `now`; run periodically in the background.
+/// Each account whose sessions ended gets one `session.expired` event, in the same
+/// transaction.
 pub async fn delete_expired_sessions(pool: &Pool, now: OffsetDateTime) -> Result<usize, crate::db::DbError> {
+    use diesel_async::scoped_futures::ScopedFutureExt;
+    use diesel_async::AsyncConnection;
     let mut conn = pool.get().await.map_err(|e| crate::db::DbError::Pool(e.to_string()))?;
-    Ok(diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(&mut conn).await?)
+    let deleted = conn
+        .transaction::<_, diesel::result::Error, _>(|c| {
+            async move {
+                let ended: Vec<Option<Uuid>> = diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
+                    .returning(sessions::user_id)
+                    .get_results(c)
+                    .await?;
+                let mut per_account = std::collections::BTreeMap::<Uuid, u64>::new();
+                for user in ended.iter().flatten() {
+                    *per_account.entry(*user).or_default() += 1;
+                }
+                let at = At(now);
+                let audit = Audit::system(SystemJob::SessionCleanup, &at);
+                for (account, count) in per_account {
+                    let detail = Detail::SessionsEnded { count };
+                    audit.record(c, Event::account(Some(account), Action::SessionExpired, Outcome::Succeeded, detail)).await?;
+                }
+                Ok(ended.len())
+            }
+            .scope_boxed()
+        })
+        .await?;
+    Ok(deleted)
+}
+
+/// Ends one signed-in session (signing out, or expired when it was used), with its event
+/// in the same transaction. The caller then flushes its `Session`, which finds the row gone.
+pub async fn end_session(
+    conn: &mut diesel_async::AsyncPgConnection,
+    audit: &Audit<'_>,
+    id: &Id,
+    account: Uuid,
+    action: Action,
+) -> diesel::QueryResult<()> {
+    use diesel_async::scoped_futures::ScopedFutureExt;
+    use diesel_async::AsyncConnection;
+    let id_hash = session_id_hash(id);
+    conn.transaction(|c| {
+        async move {
+            diesel::delete(sessions::table.filter(sessions::id_hash.eq(id_hash))).execute(c).await?;
+            audit.record(c, Event::account(Some(account), action, Outcome::Succeeded, Detail::None)).await
+        }
+        .scope_boxed()
+    })
+    .await
 }

@@ -139,11 +139,34 @@ pub async fn migrate_fleet_with(
             Ok(Outcome::Deleted) => {}
             Err(e) => {
                 tracing::error!(workspace = %id, error = %e, "tenant migration failed");
+                record_failure(&pool, id).await;
                 report.failed.push((id, e));
             }
         }
     }
     Ok(report)
+}
+
+/// A failed upgrade is an event of the workspace's trail (its admins see why it answers
+/// "being upgraded"); if even that cannot be written, the log line above has to do.
+async fn record_failure(pool: &Pool, workspace: Uuid) {
+    use crate::audit::{Action, Audit, Detail, Event, Outcome, SystemJob, Target};
+    let clock = crate::clock::SystemClock;
+    let audit = Audit::system(SystemJob::FleetMigrator, &clock);
+    let event = Event::workspace(
+        workspace,
+        Action::WorkspaceMigrationFailed,
+        Target::Workspace(workspace),
+        Outcome::Failed,
+        Detail::None,
+    );
+    let recorded = match pool.get().await {
+        Ok(mut conn) => audit.record(&mut conn, event).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = recorded {
+        tracing::error!(workspace = %workspace, error = %e, "could not record a failed tenant migration");
+    }
 }
 
 /// What became of one workspace in a fleet run.

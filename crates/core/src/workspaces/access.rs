@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{allowed, Permission, Role, WorkspaceError};
+use crate::audit::{Action, Audit, Detail, Event, Outcome, Refusal, Target};
 use crate::schema::{memberships, workspaces};
 use crate::tenancy::{TenantError, TenantIdent};
 
@@ -69,6 +70,7 @@ impl WorkspaceAccess {
 /// database on every call, so role changes apply to the very next request.
 pub async fn authorize(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     user_id: Uuid,
     slug: &str,
 ) -> Result<WorkspaceAccess, WorkspaceError> {
@@ -88,7 +90,23 @@ pub async fn authorize(
         .first(conn)
         .await
         .optional()?;
-    let (workspace_id, slug, name, schema, db_role, tenant_version, role) = row.ok_or(WorkspaceError::NotFound)?;
+    let Some((workspace_id, slug, name, schema, db_role, tenant_version, role)) = row else {
+        // A signed-in non-member probing an existing workspace is recorded in its trail
+        // (its admins see who tries); the answer stays the same "not found".
+        let probed: Option<Uuid> =
+            workspaces::table.filter(workspaces::slug.eq(slug)).select(workspaces::id).first(conn).await.optional()?;
+        if let Some(id) = probed {
+            let event = Event::workspace(
+                id,
+                Action::WorkspaceAccessDenied,
+                Target::Workspace(id),
+                Outcome::Denied,
+                Detail::Refused { reason: Refusal::NotAMember },
+            );
+            audit.record(conn, event).await?;
+        }
+        return Err(WorkspaceError::NotFound);
+    };
     // Code that expects the newest tenant tables must not run against an older schema
     // (a failed fleet migration leaves the workspace behind; the others go on serving).
     // Versions are migration names, which sort by date.
@@ -118,4 +136,9 @@ pub async fn list_for_user(conn: &mut AsyncPgConnection, user_id: Uuid) -> Query
         .into_iter()
         .filter_map(|(slug, name, role)| Some(WorkspaceSummary { slug, name, role: Role::parse(&role)? }))
         .collect())
+}
+
+/// The id of the workspace with this slug (operators' commands; no membership check).
+pub async fn workspace_id_by_slug(conn: &mut AsyncPgConnection, slug: &str) -> QueryResult<Option<Uuid>> {
+    workspaces::table.filter(workspaces::slug.eq(slug)).select(workspaces::id).first(conn).await.optional()
 }

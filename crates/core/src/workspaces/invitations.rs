@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::audit::{Action, Audit, Detail, Event, Outcome, Target};
+
 use super::{InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError};
 use crate::accounts::{normalize_email, validate_email};
 use crate::outbox;
@@ -69,6 +71,7 @@ pub enum MailDelivery {
 /// also in the mail. A still-pending invitation for the same email is replaced.
 pub async fn invite(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     access: &WorkspaceAccess,
     raw_email: &str,
     role: Role,
@@ -76,7 +79,10 @@ pub async fn invite(
     ttl: Duration,
     base_url: &str,
 ) -> Result<String, WorkspaceError> {
-    access.require(Permission::ManageMembers)?;
+    if access.require(Permission::ManageMembers).is_err() {
+        return super::refused(conn, audit, access, Action::InvitationSent, Target::None, WorkspaceError::Forbidden)
+            .await;
+    }
     if role == Role::Owner {
         return Err(InvalidInput::InviteAsOwner.into());
     }
@@ -110,7 +116,7 @@ pub async fn invite(
             if sent_today >= INVITATIONS_PER_DAY {
                 return Err(WorkspaceError::TooManyInvitations);
             }
-            let replaced: Vec<Option<Uuid>> = diesel::update(
+            let replaced: Vec<(Uuid, Option<Uuid>)> = diesel::update(
                 invitations::table
                     .filter(invitations::workspace_id.eq(ws))
                     .filter(invitations::email_normalized.eq(&normalized))
@@ -118,10 +124,10 @@ pub async fn invite(
                     .filter(invitations::revoked_at.is_null()),
             )
             .set(invitations::revoked_at.eq(now))
-            .returning(invitations::mail_id)
+            .returning((invitations::id, invitations::mail_id))
             .get_results(c)
             .await?;
-            outbox::withdraw_unsent(c, &replaced.into_iter().flatten().collect::<Vec<_>>(), now).await?;
+            outbox::withdraw_unsent(c, &replaced.iter().filter_map(|(_, m)| *m).collect::<Vec<_>>(), now).await?;
             let body = format!(
                 "You have been invited to join the workspace \"{ws_name}\" on Fluxi as {}.\n\n\
                  Accept the invitation: {link}\n\n\
@@ -130,7 +136,7 @@ pub async fn invite(
                 ttl.whole_days()
             );
             let mail_id = outbox::enqueue(c, &email, &format!("Invitation to {ws_name} on Fluxi"), &body).await?;
-            diesel::insert_into(invitations::table)
+            let id: Uuid = diesel::insert_into(invitations::table)
                 .values((
                     invitations::workspace_id.eq(ws),
                     invitations::email.eq(&email),
@@ -142,8 +148,15 @@ pub async fn invite(
                     invitations::expires_at.eq(now + ttl),
                     invitations::mail_id.eq(mail_id),
                 ))
-                .execute(c)
+                .returning(invitations::id)
+                .get_result(c)
                 .await?;
+            for (old, _) in replaced {
+                let event = Event::workspace(ws, Action::InvitationReplaced, Target::Invitation(old), Outcome::Succeeded, Detail::Role { role });
+                audit.record(c, event).await?;
+            }
+            let event = Event::workspace(ws, Action::InvitationSent, Target::Invitation(id), Outcome::Succeeded, Detail::Role { role });
+            audit.record(c, event).await?;
             Ok(())
         }
         .scope_boxed()
@@ -196,11 +209,15 @@ pub async fn list_pending(
 /// simply not found).
 pub async fn revoke(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     access: &WorkspaceAccess,
     id: Uuid,
     now: OffsetDateTime,
 ) -> Result<(), WorkspaceError> {
-    access.require(Permission::ManageMembers)?;
+    if access.require(Permission::ManageMembers).is_err() {
+        let target = Target::Invitation(id);
+        return super::refused(conn, audit, access, Action::InvitationRevoked, target, WorkspaceError::Forbidden).await;
+    }
     let workspace = access.workspace_id();
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
@@ -221,6 +238,9 @@ pub async fn revoke(
             };
             // A mail still waiting would carry a link that no longer works.
             outbox::withdraw_unsent(c, &mail.into_iter().collect::<Vec<_>>(), now).await?;
+            let event =
+                Event::workspace(workspace, Action::InvitationRevoked, Target::Invitation(id), Outcome::Succeeded, Detail::None);
+            audit.record(c, event).await?;
             Ok(())
         }
         .scope_boxed()
@@ -323,6 +343,7 @@ pub enum AcceptError {
 /// Returns the workspace slug.
 pub async fn accept(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     token: &str,
     user_id: Uuid,
     now: OffsetDateTime,
@@ -352,6 +373,14 @@ pub async fn accept(
                 .set((invitations::accepted_at.eq(now), invitations::accepted_by.eq(user_id)))
                 .execute(c)
                 .await?;
+            let event = Event::workspace(
+                found.workspace_id,
+                Action::InvitationAccepted,
+                Target::Invitation(found.id),
+                Outcome::Succeeded,
+                Detail::Role { role },
+            );
+            audit.record(c, event).await?;
             Ok(found.slug)
         }
         .scope_boxed()

@@ -7,6 +7,8 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::audit::{Action, Audit, Detail, Event, Outcome, Target};
+
 use super::members::lock_roles;
 use super::{InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError, WorkspaceSummary};
 use crate::schema::{memberships, users, workspace_creations, workspaces};
@@ -62,6 +64,7 @@ pub const DEFAULT_WORKSPACES_PER_DAY: u32 = 10;
 /// hours before `now`.
 pub async fn create_workspace(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     creator: Uuid,
     raw_name: &str,
     now: time::OffsetDateTime,
@@ -114,6 +117,15 @@ pub async fn create_workspace(
                         ))
                         .execute(c)
                         .await?;
+                    let event = Event::workspace(
+                        id,
+                        Action::WorkspaceCreated,
+                        Target::Workspace(id),
+                        Outcome::Succeeded,
+                        Detail::None,
+                    );
+                    audit.record(c, event).await?;
+                    // Last: it leaves the transaction scoped to the new workspace's role.
                     crate::tenancy::migrations::provision(c, id).await?;
                     Ok(WorkspaceSummary { slug, name, role: Role::Owner })
                 }
@@ -134,13 +146,27 @@ pub async fn create_workspace(
 /// invitations cascade), its schema and tables, and its database role — in one
 /// transaction. Owners only (checked again in the transaction); the caller does the
 /// step-up check first.
-pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Result<(), WorkspaceError> {
+pub async fn delete_workspace(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+) -> Result<(), WorkspaceError> {
     use diesel_async::SimpleAsyncConnection;
-    access.require(Permission::DeleteWorkspace)?;
+    let (action, on) = (Action::WorkspaceDeleted, Target::Workspace(access.workspace_id()));
+    if access.require(Permission::DeleteWorkspace).is_err() {
+        return super::refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
+    }
     let (id, ident) = (access.workspace_id(), access.schema().clone());
-    conn.transaction::<_, WorkspaceError, _>(|c| {
+    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
             lock_roles(c, access, Permission::DeleteWorkspace, None).await?;
+            // The workspace's trail outlives it; the deletion also goes to the deleting
+            // owner's own activity, since nobody can open this workspace's log any more.
+            // Workspace chain first, then the account chain (the lock order of the trail).
+            audit.record(c, Event::workspace(id, action, on, Outcome::Succeeded, Detail::None)).await?;
+            let mut mine = Event::account(Some(access.user_id()), action, Outcome::Succeeded, Detail::None);
+            (mine.workspace, mine.target) = (Some(id), on);
+            audit.record(c, mine).await?;
             diesel::delete(workspaces::table.find(id)).execute(c).await?;
             // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
             // it; then the (now empty-handed) role itself is dropped, by the
@@ -155,7 +181,8 @@ pub async fn delete_workspace(conn: &mut AsyncPgConnection, access: &WorkspaceAc
         }
         .scope_boxed()
     })
-    .await
+    .await;
+    super::audited(conn, audit, access, action, on, result).await
 }
 
 /// Forgets workspace creations older than the daily cap's window (periodic clean-up).

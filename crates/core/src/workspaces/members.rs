@@ -7,7 +7,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{allowed, InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError};
+use super::{allowed, audited, refused, InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError};
+use crate::audit::{Action, Audit, Detail, Event, Outcome, Target};
 use crate::schema::{memberships, users, workspaces};
 
 /// Whether the caller of `access` may change the role of, or remove, the member `target`
@@ -54,12 +55,16 @@ pub async fn list_members(
 /// touch owners or make someone an owner. The database keeps at least one owner.
 pub async fn change_role(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     access: &WorkspaceAccess,
     target: Uuid,
     new_role: Role,
 ) -> Result<(), WorkspaceError> {
-    access.require(Permission::ManageMembers)?;
-    conn.transaction::<_, WorkspaceError, _>(|c| {
+    let (action, on) = (Action::RoleChanged, Target::Member(target));
+    if access.require(Permission::ManageMembers).is_err() {
+        return refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
+    }
+    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
             let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
             let current = current.ok_or(WorkspaceError::NoSuchMember)?;
@@ -74,25 +79,31 @@ pub async fn change_role(
             .set(memberships::role.eq(new_role.as_str()))
             .execute(c)
             .await?;
+            let detail = Detail::RoleChange { from: current, to: new_role };
+            audit.record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, detail)).await?;
             Ok(())
         }
         .scope_boxed()
     })
-    .await
+    .await;
+    audited(conn, audit, access, action, on, result).await
 }
 
 /// Removes a member (admins: non-owners only). Leaving is `remove_member` on oneself,
 /// which every role may do — except the last owner.
 pub async fn remove_member(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     access: &WorkspaceAccess,
     target: Uuid,
 ) -> Result<(), WorkspaceError> {
     let leaving = target == access.user_id();
-    if !leaving {
-        access.require(Permission::ManageMembers)?;
+    let action = if leaving { Action::MemberLeft } else { Action::MemberRemoved };
+    let on = Target::Member(target);
+    if !leaving && access.require(Permission::ManageMembers).is_err() {
+        return refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
     }
-    conn.transaction::<_, WorkspaceError, _>(|c| {
+    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
             if leaving {
                 lock_workspace(c, access.workspace_id()).await?;
@@ -113,11 +124,13 @@ pub async fn remove_member(
             if n == 0 {
                 return Err(WorkspaceError::NoSuchMember);
             }
+            audit.record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, Detail::None)).await?;
             Ok(())
         }
         .scope_boxed()
     })
-    .await
+    .await;
+    audited(conn, audit, access, action, on, result).await
 }
 
 /// Inside a transaction: locks the workspace's registry row (see [`lock_roles`]).
@@ -172,15 +185,19 @@ pub(super) async fn lock_roles(
 /// role is checked again in the transaction (the caller does the step-up check first).
 pub async fn transfer_ownership(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     access: &WorkspaceAccess,
     target: Uuid,
 ) -> Result<(), WorkspaceError> {
-    access.require(Permission::ManageOwners)?;
+    let (action, on) = (Action::OwnershipTransferred, Target::Member(target));
+    if access.require(Permission::ManageOwners).is_err() {
+        return refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
+    }
     if target == access.user_id() {
         return Err(InvalidInput::TransferToSelf.into());
     }
     let (ws, me) = (access.workspace_id(), access.user_id());
-    conn.transaction::<_, WorkspaceError, _>(|c| {
+    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
             let (_, target_role) = lock_roles(c, access, Permission::ManageOwners, Some(target)).await?;
             target_role.ok_or(WorkspaceError::NoSuchMember)?;
@@ -192,9 +209,11 @@ pub async fn transfer_ownership(
                 .execute(c)
                 .await?;
             }
+            audit.record(c, Event::workspace(ws, action, on, Outcome::Succeeded, Detail::None)).await?;
             Ok(())
         }
         .scope_boxed()
     })
-    .await
+    .await;
+    audited(conn, audit, access, action, on, result).await
 }

@@ -16,15 +16,17 @@ pub mod permissions;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-pub use access::{authorize, list_for_user, WorkspaceAccess, WorkspaceSummary};
+pub use access::{authorize, list_for_user, workspace_id_by_slug, WorkspaceAccess, WorkspaceSummary};
 pub use lifecycle::{
     create_workspace, delete_old_workspace_creations, delete_workspace, slugify, validate_workspace_name,
     DEFAULT_WORKSPACES_PER_DAY, WORKSPACE_NAME_MAX_CHARS,
 };
 pub use members::{change_role, list_members, may_manage, remove_member, transfer_ownership, Member};
+
 pub use permissions::{allowed, Permission, Role};
 
 use crate::accounts::InputError;
+use crate::audit::{Action, Audit, Detail, Event, Outcome, Refusal, Target};
 use crate::tenancy::TenantError;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,4 +112,52 @@ impl From<DieselError> for WorkspaceError {
             _ => WorkspaceError::Database(e),
         }
     }
+}
+
+/// The caller's role must allow `permission` for `action`; a refusal is recorded (a
+/// denial is an event too) and returned.
+pub async fn require(
+    conn: &mut diesel_async::AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    permission: Permission,
+    action: Action,
+    target: Target,
+) -> Result<(), WorkspaceError> {
+    if access.can(permission) {
+        return Ok(());
+    }
+    refused(conn, audit, access, action, target, WorkspaceError::Forbidden).await
+}
+
+/// Records `error` as a denied `action` and returns it.
+pub(crate) async fn refused<T>(
+    conn: &mut diesel_async::AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    action: Action,
+    target: Target,
+    error: WorkspaceError,
+) -> Result<T, WorkspaceError> {
+    audited(conn, audit, access, action, target, Err(error)).await
+}
+
+/// After an action's transaction: a refusal by role or by the owner rule rolled the
+/// action back, and is recorded on its own.
+pub(crate) async fn audited<T>(
+    conn: &mut diesel_async::AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    action: Action,
+    target: Target,
+    result: Result<T, WorkspaceError>,
+) -> Result<T, WorkspaceError> {
+    let reason = match &result {
+        Err(WorkspaceError::Forbidden) => Refusal::Role,
+        Err(WorkspaceError::LastOwner) => Refusal::LastOwner,
+        _ => return result,
+    };
+    let event = Event::workspace(access.workspace_id(), action, target, Outcome::Denied, Detail::Refused { reason });
+    audit.record(conn, event).await?;
+    result
 }

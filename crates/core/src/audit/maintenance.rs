@@ -1,0 +1,309 @@
+//! Keeping the trail: monthly partitions made ahead of time, signed checkpoints of every
+//! chain head, and pruning whole months past retention.
+
+use diesel::sql_types::{BigInt, Bytea, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::scoped_futures::ScopedFutureExt;
+use time::{Date, Duration, Month, OffsetDateTime};
+use uuid::Uuid;
+
+use super::{Action, Audit, AuditSigner, Detail, Event, Outcome, SystemJob};
+use crate::clock::Clock;
+
+/// Default retention of audit events (`FLUXI_AUDIT_RETENTION_DAYS`).
+pub const DEFAULT_RETENTION_DAYS: i64 = 365;
+/// Platform bounds on retention.
+pub const RETENTION_DAYS_RANGE: std::ops::RangeInclusive<i64> = 30..=3660;
+/// Months of partitions kept ready ahead of the current one.
+pub const MONTHS_AHEAD: i32 = 2;
+
+/// Advisory lock key: one pruner at a time across all server instances.
+const PRUNE_LOCK_KEY: i64 = 0x666c_7578_695f_6175; // "fluxi_au"
+
+fn first_of_month(year: i32, month: Month) -> OffsetDateTime {
+    Date::from_calendar_date(year, month, 1).expect("the first of a month exists").midnight().assume_utc()
+}
+
+fn month_start(at: OffsetDateTime) -> OffsetDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    first_of_month(at.year(), at.month())
+}
+
+fn next_month(start: OffsetDateTime) -> OffsetDateTime {
+    let year = if start.month() == Month::December { start.year() + 1 } else { start.year() };
+    first_of_month(year, start.month().next())
+}
+
+/// The partition holding the month that starts at `start`.
+fn partition_name(start: OffsetDateTime) -> String {
+    format!("audit_events_p{:04}{:02}", start.year(), start.month() as u8)
+}
+
+fn parse_partition_name(name: &str) -> Option<OffsetDateTime> {
+    let digits = name.strip_prefix("audit_events_p")?;
+    if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let year: i32 = digits[..4].parse().ok()?;
+    let month = Month::try_from(digits[4..].parse::<u8>().ok()?).ok()?;
+    Some(first_of_month(year, month))
+}
+
+fn sql_time(at: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02} 00:00:00+00", at.year(), at.month() as u8, at.day())
+}
+
+/// Makes the monthly partitions from the month of `from` through `MONTHS_AHEAD` months
+/// after the month of `until`, where missing. Names and bounds come from dates only.
+pub async fn ensure_partitions(
+    conn: &mut AsyncPgConnection,
+    from: OffsetDateTime,
+    until: OffsetDateTime,
+) -> diesel::QueryResult<usize> {
+    let mut start = month_start(from);
+    let mut last = month_start(until);
+    for _ in 0..MONTHS_AHEAD {
+        last = next_month(last);
+    }
+    let mut made = 0;
+    while start <= last {
+        let end = next_month(start);
+        let created = diesel::sql_query(format!(
+            "DO $$ BEGIN IF to_regclass('public.{name}') IS NULL THEN \
+               CREATE TABLE public.{name} PARTITION OF audit_events FOR VALUES FROM ('{from}') TO ('{to}'); \
+               END IF; END $$",
+            name = partition_name(start),
+            from = sql_time(start),
+            to = sql_time(end),
+        ))
+        .execute(conn)
+        .await;
+        created?;
+        made += 1;
+        start = end;
+    }
+    Ok(made)
+}
+
+#[derive(QueryableByName)]
+struct Head {
+    #[diesel(sql_type = SqlUuid)]
+    chain_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    last_seq: i64,
+    #[diesel(sql_type = Bytea)]
+    last_hash: Vec<u8>,
+}
+
+/// A signed statement of every chain head at one moment.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub id: i64,
+    pub created_at: OffsetDateTime,
+    /// Exactly the signed text: a header, then `chain seq hash` per chain.
+    pub body: String,
+    pub signature: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The line written to the checkpoint file, for shipping elsewhere.
+    pub fn to_json_line(&self) -> String {
+        serde_json::json!({
+            "checkpoint": self.id,
+            "created_at": self.created_at.unix_timestamp(),
+            "body": self.body,
+            "signature": hex::encode(&self.signature),
+        })
+        .to_string()
+    }
+
+    /// `(chain, seq, hash)` of each head the body names.
+    pub fn heads(&self) -> Vec<(Uuid, i64, Vec<u8>)> {
+        parse_heads(&self.body)
+    }
+}
+
+pub(crate) fn parse_heads(body: &str) -> Vec<(Uuid, i64, Vec<u8>)> {
+    body.lines()
+        .skip_while(|l| !l.is_empty())
+        .skip(1)
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let chain = Uuid::parse_str(parts.next()?).ok()?;
+            let seq = parts.next()?.parse().ok()?;
+            let hash = hex::decode(parts.next()?).ok()?;
+            Some((chain, seq, hash))
+        })
+        .collect()
+}
+
+/// Signs every non-empty chain head, stores the checkpoint and returns it (the caller
+/// appends it to the checkpoint file or log).
+pub async fn checkpoint(
+    conn: &mut AsyncPgConnection,
+    signer: &AuditSigner,
+    now: OffsetDateTime,
+) -> diesel::QueryResult<Checkpoint> {
+    let heads: Vec<Head> = diesel::sql_query(
+        "SELECT chain_id, last_seq, last_hash FROM audit_chains WHERE last_seq > 0 ORDER BY chain_id",
+    )
+    .load(conn)
+    .await?;
+    let mut body = format!(
+        "fluxi-audit-checkpoint v1\nkey {}\nat {}\n\n",
+        signer.key_id(),
+        super::chain::micros(now)
+    );
+    for h in &heads {
+        body.push_str(&format!("{} {} {}\n", h.chain_id, h.last_seq, hex::encode(&h.last_hash)));
+    }
+    let signature = signer.sign(body.as_bytes()).to_vec();
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let id: Id = diesel::sql_query(
+        "INSERT INTO audit_checkpoints (created_at, body, signature) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<Text, _>(&body)
+    .bind::<Bytea, _>(&signature)
+    .get_result(conn)
+    .await?;
+    Ok(Checkpoint { id: id.id, created_at: now, body, signature })
+}
+
+/// What one pruning run removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Another instance was pruning: this one did nothing.
+    pub skipped: bool,
+    pub periods: u32,
+    pub events: u64,
+    pub chains: u64,
+}
+
+#[derive(QueryableByName)]
+struct Last {
+    #[diesel(sql_type = SqlUuid)]
+    chain_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Bytea)]
+    hash: Vec<u8>,
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+}
+
+/// The signed text of an anchor.
+pub(crate) fn anchor_message(chain: Uuid, seq: i64, hash: &[u8], pruned_before: OffsetDateTime) -> Vec<u8> {
+    format!("fluxi-audit-anchor v1\n{chain} {seq} {} {}\n", hex::encode(hash), super::chain::micros(pruned_before))
+        .into_bytes()
+}
+
+/// Drops every monthly partition that ends at least `retention` before now, oldest first.
+/// For each chain it touched, the last removed event becomes the chain's signed anchor,
+/// so what remains still verifies. Exactly one instance prunes at a time (an advisory
+/// lock; the others skip), and each run that removed anything is itself an event.
+pub async fn prune(
+    conn: &mut AsyncPgConnection,
+    signer: &AuditSigner,
+    clock: &dyn Clock,
+    retention: Duration,
+) -> diesel::QueryResult<PruneReport> {
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        async move {
+            #[derive(QueryableByName)]
+            struct Locked {
+                #[diesel(sql_type = diesel::sql_types::Bool)]
+                locked: bool,
+            }
+            let lock: Locked = diesel::sql_query(format!("SELECT pg_try_advisory_xact_lock({PRUNE_LOCK_KEY}) AS locked"))
+                .get_result(c)
+                .await?;
+            if !lock.locked {
+                return Ok(PruneReport { skipped: true, ..Default::default() });
+            }
+            // Dropping a partition waits for writers of the parent table: give up rather
+            // than stall them; the next run tries again.
+            diesel::sql_query("SET LOCAL lock_timeout = '2s'").execute(c).await?;
+            #[derive(QueryableByName)]
+            struct Part {
+                #[diesel(sql_type = Text)]
+                name: String,
+            }
+            let parts: Vec<Part> = diesel::sql_query(
+                "SELECT c.relname::text AS name FROM pg_catalog.pg_inherits i \
+                 JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = 'public.audit_events'::regclass ORDER BY 1",
+            )
+            .load(c)
+            .await?;
+            let cutoff = clock.now() - retention;
+            let mut report = PruneReport::default();
+            let mut chains = std::collections::HashSet::new();
+            for part in parts {
+                let Some(start) = parse_partition_name(&part.name) else { continue };
+                let end = next_month(start);
+                if end > cutoff {
+                    continue;
+                }
+                let lasts: Vec<Last> = diesel::sql_query(format!(
+                    "SELECT DISTINCT ON (chain_id) chain_id, seq, hash, count(*) OVER (PARTITION BY chain_id) AS events \
+                     FROM public.{} ORDER BY chain_id, seq DESC",
+                    part.name
+                ))
+                .load(c)
+                .await?;
+                for last in &lasts {
+                    let signature = signer.sign(&anchor_message(last.chain_id, last.seq, &last.hash, end));
+                    diesel::sql_query(
+                        "INSERT INTO audit_anchors (chain_id, seq, hash, pruned_before, signature) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (chain_id) DO UPDATE \
+                         SET seq = excluded.seq, hash = excluded.hash, pruned_before = excluded.pruned_before, \
+                             signature = excluded.signature WHERE audit_anchors.seq < excluded.seq",
+                    )
+                    .bind::<SqlUuid, _>(last.chain_id)
+                    .bind::<BigInt, _>(last.seq)
+                    .bind::<Bytea, _>(&last.hash)
+                    .bind::<Timestamptz, _>(end)
+                    .bind::<Bytea, _>(signature.as_slice())
+                    .execute(c)
+                    .await?;
+                    report.events += last.events as u64;
+                    chains.insert(last.chain_id);
+                }
+                diesel::sql_query(format!("DROP TABLE public.{}", part.name)).execute(c).await?;
+                report.periods += 1;
+            }
+            report.chains = chains.len() as u64;
+            if report.periods > 0 {
+                let audit = Audit::system(SystemJob::AuditMaintenance, clock);
+                let detail = Detail::Pruned { events: report.events, chains: report.chains, periods: report.periods };
+                audit.record(c, Event::account(None, Action::AuditPruned, Outcome::Succeeded, detail)).await?;
+            }
+            Ok(report)
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_named_by_month() {
+        let at = time::macros::datetime!(2026-12-31 23:59 UTC);
+        let start = month_start(at);
+        assert_eq!(partition_name(start), "audit_events_p202612");
+        assert_eq!(partition_name(next_month(start)), "audit_events_p202701");
+        assert_eq!(parse_partition_name("audit_events_p202701"), Some(next_month(start)));
+        assert_eq!(parse_partition_name("audit_events_p2027013"), None);
+        assert_eq!(parse_partition_name("audit_events_default"), None);
+        assert_eq!(sql_time(start), "2026-12-01 00:00:00+00");
+    }
+}

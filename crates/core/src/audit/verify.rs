@@ -1,0 +1,258 @@
+//! `server audit verify`: recomputes chains and checks them against the signed anchors and
+//! checkpoints, naming the first event that was edited, deleted, inserted or reordered.
+
+use diesel::prelude::*;
+use diesel::sql_types::{Bytea, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::chain::{canonical_rest, event_hash, micros, GENESIS_HASH};
+use super::maintenance::{anchor_message, parse_heads};
+use super::query::{audit_events, StoredEvent};
+use super::AuditSigner;
+
+/// Events read per query while walking a chain.
+const BATCH: i64 = 5_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub chain: Uuid,
+    /// Events walked.
+    pub events: u64,
+    /// Position of the last event walked.
+    pub last_seq: i64,
+    /// The first problem found, in words; `None` when the chain is intact.
+    pub problem: Option<String>,
+    /// When the newest signed checkpoint that the chain matches was made.
+    pub verified_through: Option<OffsetDateTime>,
+}
+
+#[derive(QueryableByName)]
+struct CheckpointRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: OffsetDateTime,
+    #[diesel(sql_type = Text)]
+    body: String,
+    #[diesel(sql_type = Bytea)]
+    signature: Vec<u8>,
+}
+
+/// What the signed checkpoints say about one chain: `(checkpoint id, made at, seq, hash)`,
+/// or the first checkpoint whose signature does not verify.
+async fn vouched(
+    conn: &mut AsyncPgConnection,
+    signer: &AuditSigner,
+    chain: Uuid,
+) -> QueryResult<Result<Vec<(i64, OffsetDateTime, i64, Vec<u8>)>, String>> {
+    let rows: Vec<CheckpointRow> =
+        diesel::sql_query("SELECT id, created_at, body, signature FROM audit_checkpoints ORDER BY id").load(conn).await?;
+    let mut out = Vec::new();
+    for row in rows {
+        if !signer.verify(row.body.as_bytes(), &row.signature) {
+            return Ok(Err(format!("checkpoint #{} is not signed by this server's key (forged or altered)", row.id)));
+        }
+        for (c, seq, hash) in parse_heads(&row.body) {
+            if c == chain {
+                out.push((row.id, row.created_at, seq, hash));
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+#[derive(QueryableByName)]
+struct AnchorRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Bytea)]
+    hash: Vec<u8>,
+    #[diesel(sql_type = Timestamptz)]
+    pruned_before: OffsetDateTime,
+    #[diesel(sql_type = Bytea)]
+    signature: Vec<u8>,
+}
+
+#[derive(QueryableByName)]
+struct HeadRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_seq: i64,
+}
+
+fn describe(e: &StoredEvent) -> String {
+    format!("event #{} ({}, {})", e.seq, e.action, e.occurred_at)
+}
+
+/// Walks one chain from its anchor (or its start) to its head.
+pub async fn verify_chain(conn: &mut AsyncPgConnection, signer: &AuditSigner, chain: Uuid) -> QueryResult<ChainReport> {
+    let mut report = ChainReport { chain, events: 0, last_seq: 0, problem: None, verified_through: None };
+    let anchor: Option<AnchorRow> =
+        diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(chain)
+            .get_result(conn)
+            .await
+            .optional()?;
+    let (mut prev, mut expected) = (GENESIS_HASH.to_vec(), 1i64);
+    if let Some(a) = &anchor {
+        if !signer.verify(&anchor_message(chain, a.seq, &a.hash, a.pruned_before), &a.signature) {
+            report.problem = Some(format!("the pruning anchor at event #{} is not signed by this server's key", a.seq));
+            return Ok(report);
+        }
+        prev = a.hash.clone();
+        expected = a.seq + 1;
+        report.last_seq = a.seq;
+    }
+    let checkpoints = match vouched(conn, signer, chain).await? {
+        Ok(c) => c,
+        Err(problem) => {
+            report.problem = Some(problem);
+            return Ok(report);
+        }
+    };
+    let mut last_at: Option<OffsetDateTime> = None;
+    let mut after = expected - 1;
+    'walk: loop {
+        let batch: Vec<StoredEvent> = audit_events::table
+            .filter(audit_events::chain_id.eq(chain))
+            .filter(audit_events::seq.gt(after))
+            .order(audit_events::seq.asc())
+            .limit(BATCH)
+            .select(StoredEvent::as_select())
+            .load(conn)
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        for e in &batch {
+            if e.seq > expected {
+                report.problem = Some(format!("event #{expected} is missing (deleted); the chain goes on at #{}", e.seq));
+                break 'walk;
+            }
+            if e.seq < expected {
+                report.problem = Some(format!("{} appears twice (an event was inserted)", describe(e)));
+                break 'walk;
+            }
+            let hash = event_hash(&prev, e.seq, micros(e.occurred_at), &canonical_rest(&e.fields()));
+            if hash.as_slice() != e.hash.as_slice() {
+                report.problem = Some(format!(
+                    "{} does not follow from the event before it: it was edited, inserted or moved",
+                    describe(e)
+                ));
+                break 'walk;
+            }
+            if last_at.is_some_and(|t| e.occurred_at < t) {
+                report.problem = Some(format!("{} is older than the event before it (reordered)", describe(e)));
+                break 'walk;
+            }
+            for (id, _, _, signed) in checkpoints.iter().filter(|(_, _, seq, _)| *seq == e.seq) {
+                if signed != &e.hash {
+                    report.problem = Some(format!(
+                        "{} differs from signed checkpoint #{id}: the chain was rewritten after it",
+                        describe(e)
+                    ));
+                    break 'walk;
+                }
+            }
+            last_at = Some(e.occurred_at);
+            prev = e.hash.clone();
+            expected += 1;
+            report.events += 1;
+            report.last_seq = e.seq;
+        }
+    }
+    if report.problem.is_none() {
+        if let Some((id, _, seq, _)) = checkpoints.iter().find(|(_, _, seq, _)| *seq > report.last_seq) {
+            report.problem = Some(format!(
+                "events after #{} are missing: signed checkpoint #{id} vouches for events up to #{seq}",
+                report.last_seq
+            ));
+        }
+    }
+    if report.problem.is_none() {
+        let head: Option<HeadRow> = diesel::sql_query("SELECT last_seq FROM audit_chains WHERE chain_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(chain)
+            .get_result(conn)
+            .await
+            .optional()?;
+        if let Some(head) = head.filter(|h| h.last_seq > report.last_seq) {
+            report.problem = Some(format!(
+                "events after #{} are missing: the chain's head is at #{}",
+                report.last_seq, head.last_seq
+            ));
+        }
+    }
+    if report.problem.is_none() {
+        report.verified_through = checkpoints
+            .iter()
+            .filter(|(_, _, seq, _)| *seq <= report.last_seq && anchor.as_ref().is_none_or(|a| *seq > a.seq))
+            .map(|(_, at, _, _)| *at)
+            .max();
+    }
+    Ok(report)
+}
+
+/// Every chain, or one workspace's.
+pub async fn verify(
+    conn: &mut AsyncPgConnection,
+    signer: &AuditSigner,
+    only: Option<Uuid>,
+) -> QueryResult<Vec<ChainReport>> {
+    let chains: Vec<Uuid> = match only {
+        Some(chain) => vec![chain],
+        None => {
+            #[derive(QueryableByName)]
+            struct C {
+                #[diesel(sql_type = diesel::sql_types::Uuid)]
+                chain_id: Uuid,
+            }
+            let rows: Vec<C> = diesel::sql_query("SELECT chain_id FROM audit_chains ORDER BY chain_id").load(conn).await?;
+            rows.into_iter().map(|c| c.chain_id).collect()
+        }
+    };
+    let mut reports = Vec::with_capacity(chains.len());
+    for chain in chains {
+        reports.push(verify_chain(conn, signer, chain).await?);
+    }
+    Ok(reports)
+}
+
+/// What the viewer shows above the table: cheap enough for every page view. The newest
+/// signed checkpoint of the chain must verify and the event it names must still have the
+/// signed hash; the full walk is `server audit verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainStatus {
+    VerifiedThrough(OffsetDateTime),
+    NotYetCheckpointed,
+    Problem(String),
+}
+
+pub async fn status(conn: &mut AsyncPgConnection, signer: &AuditSigner, chain: Uuid) -> QueryResult<ChainStatus> {
+    let newest: Option<CheckpointRow> = diesel::sql_query(
+        "SELECT id, created_at, body, signature FROM audit_checkpoints \
+         WHERE strpos(body, $1) > 0 ORDER BY id DESC LIMIT 1",
+    )
+    .bind::<Text, _>(format!("\n{chain} "))
+    .get_result(conn)
+    .await
+    .optional()?;
+    let Some(row) = newest else { return Ok(ChainStatus::NotYetCheckpointed) };
+    if !signer.verify(row.body.as_bytes(), &row.signature) {
+        return Ok(ChainStatus::Problem(format!("checkpoint #{} is not signed by this server's key", row.id)));
+    }
+    let Some((_, seq, hash)) = parse_heads(&row.body).into_iter().find(|(c, _, _)| *c == chain) else {
+        return Ok(ChainStatus::NotYetCheckpointed);
+    };
+    let stored: Option<Vec<u8>> = audit_events::table
+        .filter(audit_events::chain_id.eq(chain))
+        .filter(audit_events::seq.eq(seq))
+        .select(audit_events::hash)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match stored {
+        Some(h) if h == hash => ChainStatus::VerifiedThrough(row.created_at),
+        Some(_) => ChainStatus::Problem(format!("event #{seq} differs from the signed checkpoint")),
+        None => ChainStatus::Problem(format!("event #{seq}, vouched for by a signed checkpoint, is missing")),
+    })
+}

@@ -1,0 +1,147 @@
+//! The one writer of audit events.
+
+use diesel::sql_types::{Bytea, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{Actor, Event, AGENT_PURPOSE, EMAIL_PURPOSE, NETWORK_PURPOSE};
+use crate::clock::Clock;
+use crate::pseudonym::PseudonymKeys;
+
+/// The chain of account-level events (no workspace).
+pub const ACCOUNT_CHAIN: Uuid = Uuid::nil();
+
+/// Longest user agent pseudonymized (longer ones are cut): bounds the work a client can
+/// cause, and no real browser sends more.
+const AGENT_MAX_BYTES: usize = 512;
+
+/// Where a request came from, in clear; the writer stores only pseudonyms of it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub request_id: Option<Uuid>,
+    /// The client network (`crate::client::client_network`).
+    pub network: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Everything the writer needs besides the event: the keys, the clock, where the request
+/// came from and who is acting.
+#[derive(Clone, Copy)]
+pub struct Audit<'a> {
+    /// `None` only for system jobs, whose events carry no personal identifier.
+    pub keys: Option<&'a PseudonymKeys>,
+    pub clock: &'a dyn Clock,
+    pub origin: &'a Origin,
+    pub actor: Actor<'a>,
+}
+
+const APPEND: &str = "\
+WITH head AS (\
+    SELECT last_seq + 1 AS seq, greatest($2, last_at) AS at, last_hash AS prev \
+    FROM audit_chains WHERE chain_id = $1 FOR UPDATE), \
+ev AS (\
+    SELECT seq, at, sha256(prev || int8send(seq) \
+        || int8send((extract(epoch FROM at) * 1000000)::bigint) || $3) AS hash FROM head), \
+moved AS (\
+    UPDATE audit_chains c SET last_seq = ev.seq, last_hash = ev.hash, last_at = ev.at \
+    FROM ev WHERE c.chain_id = $1) \
+INSERT INTO audit_events (chain_id, seq, occurred_at, workspace_id, account_id, actor_kind, actor_id, \
+    actor_email_pn, action, action_group, target_kind, target_id, outcome, request_id, network_pn, agent_pn, \
+    pseudonym_epoch, detail, hash) \
+SELECT $1, ev.seq, ev.at, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, ev.hash FROM ev";
+
+impl<'a> Audit<'a> {
+    /// The same context with another actor (a sign-in learns who it is only at the end).
+    /// A background job acting on its own: no request, no pseudonyms.
+    pub fn system(job: super::SystemJob, clock: &'a dyn Clock) -> Audit<'a> {
+        static NO_ORIGIN: Origin = Origin { request_id: None, network: None, user_agent: None };
+        Audit { keys: None, clock, origin: &NO_ORIGIN, actor: Actor::System(job) }
+    }
+
+    pub fn as_actor<'b>(&self, actor: Actor<'b>) -> Audit<'b>
+    where
+        'a: 'b,
+    {
+        Audit { keys: self.keys, clock: self.clock, origin: self.origin, actor }
+    }
+
+    /// Appends `event` to its chain, in one statement on `conn`: inside the caller's
+    /// transaction it commits or rolls back with the action. The chain's row stays locked
+    /// until then, so callers record last, after their own locks (lock order: workspace
+    /// row, memberships, then the chain).
+    pub async fn record(&self, conn: &mut AsyncPgConnection, event: Event) -> diesel::QueryResult<()> {
+        let (actor_id, email) = match self.actor {
+            Actor::User { id, email_normalized } => (Some(id), Some(email_normalized)),
+            Actor::Anonymous { email_normalized } => (None, email_normalized),
+            Actor::System(_) => (None, None),
+        };
+        let keys = self.keys.map(|k| (k.current_epoch(), k.current()));
+        let pseudonym = |purpose: &str, value: Option<&str>| Some(keys?.1.pseudonym(purpose, value?));
+        let email_pn = pseudonym(EMAIL_PURPOSE, email);
+        let network_pn = pseudonym(NETWORK_PURPOSE, self.origin.network.as_deref());
+        let agent_pn = pseudonym(AGENT_PURPOSE, self.origin.user_agent.as_deref().map(truncate));
+        let epoch = keys.filter(|_| email_pn.is_some() || network_pn.is_some() || agent_pn.is_some()).map(|k| k.0);
+        let detail = serde_json::to_value(&event.detail).map_err(|e| diesel::result::Error::SerializationError(e.into()))?;
+        let fields = super::ChainFields {
+            chain_id: event.chain,
+            workspace_id: event.workspace,
+            account_id: event.account,
+            actor_kind: self.actor.kind(),
+            actor_id,
+            actor_email_pn: email_pn.as_deref(),
+            action: event.action.name(),
+            target_kind: event.target.kind(),
+            target_id: event.target.id(),
+            outcome: event.outcome.name(),
+            request_id: self.origin.request_id,
+            network_pn: network_pn.as_deref(),
+            agent_pn: agent_pn.as_deref(),
+            pseudonym_epoch: epoch,
+            detail: &detail,
+        };
+        let rest = super::canonical_rest(&fields);
+        for _ in 0..2 {
+            let appended = diesel::sql_query(APPEND)
+                .bind::<SqlUuid, _>(event.chain)
+                .bind::<Timestamptz, _>(self.clock.now())
+                .bind::<Bytea, _>(&rest)
+                .bind::<Nullable<SqlUuid>, _>(event.workspace)
+                .bind::<Nullable<SqlUuid>, _>(event.account)
+                .bind::<Text, _>(fields.actor_kind)
+                .bind::<Nullable<SqlUuid>, _>(actor_id)
+                .bind::<Nullable<Bytea>, _>(email_pn.as_deref())
+                .bind::<Text, _>(fields.action)
+                .bind::<Text, _>(event.action.group().name())
+                .bind::<Text, _>(fields.target_kind)
+                .bind::<Nullable<SqlUuid>, _>(fields.target_id)
+                .bind::<Text, _>(fields.outcome)
+                .bind::<Nullable<SqlUuid>, _>(self.origin.request_id)
+                .bind::<Nullable<Bytea>, _>(network_pn.as_deref())
+                .bind::<Nullable<Bytea>, _>(agent_pn.as_deref())
+                .bind::<Nullable<Integer>, _>(epoch)
+                .bind::<Jsonb, _>(&detail)
+                .execute(conn)
+                .await?;
+            if appended == 1 {
+                return Ok(());
+            }
+            // A chain's first event: make its head, then append.
+            diesel::sql_query("INSERT INTO audit_chains (chain_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind::<SqlUuid, _>(event.chain)
+                .execute(conn)
+                .await?;
+        }
+        Err(diesel::result::Error::NotFound)
+    }
+}
+
+fn truncate(agent: &str) -> &str {
+    if agent.len() <= AGENT_MAX_BYTES {
+        return agent;
+    }
+    let mut end = AGENT_MAX_BYTES;
+    while !agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    &agent[..end]
+}

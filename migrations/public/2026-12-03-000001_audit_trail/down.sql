@@ -1,0 +1,4 @@
+DROP TABLE audit_checkpoints;
+DROP TABLE audit_anchors;
+DROP TABLE audit_events;
+DROP TABLE audit_chains;

@@ -1,0 +1,84 @@
+//! Keeping the audit trail: partitions made ahead, signed checkpoints, pruning.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use fluxi_core::audit::{maintenance, AuditSigner};
+use fluxi_core::clock::SharedClock;
+use fluxi_core::db::Pool;
+
+/// What the maintenance job needs.
+#[derive(Clone)]
+pub struct AuditUpkeep {
+    pub pool: Pool,
+    pub clock: SharedClock,
+    pub signer: AuditSigner,
+    pub retention: time::Duration,
+    pub checkpoint_file: Option<PathBuf>,
+}
+
+impl AuditUpkeep {
+    /// Signs and stores a checkpoint of every chain head, then ships it: appended to the
+    /// checkpoint file (created if missing), or logged.
+    pub async fn checkpoint(&self) -> anyhow::Result<maintenance::Checkpoint> {
+        let mut conn = self.pool.get().await.context("no database connection")?;
+        let checkpoint = maintenance::checkpoint(&mut conn, &self.signer, self.clock.now()).await?;
+        let line = checkpoint.to_json_line();
+        match &self.checkpoint_file {
+            Some(path) => append_line(path, &line)
+                .with_context(|| format!("appending the checkpoint to {}", path.display()))?,
+            None => tracing::info!(target: "fluxi::audit_checkpoint", checkpoint = %line, "audit checkpoint"),
+        }
+        Ok(checkpoint)
+    }
+
+    /// Drops the months past retention (exactly one instance does it).
+    pub async fn prune(&self) -> anyhow::Result<maintenance::PruneReport> {
+        let mut conn = self.pool.get().await.context("no database connection")?;
+        Ok(maintenance::prune(&mut conn, &self.signer, self.clock.as_ref(), self.retention).await?)
+    }
+
+    /// Partitions for this month and the next ones.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.get().await.context("no database connection")?;
+        let now = self.clock.now();
+        maintenance::ensure_partitions(&mut conn, now, now).await?;
+        Ok(())
+    }
+
+    /// One round: partitions, pruning, then a checkpoint.
+    pub async fn round(&self) {
+        if let Err(e) = self.prepare().await {
+            tracing::error!(error = %format!("{e:#}"), "could not create audit partitions ahead");
+        }
+        match self.prune().await {
+            Ok(r) if r.periods > 0 => {
+                tracing::info!(periods = r.periods, events = r.events, "pruned audit events past retention")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "audit pruning round failed; retrying next round"),
+        }
+        if let Err(e) = self.checkpoint().await {
+            tracing::error!(error = %format!("{e:#}"), "audit checkpoint failed");
+        }
+    }
+}
+
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(format!("{line}\n").as_bytes())?;
+    file.sync_data()
+}
+
+/// Runs a round every `every` (the first right away).
+pub fn spawn(upkeep: AuditUpkeep, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            upkeep.round().await;
+        }
+    })
+}
