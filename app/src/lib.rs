@@ -4,6 +4,7 @@
 #![recursion_limit = "512"]
 
 pub mod account;
+pub mod audit;
 pub mod auth;
 pub mod components;
 pub mod error;
@@ -78,6 +79,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/workspaces") view=workspaces::WorkspacesPage ssr=SsrMode::Async/>
                     <Route path=path!("/w/:slug") view=workspaces::WorkspaceHomePage ssr=SsrMode::Async/>
                     <Route path=path!("/w/:slug/settings/members") view=workspaces::MembersSettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/w/:slug/audit") view=audit::AuditLogPage ssr=SsrMode::Async/>
+                    <Route path=path!("/account/activity") view=audit::ActivityLogPage ssr=SsrMode::Async/>
                     <Route path=path!("/invite/:token") view=workspaces::InvitePage ssr=SsrMode::Async/>
                 </Routes>
             </main>

@@ -3,6 +3,7 @@
 //! `main.rs` is only the command line around it; integration tests build the same
 //! router through [`build_router`].
 
+pub mod audit_export;
 pub mod config;
 pub mod dev;
 pub mod jobs;
@@ -127,6 +128,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/{*fn_name}", post(server_fns::unknown))
+        .route("/w/{slug}/audit/{file}", get(audit_export::export))
         .merge(pages)
         .fallback_service(static_files)
         .layer(axum::middleware::from_fn(server_fns::edge))

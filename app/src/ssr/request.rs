@@ -16,8 +16,12 @@ pub fn accepts_html(headers: &axum::http::HeaderMap) -> bool {
 /// by per-client limits. `None` only if the server was not started with connection info
 /// (a wiring mistake, logged).
 pub fn client_network(state: &AppState) -> Option<String> {
+    client_network_of(state, &use_context::<Parts>()?)
+}
+
+/// [`client_network`] of a request outside Leptos (plain axum handlers).
+pub fn client_network_of(state: &AppState, parts: &Parts) -> Option<String> {
     use fluxi_core::client::{client_address, client_network};
-    let parts = use_context::<Parts>()?;
     let Some(peer) = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() else {
         tracing::warn!("no peer address: serve the router with into_make_service_with_connect_info");
         return None;
@@ -41,14 +45,18 @@ pub struct RequestId(pub uuid::Uuid);
 
 /// Where this request came from, for its audit events (stored only as pseudonyms).
 pub fn origin(state: &AppState) -> fluxi_core::audit::Origin {
-    let parts = use_context::<Parts>();
+    match use_context::<Parts>() {
+        Some(parts) => origin_of(state, &parts),
+        None => fluxi_core::audit::Origin::default(),
+    }
+}
+
+/// [`origin`] of a request outside Leptos (plain axum handlers).
+pub fn origin_of(state: &AppState, parts: &Parts) -> fluxi_core::audit::Origin {
     fluxi_core::audit::Origin {
-        request_id: parts.as_ref().and_then(|p| p.extensions.get::<RequestId>()).map(|r| r.0),
-        network: client_network(state),
-        user_agent: parts
-            .as_ref()
-            .and_then(|p| p.headers.get(header::USER_AGENT))
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        request_id: parts.extensions.get::<RequestId>().map(|r| r.0),
+        network: client_network_of(state, parts),
+        user_agent: parts.headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     }
 }
 

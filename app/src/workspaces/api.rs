@@ -28,6 +28,7 @@ pub struct WorkspaceHome {
     pub role: String,
     pub can_write: bool,
     pub can_manage_members: bool,
+    pub can_view_audit: bool,
     pub notes: Vec<NoteView>,
 }
 
@@ -146,6 +147,7 @@ pub async fn get_workspace_home(slug: String) -> Result<WorkspaceHome, AppError>
         role: access.role().as_str().into(),
         can_write: access.can(Permission::Write),
         can_manage_members: access.can(Permission::ManageMembers),
+        can_view_audit: access.can(Permission::ViewAudit),
         notes: notes.into_iter().map(|n| NoteView { id: n.id.to_string(), title: n.title, body: n.body }).collect(),
     })
 }

@@ -173,7 +173,10 @@ pub fn WorkspaceHomePage() -> impl IntoView {
                             <WorkspaceSwitcher current=ws.slug.clone() list=workspaces/>
                             <h1 class="text-3xl font-bold text-slate-900">{ws.name.clone()}</h1>
                             <p class="mt-1 text-slate-700">"Your role: " <strong>{ws.role.clone()}</strong></p>
-                            <p class="mt-2"><a href=format!("/w/{}/settings/members", ws.slug) class=LINK>"Members"</a></p>
+                            <nav aria-label="Workspace" class="mt-2 flex gap-4">
+                                <a href=format!("/w/{}/settings/members", ws.slug) class=LINK>"Members"</a>
+                                {ws.can_view_audit.then(|| view! { <a href=format!("/w/{}/audit", ws.slug) class=LINK>"Audit log"</a> })}
+                            </nav>
                             <h2 class="mt-8 text-xl font-semibold">"Notes"</h2>
                             {if ws.notes.is_empty() {
                                 view! { <p class="mt-2 text-slate-700">"No notes yet."</p> }.into_any()

@@ -463,7 +463,14 @@ async fn names_of(
     conn: &mut AsyncPgConnection,
     events: &[StoredEvent],
 ) -> QueryResult<std::collections::HashMap<Uuid, String>> {
-    let mut ids: Vec<Uuid> = events.iter().filter_map(|e| e.actor_id).collect();
+    names_for(conn, events.iter().filter_map(|e| e.actor_id).collect()).await
+}
+
+/// Current display names of these accounts (those that still exist).
+pub async fn names_for(
+    conn: &mut AsyncPgConnection,
+    mut ids: Vec<Uuid>,
+) -> QueryResult<std::collections::HashMap<Uuid, String>> {
     ids.sort();
     ids.dedup();
     if ids.is_empty() {
@@ -574,4 +581,19 @@ pub async fn batch(
         .select(StoredEvent::as_select())
         .load(conn)
         .await
+}
+
+/// The position of the chain's newest event (0 when empty).
+pub async fn head(conn: &mut AsyncPgConnection, reader: &AuditReader) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Head {
+        #[diesel(sql_type = BigInt)]
+        last_seq: i64,
+    }
+    let head: Option<Head> = diesel::sql_query("SELECT last_seq FROM audit_chains WHERE chain_id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(reader.chain)
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(head.map_or(0, |h| h.last_seq))
 }
