@@ -60,7 +60,10 @@ async fn start(
         Ok(Some(user)) => user,
         Ok(None) => {
             let next = format!("/w/{slug}/audit");
-            let to = format!("/login?next={}", serde_urlencoded::to_string([("", next)]).unwrap_or_default().trim_start_matches('='));
+            let to = format!(
+                "/login?next={}",
+                serde_urlencoded::to_string([("", next)]).unwrap_or_default().trim_start_matches('=')
+            );
             return Err((StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response());
         }
         Err(e) => return Err(busy(&format!("{e:?}"))),
@@ -91,12 +94,19 @@ async fn start(
     }
     let reader = AuditReader::for_workspace(&access).map_err(|_| not_found())?;
     let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
-    let raw = RawFilter { action: get("action"), actor: get("actor"), from: get("from"), to: get("to"), outcome: get("outcome") };
+    let raw = RawFilter {
+        action: get("action"),
+        actor: get("actor"),
+        from: get("from"),
+        to: get("to"),
+        outcome: get("outcome"),
+    };
     let filter = match query::parse_filter(&mut conn, &state.pseudonyms, &raw).await {
         Ok(Ok(filter)) => filter,
         Ok(Err(problem)) => {
             let message = format!("{problem}\n");
-            return Err((StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response());
+            return Err((StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message)
+                .into_response());
         }
         Err(e) => return Err(busy(&e)),
     };
@@ -104,7 +114,8 @@ async fn start(
     let mut bounds = query::seq_bounds(&mut conn, &reader, &filter).await.map_err(|e| busy(&e))?;
     bounds.1 = bounds.1.min(query::head(&mut conn, &reader).await.map_err(|e| busy(&e))?);
     let detail = Detail::AuditExport { filter: filter.used(), format };
-    let event = Event::workspace(access.workspace_id(), Action::AuditExported, Target::AuditLog, Outcome::Succeeded, detail);
+    let event =
+        Event::workspace(access.workspace_id(), Action::AuditExported, Target::AuditLog, Outcome::Succeeded, detail);
     audit.record(&mut conn, event).await.map_err(|e| busy(&e))?;
     drop(conn);
 
@@ -154,7 +165,9 @@ fn rows(
             chunk.extend(writer.start());
         }
         let batch = match p.state.pool.get().await {
-            Ok(mut conn) => query::batch(&mut conn, &p.reader, &p.filter, p.bounds, p.after, BATCH).await.map_err(|e| e.to_string()),
+            Ok(mut conn) => {
+                query::batch(&mut conn, &p.reader, &p.filter, p.bounds, p.after, BATCH).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         let batch = match batch {

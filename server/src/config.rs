@@ -146,7 +146,11 @@ impl Config {
             .get("FLUXI_PSEUDONYM_OLD_KEYS")
             .map(|list| fluxi_core::pseudonym::PseudonymKeys::parse_older(&list))
             .transpose()
-            .map_err(|_| ConfigError("FLUXI_PSEUDONYM_OLD_KEYS: use epoch:key entries (key: 64 hex digits), comma-separated".into()))?
+            .map_err(|_| {
+                ConfigError(
+                    "FLUXI_PSEUDONYM_OLD_KEYS: use epoch:key entries (key: 64 hex digits), comma-separated".into(),
+                )
+            })?
             .unwrap_or_default();
         let audit_signing_key = vars
             .get("FLUXI_AUDIT_SIGNING_KEY")
@@ -250,7 +254,11 @@ mod tests {
         let (fixed, ephemeral) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();
         assert!(!ephemeral);
         let (again, _) = config(&[DB, KEY]).unwrap().pseudonyms().unwrap();
-        assert_eq!(fixed.current().pseudonym("p", "v"), again.current().pseudonym("p", "v"), "the same key, the same pseudonyms");
+        assert_eq!(
+            fixed.current().pseudonym("p", "v"),
+            again.current().pseudonym("p", "v"),
+            "the same key, the same pseudonyms"
+        );
         let (dev, ephemeral) = config(&[DB, ("FLUXI_ENV", "development")]).unwrap().pseudonyms().unwrap();
         assert!(ephemeral);
         assert_ne!(dev.current().pseudonym("p", "v"), fixed.current().pseudonym("p", "v"));
@@ -266,11 +274,12 @@ mod tests {
         assert!(err.contains("FLUXI_AUDIT_RETENTION_DAYS=5"), "{err}");
         let seeded = config(&[DB, KEY, ("FLUXI_AUDIT_SIGNING_KEY", KEY.1)]).unwrap();
         assert!(!seeded.audit_signer().unwrap().1);
-        let rotated = config(&[DB, KEY, ("FLUXI_PSEUDONYM_EPOCH", "2"), ("FLUXI_PSEUDONYM_OLD_KEYS", &format!("1:{}", KEY.1))])
-            .unwrap()
-            .pseudonyms()
-            .unwrap()
-            .0;
+        let rotated =
+            config(&[DB, KEY, ("FLUXI_PSEUDONYM_EPOCH", "2"), ("FLUXI_PSEUDONYM_OLD_KEYS", &format!("1:{}", KEY.1))])
+                .unwrap()
+                .pseudonyms()
+                .unwrap()
+                .0;
         assert_eq!(rotated.current_epoch(), 2);
         assert_eq!(rotated.in_every_epoch("p", "v").len(), 2);
         assert!(config(&[DB, ("FLUXI_PSEUDONYM_OLD_KEYS", "nope")]).is_err());

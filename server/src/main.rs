@@ -211,7 +211,9 @@ async fn audit(args: &[String]) -> anyhow::Result<()> {
                         "{name}: intact, {} events through #{}{}",
                         r.events,
                         r.last_seq,
-                        r.verified_through.map(|t| format!(", matches the checkpoint signed at {t}")).unwrap_or_default()
+                        r.verified_through
+                            .map(|t| format!(", matches the checkpoint signed at {t}"))
+                            .unwrap_or_default()
                     ),
                     Some(problem) => {
                         broken += 1;
@@ -235,7 +237,9 @@ async fn audit(args: &[String]) -> anyhow::Result<()> {
             println!("pruned {} month(s), {} event(s) in {} chain(s)", r.periods, r.events, r.chains);
             Ok(())
         }
-        other => bail!("unknown audit command {other:?}; use `verify [--workspace SLUG] [--export FILE]`, `checkpoint` or `prune`"),
+        other => bail!(
+            "unknown audit command {other:?}; use `verify [--workspace SLUG] [--export FILE]`, `checkpoint` or `prune`"
+        ),
     }
 }
 

@@ -194,12 +194,7 @@ mod imp {
 
     pub fn chart(days: Vec<query::DayCount>) -> Vec<ChartDay> {
         days.into_iter()
-            .map(|d| ChartDay {
-                day: d.day.to_string(),
-                succeeded: d.succeeded,
-                denied: d.denied,
-                failed: d.failed,
-            })
+            .map(|d| ChartDay { day: d.day.to_string(), succeeded: d.succeeded, denied: d.denied, failed: d.failed })
             .collect()
     }
 
@@ -254,7 +249,12 @@ pub async fn audit_page(
     let cursor = cursor(&before, &after)?;
     let event_seq = match event.trim() {
         "" => None,
-        raw => Some(raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| AppError::field("event", "That event does not exist."))?),
+        raw => Some(
+            raw.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| AppError::field("event", "That event does not exist."))?,
+        ),
     };
     let filter = query::parse_filter(&mut conn, &state.pseudonyms, &raw(&action, &actor, &from, &to, &outcome))
         .await?
@@ -274,7 +274,13 @@ pub async fn audit_page(
     let chart = chart(query::daily_counts(&mut conn, &reader, &filter, state.clock.now()).await?);
     let (status, status_ok) = status_text(verify::status(&mut conn, &state.audit_signer, reader.chain()).await?);
     let detail_record = Detail::AuditRead { filter: filter.used(), rows: page.events.len() as u64 };
-    let viewed = Event::workspace(access.workspace_id(), Action::AuditViewed, Target::AuditLog, Outcome::Succeeded, detail_record);
+    let viewed = Event::workspace(
+        access.workspace_id(),
+        Action::AuditViewed,
+        Target::AuditLog,
+        Outcome::Succeeded,
+        detail_record,
+    );
     audit.record(&mut conn, viewed).await?;
     Ok(AuditLog {
         slug: access.slug().into(),

@@ -12,7 +12,8 @@ use crate::error::AppError;
 use crate::page_data::page_data;
 
 const LINK: &str = "link";
-const INPUT: &str = "block w-full rounded-md border border-slate-300 px-3 py-2 focus:outline-none focus:ring-2 focus:ring-indigo-600";
+const INPUT: &str =
+    "block w-full rounded-md border border-slate-300 px-3 py-2 focus:outline-none focus:ring-2 focus:ring-indigo-600";
 const LABEL: &str = "block text-sm font-medium text-slate-800";
 
 /// The query parameters the viewer understands, in order.
@@ -39,11 +40,8 @@ fn link_with(query: &[(String, String)], set: &[(&str, String)]) -> String {
     let mut pairs: Vec<(String, String)> =
         query.iter().filter(|(k, _)| !set.iter().any(|(s, _)| s == k)).cloned().collect();
     pairs.extend(set.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let encoded: Vec<String> = pairs
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", encode(&v)))
-        .collect();
+    let encoded: Vec<String> =
+        pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}={}", encode(&v))).collect();
     format!("?{}", encoded.join("&"))
 }
 
@@ -188,7 +186,17 @@ pub fn AuditLogPage() -> impl IntoView {
         move || (slug(), pairs.get()),
         |(slug, q)| {
             let g = |k: &str| get(&q, k);
-            audit_page(slug, g("action"), g("actor"), g("from"), g("to"), g("outcome"), g("before"), g("after"), g("event"))
+            audit_page(
+                slug,
+                g("action"),
+                g("actor"),
+                g("from"),
+                g("to"),
+                g("outcome"),
+                g("before"),
+                g("after"),
+                g("event"),
+            )
         },
     );
     view! {

@@ -3,11 +3,11 @@
 use std::sync::{Arc, Mutex};
 
 use fluxi_core::accounts::{self, User};
+use fluxi_core::audit::{Action, Actor, Audit};
 use fluxi_core::db::PooledConn;
 use fluxi_core::sessions::{AuthState, SessionCheck, AUTH_KEY, SIGNED_IN_USER_KEY};
 use fluxi_core::workspaces::{self, WorkspaceAccess};
 use leptos::prelude::*;
-use fluxi_core::audit::{Action, Actor, Audit};
 use tower_sessions::Session;
 use uuid::Uuid;
 

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use fluxi_core::accounts::{PasswordGate, PasswordHasher, SignInThrottle};
+use fluxi_core::audit::{AuditSigner, Origin};
 use fluxi_core::clock::SharedClock;
 use fluxi_core::db::{Pool, PooledConn};
-use fluxi_core::audit::{AuditSigner, Origin};
 use fluxi_core::pseudonym::PseudonymKeys;
 use fluxi_core::sessions::SessionPolicy;
 use leptos::prelude::*;

@@ -237,7 +237,13 @@ pub async fn mark_failed(
                     let at = crate::clock::At(now);
                     let audit = Audit::system(SystemJob::MailWorker, &at);
                     let detail = Detail::MailGivenUp { attempts: attempts.max(0) as u32 };
-                    let event = Event::workspace(workspace, Action::InvitationMailGivenUp, Target::Invitation(id), Outcome::Failed, detail);
+                    let event = Event::workspace(
+                        workspace,
+                        Action::InvitationMailGivenUp,
+                        Target::Invitation(id),
+                        Outcome::Failed,
+                        detail,
+                    );
                     audit.record(c, event).await?;
                 }
                 Ok(())

@@ -148,7 +148,13 @@ mod tests {
         let (old, new) = (Pseudonymizer::new([1; KEY_LEN]), Pseudonymizer::new([2; KEY_LEN]));
         let keys = PseudonymKeys::new(2, new.clone(), vec![(1, old.clone())]);
         let all = keys.in_every_epoch("audit-email", "ada@example.test");
-        assert_eq!(all, vec![(2, new.pseudonym("audit-email", "ada@example.test")), (1, old.pseudonym("audit-email", "ada@example.test"))]);
+        assert_eq!(
+            all,
+            vec![
+                (2, new.pseudonym("audit-email", "ada@example.test")),
+                (1, old.pseudonym("audit-email", "ada@example.test"))
+            ]
+        );
         let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         let parsed = PseudonymKeys::parse_older(&format!("1:{hex_key}, 7:{hex_key}")).unwrap();
         assert_eq!(parsed.iter().map(|(e, _)| *e).collect::<Vec<_>>(), vec![1, 7]);

@@ -82,9 +82,8 @@ fn template_name() -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/public");
     let texts: Vec<String> =
         names.iter().map(|n| std::fs::read_to_string(dir.join(n).join("up.sql")).unwrap_or_default()).collect();
-    let digest = Sha256::digest(
-        format!("{}\n{}\n{}", names.join("\n"), texts.join("\n"), db::PROVISIONING_SQL).as_bytes(),
-    );
+    let digest =
+        Sha256::digest(format!("{}\n{}\n{}", names.join("\n"), texts.join("\n"), db::PROVISIONING_SQL).as_bytes());
     format!("fluxi_tpl_{}", &hex::encode(digest)[..16])
 }
 
@@ -271,9 +270,10 @@ impl WorkspaceBuilder {
     pub async fn create(self, pool: &Pool, owner: &User) -> String {
         let mut conn = pool.get().await.expect("conn");
         let now = time::OffsetDateTime::now_utc();
-        let created = crate::workspaces::create_workspace(&mut conn, &audit_as(owner), owner.id, &self.name, now, u32::MAX)
-            .await
-            .expect("create workspace");
+        let created =
+            crate::workspaces::create_workspace(&mut conn, &audit_as(owner), owner.id, &self.name, now, u32::MAX)
+                .await
+                .expect("create workspace");
         for (user, role) in self.members {
             add_member(pool, &created.slug, user, role).await;
         }

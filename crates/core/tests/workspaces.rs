@@ -41,7 +41,8 @@ impl Team {
 async fn the_fixture_builds_a_workspace_with_every_role() {
     let team = team().await;
     for (role, user) in &team.people {
-        let access = authorize(&mut *team.db.conn().await, &fluxi_core::testing::audit(), user.id, &team.slug).await.unwrap();
+        let access =
+            authorize(&mut *team.db.conn().await, &fluxi_core::testing::audit(), user.id, &team.slug).await.unwrap();
         assert_eq!(access.role(), *role);
     }
 }

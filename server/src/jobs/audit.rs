@@ -27,8 +27,9 @@ impl AuditUpkeep {
         let checkpoint = maintenance::checkpoint(&mut conn, &self.signer, self.clock.now()).await?;
         let line = checkpoint.to_json_line();
         match &self.checkpoint_file {
-            Some(path) => append_line(path, &line)
-                .with_context(|| format!("appending the checkpoint to {}", path.display()))?,
+            Some(path) => {
+                append_line(path, &line).with_context(|| format!("appending the checkpoint to {}", path.display()))?
+            }
             None => tracing::info!(target: "fluxi::audit_checkpoint", checkpoint = %line, "audit checkpoint"),
         }
         Ok(checkpoint)

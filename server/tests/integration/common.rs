@@ -311,3 +311,17 @@ pub fn too_many_message(error: &AppError) -> Option<String> {
         _ => None,
     }
 }
+
+/// Every stored audit event of `action`, by chain and position.
+pub async fn recorded(app: &TestApp, action: fluxi_core::audit::Action) -> Vec<fluxi_core::audit::query::StoredEvent> {
+    use diesel::SelectableHelper;
+    use fluxi_core::audit::query::{audit_events, StoredEvent};
+    let mut conn = app.db.conn().await;
+    audit_events::table
+        .filter(audit_events::action.eq(action.name()))
+        .order((audit_events::chain_id, audit_events::seq))
+        .select(StoredEvent::as_select())
+        .load(&mut conn)
+        .await
+        .unwrap()
+}

@@ -45,6 +45,10 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
     assert_eq!(report.migrated, 3);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].0, schemas[0].0);
+    // Its admins can see why it answers "being upgraded": the failure is in its trail.
+    let failed = crate::common::recorded(&app, fluxi_core::audit::Action::WorkspaceMigrationFailed).await;
+    assert_eq!(failed.iter().map(|e| e.chain_id).collect::<Vec<_>>(), vec![schemas[0].0]);
+    assert_eq!((failed[0].outcome.as_str(), failed[0].actor_kind.as_str()), ("failed", "system:fleet_migrator"));
     // The healthy ones work again; the broken one is still marked behind, so a rerun
     // (after repair) resumes with it alone.
     for slug in &slugs {

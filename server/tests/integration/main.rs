@@ -6,6 +6,7 @@
 mod common;
 
 mod accounts;
+mod audit;
 mod fleet;
 mod invitations;
 mod members;

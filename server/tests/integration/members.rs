@@ -168,11 +168,25 @@ async fn a_workspace_always_keeps_an_owner_even_under_concurrent_demotions() {
         let (ida, idb) = (a.user.id, b.user.id);
         let t1 = tokio::spawn(async move {
             let mut c = pa.get().await.unwrap();
-            fluxi_core::workspaces::change_role(&mut c, &fluxi_core::testing::audit(), &a_access, idb, fluxi_core::workspaces::Role::Admin).await
+            fluxi_core::workspaces::change_role(
+                &mut c,
+                &fluxi_core::testing::audit(),
+                &a_access,
+                idb,
+                fluxi_core::workspaces::Role::Admin,
+            )
+            .await
         });
         let t2 = tokio::spawn(async move {
             let mut c = pb.get().await.unwrap();
-            fluxi_core::workspaces::change_role(&mut c, &fluxi_core::testing::audit(), &b_access, ida, fluxi_core::workspaces::Role::Admin).await
+            fluxi_core::workspaces::change_role(
+                &mut c,
+                &fluxi_core::testing::audit(),
+                &b_access,
+                ida,
+                fluxi_core::workspaces::Role::Admin,
+            )
+            .await
         });
         let (r1, r2) = (t1.await.unwrap(), t2.await.unwrap());
         let mut conn = app.db.conn().await;

@@ -96,6 +96,9 @@ async fn mail_refused_for_good_is_given_up_at_once() {
         fluxi_core::outbox::BODY_ERASED_WHEN_GIVEN_UP
     );
     assert_eq!(pending_mail_state(&mut owner, &slug).await, "NotDelivered");
+    let given_up = common::recorded(&app, fluxi_core::audit::Action::InvitationMailGivenUp).await;
+    assert_eq!(given_up.len(), 1, "one event, in the workspace's trail");
+    assert_eq!((given_up[0].target_kind.as_str(), given_up[0].outcome.as_str()), ("invitation", "failed"));
     let page = owner.client.get(&format!("/w/{slug}/settings/members")).await.body;
     assert!(page.contains("mail could not be delivered: check the address and invite again"), "{page}");
     app.clock.advance(Duration::hours(2));

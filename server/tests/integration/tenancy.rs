@@ -66,7 +66,15 @@ async fn a_failed_creation_leaves_no_schema_role_or_row() {
     // the same transaction: nothing of the workspace may remain.
     let mut conn = app.db.conn().await;
     let missing_user = uuid::Uuid::new_v4();
-    let err = fluxi_core::workspaces::create_workspace(&mut conn, &fluxi_core::testing::audit(), missing_user, "Doomed", app.clock.now(), 10).await;
+    let err = fluxi_core::workspaces::create_workspace(
+        &mut conn,
+        &fluxi_core::testing::audit(),
+        missing_user,
+        "Doomed",
+        app.clock.now(),
+        10,
+    )
+    .await;
     assert!(err.is_err());
     let n: i64 = workspaces::table.count().get_result(&mut conn).await.unwrap();
     assert_eq!(n, 0);
@@ -106,10 +114,17 @@ async fn a_creation_failing_in_its_tenant_migrations_leaves_no_schema_role_or_ro
         .await
         .unwrap();
     let mut conn = app.db.conn().await;
-    let err = fluxi_core::workspaces::create_workspace(&mut conn, &fluxi_core::testing::audit(), ada.user.id, "Doomed", app.clock.now(), 10)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = fluxi_core::workspaces::create_workspace(
+        &mut conn,
+        &fluxi_core::testing::audit(),
+        ada.user.id,
+        "Doomed",
+        app.clock.now(),
+        10,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     let at = err.find("injected failure in schema ws_").unwrap_or_else(|| panic!("the injected failure: {err}"));
     let ident: String = err[at + "injected failure in schema ".len()..].chars().take(35).collect();
     assert!(ident.len() == 35 && ident[3..].chars().all(|c| c.is_ascii_hexdigit()), "{ident}");

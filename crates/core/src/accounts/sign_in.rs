@@ -236,7 +236,8 @@ impl<'a> PasswordGate<'a> {
                     async move {
                         clear_failed_sign_ins(c, account_key).await?;
                         if step_up.is_none() {
-                            let event = Event::account(account, Action::SignInSucceeded, Outcome::Succeeded, Detail::None);
+                            let event =
+                                Event::account(account, Action::SignInSucceeded, Outcome::Succeeded, Detail::None);
                             audit.record(c, event).await?;
                         }
                         Ok(())

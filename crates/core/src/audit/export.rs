@@ -114,11 +114,8 @@ impl ExportWriter {
         let out = match self.format {
             ExportFormat::Csv => csv_line(values.into_iter()),
             ExportFormat::JsonLines => {
-                let map: serde_json::Map<String, serde_json::Value> = COLUMNS
-                    .iter()
-                    .zip(values)
-                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
-                    .collect();
+                let map: serde_json::Map<String, serde_json::Value> =
+                    COLUMNS.iter().zip(values).map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
                 let mut line = serde_json::to_vec(&map).unwrap_or_default();
                 line.push(b'\n');
                 line
@@ -171,7 +168,8 @@ pub fn verify_export(file: &[u8], signer: &AuditSigner) -> Result<Summary, Strin
     let (content, last_line) = file.split_at(body_end);
     let last_line = std::str::from_utf8(last_line).map_err(|_| "the summary line is not text".to_string())?.trim();
     let json = last_line.strip_prefix("# ").unwrap_or(last_line);
-    let line: SummaryLine = serde_json::from_str(json).map_err(|_| "the file does not end with a summary line".to_string())?;
+    let line: SummaryLine =
+        serde_json::from_str(json).map_err(|_| "the file does not end with a summary line".to_string())?;
     let signed = serde_json::to_vec(&line.summary).map_err(|e| e.to_string())?;
     let signature = hex::decode(&line.signature).map_err(|_| "the summary's signature is not hex".to_string())?;
     if line.summary.key != signer.key_id() || !signer.verify(&signed, &signature) {

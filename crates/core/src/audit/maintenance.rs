@@ -3,8 +3,8 @@
 
 use diesel::sql_types::{BigInt, Bytea, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use time::{Date, Duration, Month, OffsetDateTime};
 use uuid::Uuid;
 
@@ -150,11 +150,7 @@ pub async fn checkpoint(
     )
     .load(conn)
     .await?;
-    let mut body = format!(
-        "fluxi-audit-checkpoint v1\nkey {}\nat {}\n\n",
-        signer.key_id(),
-        super::chain::micros(now)
-    );
+    let mut body = format!("fluxi-audit-checkpoint v1\nkey {}\nat {}\n\n", signer.key_id(), super::chain::micros(now));
     for h in &heads {
         body.push_str(&format!("{} {} {}\n", h.chain_id, h.last_seq, hex::encode(&h.last_hash)));
     }

@@ -186,9 +186,14 @@ pub enum SystemJob {
 /// Who did it. An email is given in clear and stored only as a pseudonym.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {
-    User { id: Uuid, email_normalized: &'a str },
+    User {
+        id: Uuid,
+        email_normalized: &'a str,
+    },
     /// Not signed in; for a sign-in, the email that was tried (if any).
-    Anonymous { email_normalized: Option<&'a str> },
+    Anonymous {
+        email_normalized: Option<&'a str>,
+    },
     System(SystemJob),
 }
 
@@ -260,21 +265,48 @@ pub struct FilterUsed {
 pub enum Detail {
     None,
     /// A role was given (invitation) or is held.
-    Role { role: Role },
-    RoleChange { from: Role, to: Role },
+    Role {
+        role: Role,
+    },
+    RoleChange {
+        from: Role,
+        to: Role,
+    },
     /// Refused by a throttle for this long.
-    Throttled { retry_after_seconds: u64 },
+    Throttled {
+        retry_after_seconds: u64,
+    },
     /// A sign-in failure: whether the email belongs to an account.
-    SignInFailure { known_account: bool },
+    SignInFailure {
+        known_account: bool,
+    },
     /// A step-up for this workspace action failed.
-    StepUp { for_action: Action },
+    StepUp {
+        for_action: Action,
+    },
     /// The permission or rule that refused the action.
-    Refused { reason: Refusal },
-    MailGivenUp { attempts: u32 },
-    AuditRead { filter: FilterUsed, rows: u64 },
-    AuditExport { filter: FilterUsed, format: ExportFormat },
-    Pruned { events: u64, chains: u64, periods: u32 },
-    SessionsEnded { count: u64 },
+    Refused {
+        reason: Refusal,
+    },
+    MailGivenUp {
+        attempts: u32,
+    },
+    AuditRead {
+        filter: FilterUsed,
+        rows: u64,
+    },
+    AuditExport {
+        filter: FilterUsed,
+        format: ExportFormat,
+    },
+    Pruned {
+        events: u64,
+        chains: u64,
+        periods: u32,
+    },
+    SessionsEnded {
+        count: u64,
+    },
 }
 
 /// Why an action was refused, in the words of the rule.

@@ -233,7 +233,9 @@ async fn resolve_actor(conn: &mut AsyncPgConnection, keys: &PseudonymKeys, text:
         ));
     }
     let ids: Vec<Uuid> = users::table
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(display_name) = lower(").bind::<Text, _>(text).sql(")"))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(display_name) = lower(").bind::<Text, _>(text).sql(")"),
+        )
         .select(users::id)
         .limit(100)
         .load(conn)
@@ -353,7 +355,11 @@ fn filtered<'a>(reader: &AuditReader, filter: &'a Filter, bounds: (i64, i64)) ->
 
 /// The seq range of the filter's dates (a chain's times never go back, see the writer):
 /// `(1, i64::MAX)` without dates; an empty range when nothing falls in them.
-pub async fn seq_bounds(conn: &mut AsyncPgConnection, reader: &AuditReader, filter: &Filter) -> QueryResult<(i64, i64)> {
+pub async fn seq_bounds(
+    conn: &mut AsyncPgConnection,
+    reader: &AuditReader,
+    filter: &Filter,
+) -> QueryResult<(i64, i64)> {
     let mut low = 1;
     let mut high = i64::MAX;
     if let Some(from) = filter.from {
@@ -444,7 +450,11 @@ pub async fn page(
 }
 
 /// One event by position, within the reader's scope.
-pub async fn event(conn: &mut AsyncPgConnection, reader: &AuditReader, seq: i64) -> QueryResult<Option<(StoredEvent, Option<String>)>> {
+pub async fn event(
+    conn: &mut AsyncPgConnection,
+    reader: &AuditReader,
+    seq: i64,
+) -> QueryResult<Option<(StoredEvent, Option<String>)>> {
     let mut q = audit_events::table
         .filter(audit_events::chain_id.eq(reader.chain))
         .filter(audit_events::seq.eq(seq))

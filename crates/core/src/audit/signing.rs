@@ -60,7 +60,10 @@ mod tests {
         assert!(!AuditSigner::random().verify(b"head", &sig));
         assert!(!k.verify(b"head", &sig[..63]));
         let hex_seed = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-        assert_eq!(AuditSigner::from_hex(hex_seed).unwrap().key_id(), AuditSigner::from_hex(hex_seed).unwrap().key_id());
+        assert_eq!(
+            AuditSigner::from_hex(hex_seed).unwrap().key_id(),
+            AuditSigner::from_hex(hex_seed).unwrap().key_id()
+        );
         assert!(AuditSigner::from_hex("abc").is_err());
         assert!(!format!("{k:?}").contains(&hex::encode(k.key.to_bytes())));
     }

@@ -48,7 +48,9 @@ async fn vouched(
     chain: Uuid,
 ) -> QueryResult<Result<Vec<(i64, OffsetDateTime, i64, Vec<u8>)>, String>> {
     let rows: Vec<CheckpointRow> =
-        diesel::sql_query("SELECT id, created_at, body, signature FROM audit_checkpoints ORDER BY id").load(conn).await?;
+        diesel::sql_query("SELECT id, created_at, body, signature FROM audit_checkpoints ORDER BY id")
+            .load(conn)
+            .await?;
     let mut out = Vec::new();
     for row in rows {
         if !signer.verify(row.body.as_bytes(), &row.signature) {
@@ -126,7 +128,8 @@ pub async fn verify_chain(conn: &mut AsyncPgConnection, signer: &AuditSigner, ch
         after = last.seq;
         for e in &batch {
             if e.seq > expected {
-                report.problem = Some(format!("event #{expected} is missing (deleted); the chain goes on at #{}", e.seq));
+                report.problem =
+                    Some(format!("event #{expected} is missing (deleted); the chain goes on at #{}", e.seq));
                 break 'walk;
             }
             if e.seq < expected {
@@ -206,7 +209,8 @@ pub async fn verify(
                 #[diesel(sql_type = diesel::sql_types::Uuid)]
                 chain_id: Uuid,
             }
-            let rows: Vec<C> = diesel::sql_query("SELECT chain_id FROM audit_chains ORDER BY chain_id").load(conn).await?;
+            let rows: Vec<C> =
+                diesel::sql_query("SELECT chain_id FROM audit_chains ORDER BY chain_id").load(conn).await?;
             rows.into_iter().map(|c| c.chain_id).collect()
         }
     };

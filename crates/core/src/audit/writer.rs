@@ -81,7 +81,8 @@ impl<'a> Audit<'a> {
         let network_pn = pseudonym(NETWORK_PURPOSE, self.origin.network.as_deref());
         let agent_pn = pseudonym(AGENT_PURPOSE, self.origin.user_agent.as_deref().map(truncate));
         let epoch = keys.filter(|_| email_pn.is_some() || network_pn.is_some() || agent_pn.is_some()).map(|k| k.0);
-        let detail = serde_json::to_value(&event.detail).map_err(|e| diesel::result::Error::SerializationError(e.into()))?;
+        let detail =
+            serde_json::to_value(&event.detail).map_err(|e| diesel::result::Error::SerializationError(e.into()))?;
         let fields = super::ChainFields {
             chain_id: event.chain,
             workspace_id: event.workspace,

@@ -182,7 +182,9 @@ pub async fn delete_expired_sessions(pool: &Pool, now: OffsetDateTime) -> Result
                 let audit = Audit::system(SystemJob::SessionCleanup, &at);
                 for (account, count) in per_account {
                     let detail = Detail::SessionsEnded { count };
-                    audit.record(c, Event::account(Some(account), Action::SessionExpired, Outcome::Succeeded, detail)).await?;
+                    audit
+                        .record(c, Event::account(Some(account), Action::SessionExpired, Outcome::Succeeded, detail))
+                        .await?;
                 }
                 Ok(ended.len())
             }

@@ -152,10 +152,22 @@ pub async fn invite(
                 .get_result(c)
                 .await?;
             for (old, _) in replaced {
-                let event = Event::workspace(ws, Action::InvitationReplaced, Target::Invitation(old), Outcome::Succeeded, Detail::Role { role });
+                let event = Event::workspace(
+                    ws,
+                    Action::InvitationReplaced,
+                    Target::Invitation(old),
+                    Outcome::Succeeded,
+                    Detail::Role { role },
+                );
                 audit.record(c, event).await?;
             }
-            let event = Event::workspace(ws, Action::InvitationSent, Target::Invitation(id), Outcome::Succeeded, Detail::Role { role });
+            let event = Event::workspace(
+                ws,
+                Action::InvitationSent,
+                Target::Invitation(id),
+                Outcome::Succeeded,
+                Detail::Role { role },
+            );
             audit.record(c, event).await?;
             Ok(())
         }
@@ -238,8 +250,13 @@ pub async fn revoke(
             };
             // A mail still waiting would carry a link that no longer works.
             outbox::withdraw_unsent(c, &mail.into_iter().collect::<Vec<_>>(), now).await?;
-            let event =
-                Event::workspace(workspace, Action::InvitationRevoked, Target::Invitation(id), Outcome::Succeeded, Detail::None);
+            let event = Event::workspace(
+                workspace,
+                Action::InvitationRevoked,
+                Target::Invitation(id),
+                Outcome::Succeeded,
+                Detail::None,
+            );
             audit.record(c, event).await?;
             Ok(())
         }

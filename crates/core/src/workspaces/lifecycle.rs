@@ -157,31 +157,32 @@ pub async fn delete_workspace(
         return super::refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
     }
     let (id, ident) = (access.workspace_id(), access.schema().clone());
-    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
-        async move {
-            lock_roles(c, access, Permission::DeleteWorkspace, None).await?;
-            // The workspace's trail outlives it; the deletion also goes to the deleting
-            // owner's own activity, since nobody can open this workspace's log any more.
-            // Workspace chain first, then the account chain (the lock order of the trail).
-            audit.record(c, Event::workspace(id, action, on, Outcome::Succeeded, Detail::None)).await?;
-            let mut mine = Event::account(Some(access.user_id()), action, Outcome::Succeeded, Detail::None);
-            (mine.workspace, mine.target) = (Some(id), on);
-            audit.record(c, mine).await?;
-            diesel::delete(workspaces::table.find(id)).execute(c).await?;
-            // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
-            // it; then the (now empty-handed) role itself is dropped, by the
-            // administrator's provisioning function (the login role has no CREATEROLE).
-            let name = ident.as_str();
-            c.batch_execute(&format!("SET LOCAL ROLE {name}; DROP SCHEMA {name} CASCADE; RESET ROLE;")).await?;
-            diesel::sql_query("SELECT fluxi_provisioning.drop_workspace_role($1)")
-                .bind::<diesel::sql_types::Text, _>(name)
-                .execute(c)
-                .await?;
-            Ok(())
-        }
-        .scope_boxed()
-    })
-    .await;
+    let result = conn
+        .transaction::<_, WorkspaceError, _>(|c| {
+            async move {
+                lock_roles(c, access, Permission::DeleteWorkspace, None).await?;
+                // The workspace's trail outlives it; the deletion also goes to the deleting
+                // owner's own activity, since nobody can open this workspace's log any more.
+                // Workspace chain first, then the account chain (the lock order of the trail).
+                audit.record(c, Event::workspace(id, action, on, Outcome::Succeeded, Detail::None)).await?;
+                let mut mine = Event::account(Some(access.user_id()), action, Outcome::Succeeded, Detail::None);
+                (mine.workspace, mine.target) = (Some(id), on);
+                audit.record(c, mine).await?;
+                diesel::delete(workspaces::table.find(id)).execute(c).await?;
+                // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
+                // it; then the (now empty-handed) role itself is dropped, by the
+                // administrator's provisioning function (the login role has no CREATEROLE).
+                let name = ident.as_str();
+                c.batch_execute(&format!("SET LOCAL ROLE {name}; DROP SCHEMA {name} CASCADE; RESET ROLE;")).await?;
+                diesel::sql_query("SELECT fluxi_provisioning.drop_workspace_role($1)")
+                    .bind::<diesel::sql_types::Text, _>(name)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await;
     super::audited(conn, audit, access, action, on, result).await
 }
 

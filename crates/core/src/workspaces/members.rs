@@ -64,28 +64,31 @@ pub async fn change_role(
     if access.require(Permission::ManageMembers).is_err() {
         return refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
     }
-    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
-        async move {
-            let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
-            let current = current.ok_or(WorkspaceError::NoSuchMember)?;
-            if (current == Role::Owner || new_role == Role::Owner) && !allowed(caller, Permission::ManageOwners) {
-                return Err(WorkspaceError::Forbidden);
+    let result = conn
+        .transaction::<_, WorkspaceError, _>(|c| {
+            async move {
+                let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
+                let current = current.ok_or(WorkspaceError::NoSuchMember)?;
+                if (current == Role::Owner || new_role == Role::Owner) && !allowed(caller, Permission::ManageOwners) {
+                    return Err(WorkspaceError::Forbidden);
+                }
+                diesel::update(
+                    memberships::table
+                        .filter(memberships::workspace_id.eq(access.workspace_id()))
+                        .filter(memberships::user_id.eq(target)),
+                )
+                .set(memberships::role.eq(new_role.as_str()))
+                .execute(c)
+                .await?;
+                let detail = Detail::RoleChange { from: current, to: new_role };
+                audit
+                    .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, detail))
+                    .await?;
+                Ok(())
             }
-            diesel::update(
-                memberships::table
-                    .filter(memberships::workspace_id.eq(access.workspace_id()))
-                    .filter(memberships::user_id.eq(target)),
-            )
-            .set(memberships::role.eq(new_role.as_str()))
-            .execute(c)
-            .await?;
-            let detail = Detail::RoleChange { from: current, to: new_role };
-            audit.record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, detail)).await?;
-            Ok(())
-        }
-        .scope_boxed()
-    })
-    .await;
+            .scope_boxed()
+        })
+        .await;
     audited(conn, audit, access, action, on, result).await
 }
 
@@ -103,33 +106,36 @@ pub async fn remove_member(
     if !leaving && access.require(Permission::ManageMembers).is_err() {
         return refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
     }
-    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
-        async move {
-            if leaving {
-                lock_workspace(c, access.workspace_id()).await?;
-            } else {
-                let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
-                let current = current.ok_or(WorkspaceError::NoSuchMember)?;
-                if current == Role::Owner && !allowed(caller, Permission::ManageOwners) {
-                    return Err(WorkspaceError::Forbidden);
+    let result = conn
+        .transaction::<_, WorkspaceError, _>(|c| {
+            async move {
+                if leaving {
+                    lock_workspace(c, access.workspace_id()).await?;
+                } else {
+                    let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
+                    let current = current.ok_or(WorkspaceError::NoSuchMember)?;
+                    if current == Role::Owner && !allowed(caller, Permission::ManageOwners) {
+                        return Err(WorkspaceError::Forbidden);
+                    }
                 }
+                let n = diesel::delete(
+                    memberships::table
+                        .filter(memberships::workspace_id.eq(access.workspace_id()))
+                        .filter(memberships::user_id.eq(target)),
+                )
+                .execute(c)
+                .await?;
+                if n == 0 {
+                    return Err(WorkspaceError::NoSuchMember);
+                }
+                audit
+                    .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, Detail::None))
+                    .await?;
+                Ok(())
             }
-            let n = diesel::delete(
-                memberships::table
-                    .filter(memberships::workspace_id.eq(access.workspace_id()))
-                    .filter(memberships::user_id.eq(target)),
-            )
-            .execute(c)
-            .await?;
-            if n == 0 {
-                return Err(WorkspaceError::NoSuchMember);
-            }
-            audit.record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, Detail::None)).await?;
-            Ok(())
-        }
-        .scope_boxed()
-    })
-    .await;
+            .scope_boxed()
+        })
+        .await;
     audited(conn, audit, access, action, on, result).await
 }
 
@@ -197,23 +203,26 @@ pub async fn transfer_ownership(
         return Err(InvalidInput::TransferToSelf.into());
     }
     let (ws, me) = (access.workspace_id(), access.user_id());
-    let result = conn.transaction::<_, WorkspaceError, _>(|c| {
-        async move {
-            let (_, target_role) = lock_roles(c, access, Permission::ManageOwners, Some(target)).await?;
-            target_role.ok_or(WorkspaceError::NoSuchMember)?;
-            for (user, role) in [(target, Role::Owner), (me, Role::Admin)] {
-                diesel::update(
-                    memberships::table.filter(memberships::workspace_id.eq(ws)).filter(memberships::user_id.eq(user)),
-                )
-                .set(memberships::role.eq(role.as_str()))
-                .execute(c)
-                .await?;
+    let result = conn
+        .transaction::<_, WorkspaceError, _>(|c| {
+            async move {
+                let (_, target_role) = lock_roles(c, access, Permission::ManageOwners, Some(target)).await?;
+                target_role.ok_or(WorkspaceError::NoSuchMember)?;
+                for (user, role) in [(target, Role::Owner), (me, Role::Admin)] {
+                    diesel::update(
+                        memberships::table
+                            .filter(memberships::workspace_id.eq(ws))
+                            .filter(memberships::user_id.eq(user)),
+                    )
+                    .set(memberships::role.eq(role.as_str()))
+                    .execute(c)
+                    .await?;
+                }
+                audit.record(c, Event::workspace(ws, action, on, Outcome::Succeeded, Detail::None)).await?;
+                Ok(())
             }
-            audit.record(c, Event::workspace(ws, action, on, Outcome::Succeeded, Detail::None)).await?;
-            Ok(())
-        }
-        .scope_boxed()
-    })
-    .await;
+            .scope_boxed()
+        })
+        .await;
     audited(conn, audit, access, action, on, result).await
 }
