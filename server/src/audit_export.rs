@@ -125,7 +125,8 @@ async fn start(
     };
     let day = state.clock.now().date();
     let disposition = format!("attachment; filename=\"audit-{}-{day}.{extension}\"", access.slug());
-    let stream = rows(state.clone(), reader, filter, bounds, format);
+    // Fused: the compression layer may poll again after the end.
+    let stream = futures_util::StreamExt::fuse(rows(state.clone(), reader, filter, bounds, format));
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

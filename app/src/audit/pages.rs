@@ -230,7 +230,7 @@ pub fn AuditLogPage() -> impl IntoView {
                         view! {
                             <section class="mx-auto mt-8 w-full max-w-5xl px-4">
                                 <h1 class="mb-4 text-2xl font-bold">"Audit log"</h1>
-                                {filter_form(q.clone(), Vec::new())}
+                                {filter_form(slug(), q.clone(), Vec::new())}
                                 <FormAlert message=Signal::derive(move || Some(message.clone()))/>
                                 <p class="mt-4"><a href="?" class=LINK>"Newest events, no filter"</a></p>
                             </section>
@@ -245,10 +245,10 @@ pub fn AuditLogPage() -> impl IntoView {
                                 <p><a href=format!("/w/{}", page.slug) class=LINK>{page.name.clone()}</a></p>
                                 <h1 class="mt-2 mb-2 text-2xl font-bold">"Audit log"</h1>
                                 <p role="status" class=if page.status_ok { "mb-4 text-sm text-slate-700" } else { "mb-4 rounded-md bg-red-50 p-2 text-sm font-semibold text-red-900" }>{page.status.clone()}</p>
-                                {filter_form(q.clone(), page.actions.clone())}
+                                {filter_form(page.slug.clone(), q.clone(), page.actions.clone())}
                                 <p class="mb-4 flex gap-4 text-sm">
-                                    <a href=csv class=LINK download="">"Export CSV"</a>
-                                    <a href=jsonl class=LINK download="">"Export JSON Lines"</a>
+                                    <a href=csv class=LINK download="" rel="external">"Export CSV"</a>
+                                    <a href=jsonl class=LINK download="" rel="external">"Export JSON Lines"</a>
                                 </p>
                                 {chart_view(page.chart.clone(), q.clone())}
                                 {page.detail.clone().map(|d| detail_view(d, q.clone()))}
@@ -267,11 +267,11 @@ pub fn AuditLogPage() -> impl IntoView {
     }
 }
 
-fn filter_form(q: Vec<(String, String)>, actions: Vec<(String, String, bool)>) -> impl IntoView {
+fn filter_form(slug: String, q: Vec<(String, String)>, actions: Vec<(String, String, bool)>) -> impl IntoView {
     let chosen_action = get(&q, "action");
     let chosen_outcome = get(&q, "outcome");
     view! {
-        <Form method="get" action="" attr:class="mb-4 grid grid-cols-1 gap-3 rounded-xl bg-white p-4 ring-1 ring-slate-200 sm:grid-cols-3">
+        <Form method="get" action=format!("/w/{slug}/audit") attr:class="mb-4 grid grid-cols-1 gap-3 rounded-xl bg-white p-4 ring-1 ring-slate-200 sm:grid-cols-3">
             <div>
                 <label for="f-action" class=LABEL>"Action"</label>
                 <select id="f-action" name="action" class=INPUT>

@@ -710,8 +710,20 @@ async fn exports_stream_every_matching_event_with_a_signed_summary() {
         assert!(fluxi_core::audit::export::verify_export(dropped.as_bytes(), &signer).is_err());
         assert!(fluxi_core::audit::export::verify_export(r.body.as_bytes(), &AuditSigner::random()).is_err());
     }
+    // Compressed on the way (the browser asks for it): the stream still ends cleanly.
+    let res = owner
+        .client
+        .http()
+        .get(owner.client.url(&format!("/w/{slug}/audit/export.jsonl")))
+        .header("cookie", format!("__Host-fluxi_session={}", owner.client.session_cookie.clone().unwrap()))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "br");
+    assert!(res.bytes().await.is_ok(), "the compressed export ends without a reset");
     let exports = recorded(&app, Action::AuditExported).await;
-    assert_eq!(exports.len(), 2, "each export is an event");
+    assert_eq!(exports.len(), 3, "each export is an event");
 }
 
 /// Owners and admins read the trail; members, viewers, other workspaces' admins and
