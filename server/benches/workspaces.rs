@@ -29,7 +29,8 @@ static WITH_PENDING: std::sync::LazyLock<&'static [(&'static str, &'static str)]
 /// workspaces: no daily cap.
 async fn create_bench_workspace(conn: &mut diesel_async::AsyncPgConnection, owners: &[uuid::Uuid], i: usize) {
     let owner = owners[i % owners.len()];
-    create_workspace(conn, owner, &format!("Bench {i}"), time::OffsetDateTime::now_utc(), u32::MAX).await.unwrap();
+    let audit = fluxi_core::testing::audit();
+    create_workspace(conn, &audit, owner, &format!("Bench {i}"), time::OffsetDateTime::now_utc(), u32::MAX).await.unwrap();
 }
 
 #[tokio::main]
