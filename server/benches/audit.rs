@@ -94,7 +94,9 @@ async fn time_pages(
 #[tokio::main]
 async fn main() {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let mode = std::env::args().nth(1).unwrap_or_default();
+    // cargo bench adds its own flags (`--bench`): the mode is the one known word.
+    let mode =
+        std::env::args().skip(1).find(|a| ["load", "measure", "prune"].contains(&a.as_str())).unwrap_or_default();
     let pool = db::build_pool(&url, 4).unwrap();
     let mut conn = pool.get().await.unwrap();
     let owner_email = std::env::var("BENCH_OWNER_EMAIL").unwrap_or_else(|_| "owner@example.test".into());
@@ -102,13 +104,21 @@ async fn main() {
         "load" => {
             let n: i64 = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
             let now = OffsetDateTime::now_utc();
-            fluxi_core::audit::maintenance::ensure_partitions(&mut conn, now - time::Duration::days(400), now).await.unwrap();
-            let owner: Uuid =
-                users::table.filter(users::email_normalized.eq(&owner_email)).select(users::id).first(&mut conn).await.unwrap();
+            fluxi_core::audit::maintenance::ensure_partitions(&mut conn, now - time::Duration::days(400), now)
+                .await
+                .unwrap();
+            let owner: Uuid = users::table
+                .filter(users::email_normalized.eq(&owner_email))
+                .select(users::id)
+                .first(&mut conn)
+                .await
+                .unwrap();
             let audit = fluxi_core::testing::audit();
             let mut slugs = Vec::new();
             for name in ["Big Trail", "Small Trail"] {
-                let ws = fluxi_core::workspaces::create_workspace(&mut conn, &audit, owner, name, now, u32::MAX).await.unwrap();
+                let ws = fluxi_core::workspaces::create_workspace(&mut conn, &audit, owner, name, now, u32::MAX)
+                    .await
+                    .unwrap();
                 slugs.push(ws.slug);
             }
             // 20 member accounts act in both.
@@ -121,7 +131,8 @@ async fn main() {
                         email: &email,
                         email_normalized: &email,
                         display_name: &format!("Actor {i}"),
-                        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNo",
+                        password_hash:
+                            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNo",
                     },
                 )
                 .await
@@ -140,7 +151,11 @@ async fn main() {
             for (chain, count) in [(big, n), (small, 10_000)] {
                 for actor in &actors {
                     diesel::insert_into(memberships::table)
-                        .values((memberships::workspace_id.eq(chain), memberships::user_id.eq(actor), memberships::role.eq("member")))
+                        .values((
+                            memberships::workspace_id.eq(chain),
+                            memberships::user_id.eq(actor),
+                            memberships::role.eq("member"),
+                        ))
                         .execute(&mut conn)
                         .await
                         .unwrap();
@@ -159,16 +174,26 @@ async fn main() {
                 .first(&mut conn)
                 .await
                 .unwrap();
-            let actor: Uuid =
-                users::table.filter(users::email_normalized.eq("actor3@example.test")).select(users::id).first(&mut conn).await.unwrap();
-            let owner: Uuid =
-                users::table.filter(users::email_normalized.eq(&owner_email)).select(users::id).first(&mut conn).await.unwrap();
+            let actor: Uuid = users::table
+                .filter(users::email_normalized.eq("actor3@example.test"))
+                .select(users::id)
+                .first(&mut conn)
+                .await
+                .unwrap();
+            let owner: Uuid = users::table
+                .filter(users::email_normalized.eq(&owner_email))
+                .select(users::id)
+                .first(&mut conn)
+                .await
+                .unwrap();
             let mut readers = Vec::new();
             // Readers come from the owner's access, as in the app.
             for chain in [big, small] {
-                let slug: String = workspaces::table.find(chain).select(workspaces::slug).first(&mut conn).await.unwrap();
-                let access =
-                    fluxi_core::workspaces::authorize(&mut conn, &fluxi_core::testing::audit(), owner, &slug).await.unwrap();
+                let slug: String =
+                    workspaces::table.find(chain).select(workspaces::slug).first(&mut conn).await.unwrap();
+                let access = fluxi_core::workspaces::authorize(&mut conn, &fluxi_core::testing::audit(), owner, &slug)
+                    .await
+                    .unwrap();
                 readers.push(AuditReader::for_workspace(&access).unwrap());
             }
             let filters = [
@@ -218,7 +243,9 @@ async fn main() {
                     async move {
                         workspaces::table.find(small).select(workspaces::id).for_update().first::<Uuid>(c).await?;
                         diesel::update(
-                            memberships::table.filter(memberships::workspace_id.eq(small)).filter(memberships::user_id.eq(member)),
+                            memberships::table
+                                .filter(memberships::workspace_id.eq(small))
+                                .filter(memberships::user_id.eq(member)),
                         )
                         .set(memberships::role.eq(role))
                         .execute(c)
@@ -229,7 +256,16 @@ async fn main() {
                                 to: fluxi_core::workspaces::Role::Viewer,
                             };
                             audit
-                                .record(c, Event::workspace(small, Action::RoleChanged, Target::Member(member), Outcome::Succeeded, detail))
+                                .record(
+                                    c,
+                                    Event::workspace(
+                                        small,
+                                        Action::RoleChanged,
+                                        Target::Member(member),
+                                        Outcome::Succeeded,
+                                        detail,
+                                    ),
+                                )
                                 .await?;
                         }
                         Ok(())
@@ -239,7 +275,11 @@ async fn main() {
                 .await
                 .unwrap();
                 if i >= 200 {
-                    if with_event { audited.push(t.elapsed()) } else { plain.push(t.elapsed()) }
+                    if with_event {
+                        audited.push(t.elapsed())
+                    } else {
+                        plain.push(t.elapsed())
+                    }
                 }
             }
             plain.sort();
@@ -264,15 +304,20 @@ async fn main() {
                 .at;
             let month_end = {
                 let d = oldest.date();
-                let (y, m) = if d.month() == time::Month::December { (d.year() + 1, time::Month::January) } else { (d.year(), d.month().next()) };
+                let (y, m) = if d.month() == time::Month::December {
+                    (d.year() + 1, time::Month::January)
+                } else {
+                    (d.year(), d.month().next())
+                };
                 time::Date::from_calendar_date(y, m, 1).unwrap().midnight().assume_utc()
             };
             let retention = OffsetDateTime::now_utc() - month_end;
             let signer = fluxi_core::audit::AuditSigner::random();
             let t = Instant::now();
-            let report = fluxi_core::audit::maintenance::prune(&mut conn, &signer, &fluxi_core::clock::SystemClock, retention)
-                .await
-                .unwrap();
+            let report =
+                fluxi_core::audit::maintenance::prune(&mut conn, &signer, &fluxi_core::clock::SystemClock, retention)
+                    .await
+                    .unwrap();
             println!(
                 "prune the oldest month: {} event(s) in {} period(s), {} chain(s): {:.0} ms",
                 report.events,

@@ -30,7 +30,9 @@ static WITH_PENDING: std::sync::LazyLock<&'static [(&'static str, &'static str)]
 async fn create_bench_workspace(conn: &mut diesel_async::AsyncPgConnection, owners: &[uuid::Uuid], i: usize) {
     let owner = owners[i % owners.len()];
     let audit = fluxi_core::testing::audit();
-    create_workspace(conn, &audit, owner, &format!("Bench {i}"), time::OffsetDateTime::now_utc(), u32::MAX).await.unwrap();
+    create_workspace(conn, &audit, owner, &format!("Bench {i}"), time::OffsetDateTime::now_utc(), u32::MAX)
+        .await
+        .unwrap();
 }
 
 #[tokio::main]

@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use fluxi_core::audit::export::ExportWriter;
+use fluxi_core::audit::export::{ExportWriter, ExportedFilter};
 use fluxi_core::audit::query::{self, AuditReader, Filter, RawFilter};
 use fluxi_core::audit::{Action, Detail, Event, ExportFormat, Outcome, Target};
 use fluxi_core::workspaces::{self, Permission};
@@ -75,6 +75,7 @@ async fn start(
         clock: state.clock.as_ref(),
         origin: &origin,
         actor: fluxi_core::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
+        repeats: Some(&state.audit_repeats),
     };
     let mut conn = state.pool.get().await.map_err(|e| busy(&e))?;
     let access = match workspaces::authorize(&mut conn, &audit, user.id, slug).await {
@@ -126,7 +127,18 @@ async fn start(
     let day = state.clock.now().date();
     let disposition = format!("attachment; filename=\"audit-{}-{day}.{extension}\"", access.slug());
     // Fused: the compression layer may poll again after the end.
-    let stream = futures_util::StreamExt::fuse(rows(state.clone(), reader, filter, bounds, format));
+    let day_text = |t: Option<time::OffsetDateTime>| t.map(|t| t.date().to_string());
+    let exported = ExportedFilter {
+        action: filter.action.map(|a| a.as_param()),
+        actor_filtered: filter.actor.is_some(),
+        from: day_text(filter.from),
+        until: day_text(filter.until),
+        outcome: filter.outcome.map(|o| o.name().to_string()),
+        seq_from: bounds.0,
+        seq_through: bounds.1,
+        exported_at: state.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    };
+    let stream = futures_util::StreamExt::fuse(rows(state.clone(), reader, filter, bounds, format, exported));
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -155,8 +167,9 @@ fn rows(
     filter: Filter,
     bounds: (i64, i64),
     format: ExportFormat,
+    exported: ExportedFilter,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    let writer = ExportWriter::new(format, reader.chain());
+    let writer = ExportWriter::new(format, reader.chain(), exported);
     let progress = Progress { state, reader, filter, bounds, after: 0, writer: Some(writer), started: false };
     futures_util::stream::unfold(progress, |mut p| async move {
         let mut writer = p.writer.take()?;

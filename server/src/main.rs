@@ -121,6 +121,7 @@ async fn serve() -> anyhow::Result<()> {
         workspaces_per_day: config.workspaces_per_day,
         pseudonyms,
         audit_signer: audit_signer.clone(),
+        audit_repeats: Default::default(),
     });
     if audit_key_is_ephemeral {
         tracing::warn!(

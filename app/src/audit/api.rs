@@ -78,7 +78,7 @@ mod imp {
             FilterError::UnknownOutcome => "outcome",
             FilterError::BadDate | FilterError::DateOutOfRange | FilterError::DatesReversed => "from",
             FilterError::WindowTooLong => "to",
-            FilterError::ActorTooLong => "actor",
+            FilterError::ActorTooLong | FilterError::ActorInvalid => "actor",
             FilterError::BadCursor => "cursor",
         };
         AppError::field(field, e.to_string())

@@ -49,6 +49,7 @@ pub async fn signup(display_name: String, email: String, password: String) -> Re
         clock: state.clock.as_ref(),
         origin: &origin,
         actor: fluxi_core::audit::Actor::Anonymous { email_normalized: None },
+        repeats: None,
     };
     let user =
         fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &audit, &display_name, &email, &password).await?;

@@ -71,5 +71,6 @@ pub fn audit_as<'a>(
         clock: state.clock.as_ref(),
         origin,
         actor: fluxi_core::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
+        repeats: Some(&state.audit_repeats),
     }
 }

@@ -106,7 +106,8 @@ pub async fn end_session(
 ) -> Result<(), AppError> {
     if let Some(id) = session.id() {
         let origin = super::origin(state);
-        let audit = Audit { keys: Some(&state.pseudonyms), clock: state.clock.as_ref(), origin: &origin, actor };
+        let audit =
+            Audit { keys: Some(&state.pseudonyms), clock: state.clock.as_ref(), origin: &origin, actor, repeats: None };
         let mut conn = conn(state).await?;
         fluxi_core::sessions::end_session(&mut conn, &audit, &id, account, action).await?;
     }
@@ -121,8 +122,16 @@ pub async fn end_session(
 pub async fn start_session(state: &AppState, session: &Session, user: &User) -> Result<(), AppError> {
     let now = state.clock.now();
     if let (Some(previous), Some(id)) = (session.get::<AuthState>(AUTH_KEY).await?, session.id()) {
+        // The new sign-in ends the old one; the old account's activity must not name
+        // whoever signed in now (it may be someone else on a shared browser).
         let origin = super::origin(state);
-        let audit = super::audit_as(state, &origin, user);
+        let audit = Audit {
+            keys: Some(&state.pseudonyms),
+            clock: state.clock.as_ref(),
+            origin: &origin,
+            actor: Actor::Anonymous { email_normalized: None },
+            repeats: None,
+        };
         let mut conn = conn(state).await?;
         fluxi_core::sessions::end_session(&mut conn, &audit, &id, previous.user_id, Action::SessionRevoked).await?;
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use fluxi_core::accounts::{PasswordGate, PasswordHasher, SignInThrottle};
-use fluxi_core::audit::{AuditSigner, Origin};
+use fluxi_core::audit::{AuditSigner, Origin, RepeatFilter};
 use fluxi_core::clock::SharedClock;
 use fluxi_core::db::{Pool, PooledConn};
 use fluxi_core::pseudonym::PseudonymKeys;
@@ -57,6 +57,8 @@ pub struct AppServices {
     pub pseudonyms: PseudonymKeys,
     /// Signs audit checkpoints, anchors and exports (`FLUXI_AUDIT_SIGNING_KEY`).
     pub audit_signer: AuditSigner,
+    /// Refusals recorded once a minute per key, not per request (see `RepeatFilter`).
+    pub audit_repeats: RepeatFilter,
 }
 
 impl AppServices {
@@ -64,6 +66,7 @@ impl AppServices {
     pub fn password_gate<'a>(&'a self, origin: &'a Origin) -> PasswordGate<'a> {
         PasswordGate {
             origin,
+            repeats: &self.audit_repeats,
             pool: &self.pool,
             hasher: &self.hasher,
             account_throttle: &self.sign_in_throttle,

@@ -314,6 +314,7 @@ pub fn audit_as(user: &User) -> crate::audit::Audit<'_> {
         clock: &CLOCK,
         origin: &ORIGIN,
         actor: crate::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
+        repeats: None,
     }
 }
 
@@ -327,5 +328,6 @@ pub fn audit() -> crate::audit::Audit<'static> {
         clock: &CLOCK,
         origin: &ORIGIN,
         actor: crate::audit::Actor::Anonymous { email_normalized: None },
+        repeats: None,
     }
 }

@@ -47,7 +47,7 @@ CREATE INDEX audit_events_group_idx ON audit_events (chain_id, action_group, seq
 CREATE INDEX audit_events_actor_idx ON audit_events (chain_id, actor_id, seq);
 CREATE INDEX audit_events_actor_email_idx ON audit_events (chain_id, actor_email_pn, seq);
 CREATE INDEX audit_events_network_idx ON audit_events (chain_id, network_pn, seq);
-CREATE INDEX audit_events_time_idx ON audit_events (chain_id, occurred_at);
+CREATE INDEX audit_events_time_idx ON audit_events (chain_id, occurred_at, seq);
 CREATE INDEX audit_events_account_idx ON audit_events (account_id, seq) WHERE account_id IS NOT NULL;
 
 -- Where a pruned chain now starts: the last removed event, signed, so the rest verifies

@@ -94,6 +94,7 @@ impl TestApp {
             workspaces_per_day: opts.workspaces_per_day,
             pseudonyms: fluxi_core::pseudonym::PseudonymKeys::single(fluxi_core::pseudonym::Pseudonymizer::random()),
             audit_signer: fluxi_core::audit::AuditSigner::random(),
+            audit_repeats: Default::default(),
         });
         let router = server::build_router(state.clone());
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();

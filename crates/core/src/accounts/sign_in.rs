@@ -81,6 +81,8 @@ pub struct PasswordGate<'a> {
     pub clock: &'a dyn Clock,
     /// Where the request came from, for the audit events.
     pub origin: &'a Origin,
+    /// Throttled attempts are recorded once a minute per account or network, not per try.
+    pub repeats: &'a crate::audit::RepeatFilter,
 }
 
 /// What a step-up guards, for its audit event: the workspace action it precedes.
@@ -101,7 +103,13 @@ enum Claimant<'a> {
 
 impl<'a> PasswordGate<'a> {
     fn audit(&self, actor: Actor<'a>) -> Audit<'a> {
-        Audit { keys: Some(self.pseudonyms), clock: self.clock, origin: self.origin, actor }
+        Audit {
+            keys: Some(self.pseudonyms),
+            clock: self.clock,
+            origin: self.origin,
+            actor,
+            repeats: Some(self.repeats),
+        }
     }
 
     async fn conn(&self) -> Result<PooledConn, AccountError> {
@@ -214,7 +222,8 @@ impl<'a> PasswordGate<'a> {
                     ),
                     None => Event::account(account, action, Outcome::Denied, detail),
                 };
-                self.audit(self.claimant_actor(claimant)).record(&mut conn, event).await?;
+                let key = [action.name().as_bytes(), &account_key, network_key.unwrap_or_default()].concat();
+                self.audit(self.claimant_actor(claimant)).record_unless_repeated(&mut conn, &key, event).await?;
                 return Err(error);
             }
             (account_key, found)

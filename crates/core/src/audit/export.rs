@@ -40,6 +40,10 @@ const COLUMNS: [&str; 19] = [
 pub struct Summary {
     pub format: String,
     pub chain: Uuid,
+    /// What was asked for: which filters (and their values, but never the actor typed,
+    /// often an email) and the positions covered. An export of a filter cannot pass for
+    /// the whole trail.
+    pub filter: ExportedFilter,
     pub count: u64,
     pub first_hash: Option<String>,
     pub last_hash: Option<String>,
@@ -47,6 +51,20 @@ pub struct Summary {
     pub content_sha256: String,
     /// The signing key's public half.
     pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExportedFilter {
+    pub action: Option<String>,
+    pub actor_filtered: bool,
+    pub from: Option<String>,
+    pub until: Option<String>,
+    pub outcome: Option<String>,
+    /// First and last position (seq) the export could include.
+    pub seq_from: i64,
+    pub seq_through: i64,
+    /// When the export was made (RFC 3339).
+    pub exported_at: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -59,6 +77,7 @@ struct SummaryLine {
 pub struct ExportWriter {
     format: ExportFormat,
     chain: Uuid,
+    filter: ExportedFilter,
     digest: Sha256,
     count: u64,
     first: Option<String>,
@@ -74,8 +93,8 @@ fn opt_hex(v: &Option<Vec<u8>>) -> String {
 }
 
 impl ExportWriter {
-    pub fn new(format: ExportFormat, chain: Uuid) -> Self {
-        Self { format, chain, digest: Sha256::new(), count: 0, first: None, last: None }
+    pub fn new(format: ExportFormat, chain: Uuid, filter: ExportedFilter) -> Self {
+        Self { format, chain, filter, digest: Sha256::new(), count: 0, first: None, last: None }
     }
 
     /// The first bytes of the file (the CSV header; nothing for JSON Lines).
@@ -98,7 +117,7 @@ impl ExportWriter {
             opt(&e.account_id),
             e.actor_kind.clone(),
             opt(&e.actor_id),
-            actor_name.unwrap_or_default().to_string(),
+            spreadsheet_safe(actor_name.unwrap_or_default()),
             opt_hex(&e.actor_email_pn),
             e.action.clone(),
             e.target_kind.clone(),
@@ -137,6 +156,7 @@ impl ExportWriter {
                 ExportFormat::JsonLines => "fluxi-audit-export v1 jsonl".into(),
             },
             chain: self.chain,
+            filter: self.filter,
             count: self.count,
             first_hash: self.first,
             last_hash: self.last,
@@ -152,6 +172,15 @@ impl ExportWriter {
         out.extend(serde_json::to_vec(&line).unwrap_or_default());
         out.push(b'\n');
         out
+    }
+}
+
+/// A display name is the one value people type: one that a spreadsheet would run as a
+/// formula (`=`, `+`, `-`, `@`, tab, return) gets a leading apostrophe.
+fn spreadsheet_safe(name: &str) -> String {
+    match name.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{name}"),
+        _ => name.to_string(),
     }
 }
 

@@ -179,6 +179,8 @@ pub struct PruneReport {
     pub periods: u32,
     pub events: u64,
     pub chains: u64,
+    /// Pruning stopped: the rows to be anchored are not a clean stretch of their chain.
+    pub refused: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -191,6 +193,52 @@ struct Last {
     hash: Vec<u8>,
     #[diesel(sql_type = BigInt)]
     events: i64,
+    #[diesel(sql_type = BigInt)]
+    first_seq: i64,
+    #[diesel(sql_type = Timestamptz)]
+    newest: OffsetDateTime,
+}
+
+/// Why the rows of a month about to be pruned cannot be anchored, if they cannot.
+async fn inconsistent(
+    c: &mut AsyncPgConnection,
+    lasts: &[Last],
+    end: OffsetDateTime,
+) -> diesel::QueryResult<Option<String>> {
+    #[derive(QueryableByName)]
+    struct Around {
+        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+        anchor: Option<i64>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+        next: Option<i64>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+        head: Option<i64>,
+    }
+    for last in lasts {
+        if last.newest >= end {
+            return Ok(Some(format!("an event is dated after the end of its month ({})", last.newest)));
+        }
+        let around: Around = diesel::sql_query(
+            "SELECT (SELECT seq FROM audit_anchors WHERE chain_id = $1) AS anchor, \
+                    (SELECT min(seq) FROM audit_events WHERE chain_id = $1 AND occurred_at >= $2) AS next, \
+                    (SELECT last_seq FROM audit_chains WHERE chain_id = $1) AS head",
+        )
+        .bind::<SqlUuid, _>(last.chain_id)
+        .bind::<Timestamptz, _>(end)
+        .get_result(c)
+        .await?;
+        if last.first_seq != around.anchor.unwrap_or(0) + 1 {
+            return Ok(Some(format!("chain {} does not start at the event after its anchor", last.chain_id)));
+        }
+        let continues = match around.next {
+            Some(next) => next == last.seq + 1,
+            None => around.head == Some(last.seq),
+        };
+        if !continues || last.events != last.seq - last.first_seq + 1 {
+            return Ok(Some(format!("chain {} has a gap or extra events around #{}", last.chain_id, last.seq)));
+        }
+    }
+    Ok(None)
 }
 
 /// The signed text of an anchor.
@@ -247,12 +295,24 @@ pub async fn prune(
                     continue;
                 }
                 let lasts: Vec<Last> = diesel::sql_query(format!(
-                    "SELECT DISTINCT ON (chain_id) chain_id, seq, hash, count(*) OVER (PARTITION BY chain_id) AS events \
+                    "SELECT DISTINCT ON (chain_id) chain_id, seq, hash, count(*) OVER (PARTITION BY chain_id) AS events, \
+                       min(seq) OVER (PARTITION BY chain_id) AS first_seq, max(occurred_at) OVER () AS newest \
                      FROM public.{} ORDER BY chain_id, seq DESC",
                     part.name
                 ))
                 .load(c)
                 .await?;
+                // An anchor is signed, so it must not be made from rows planted to hide
+                // the rest of a chain: the month's rows must lie inside the month, start
+                // where the chain's previous anchor ended and end where the rest goes on.
+                if let Some(problem) = inconsistent(c, &lasts, end).await? {
+                    tracing::error!(partition = %part.name, %problem, "audit pruning refused: the trail looks tampered with");
+                    let audit = Audit::system(SystemJob::AuditMaintenance, clock);
+                    let event = Event::account(None, Action::AuditPruned, Outcome::Failed, Detail::None);
+                    audit.record(c, event).await?;
+                    report.refused = Some(problem);
+                    break;
+                }
                 for last in &lasts {
                     let signature = signer.sign(&anchor_message(last.chain_id, last.seq, &last.hash, end));
                     diesel::sql_query(

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 pub use chain::{canonical_rest, event_hash, ChainFields, GENESIS_HASH};
 pub use signing::{AuditSigner, BadSigningKey};
-pub use writer::{Audit, Origin, ACCOUNT_CHAIN};
+pub use writer::{Audit, Origin, RepeatFilter, ACCOUNT_CHAIN};
 
 use crate::workspaces::Role;
 

@@ -146,6 +146,8 @@ pub enum FilterError {
     WindowTooLong,
     #[error("The actor filter is too long.")]
     ActorTooLong,
+    #[error("The actor filter cannot contain control characters.")]
+    ActorInvalid,
     #[error("This page link is not valid. Start again from the newest events.")]
     BadCursor,
 }
@@ -208,6 +210,9 @@ pub async fn parse_filter(
     let actor = raw.actor.trim();
     if actor.chars().count() > 254 {
         return Ok(Err(FilterError::ActorTooLong));
+    }
+    if actor.chars().any(char::is_control) {
+        return Ok(Err(FilterError::ActorInvalid));
     }
     let actor = if actor.is_empty() { None } else { Some(resolve_actor(conn, keys, actor).await?) };
     Ok(Ok(Filter {
@@ -366,7 +371,7 @@ pub async fn seq_bounds(
         let first: Option<i64> = audit_events::table
             .filter(audit_events::chain_id.eq(reader.chain))
             .filter(audit_events::occurred_at.ge(from))
-            .order(audit_events::occurred_at.asc())
+            .order((audit_events::occurred_at.asc(), audit_events::seq.asc()))
             .select(audit_events::seq)
             .first(conn)
             .await
@@ -377,7 +382,7 @@ pub async fn seq_bounds(
         let last: Option<i64> = audit_events::table
             .filter(audit_events::chain_id.eq(reader.chain))
             .filter(audit_events::occurred_at.lt(until))
-            .order(audit_events::occurred_at.desc())
+            .order((audit_events::occurred_at.desc(), audit_events::seq.desc()))
             .select(audit_events::seq)
             .first(conn)
             .await

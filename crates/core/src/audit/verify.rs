@@ -113,6 +113,24 @@ pub async fn verify_chain(conn: &mut AsyncPgConnection, signer: &AuditSigner, ch
             return Ok(report);
         }
     };
+    // A forged copy of an event (same position) is found here, wherever it lies: the walk
+    // below reads each position once.
+    #[derive(QueryableByName)]
+    struct Twice {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seq: i64,
+    }
+    let twice: Option<Twice> = diesel::sql_query(
+        "SELECT seq FROM audit_events WHERE chain_id = $1 GROUP BY seq HAVING count(*) > 1 ORDER BY seq LIMIT 1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(chain)
+    .get_result(conn)
+    .await
+    .optional()?;
+    if let Some(t) = twice {
+        report.problem = Some(format!("event #{} appears twice (an event was inserted)", t.seq));
+        return Ok(report);
+    }
     let mut last_at: Option<OffsetDateTime> = None;
     let mut after = expected - 1;
     'walk: loop {
@@ -254,9 +272,29 @@ pub async fn status(conn: &mut AsyncPgConnection, signer: &AuditSigner, chain: U
         .first(conn)
         .await
         .optional()?;
+    // The time the checkpoint's signed text states, not the unsigned column beside it.
+    let signed_at = row
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("at "))
+        .and_then(|m| m.parse::<i128>().ok())
+        .and_then(|micros| OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).ok())
+        .unwrap_or(row.created_at);
     Ok(match stored {
-        Some(h) if h == hash => ChainStatus::VerifiedThrough(row.created_at),
+        Some(h) if h == hash => ChainStatus::VerifiedThrough(signed_at),
         Some(_) => ChainStatus::Problem(format!("event #{seq} differs from the signed checkpoint")),
-        None => ChainStatus::Problem(format!("event #{seq}, vouched for by a signed checkpoint, is missing")),
+        None => {
+            let anchored: Option<AnchorRow> =
+                diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
+                    .bind::<diesel::sql_types::Uuid, _>(chain)
+                    .get_result(conn)
+                    .await
+                    .optional()?;
+            match anchored {
+                // Pruned since: the checkpoint speaks of events that are gone by design.
+                Some(a) if a.seq >= seq => ChainStatus::NotYetCheckpointed,
+                _ => ChainStatus::Problem(format!("event #{seq}, vouched for by a signed checkpoint, is missing")),
+            }
+        }
     })
 }

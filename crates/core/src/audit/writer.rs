@@ -33,6 +33,51 @@ pub struct Audit<'a> {
     pub clock: &'a dyn Clock,
     pub origin: &'a Origin,
     pub actor: Actor<'a>,
+    /// Keeps repeated refusals from writing an event each (see [`RepeatFilter`]); `None`
+    /// records every one.
+    pub repeats: Option<&'a RepeatFilter>,
+}
+
+/// Refusals that cost an attacker nothing (a throttled sign-in, a non-member's request
+/// for a workspace) are recorded once per key and window per server, not once per
+/// request: otherwise a loop of such requests writes without limit into a chain whose
+/// head every other writer of that chain waits for. Memory is bounded.
+#[derive(Debug)]
+pub struct RepeatFilter {
+    window: time::Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, time::OffsetDateTime>>,
+}
+
+/// Keys remembered at most; beyond, the oldest half is forgotten.
+const REPEAT_KEYS: usize = 100_000;
+
+impl RepeatFilter {
+    pub fn new(window: time::Duration) -> Self {
+        Self { window, seen: Default::default() }
+    }
+
+    /// Whether an event for `key` at `now` is the first of its window (and remember it).
+    pub fn is_first(&self, key: &[u8], now: time::OffsetDateTime) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.get(key).is_some_and(|at| now - *at < self.window) {
+            return false;
+        }
+        if seen.len() >= REPEAT_KEYS {
+            let window = self.window;
+            seen.retain(|_, at| now - *at < window);
+            if seen.len() >= REPEAT_KEYS / 2 {
+                seen.clear();
+            }
+        }
+        seen.insert(key.to_vec(), now);
+        true
+    }
+}
+
+impl Default for RepeatFilter {
+    fn default() -> Self {
+        Self::new(time::Duration::minutes(1))
+    }
 }
 
 const APPEND: &str = "\
@@ -55,14 +100,30 @@ impl<'a> Audit<'a> {
     /// A background job acting on its own: no request, no pseudonyms.
     pub fn system(job: super::SystemJob, clock: &'a dyn Clock) -> Audit<'a> {
         static NO_ORIGIN: Origin = Origin { request_id: None, network: None, user_agent: None };
-        Audit { keys: None, clock, origin: &NO_ORIGIN, actor: Actor::System(job) }
+        Audit { keys: None, clock, origin: &NO_ORIGIN, actor: Actor::System(job), repeats: None }
     }
 
     pub fn as_actor<'b>(&self, actor: Actor<'b>) -> Audit<'b>
     where
         'a: 'b,
     {
-        Audit { keys: self.keys, clock: self.clock, origin: self.origin, actor }
+        Audit { keys: self.keys, clock: self.clock, origin: self.origin, actor, repeats: self.repeats }
+    }
+
+    /// [`Audit::record`], unless an event with this `key` was recorded within the
+    /// repeat filter's window.
+    pub async fn record_unless_repeated(
+        &self,
+        conn: &mut AsyncPgConnection,
+        key: &[u8],
+        event: Event,
+    ) -> diesel::QueryResult<()> {
+        if let Some(filter) = self.repeats {
+            if !filter.is_first(key, self.clock.now()) {
+                return Ok(());
+            }
+        }
+        self.record(conn, event).await
     }
 
     /// Appends `event` to its chain, in one statement on `conn`: inside the caller's
@@ -145,4 +206,30 @@ fn truncate(agent: &str) -> &str {
         end -= 1;
     }
     &agent[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_pass_once_per_window_and_memory_stays_bounded() {
+        let f = RepeatFilter::new(time::Duration::minutes(1));
+        let t = time::OffsetDateTime::UNIX_EPOCH;
+        assert!(f.is_first(b"a", t));
+        assert!(!f.is_first(b"a", t + time::Duration::seconds(59)));
+        assert!(f.is_first(b"b", t));
+        assert!(f.is_first(b"a", t + time::Duration::seconds(61)));
+        for i in 0..(REPEAT_KEYS as u32 + 10) {
+            f.is_first(&i.to_le_bytes(), t);
+        }
+        assert!(f.seen.lock().unwrap().len() <= REPEAT_KEYS);
+    }
+
+    #[test]
+    fn long_user_agents_are_cut_at_a_character_boundary() {
+        let agent = "é".repeat(400);
+        let cut = truncate(&agent);
+        assert!(cut.len() <= AGENT_MAX_BYTES && agent.starts_with(cut));
+    }
 }

@@ -103,7 +103,8 @@ pub async fn authorize(
                 Outcome::Denied,
                 Detail::Refused { reason: Refusal::NotAMember },
             );
-            audit.record(conn, event).await?;
+            let key = [&id.as_bytes()[..], &user_id.as_bytes()[..]].concat();
+            audit.record_unless_repeated(conn, &key, event).await?;
         }
         return Err(WorkspaceError::NotFound);
     };

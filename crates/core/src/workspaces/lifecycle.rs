@@ -161,13 +161,6 @@ pub async fn delete_workspace(
         .transaction::<_, WorkspaceError, _>(|c| {
             async move {
                 lock_roles(c, access, Permission::DeleteWorkspace, None).await?;
-                // The workspace's trail outlives it; the deletion also goes to the deleting
-                // owner's own activity, since nobody can open this workspace's log any more.
-                // Workspace chain first, then the account chain (the lock order of the trail).
-                audit.record(c, Event::workspace(id, action, on, Outcome::Succeeded, Detail::None)).await?;
-                let mut mine = Event::account(Some(access.user_id()), action, Outcome::Succeeded, Detail::None);
-                (mine.workspace, mine.target) = (Some(id), on);
-                audit.record(c, mine).await?;
                 diesel::delete(workspaces::table.find(id)).execute(c).await?;
                 // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
                 // it; then the (now empty-handed) role itself is dropped, by the
@@ -178,6 +171,15 @@ pub async fn delete_workspace(
                     .bind::<diesel::sql_types::Text, _>(name)
                     .execute(c)
                     .await?;
+                // Last, so the chain heads are locked only briefly (the drop above can
+                // wait on queries of the workspace). The workspace's trail outlives it;
+                // the deletion also goes to the deleting owner's own activity, since
+                // nobody can open this workspace's log any more. Workspace chain first,
+                // then the account chain.
+                audit.record(c, Event::workspace(id, action, on, Outcome::Succeeded, Detail::None)).await?;
+                let mut mine = Event::account(Some(access.user_id()), action, Outcome::Succeeded, Detail::None);
+                (mine.workspace, mine.target) = (Some(id), on);
+                audit.record(c, mine).await?;
                 Ok(())
             }
             .scope_boxed()
