@@ -163,7 +163,7 @@ async fn serve() -> anyhow::Result<()> {
         .context("serving")
 }
 
-/// `server audit verify [--workspace SLUG] [--export FILE]`, `server audit checkpoint`,
+/// `server audit verify [--workspace SLUG|ID] [--checkpoints FILE] [--export FILE]`, `server audit checkpoint`,
 /// `server audit prune`.
 async fn audit(args: &[String]) -> anyhow::Result<()> {
     let config = Config::from_env()?;
@@ -203,7 +203,21 @@ async fn audit(args: &[String]) -> anyhow::Result<()> {
                 }),
                 None => None,
             };
-            let reports = fluxi_core::audit::verify::verify(&mut conn, &signer, only).await?;
+            // The shipped copy of the checkpoints: given, or the configured file.
+            let shipped_file =
+                flag("--checkpoints").map(std::path::PathBuf::from).or(config.audit_checkpoint_file.clone());
+            let mut shipped = Vec::new();
+            if let Some(path) = shipped_file.filter(|p| p.exists()) {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                    shipped.push(
+                        fluxi_core::audit::maintenance::Checkpoint::from_json_line(line)
+                            .with_context(|| format!("{}:{}: not a checkpoint line", path.display(), n + 1))?,
+                    );
+                }
+                println!("checking against {} shipped checkpoint(s) in {}", shipped.len(), path.display());
+            }
+            let reports = fluxi_core::audit::verify::verify(&mut conn, &signer, only, &shipped).await?;
             let mut broken = 0;
             for r in &reports {
                 let name = if r.chain.is_nil() { "accounts".to_string() } else { format!("workspace {}", r.chain) };
@@ -228,8 +242,10 @@ async fn audit(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "checkpoint" => {
-            let c = upkeep.checkpoint().await?;
-            println!("checkpoint #{} signed: {} chain(s)", c.id, c.heads().len());
+            match upkeep.checkpoint().await? {
+                Some(c) => println!("checkpoint #{} signed: {} chain(s) moved since the last one", c.id, c.heads().len()),
+                None => println!("no chain moved since the last checkpoint: nothing to sign"),
+            }
             Ok(())
         }
         "prune" => {
@@ -239,7 +255,7 @@ async fn audit(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         other => bail!(
-            "unknown audit command {other:?}; use `verify [--workspace SLUG] [--export FILE]`, `checkpoint` or `prune`"
+            "unknown audit command {other:?}; use `verify [--workspace SLUG|ID] [--checkpoints FILE] [--export FILE]`, `checkpoint` or `prune`"
         ),
     }
 }

@@ -1,3 +1,4 @@
+DROP TABLE audit_checkpoint_heads;
 DROP TABLE audit_checkpoints;
 DROP TABLE audit_anchors;
 DROP TABLE audit_events;

@@ -60,13 +60,21 @@ CREATE TABLE audit_anchors (
     signature bytea NOT NULL
 );
 
--- Signed statements of every chain head (Ed25519, key outside the database); `body` is
--- exactly the signed text.
+-- Signed statements of the chain heads that moved since the previous one (Ed25519, key
+-- outside the database); `body` is exactly the signed text. `audit_checkpoint_heads`
+-- indexes the bodies by chain; only the signed body is trusted.
 CREATE TABLE audit_checkpoints (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     created_at timestamptz NOT NULL,
     body text NOT NULL,
     signature bytea NOT NULL CHECK (octet_length(signature) = 64)
+);
+CREATE TABLE audit_checkpoint_heads (
+    chain_id uuid NOT NULL,
+    checkpoint_id bigint NOT NULL REFERENCES audit_checkpoints (id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    hash bytea NOT NULL,
+    PRIMARY KEY (chain_id, checkpoint_id)
 );
 
 -- This month's partition and the next two; the server keeps creating them ahead

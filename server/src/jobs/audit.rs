@@ -22,9 +22,13 @@ pub struct AuditUpkeep {
 impl AuditUpkeep {
     /// Signs and stores a checkpoint of every chain head, then ships it: appended to the
     /// checkpoint file (created if missing), or logged.
-    pub async fn checkpoint(&self) -> anyhow::Result<maintenance::Checkpoint> {
+    pub async fn checkpoint(&self) -> anyhow::Result<Option<maintenance::Checkpoint>> {
         let mut conn = self.pool.get().await.context("no database connection")?;
-        let checkpoint = maintenance::checkpoint(&mut conn, &self.signer, self.clock.now()).await?;
+        let run = maintenance::checkpoint(&mut conn, &self.signer, self.clock.now()).await?;
+        for (chain, problem) in &run.refused {
+            tracing::error!(%chain, %problem, "audit chain not signed: it no longer continues from its signed head");
+        }
+        let Some(checkpoint) = run.checkpoint else { return Ok(None) };
         let line = checkpoint.to_json_line();
         match &self.checkpoint_file {
             Some(path) => {
@@ -32,7 +36,7 @@ impl AuditUpkeep {
             }
             None => tracing::info!(target: "fluxi::audit_checkpoint", checkpoint = %line, "audit checkpoint"),
         }
-        Ok(checkpoint)
+        Ok(Some(checkpoint))
     }
 
     /// Drops the months past retention (exactly one instance does it).

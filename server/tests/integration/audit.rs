@@ -552,7 +552,7 @@ async fn pruning_removes_old_months_and_the_rest_still_verifies() {
     let mut conn = app.db.conn().await;
     let after = verify_chain(&mut conn, &signer, ws).await.unwrap();
     assert_eq!((after.problem, after.events, after.last_seq), (None, 1, 5), "anchored at the last pruned event");
-    let report = fluxi_core::audit::verify::verify(&mut conn, &signer, None).await.unwrap();
+    let report = fluxi_core::audit::verify::verify(&mut conn, &signer, None, &[]).await.unwrap();
     assert!(report.iter().all(|r| r.problem.is_none()), "{report:?}");
     // Nothing more to prune: no second event.
     let again =
@@ -829,5 +829,82 @@ async fn people_see_their_own_account_activity_only() {
     assert_eq!(
         app.client().call("account_activity", &[("before", ""), ("after", "")]).await.status,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Rewritten in the database, hashes recomputed and even the stored checkpoints deleted:
+/// the next checkpoint refuses to sign the chain while its signed head is there, and the
+/// shipped checkpoint file still convicts it once the database's copies are gone.
+#[tokio::test]
+async fn a_rewritten_chain_is_never_signed_and_the_shipped_checkpoints_convict_it() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Rewrite").await;
+    let invite =
+        |i: usize| [("slug", slug.clone()), ("email", format!("r{i}@example.test")), ("role", "viewer".to_string())];
+    for i in 0..3 {
+        let form = invite(i);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(owner.client.call("invite_member", &form).await.status, StatusCode::OK);
+    }
+    let ws = workspace_id(&app, &slug).await;
+    let signer = app.state.audit_signer.clone();
+    let mut conn = app.db.conn().await;
+    let first = fluxi_core::audit::maintenance::checkpoint(&mut conn, &signer, app.clock.now()).await.unwrap();
+    let shipped = vec![first.checkpoint.clone().expect("chains moved")];
+    assert!(first.refused.is_empty());
+    let again = fluxi_core::audit::maintenance::checkpoint(&mut conn, &signer, app.clock.now()).await.unwrap();
+    assert!(again.checkpoint.is_none(), "nothing moved, nothing signed");
+
+    // Event 2 edited; every later hash and the head recomputed, without the key.
+    let rows: Vec<StoredEvent> = audit_events::table
+        .filter(audit_events::chain_id.eq(ws))
+        .order(audit_events::seq)
+        .select(<StoredEvent as diesel::SelectableHelper<diesel::pg::Pg>>::as_select())
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let mut prev = rows[0].hash.clone();
+    for mut e in rows.into_iter().skip(1) {
+        if e.seq == 2 {
+            e.outcome = "denied".into();
+        }
+        let micros = (e.occurred_at.unix_timestamp_nanos() / 1000) as i64;
+        let hash = fluxi_core::audit::event_hash(&prev, e.seq, micros, &fluxi_core::audit::canonical_rest(&e.fields()));
+        conn.batch_execute(&format!(
+            "UPDATE audit_events SET outcome = '{}', hash = '\\x{}' WHERE chain_id = '{ws}' AND seq = {}",
+            e.outcome,
+            hex::encode(hash),
+            e.seq
+        ))
+        .await
+        .unwrap();
+        prev = hash.to_vec();
+    }
+    conn.batch_execute(&format!(
+        "UPDATE audit_chains SET last_hash = '\\x{}' WHERE chain_id = '{ws}'",
+        hex::encode(&prev)
+    ))
+    .await
+    .unwrap();
+    // New events arrive on top of the rewrite; the next checkpoint does not sign it.
+    let form = invite(9);
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(owner.client.call("invite_member", &form).await.status, StatusCode::OK);
+    let run = fluxi_core::audit::maintenance::checkpoint(&mut conn, &signer, app.clock.now()).await.unwrap();
+    assert_eq!(run.refused.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![ws], "{run:?}");
+    assert!(run.checkpoint.is_none_or(|c| c.heads().iter().all(|(c, _, _)| *c != ws)));
+    // The database's own checkpoints deleted too: only the shipped copy can tell.
+    conn.batch_execute("DELETE FROM audit_checkpoints").await.unwrap();
+    assert_eq!(verify_chain(&mut conn, &signer, ws).await.unwrap().problem, None, "undetectable from inside");
+    let report = fluxi_core::audit::verify::verify_chain_with(&mut conn, &signer, ws, &shipped).await.unwrap();
+    let problem = report.problem.unwrap_or_default();
+    assert!(problem.contains("event #4 (") && problem.contains("differs from signed checkpoint"), "{problem}");
+    // The file line reads back as the same checkpoint.
+    let line = shipped[0].to_json_line();
+    let back = fluxi_core::audit::maintenance::Checkpoint::from_json_line(&line).unwrap();
+    assert_eq!(
+        (back.id, back.body.clone(), back.signature.clone()),
+        (shipped[0].id, shipped[0].body.clone(), shipped[0].signature.clone())
     );
 }

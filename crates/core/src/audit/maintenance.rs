@@ -86,16 +86,6 @@ pub async fn ensure_partitions(
     Ok(made)
 }
 
-#[derive(QueryableByName)]
-struct Head {
-    #[diesel(sql_type = SqlUuid)]
-    chain_id: Uuid,
-    #[diesel(sql_type = BigInt)]
-    last_seq: i64,
-    #[diesel(sql_type = Bytea)]
-    last_hash: Vec<u8>,
-}
-
 /// A signed statement of every chain head at one moment.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -118,6 +108,17 @@ impl Checkpoint {
         .to_string()
     }
 
+    /// A line of the checkpoint file, read back.
+    pub fn from_json_line(line: &str) -> Option<Checkpoint> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        Some(Checkpoint {
+            id: v["checkpoint"].as_i64()?,
+            created_at: OffsetDateTime::from_unix_timestamp(v["created_at"].as_i64()?).ok()?,
+            body: v["body"].as_str()?.to_string(),
+            signature: hex::decode(v["signature"].as_str()?).ok()?,
+        })
+    }
+
     /// `(chain, seq, hash)` of each head the body names.
     pub fn heads(&self) -> Vec<(Uuid, i64, Vec<u8>)> {
         parse_heads(&self.body)
@@ -138,21 +139,57 @@ pub(crate) fn parse_heads(body: &str) -> Vec<(Uuid, i64, Vec<u8>)> {
         .collect()
 }
 
-/// Signs every non-empty chain head, stores the checkpoint and returns it (the caller
-/// appends it to the checkpoint file or log).
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(sql_type = SqlUuid)]
+    chain_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    last_seq: i64,
+    #[diesel(sql_type = Bytea)]
+    last_hash: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    signed_in: Option<i64>,
+}
+
+/// A checkpoint made, and the chains left out of it because they no longer continue
+/// from what was signed before (tampered with: `server audit verify` says where).
+#[derive(Debug, Clone)]
+pub struct CheckpointRun {
+    pub checkpoint: Option<Checkpoint>,
+    pub refused: Vec<(Uuid, String)>,
+}
+
+/// Signs the heads of the chains that moved since their last signed head, and stores
+/// the checkpoint (the caller ships it: the checkpoint file or the log). Before a head is
+/// signed, the events since the chain's previous signed head (or its anchor, or its
+/// start) are recomputed from it: a chain rewritten in the database is never signed.
 pub async fn checkpoint(
     conn: &mut AsyncPgConnection,
     signer: &AuditSigner,
     now: OffsetDateTime,
-) -> diesel::QueryResult<Checkpoint> {
-    let heads: Vec<Head> = diesel::sql_query(
-        "SELECT chain_id, last_seq, last_hash FROM audit_chains WHERE last_seq > 0 ORDER BY chain_id",
+) -> diesel::QueryResult<CheckpointRun> {
+    let moved: Vec<Moved> = diesel::sql_query(
+        "SELECT c.chain_id, c.last_seq, c.last_hash, h.checkpoint_id AS signed_in FROM audit_chains c \
+         LEFT JOIN LATERAL (SELECT seq, checkpoint_id FROM audit_checkpoint_heads \
+                            WHERE chain_id = c.chain_id ORDER BY checkpoint_id DESC LIMIT 1) h ON true \
+         WHERE c.last_seq > coalesce(h.seq, 0) ORDER BY c.chain_id",
     )
     .load(conn)
     .await?;
     let mut body = format!("fluxi-audit-checkpoint v1\nkey {}\nat {}\n\n", signer.key_id(), super::chain::micros(now));
-    for h in &heads {
-        body.push_str(&format!("{} {} {}\n", h.chain_id, h.last_seq, hex::encode(&h.last_hash)));
+    let mut refused = Vec::new();
+    let mut signed = Vec::new();
+    for m in moved {
+        match super::verify::continues(conn, signer, m.chain_id, m.signed_in, m.last_seq, &m.last_hash).await? {
+            Ok(()) => {
+                body.push_str(&format!("{} {} {}\n", m.chain_id, m.last_seq, hex::encode(&m.last_hash)));
+                signed.push(m);
+            }
+            Err(problem) => refused.push((m.chain_id, problem)),
+        }
+    }
+    if signed.is_empty() {
+        return Ok(CheckpointRun { checkpoint: None, refused });
     }
     let signature = signer.sign(body.as_bytes()).to_vec();
     #[derive(QueryableByName)]
@@ -168,7 +205,18 @@ pub async fn checkpoint(
     .bind::<Bytea, _>(&signature)
     .get_result(conn)
     .await?;
-    Ok(Checkpoint { id: id.id, created_at: now, body, signature })
+    for m in &signed {
+        diesel::sql_query(
+            "INSERT INTO audit_checkpoint_heads (chain_id, checkpoint_id, seq, hash) VALUES ($1, $2, $3, $4)",
+        )
+        .bind::<SqlUuid, _>(m.chain_id)
+        .bind::<BigInt, _>(id.id)
+        .bind::<BigInt, _>(m.last_seq)
+        .bind::<Bytea, _>(&m.last_hash)
+        .execute(conn)
+        .await?;
+    }
+    Ok(CheckpointRun { checkpoint: Some(Checkpoint { id: id.id, created_at: now, body, signature }), refused })
 }
 
 /// What one pruning run removed.

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::chain::{canonical_rest, event_hash, micros, GENESIS_HASH};
-use super::maintenance::{anchor_message, parse_heads};
+use super::maintenance::{anchor_message, parse_heads, Checkpoint};
 use super::query::{audit_events, StoredEvent};
 use super::AuditSigner;
 
@@ -46,11 +46,20 @@ async fn vouched(
     conn: &mut AsyncPgConnection,
     signer: &AuditSigner,
     chain: Uuid,
+    shipped: &[Checkpoint],
 ) -> QueryResult<Result<Vec<(i64, OffsetDateTime, i64, Vec<u8>)>, String>> {
-    let rows: Vec<CheckpointRow> =
+    let mut rows: Vec<CheckpointRow> =
         diesel::sql_query("SELECT id, created_at, body, signature FROM audit_checkpoints ORDER BY id")
             .load(conn)
             .await?;
+    // The copies shipped out of the database count too: deleting a checkpoint from the
+    // database does not make what it vouched for go away.
+    rows.extend(shipped.iter().map(|c| CheckpointRow {
+        id: c.id,
+        created_at: c.created_at,
+        body: c.body.clone(),
+        signature: c.signature.clone(),
+    }));
     let mut out = Vec::new();
     for row in rows {
         if !signer.verify(row.body.as_bytes(), &row.signature) {
@@ -89,6 +98,17 @@ fn describe(e: &StoredEvent) -> String {
 
 /// Walks one chain from its anchor (or its start) to its head.
 pub async fn verify_chain(conn: &mut AsyncPgConnection, signer: &AuditSigner, chain: Uuid) -> QueryResult<ChainReport> {
+    verify_chain_with(conn, signer, chain, &[]).await
+}
+
+/// [`verify_chain`], also against checkpoints shipped out of the database (the
+/// checkpoint file).
+pub async fn verify_chain_with(
+    conn: &mut AsyncPgConnection,
+    signer: &AuditSigner,
+    chain: Uuid,
+    shipped: &[Checkpoint],
+) -> QueryResult<ChainReport> {
     let mut report = ChainReport { chain, events: 0, last_seq: 0, problem: None, verified_through: None };
     let anchor: Option<AnchorRow> =
         diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
@@ -106,7 +126,7 @@ pub async fn verify_chain(conn: &mut AsyncPgConnection, signer: &AuditSigner, ch
         expected = a.seq + 1;
         report.last_seq = a.seq;
     }
-    let checkpoints = match vouched(conn, signer, chain).await? {
+    let checkpoints = match vouched(conn, signer, chain, shipped).await? {
         Ok(c) => c,
         Err(problem) => {
             report.problem = Some(problem);
@@ -218,6 +238,7 @@ pub async fn verify(
     conn: &mut AsyncPgConnection,
     signer: &AuditSigner,
     only: Option<Uuid>,
+    shipped: &[Checkpoint],
 ) -> QueryResult<Vec<ChainReport>> {
     let chains: Vec<Uuid> = match only {
         Some(chain) => vec![chain],
@@ -234,7 +255,7 @@ pub async fn verify(
     };
     let mut reports = Vec::with_capacity(chains.len());
     for chain in chains {
-        reports.push(verify_chain(conn, signer, chain).await?);
+        reports.push(verify_chain_with(conn, signer, chain, shipped).await?);
     }
     Ok(reports)
 }
@@ -297,4 +318,87 @@ pub async fn status(conn: &mut AsyncPgConnection, signer: &AuditSigner, chain: U
             }
         }
     })
+}
+
+/// Whether the chain runs on, event by event, from its last signed head (in checkpoint
+/// `signed_in`), else its anchor, else its start, to `head_seq` with `head_hash`. The
+/// checkpoint job asks before signing a head.
+pub(crate) async fn continues(
+    conn: &mut AsyncPgConnection,
+    signer: &AuditSigner,
+    chain: Uuid,
+    signed_in: Option<i64>,
+    head_seq: i64,
+    head_hash: &[u8],
+) -> QueryResult<Result<(), String>> {
+    let (mut seq, mut prev) = (0i64, GENESIS_HASH.to_vec());
+    if let Some(id) = signed_in {
+        let row: CheckpointRow =
+            diesel::sql_query("SELECT id, created_at, body, signature FROM audit_checkpoints WHERE id = $1")
+                .bind::<diesel::sql_types::BigInt, _>(id)
+                .get_result(conn)
+                .await?;
+        if !signer.verify(row.body.as_bytes(), &row.signature) {
+            return Ok(Err(format!("checkpoint #{id} is not signed by this server's key")));
+        }
+        match parse_heads(&row.body).into_iter().find(|(c, _, _)| *c == chain) {
+            Some((_, s, h)) => (seq, prev) = (s, h),
+            None => return Ok(Err(format!("checkpoint #{id} does not name this chain"))),
+        }
+    } else if let Some(a) =
+        diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(chain)
+            .get_result::<AnchorRow>(conn)
+            .await
+            .optional()?
+    {
+        if !signer.verify(&anchor_message(chain, a.seq, &a.hash, a.pruned_before), &a.signature) {
+            return Ok(Err("its pruning anchor is not signed by this server's key".into()));
+        }
+        (seq, prev) = (a.seq, a.hash);
+    }
+    // Pruned past the signed head: the anchor is where it goes on.
+    if let Some(a) =
+        diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(chain)
+            .get_result::<AnchorRow>(conn)
+            .await
+            .optional()?
+    {
+        if a.seq > seq {
+            if !signer.verify(&anchor_message(chain, a.seq, &a.hash, a.pruned_before), &a.signature) {
+                return Ok(Err("its pruning anchor is not signed by this server's key".into()));
+            }
+            (seq, prev) = (a.seq, a.hash);
+        }
+    }
+    let mut last_at: Option<OffsetDateTime> = None;
+    while seq < head_seq {
+        let batch: Vec<StoredEvent> = audit_events::table
+            .filter(audit_events::chain_id.eq(chain))
+            .filter(audit_events::seq.gt(seq))
+            .filter(audit_events::seq.le(head_seq))
+            .order(audit_events::seq.asc())
+            .limit(BATCH)
+            .select(StoredEvent::as_select())
+            .load(conn)
+            .await?;
+        if batch.is_empty() {
+            return Ok(Err(format!("event #{} is missing", seq + 1)));
+        }
+        for e in &batch {
+            if e.seq != seq + 1 {
+                return Ok(Err(format!("event #{} is missing or appears twice", seq + 1)));
+            }
+            let hash = event_hash(&prev, e.seq, micros(e.occurred_at), &canonical_rest(&e.fields()));
+            if hash.as_slice() != e.hash.as_slice() || last_at.is_some_and(|t| e.occurred_at < t) {
+                return Ok(Err(format!("{} does not follow from the event before it", describe(e))));
+            }
+            (seq, prev, last_at) = (e.seq, e.hash.clone(), Some(e.occurred_at));
+        }
+    }
+    if prev.as_slice() != head_hash {
+        return Ok(Err("the chain's head does not match its last event".into()));
+    }
+    Ok(Ok(()))
 }
