@@ -272,10 +272,11 @@ pub enum ChainStatus {
 
 pub async fn status(conn: &mut AsyncPgConnection, signer: &AuditSigner, chain: Uuid) -> QueryResult<ChainStatus> {
     let newest: Option<CheckpointRow> = diesel::sql_query(
-        "SELECT id, created_at, body, signature FROM audit_checkpoints \
-         WHERE strpos(body, $1) > 0 ORDER BY id DESC LIMIT 1",
+        "SELECT c.id, c.created_at, c.body, c.signature FROM audit_checkpoint_heads h \
+         JOIN audit_checkpoints c ON c.id = h.checkpoint_id WHERE h.chain_id = $1 \
+         ORDER BY h.checkpoint_id DESC LIMIT 1",
     )
-    .bind::<Text, _>(format!("\n{chain} "))
+    .bind::<diesel::sql_types::Uuid, _>(chain)
     .get_result(conn)
     .await
     .optional()?;
