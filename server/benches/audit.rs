@@ -302,8 +302,9 @@ async fn main() {
                 .await
                 .unwrap()
                 .at;
-            let month_end = {
-                let d = oldest.date();
+            // The second month is the first whole one (≈ 400,000 events): prune through it.
+            let next = |at: OffsetDateTime| {
+                let d = at.date();
                 let (y, m) = if d.month() == time::Month::December {
                     (d.year() + 1, time::Month::January)
                 } else {
@@ -311,20 +312,24 @@ async fn main() {
                 };
                 time::Date::from_calendar_date(y, m, 1).unwrap().midnight().assume_utc()
             };
-            let retention = OffsetDateTime::now_utc() - month_end;
+            // The oldest month is partial (the load starts mid-month); the next one is the
+            // first whole month (≈ 400,000 events). Prune the first, then time the second.
             let signer = fluxi_core::audit::AuditSigner::random();
-            let t = Instant::now();
-            let report =
-                fluxi_core::audit::maintenance::prune(&mut conn, &signer, &fluxi_core::clock::SystemClock, retention)
-                    .await
-                    .unwrap();
-            println!(
-                "prune the oldest month: {} event(s) in {} period(s), {} chain(s): {:.0} ms",
-                report.events,
-                report.periods,
-                report.chains,
-                t.elapsed().as_secs_f64() * 1e3
-            );
+            let clock = fluxi_core::clock::SystemClock;
+            for (n, month_end) in [next(oldest), next(next(oldest))].into_iter().enumerate() {
+                let retention = OffsetDateTime::now_utc() - month_end;
+                let t = Instant::now();
+                let report =
+                    fluxi_core::audit::maintenance::prune(&mut conn, &signer, &clock, retention).await.unwrap();
+                println!(
+                    "prune {} month: {} event(s) in {} period(s), {} chain(s): {:.0} ms",
+                    if n == 0 { "the oldest (partial)" } else { "the next (whole)" },
+                    report.events,
+                    report.periods,
+                    report.chains,
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+            }
         }
         other => panic!("unknown mode {other:?}: load, measure or prune"),
     }

@@ -343,10 +343,12 @@ pub async fn prune(
                     continue;
                 }
                 let lasts: Vec<Last> = diesel::sql_query(format!(
-                    "SELECT DISTINCT ON (chain_id) chain_id, seq, hash, count(*) OVER (PARTITION BY chain_id) AS events, \
-                       min(seq) OVER (PARTITION BY chain_id) AS first_seq, max(occurred_at) OVER () AS newest \
-                     FROM public.{} ORDER BY chain_id, seq DESC",
-                    part.name
+                    // One pass to aggregate (no sort), then each chain's last event by index.
+                    "SELECT g.chain_id, g.seq, e.hash, g.events, g.first_seq, g.newest FROM \
+                       (SELECT chain_id, max(seq) AS seq, count(*) AS events, min(seq) AS first_seq, \
+                               max(occurred_at) AS newest FROM public.{name} GROUP BY chain_id) g \
+                     JOIN public.{name} e ON e.chain_id = g.chain_id AND e.seq = g.seq",
+                    name = part.name
                 ))
                 .load(c)
                 .await?;

@@ -377,7 +377,7 @@ pub async fn accept(
             if email != found.email_normalized {
                 return Err(InvitationProblem::WrongAccount.into());
             }
-            diesel::insert_into(memberships::table)
+            let joined = diesel::insert_into(memberships::table)
                 .values((
                     memberships::workspace_id.eq(found.workspace_id),
                     memberships::user_id.eq(user_id),
@@ -395,7 +395,8 @@ pub async fn accept(
                 Action::InvitationAccepted,
                 Target::Invitation(found.id),
                 Outcome::Succeeded,
-                Detail::Role { role },
+                // Already a member: the invitation is used up, no role was granted.
+                if joined == 1 { Detail::Role { role } } else { Detail::None },
             );
             audit.record(c, event).await?;
             Ok(found.slug)
