@@ -1,6 +1,67 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    audit_anchors (chain_id) {
+        chain_id -> Uuid,
+        seq -> Int8,
+        hash -> Bytea,
+        pruned_before -> Timestamptz,
+        signature -> Bytea,
+    }
+}
+
+diesel::table! {
+    audit_chains (chain_id) {
+        chain_id -> Uuid,
+        last_seq -> Int8,
+        last_hash -> Bytea,
+        last_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_checkpoint_heads (chain_id, checkpoint_id) {
+        chain_id -> Uuid,
+        checkpoint_id -> Int8,
+        seq -> Int8,
+        hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (id) {
+        id -> Int8,
+        created_at -> Timestamptz,
+        body -> Text,
+        signature -> Bytea,
+    }
+}
+
+diesel::table! {
+    audit_events (chain_id, seq, occurred_at) {
+        chain_id -> Uuid,
+        seq -> Int8,
+        occurred_at -> Timestamptz,
+        workspace_id -> Nullable<Uuid>,
+        account_id -> Nullable<Uuid>,
+        actor_kind -> Text,
+        actor_id -> Nullable<Uuid>,
+        actor_email_pn -> Nullable<Bytea>,
+        action -> Text,
+        action_group -> Text,
+        target_kind -> Text,
+        target_id -> Nullable<Uuid>,
+        outcome -> Text,
+        request_id -> Nullable<Uuid>,
+        network_pn -> Nullable<Bytea>,
+        agent_pn -> Nullable<Bytea>,
+        pseudonym_epoch -> Nullable<Int4>,
+        detail -> Jsonb,
+        hash -> Bytea,
+    }
+}
+
+diesel::table! {
     invitations (id) {
         id -> Uuid,
         workspace_id -> Uuid,
@@ -92,6 +153,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(audit_checkpoint_heads -> audit_checkpoints (checkpoint_id));
 diesel::joinable!(invitations -> outbox_emails (mail_id));
 diesel::joinable!(invitations -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
@@ -100,6 +162,11 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(workspace_creations -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_anchors,
+    audit_chains,
+    audit_checkpoint_heads,
+    audit_checkpoints,
+    audit_events,
     invitations,
     memberships,
     outbox_emails,

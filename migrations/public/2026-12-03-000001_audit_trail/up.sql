@@ -37,11 +37,14 @@ CREATE TABLE audit_events (
     agent_pn bytea,
     pseudonym_epoch integer,
     detail jsonb NOT NULL,
-    hash bytea NOT NULL CHECK (octet_length(hash) = 32)
+    hash bytea NOT NULL CHECK (octet_length(hash) = 32),
+    -- Unique per partition (a key must include the partition column); that (chain, seq)
+    -- is unique overall follows from the writer, and `verify` checks it.
+    PRIMARY KEY (chain_id, seq, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 
--- Every viewer query is "this chain, newest first (by seq), maybe one more equality".
-CREATE INDEX audit_events_chain_idx ON audit_events (chain_id, seq);
+-- Every viewer query is "this chain, newest first (by seq), maybe one more equality"
+-- (the unfiltered one uses the primary key).
 CREATE INDEX audit_events_action_idx ON audit_events (chain_id, action, seq);
 CREATE INDEX audit_events_group_idx ON audit_events (chain_id, action_group, seq);
 CREATE INDEX audit_events_actor_idx ON audit_events (chain_id, actor_id, seq);

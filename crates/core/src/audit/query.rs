@@ -15,31 +15,9 @@ use crate::pseudonym::PseudonymKeys;
 use crate::schema::users;
 use crate::workspaces::{Permission, WorkspaceAccess, WorkspaceError};
 
-diesel::table! {
-    /// Partitioned by month; no primary key in the database. (chain_id, seq) is unique by
-    /// construction (the writer appends under the chain's row lock).
-    audit_events (chain_id, seq) {
-        chain_id -> Uuid,
-        seq -> BigInt,
-        occurred_at -> Timestamptz,
-        workspace_id -> Nullable<Uuid>,
-        account_id -> Nullable<Uuid>,
-        actor_kind -> Text,
-        actor_id -> Nullable<Uuid>,
-        actor_email_pn -> Nullable<Bytea>,
-        action -> Text,
-        action_group -> Text,
-        target_kind -> Text,
-        target_id -> Nullable<Uuid>,
-        outcome -> Text,
-        request_id -> Nullable<Uuid>,
-        network_pn -> Nullable<Bytea>,
-        agent_pn -> Nullable<Bytea>,
-        pseudonym_epoch -> Nullable<Integer>,
-        detail -> Jsonb,
-        hash -> Bytea,
-    }
-}
+/// Partitioned by month (the partitions are left out of `crate::schema`). (chain_id,
+/// seq) is unique by construction: the writer appends under the chain's row lock.
+pub use crate::schema::audit_events;
 
 /// Events per page.
 pub const PAGE_SIZE: i64 = 50;
