@@ -2,6 +2,9 @@
 //! it checks the caller (a workspace's owners and admins; one's own account) and
 //! validates every filter value itself.
 
+// `audit_page` takes the viewer's query parameters one by one, as the form sends them.
+#![allow(clippy::too_many_arguments)]
+
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -216,7 +219,6 @@ mod imp {
 
 /// The audit log of a workspace: a page of events for the filter, the chart, the chain's
 /// status, and one event's details when `event` names one.
-#[allow(clippy::too_many_arguments)]
 #[server(prefix = "/api", endpoint = "audit_page")]
 pub async fn audit_page(
     slug: String,

@@ -69,6 +69,8 @@ pub enum MailDelivery {
 
 /// Invites `email` with `role` (never owner). Returns the token, for the link; it is
 /// also in the mail. A still-pending invitation for the same email is replaced.
+// Each argument is a different input of the one action (who, what, when, the link's base).
+#[allow(clippy::too_many_arguments)]
 pub async fn invite(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
