@@ -350,7 +350,14 @@ async fn verify_names_the_first_tampered_event() {
         &mut conn,
         &signer,
         ws,
-        format!("INSERT INTO audit_events SELECT * FROM audit_events WHERE {}", at(5)),
+        // A forged event at an existing position (a microsecond later: an exact copy would
+        // collide with the primary key).
+        format!(
+            "CREATE TEMP TABLE forged ON COMMIT DROP AS SELECT * FROM audit_events WHERE {}; \
+             UPDATE forged SET occurred_at = occurred_at + interval '1 microsecond', outcome = 'denied'; \
+             INSERT INTO audit_events SELECT * FROM forged",
+            at(5)
+        ),
     )
     .await;
     assert!(inserted.contains("event #5") && inserted.contains("twice"), "{inserted}");
