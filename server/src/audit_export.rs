@@ -70,13 +70,7 @@ async fn start(
     };
     let (parts, _) = req.into_parts();
     let origin = app::ssr::origin_of(state, &parts);
-    let audit = fluxi_core::audit::Audit {
-        keys: Some(&state.pseudonyms),
-        clock: state.clock.as_ref(),
-        origin: &origin,
-        actor: fluxi_core::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
-        repeats: Some(&state.audit_repeats),
-    };
+    let audit = app::ssr::audit_as(state, &origin, &user);
     let mut conn = state.pool.get().await.map_err(|e| busy(&e))?;
     let access = match workspaces::authorize(&mut conn, &audit, user.id, slug).await {
         Ok(access) => access,

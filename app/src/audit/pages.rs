@@ -204,23 +204,7 @@ pub fn AuditLogPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 let q = pairs.get_untracked();
                 match data.await {
-                    Err(AppError::Unauthenticated) => {
-                        let next = encode(&format!("/w/{}/audit", slug()));
-                        view! { <Redirect path=format!("/login?next={next}")/> }.into_any()
-                    }
-                    Err(AppError::NotFound) => {
-                        #[cfg(feature = "ssr")]
-                        if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
-                            res.set_status(axum::http::StatusCode::NOT_FOUND);
-                        }
-                        view! {
-                            <section class="mx-auto mt-16 max-w-xl text-center">
-                                <h1 class="text-2xl font-bold">"Workspace not found"</h1>
-                                <p class="mt-2 text-slate-700">"It does not exist, or you are not a member of it."</p>
-                                <p class="mt-4"><a href="/workspaces" class=LINK>"Your workspaces"</a></p>
-                            </section>
-                        }.into_any()
-                    }
+                    Err(e @ (AppError::Unauthenticated | AppError::NotFound)) => crate::workspaces::problem_view(e),
                     Err(e) => {
                         #[cfg(feature = "ssr")]
                         if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {

@@ -44,13 +44,7 @@ pub async fn signup(display_name: String, email: String, password: String) -> Re
     let state = ssr::state()?;
     let session = ssr::session().await?;
     let origin = ssr::origin(&state);
-    let audit = fluxi_core::audit::Audit {
-        keys: Some(&state.pseudonyms),
-        clock: state.clock.as_ref(),
-        origin: &origin,
-        actor: fluxi_core::audit::Actor::Anonymous { email_normalized: None },
-        repeats: None,
-    };
+    let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
     let user =
         fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &audit, &display_name, &email, &password).await?;
     ssr::start_session(&state, &session, &user).await?;

@@ -13,7 +13,9 @@ mod step_up;
 
 pub use csp::set_page_csp;
 pub use flash::{store_flash, take_flash, StoredFlash};
-pub use request::{accepts_html, audit_as, client_network, client_network_of, origin, origin_of, RequestId};
+pub use request::{
+    accepts_html, audit_as, audit_with, client_network, client_network_of, origin, origin_of, RequestId,
+};
 pub use session::{
     current_user, end_session, forget_cached_user, require_user, session, start_session, workspace_access, RequestCache,
 };

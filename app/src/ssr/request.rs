@@ -60,17 +60,26 @@ pub fn origin_of(state: &AppState, parts: &Parts) -> fluxi_core::audit::Origin {
     }
 }
 
+/// The audit context of this request with `actor` acting.
+pub fn audit_with<'a>(
+    state: &'a AppState,
+    origin: &'a fluxi_core::audit::Origin,
+    actor: fluxi_core::audit::Actor<'a>,
+) -> fluxi_core::audit::Audit<'a> {
+    fluxi_core::audit::Audit {
+        keys: Some(&state.pseudonyms),
+        clock: state.clock.as_ref(),
+        origin,
+        actor,
+        repeats: Some(&state.audit_repeats),
+    }
+}
+
 /// The audit context of a signed-in person's request.
 pub fn audit_as<'a>(
     state: &'a AppState,
     origin: &'a fluxi_core::audit::Origin,
     user: &'a fluxi_core::accounts::User,
 ) -> fluxi_core::audit::Audit<'a> {
-    fluxi_core::audit::Audit {
-        keys: Some(&state.pseudonyms),
-        clock: state.clock.as_ref(),
-        origin,
-        actor: fluxi_core::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
-        repeats: Some(&state.audit_repeats),
-    }
+    audit_with(state, origin, fluxi_core::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized })
 }

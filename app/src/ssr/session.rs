@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use fluxi_core::accounts::{self, User};
-use fluxi_core::audit::{Action, Actor, Audit};
+use fluxi_core::audit::{Action, Actor};
 use fluxi_core::db::PooledConn;
 use fluxi_core::sessions::{AuthState, SessionCheck, AUTH_KEY, SIGNED_IN_USER_KEY};
 use fluxi_core::workspaces::{self, WorkspaceAccess};
@@ -106,8 +106,7 @@ pub async fn end_session(
 ) -> Result<(), AppError> {
     if let Some(id) = session.id() {
         let origin = super::origin(state);
-        let audit =
-            Audit { keys: Some(&state.pseudonyms), clock: state.clock.as_ref(), origin: &origin, actor, repeats: None };
+        let audit = super::audit_with(state, &origin, actor);
         let mut conn = conn(state).await?;
         fluxi_core::sessions::end_session(&mut conn, &audit, &id, account, action).await?;
     }
@@ -125,13 +124,7 @@ pub async fn start_session(state: &AppState, session: &Session, user: &User) -> 
         // The new sign-in ends the old one; the old account's activity must not name
         // whoever signed in now (it may be someone else on a shared browser).
         let origin = super::origin(state);
-        let audit = Audit {
-            keys: Some(&state.pseudonyms),
-            clock: state.clock.as_ref(),
-            origin: &origin,
-            actor: Actor::Anonymous { email_normalized: None },
-            repeats: None,
-        };
+        let audit = super::audit_with(state, &origin, Actor::Anonymous { email_normalized: None });
         let mut conn = conn(state).await?;
         fluxi_core::sessions::end_session(&mut conn, &audit, &id, previous.user_id, Action::SessionRevoked).await?;
     }

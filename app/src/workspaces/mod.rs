@@ -2,5 +2,6 @@
 
 pub mod api;
 mod pages;
+pub(crate) use pages::problem_view;
 
 pub use pages::{InvitePage, MembersSettingsPage, WorkspaceHomePage, WorkspacesPage};

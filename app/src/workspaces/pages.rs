@@ -45,7 +45,7 @@ fn encode_path(path: &str) -> String {
 }
 
 /// What to render when a page's data could not be loaded.
-fn problem_view(error: AppError) -> AnyView {
+pub(crate) fn problem_view(error: AppError) -> AnyView {
     match error {
         AppError::Unauthenticated => {
             let here = use_location().pathname.get_untracked();

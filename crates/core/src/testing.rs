@@ -305,29 +305,24 @@ pub fn test_keys() -> &'static crate::pseudonym::PseudonymKeys {
     KEYS.get_or_init(|| crate::pseudonym::PseudonymKeys::single(crate::pseudonym::Pseudonymizer::random()))
 }
 
-/// The audit context of `user` acting outside any request (domain calls in tests).
-pub fn audit_as(user: &User) -> crate::audit::Audit<'_> {
-    static ORIGIN: crate::audit::Origin = crate::audit::Origin { request_id: None, network: None, user_agent: None };
+/// The audit context of `actor` outside any request (domain calls in tests).
+fn audit_of(actor: crate::audit::Actor<'_>) -> crate::audit::Audit<'_> {
     static CLOCK: crate::clock::SystemClock = crate::clock::SystemClock;
     crate::audit::Audit {
         keys: Some(test_keys()),
         clock: &CLOCK,
-        origin: &ORIGIN,
-        actor: crate::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized },
+        origin: &crate::audit::Origin::NONE,
+        actor,
         repeats: None,
     }
 }
 
-/// An audit context with nobody in particular acting (domain calls whose actor does not
-/// matter to the test).
+/// `user` acting outside any request.
+pub fn audit_as(user: &User) -> crate::audit::Audit<'_> {
+    audit_of(crate::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized })
+}
+
+/// Nobody in particular acting (domain calls whose actor does not matter to the test).
 pub fn audit() -> crate::audit::Audit<'static> {
-    static ORIGIN: crate::audit::Origin = crate::audit::Origin { request_id: None, network: None, user_agent: None };
-    static CLOCK: crate::clock::SystemClock = crate::clock::SystemClock;
-    crate::audit::Audit {
-        keys: Some(test_keys()),
-        clock: &CLOCK,
-        origin: &ORIGIN,
-        actor: crate::audit::Actor::Anonymous { email_normalized: None },
-        repeats: None,
-    }
+    audit_of(crate::audit::Actor::Anonymous { email_normalized: None })
 }

@@ -346,19 +346,8 @@ pub(crate) async fn continues(
             Some((_, s, h)) => (seq, prev) = (s, h),
             None => return Ok(Err(format!("checkpoint #{id} does not name this chain"))),
         }
-    } else if let Some(a) =
-        diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
-            .bind::<diesel::sql_types::Uuid, _>(chain)
-            .get_result::<AnchorRow>(conn)
-            .await
-            .optional()?
-    {
-        if !signer.verify(&anchor_message(chain, a.seq, &a.hash, a.pruned_before), &a.signature) {
-            return Ok(Err("its pruning anchor is not signed by this server's key".into()));
-        }
-        (seq, prev) = (a.seq, a.hash);
     }
-    // Pruned past the signed head: the anchor is where it goes on.
+    // No signed head, or pruned past it: the anchor is where the chain goes on.
     if let Some(a) =
         diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
             .bind::<diesel::sql_types::Uuid, _>(chain)

@@ -24,6 +24,11 @@ pub struct Origin {
     pub user_agent: Option<String>,
 }
 
+impl Origin {
+    /// No request: background jobs, and domain calls outside one.
+    pub const NONE: Origin = Origin { request_id: None, network: None, user_agent: None };
+}
+
 /// Everything the writer needs besides the event: the keys, the clock, where the request
 /// came from and who is acting.
 #[derive(Clone, Copy)]
@@ -171,8 +176,7 @@ impl<'a> Audit<'a> {
     /// The same context with another actor (a sign-in learns who it is only at the end).
     /// A background job acting on its own: no request, no pseudonyms.
     pub fn system(job: super::SystemJob, clock: &'a dyn Clock) -> Audit<'a> {
-        static NO_ORIGIN: Origin = Origin { request_id: None, network: None, user_agent: None };
-        Audit { keys: None, clock, origin: &NO_ORIGIN, actor: Actor::System(job), repeats: None }
+        Audit { keys: None, clock, origin: &Origin::NONE, actor: Actor::System(job), repeats: None }
     }
 
     pub fn as_actor<'b>(&self, actor: Actor<'b>) -> Audit<'b>
