@@ -90,3 +90,19 @@ pub fn Card(title: &'static str, children: Children) -> impl IntoView {
         </div>
     }
 }
+
+/// The second factor of a step-up, for people with two-factor authentication: a code from
+/// their app, or one of their recovery codes (the server tells them apart).
+#[component]
+pub fn StepUpCodeField(id: &'static str, #[prop(into)] error: Signal<Option<String>>) -> impl IntoView {
+    view! {
+        <TextField
+            label="Authentication code"
+            name="code"
+            id=id
+            autocomplete="one-time-code"
+            hint="The 6-digit code from your authenticator app, or a recovery code."
+            error=error
+        />
+    }
+}

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod components;
 pub mod error;
+pub mod mfa;
 pub mod page_data;
 pub mod render;
 #[cfg(feature = "ssr")]
@@ -75,6 +76,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=HomePage ssr=SsrMode::Async/>
                     <Route path=path!("/signup") view=auth::SignupPage ssr=SsrMode::Async/>
                     <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async/>
+                    <Route path=path!("/login/mfa") view=mfa::SecondStepPage ssr=SsrMode::Async/>
+                    <Route path=path!("/account/security") view=mfa::SecurityPage ssr=SsrMode::Async/>
                     <Route path=path!("/account") view=account::AccountPage ssr=SsrMode::Async/>
                     <Route path=path!("/workspaces") view=workspaces::WorkspacesPage ssr=SsrMode::Async/>
                     <Route path=path!("/w/:slug") view=workspaces::WorkspaceHomePage ssr=SsrMode::Async/>

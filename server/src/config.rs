@@ -49,6 +49,15 @@ pub struct Config {
     /// File each checkpoint is appended to (`FLUXI_AUDIT_CHECKPOINT_FILE`); without it,
     /// checkpoints go to the log.
     pub audit_checkpoint_file: Option<std::path::PathBuf>,
+    /// Key that seals stored secrets (`FLUXI_ENCRYPTION_KEY`, 64 hex digits), if set; see
+    /// [`Config::keyring`].
+    pub encryption_key: Option<fluxi_core::secrets::EncryptionKey>,
+    /// Version of `encryption_key` (`FLUXI_ENCRYPTION_KEY_VERSION`, default 1): raise it
+    /// with each new key, then run `server keys rotate`.
+    pub encryption_key_version: i32,
+    /// Earlier keys still needed to open what they sealed (`FLUXI_ENCRYPTION_OLD_KEYS`:
+    /// `version:hex` entries separated by commas).
+    pub encryption_old_keys: Vec<(i32, fluxi_core::secrets::EncryptionKey)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +92,24 @@ impl Config {
             (None, true) => Err(ConfigError(
                 "FLUXI_AUDIT_SIGNING_KEY is not set: production needs a fixed Ed25519 seed for audit \
                  checkpoints (64 hex digits, e.g. from `openssl rand -hex 32`), kept outside the database"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The encryption keys, and whether the key was made up for this process: required in
+    /// production (sealed secrets must open after a restart); random in development, where
+    /// secrets stored by an earlier process then no longer open.
+    pub fn keyring(&self) -> Result<(fluxi_core::secrets::Keyring, bool), ConfigError> {
+        let ring = |key: fluxi_core::secrets::EncryptionKey| {
+            fluxi_core::secrets::Keyring::new(self.encryption_key_version, key, self.encryption_old_keys.clone())
+        };
+        match (&self.encryption_key, self.production) {
+            (Some(key), _) => Ok((ring(key.clone()), false)),
+            (None, false) => Ok((ring(fluxi_core::secrets::EncryptionKey::random()), true)),
+            (None, true) => Err(ConfigError(
+                "FLUXI_ENCRYPTION_KEY is not set: production needs a fixed key for the secrets stored in the \
+                 database (64 hex digits, e.g. from `openssl rand -hex 32`), kept outside the database"
                     .into(),
             )),
         }
@@ -157,6 +184,21 @@ impl Config {
             .map(|hex_key| fluxi_core::audit::AuditSigner::from_hex(&hex_key))
             .transpose()
             .map_err(|e| ConfigError(format!("FLUXI_AUDIT_SIGNING_KEY: {e}")))?;
+        let encryption_key = vars
+            .get("FLUXI_ENCRYPTION_KEY")
+            .map(|hex_key| fluxi_core::secrets::EncryptionKey::from_hex(&hex_key))
+            .transpose()
+            .map_err(|e| ConfigError(format!("FLUXI_ENCRYPTION_KEY: {e}")))?;
+        let encryption_old_keys = vars
+            .get("FLUXI_ENCRYPTION_OLD_KEYS")
+            .map(|list| fluxi_core::secrets::Keyring::parse_older(&list))
+            .transpose()
+            .map_err(|_| {
+                ConfigError(
+                    "FLUXI_ENCRYPTION_OLD_KEYS: use version:key entries (key: 64 hex digits), comma-separated".into(),
+                )
+            })?
+            .unwrap_or_default();
         let retention_days: i64 =
             vars.parsed("FLUXI_AUDIT_RETENTION_DAYS", fluxi_core::audit::maintenance::DEFAULT_RETENTION_DAYS)?;
         if !fluxi_core::audit::maintenance::RETENTION_DAYS_RANGE.contains(&retention_days) {
@@ -171,6 +213,9 @@ impl Config {
             return Err(ConfigError("FLUXI_AUDIT_CHECKPOINT_MINUTES must be at least 1".into()));
         }
         Ok(Self {
+            encryption_key,
+            encryption_key_version: vars.parsed("FLUXI_ENCRYPTION_KEY_VERSION", 1)?,
+            encryption_old_keys,
             pseudonym_epoch: vars.parsed("FLUXI_PSEUDONYM_EPOCH", 1)?,
             pseudonym_old_keys,
             audit_signing_key,

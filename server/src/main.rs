@@ -37,7 +37,8 @@ fn main() -> std::process::ExitCode {
         "serve" => runtime.block_on(serve()),
         "migrate" => runtime.block_on(migrate()),
         "audit" => runtime.block_on(audit(&args[1..])),
-        other => Err(anyhow::anyhow!("unknown command {other:?}; use `serve`, `migrate` or `audit`")),
+        "keys" => runtime.block_on(keys(&args[1..])),
+        other => Err(anyhow::anyhow!("unknown command {other:?}; use `serve`, `migrate`, `audit` or `keys`")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -97,6 +98,7 @@ async fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let (pseudonyms, pseudonym_key_is_ephemeral) = config.pseudonyms()?;
     let (audit_signer, audit_key_is_ephemeral) = config.audit_signer()?;
+    let (keyring, encryption_key_is_ephemeral) = config.keyring()?;
     // One broken workspace must not take the others down: they are served, and it answers
     // "being upgraded" (503) to its members until a rerun of the migration succeeds.
     if let Some(failed) = migrate_with(&config).await? {
@@ -122,7 +124,14 @@ async fn serve() -> anyhow::Result<()> {
         pseudonyms,
         audit_signer: audit_signer.clone(),
         audit_repeats: Default::default(),
+        keyring,
     });
+    if encryption_key_is_ephemeral {
+        tracing::warn!(
+            "FLUXI_ENCRYPTION_KEY is not set: secrets are sealed with a random key until the process stops \
+             (development only)"
+        );
+    }
     if audit_key_is_ephemeral {
         tracing::warn!(
             "FLUXI_AUDIT_SIGNING_KEY is not set: audit checkpoints are signed with a random key until the process stops \
@@ -165,6 +174,57 @@ async fn serve() -> anyhow::Result<()> {
 
 /// `server audit verify [--workspace SLUG|ID] [--checkpoints FILE] [--export FILE]`, `server audit checkpoint`,
 /// `server audit prune`.
+/// `keys rotate [--batch N]`: re-seals every stored secret under the newest encryption key
+/// version, in batches beside a running server; `keys status`: secrets per key version.
+async fn keys(args: &[String]) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let (keyring, ephemeral) = config.keyring()?;
+    if ephemeral {
+        bail!("FLUXI_ENCRYPTION_KEY is not set: stored secrets can only be re-sealed with the server's keys");
+    }
+    let batch: i64 = match args.iter().position(|a| a == "--batch").and_then(|i| args.get(i + 1)) {
+        Some(n) => n.parse().ok().filter(|n| *n > 0).context("--batch takes a positive number")?,
+        None => 500,
+    };
+    let pool = db::build_pool(&config.database_url, 2)?;
+    let mut conn = pool.get().await?;
+    let show = |counts: &[fluxi_core::secrets::VersionCount]| {
+        if counts.is_empty() {
+            println!("  no stored secrets");
+        }
+        for c in counts {
+            let note = if c.rotatable || c.key_version == keyring.current_version() {
+                ""
+            } else {
+                " (move when their owners make new ones)"
+            };
+            println!("  {}: {} on key version {}{note}", c.kind, c.count, c.key_version);
+        }
+    };
+    match args.first().map(String::as_str) {
+        Some("status") => {
+            println!("current key version: {}", keyring.current_version());
+            show(&fluxi_core::secrets::count_by_version(&mut conn).await?);
+            Ok(())
+        }
+        Some("rotate") => {
+            let report = fluxi_core::secrets::rotate(&mut conn, &keyring, batch).await?;
+            println!(
+                "re-sealed {} secrets under key version {}; {} could not be opened",
+                report.resealed,
+                keyring.current_version(),
+                report.failed
+            );
+            show(&fluxi_core::secrets::count_by_version(&mut conn).await?);
+            if report.failed > 0 {
+                bail!("{} secrets did not open: is every older key in FLUXI_ENCRYPTION_OLD_KEYS?", report.failed);
+            }
+            Ok(())
+        }
+        _ => bail!("use `keys rotate [--batch N]` or `keys status`"),
+    }
+}
+
 async fn audit(args: &[String]) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let (signer, ephemeral) = config.audit_signer()?;

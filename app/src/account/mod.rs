@@ -21,7 +21,8 @@ pub fn AccountPage() -> impl IntoView {
                                 <dt class="text-sm font-medium text-slate-600">"Email"</dt>
                                 <dd class="break-all text-slate-900 sm:col-span-2">{me.email}</dd>
                             </dl>
-                            <p class="mt-6"><a href="/account/activity" class="link">"Your account activity"</a></p>
+                            <p class="mt-6"><a href="/account/security" class="link">"Security and two-factor authentication"</a></p>
+                            <p class="mt-2"><a href="/account/activity" class="link">"Your account activity"</a></p>
                         </section>
                     }
                     .into_any(),

@@ -59,10 +59,18 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     let state = ssr::state()?;
     let session = ssr::session().await?;
     let origin = ssr::origin(&state);
+    let next = safe_next_path(next.as_deref());
     match state.password_gate(&origin).sign_in(&email, &password, origin.network.as_deref()).await? {
         SignInOutcome::SignedIn(user) => ssr::start_session(&state, &session, &user).await?,
+        SignInOutcome::SecondFactorRequired(pending) => {
+            // Nothing else is granted by this state; a fresh id all the same.
+            session.cycle_id().await?;
+            session.insert(crate::mfa::api::PENDING_KEY, crate::mfa::api::PendingSignIn { pending, next }).await?;
+            leptos_axum::redirect("/login/mfa");
+            return Ok(());
+        }
     }
-    leptos_axum::redirect(&safe_next_path(next.as_deref()).unwrap_or_else(|| "/account".into()));
+    leptos_axum::redirect(&next.unwrap_or_else(|| "/account".into()));
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! `crate::error`); nothing here touches the response.
 
 use fluxi_core::accounts::AccountError;
+use fluxi_core::mfa::MfaError;
 use fluxi_core::workspaces::invitations::{AcceptError, InvitationProblem, INVITATIONS_PER_DAY};
 use fluxi_core::workspaces::{InvalidInput, WorkspaceError};
 
@@ -42,7 +43,43 @@ impl From<AccountError> for AppError {
                 tracing::warn!(error = %e, "database pool exhausted or unreachable");
                 AppError::Busy
             }
+            AccountError::SecondFactor(e) => e.into(),
+            AccountError::SecondFactorMissing => {
+                AppError::field("code", "Enter the 6-digit code from your authenticator app, or a recovery code.")
+            }
+            AccountError::SecondFactorExpired => {
+                AppError::Rejected("Your sign-in took too long. Enter your email and password again.".into())
+            }
+            AccountError::TooManyCodes => {
+                AppError::Rejected("Too many wrong codes. Enter your email and password again.".into())
+            }
             other @ (AccountError::Hashing(_) | AccountError::Database(_)) => AppError::internal(other),
+        }
+    }
+}
+
+impl From<MfaError> for AppError {
+    fn from(e: MfaError) -> Self {
+        match e {
+            MfaError::MalformedCode => AppError::field("code", "Enter the 6-digit code from your authenticator app."),
+            MfaError::WrongCode => {
+                AppError::field("code", "That code is not right. Check the time on your device and try the newest code.")
+            }
+            MfaError::CodeAlreadyUsed => {
+                AppError::field("code", "That code was already used. Wait for the next code in your app.")
+            }
+            MfaError::MalformedRecoveryCode => {
+                AppError::field("recovery_code", "A recovery code has 10 letters and digits, like abcde-12345.")
+            }
+            MfaError::WrongRecoveryCode => {
+                AppError::field("recovery_code", "That recovery code is not right, or it was already used.")
+            }
+            MfaError::AlreadyEnabled => AppError::Rejected("Two-factor authentication is already on.".into()),
+            MfaError::NotEnabled => AppError::Rejected("Two-factor authentication is not on.".into()),
+            MfaError::NoPendingEnrolment => AppError::Rejected(
+                "This set-up expired or was replaced. Start again with \"Set up authenticator app\".".into(),
+            ),
+            other @ (MfaError::Sealed(_) | MfaError::Database(_)) => AppError::internal(other),
         }
     }
 }

@@ -22,7 +22,16 @@ pub struct StoredFlash {
 /// kept: no other form gets a flash, and no field that is not listed here — so never a
 /// password, and never `next`, which can carry an invitation link's token (the page
 /// reads it from its own address again).
-const FLASHED_FORMS: [(&str, &[&str]); 2] = [("signup", &["display_name", "email"]), ("login", &["email"])];
+/// The two-factor forms keep no value at all: codes are never stored.
+const FLASHED_FORMS: [(&str, &[&str]); 7] = [
+    ("signup", &["display_name", "email"]),
+    ("login", &["email"]),
+    ("verify_sign_in", &[]),
+    ("start_totp_setup", &[]),
+    ("confirm_totp_setup", &[]),
+    ("regenerate_recovery_codes", &[]),
+    ("disable_two_factor", &[]),
+];
 
 /// The values a flash of `form` keeps, or `None` when `form` gets no flash.
 fn kept_values(form: &str, submitted: Vec<(String, String)>) -> Option<Vec<(String, String)>> {

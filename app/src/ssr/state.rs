@@ -59,6 +59,9 @@ pub struct AppServices {
     pub audit_signer: AuditSigner,
     /// Refusals recorded once a minute per key, not per request (see `RepeatFilter`).
     pub audit_repeats: RepeatFilter,
+    /// Seals the secrets stored in the database (`FLUXI_ENCRYPTION_KEY`; see
+    /// `fluxi_core::secrets`).
+    pub keyring: fluxi_core::secrets::Keyring,
 }
 
 impl AppServices {
@@ -73,6 +76,7 @@ impl AppServices {
             network_throttle: &self.client_sign_in_throttle,
             pseudonyms: &self.pseudonyms,
             clock: self.clock.as_ref(),
+            keyring: &self.keyring,
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct MembersPage {
     pub my_role: String,
     pub can_manage: bool,
     pub is_owner: bool,
+    /// Whether the signed-in person's step-ups need a code (owners' forms ask for one).
+    pub i_have_mfa: bool,
     pub members: Vec<MemberView>,
     pub invitations: Vec<InvitationView>,
 }
@@ -178,6 +180,9 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
         }
     };
     let (members, invitations) = tokio::try_join!(members, invitations)?;
+    let is_owner = access.can(Permission::ManageOwners);
+    let mut conn = conn;
+    let i_have_mfa = is_owner && fluxi_core::mfa::is_enabled(&mut conn, user.id).await?;
     let invitations = invitations
         .into_iter()
         .map(|i| InvitationView {
@@ -197,7 +202,8 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
         name: access.name().into(),
         my_role: access.role().as_str().into(),
         can_manage,
-        is_owner: access.can(Permission::ManageOwners),
+        is_owner,
+        i_have_mfa,
         invitations,
         members: members
             .into_iter()
@@ -272,9 +278,15 @@ pub async fn leave_workspace(slug: String) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Step-up: the owner re-enters their password.
+/// Step-up: the owner re-enters their password (and a code, with two-factor authentication).
 #[server(prefix = "/api", endpoint = "transfer_ownership")]
-pub async fn transfer_ownership(slug: String, user_id: String, password: String) -> Result<(), AppError> {
+pub async fn transfer_ownership(
+    slug: String,
+    user_id: String,
+    password: String,
+    code: Option<String>,
+    recovery_code: Option<String>,
+) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
     let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
@@ -284,16 +296,21 @@ pub async fn transfer_ownership(slug: String, user_id: String, password: String)
     let action = Action::OwnershipTransferred;
     workspaces::require(&mut conn, &audit, &access, Permission::ManageOwners, action, Target::Member(target)).await?;
     drop(conn);
-    let purpose = StepUpFor { workspace: access.workspace_id(), action };
-    ssr::step_up(&state, &user, &password, purpose).await?;
+    let purpose = StepUpFor::workspace(access.workspace_id(), action);
+    ssr::step_up(&state, &user, &password, code.as_deref(), recovery_code.as_deref(), purpose).await?;
     // The domain function checks the caller's role again, in its transaction.
     let mut conn = ssr::conn(&state).await?;
     Ok(workspaces::transfer_ownership(&mut conn, &audit, &access, target).await?)
 }
 
-/// Step-up: the owner re-enters their password.
+/// Step-up: the owner re-enters their password (and a code, with two-factor authentication).
 #[server(prefix = "/api", endpoint = "delete_workspace")]
-pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppError> {
+pub async fn delete_workspace(
+    slug: String,
+    password: String,
+    code: Option<String>,
+    recovery_code: Option<String>,
+) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
     let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
@@ -302,7 +319,8 @@ pub async fn delete_workspace(slug: String, password: String) -> Result<(), AppE
     let (action, on) = (Action::WorkspaceDeleted, Target::Workspace(access.workspace_id()));
     workspaces::require(&mut conn, &audit, &access, Permission::DeleteWorkspace, action, on).await?;
     drop(conn);
-    ssr::step_up(&state, &user, &password, StepUpFor { workspace: access.workspace_id(), action }).await?;
+    let purpose = StepUpFor::workspace(access.workspace_id(), action);
+    ssr::step_up(&state, &user, &password, code.as_deref(), recovery_code.as_deref(), purpose).await?;
     // The domain function checks the caller's role again, in its transaction.
     let mut conn = ssr::conn(&state).await?;
     workspaces::delete_workspace(&mut conn, &audit, &access).await?;

@@ -7,7 +7,7 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_params_map};
 
 use super::api::*;
-use crate::components::{Card, FormAlert, TextField, BUTTON_CLASS};
+use crate::components::{Card, FormAlert, StepUpCodeField, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::{page_data, PageData};
 use crate::render::SyncHtml;
@@ -324,7 +324,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                     Err(e) => Either::Left(problem_view(e)),
                     Ok(mut p) => {
                         let slug = p.slug.clone();
-                        let (can_manage, is_owner) = (p.can_manage, p.is_owner);
+                        let (can_manage, is_owner, i_have_mfa) = (p.can_manage, p.is_owner, p.i_have_mfa);
                         let members = std::mem::take(&mut p.members);
                         let invitations = std::mem::take(&mut p.invitations);
                         let has_candidates = is_owner && members.iter().any(|m| !m.is_me);
@@ -417,6 +417,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                                 </select>
                                             </div>
                                             <TextField label="Your current password" name="password" id="transfer-password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
+                                            {i_have_mfa.then(|| view! { <StepUpCodeField id="transfer-code" error=field(transfer_error, "code")/> })}
                                             <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>
                                         </ActionForm>
                                     }) } else { None }
@@ -429,6 +430,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         <FormAlert message=form_message(delete_error)/>
                                         <input type="hidden" name="slug" value=slug_delete/>
                                         <TextField label="Current password to confirm deletion" name="password" id="delete-password" kind="password" autocomplete="current-password" error=field(delete_error, "password")/>
+                                        {i_have_mfa.then(|| view! { <StepUpCodeField id="delete-code" error=field(delete_error, "code")/> })}
                                         <button type="submit" class="inline-flex w-full justify-center rounded-md bg-red-700 px-4 py-2 font-semibold text-white hover:bg-red-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-red-600 focus-visible:ring-offset-2">"Delete workspace"</button>
                                     </ActionForm>
                                 }) } else { None }}

@@ -89,6 +89,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    mfa_recovery_codes (user_id, code_hash) {
+        user_id -> Uuid,
+        code_hash -> Bytea,
+        key_version -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    mfa_totp (user_id) {
+        user_id -> Uuid,
+        secret_sealed -> Bytea,
+        key_version -> Int4,
+        confirmed_at -> Nullable<Timestamptz>,
+        pending_until -> Nullable<Timestamptz>,
+        last_step -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     outbox_emails (id) {
         id -> Uuid,
         recipient -> Text,
@@ -150,6 +171,7 @@ diesel::table! {
         role_name -> Text,
         tenant_version -> Text,
         created_at -> Timestamptz,
+        require_mfa -> Bool,
     }
 }
 
@@ -158,6 +180,8 @@ diesel::joinable!(invitations -> outbox_emails (mail_id));
 diesel::joinable!(invitations -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(memberships -> workspaces (workspace_id));
+diesel::joinable!(mfa_recovery_codes -> users (user_id));
+diesel::joinable!(mfa_totp -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(workspace_creations -> users (user_id));
 
@@ -169,6 +193,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     invitations,
     memberships,
+    mfa_recovery_codes,
+    mfa_totp,
     outbox_emails,
     sessions,
     sign_in_failures,

@@ -40,6 +40,7 @@ pub struct Options {
     pub production: bool,
     pub request_timeout: std::time::Duration,
     pub workspaces_per_day: u32,
+    pub keyring: fluxi_core::secrets::Keyring,
 }
 
 impl Default for Options {
@@ -61,6 +62,7 @@ impl Default for Options {
             production: false,
             request_timeout,
             workspaces_per_day: fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY,
+            keyring: fluxi_core::secrets::Keyring::single(fluxi_core::secrets::EncryptionKey::random()),
         }
     }
 }
@@ -95,6 +97,7 @@ impl TestApp {
             pseudonyms: fluxi_core::pseudonym::PseudonymKeys::single(fluxi_core::pseudonym::Pseudonymizer::random()),
             audit_signer: fluxi_core::audit::AuditSigner::random(),
             audit_repeats: Default::default(),
+            keyring: opts.keyring.clone(),
         });
         let router = server::build_router(state.clone());
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -15,7 +15,7 @@ pub use rules::{
     is_common_password, normalize_email, validate_display_name, validate_email, validate_password, InputError,
     EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
 };
-pub use sign_in::{sign_up, AccountError, PasswordGate, SignInOutcome, StepUpFor};
+pub use sign_in::{sign_up, AccountError, PasswordGate, PendingSecondFactor, SecondFactor, SignInOutcome, StepUpFor};
 pub use throttle::{
     clear_failed_sign_ins, client_sign_in_key, delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key,
     sign_in_refused_for, FailedSignIns, SignInThrottle,

@@ -68,17 +68,27 @@ pub async fn create_user(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> Resu
 }
 
 /// The account with this (normalized) email and its password hash, for sign-in.
+/// The account, its password hash and whether it has a second factor, in one query: the
+/// answer to "is a code needed" is known before the password is checked, so a right
+/// password costs no more time with MFA than without.
 pub async fn find_login_by_email(
     conn: &mut AsyncPgConnection,
     email_normalized: &str,
-) -> QueryResult<Option<(User, StoredPasswordHash)>> {
-    let found: Option<(User, String)> = users::table
+) -> QueryResult<Option<(User, StoredPasswordHash, bool)>> {
+    use crate::schema::mfa_totp;
+    let found: Option<(User, String, bool)> = users::table
         .filter(users::email_normalized.eq(email_normalized))
-        .select((User::as_select(), users::password_hash))
+        .select((
+            User::as_select(),
+            users::password_hash,
+            diesel::dsl::exists(
+                mfa_totp::table.filter(mfa_totp::user_id.eq(users::id)).filter(mfa_totp::confirmed_at.is_not_null()),
+            ),
+        ))
         .first(conn)
         .await
         .optional()?;
-    Ok(found.map(|(user, hash)| (user, StoredPasswordHash(hash))))
+    Ok(found.map(|(user, hash, mfa)| (user, StoredPasswordHash(hash), mfa)))
 }
 
 /// The password hash of an account, for step-up checks of a signed-in person.

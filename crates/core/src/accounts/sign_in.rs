@@ -50,6 +50,18 @@ pub enum AccountError {
     Unavailable(String),
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// A second factor was refused (wrong, reused or malformed code).
+    #[error("second factor refused: {0}")]
+    SecondFactor(crate::mfa::MfaError),
+    /// The sign-in waiting for its second factor is gone: expired, or the account changed.
+    #[error("the sign-in waiting for a second factor expired")]
+    SecondFactorExpired,
+    /// A step-up of an account with two-factor authentication came without a code.
+    #[error("authentication code missing")]
+    SecondFactorMissing,
+    /// Too many wrong codes for one password sign-in: back to the password.
+    #[error("too many wrong codes for this sign-in")]
+    TooManyCodes,
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
@@ -63,10 +75,46 @@ impl From<HashError> for AccountError {
     }
 }
 
-/// What a correct password leads to. The place where "a second factor is needed" plugs in.
+/// What a correct password leads to.
 #[derive(Debug)]
 pub enum SignInOutcome {
     SignedIn(User),
+    /// The account has a second factor: not signed in until it is given.
+    SecondFactorRequired(PendingSecondFactor),
+}
+
+/// A sign-in whose password was right, waiting for its second factor. Kept in the
+/// session, where it grants nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingSecondFactor {
+    pub user_id: Uuid,
+    pub started_at: time::OffsetDateTime,
+    /// Wrong codes given for this sign-in so far.
+    pub failures: u8,
+}
+
+impl PendingSecondFactor {
+    /// How long the second step may take.
+    pub const VALID_FOR: Duration = Duration::minutes(5);
+    /// Wrong codes per password sign-in; then the password is asked again. (Each also
+    /// counts in the account's failure series, which bounds guessing across sign-ins.)
+    pub const MAX_FAILURES: u8 = 3;
+
+    pub fn new(user_id: Uuid, now: time::OffsetDateTime) -> Self {
+        Self { user_id, started_at: now, failures: 0 }
+    }
+
+    pub fn expired(&self, now: time::OffsetDateTime) -> bool {
+        now >= self.started_at + Self::VALID_FOR || now < self.started_at - Duration::minutes(1)
+    }
+}
+
+/// The second factor offered.
+#[derive(Debug, Clone, Copy)]
+pub enum SecondFactor<'a> {
+    /// A code from the authenticator app.
+    Code(&'a str),
+    RecoveryCode(&'a str),
 }
 
 /// Everything a password check needs, borrowed from the server's state.
@@ -83,13 +131,34 @@ pub struct PasswordGate<'a> {
     pub origin: &'a Origin,
     /// Throttled attempts are recorded once a minute per account or network, not per try.
     pub repeats: &'a crate::audit::RepeatFilter,
+    /// Opens the second factors' secrets.
+    pub keyring: &'a crate::secrets::Keyring,
 }
 
-/// What a step-up guards, for its audit event: the workspace action it precedes.
+/// What a step-up guards, for its audit events: the action it precedes, and the
+/// workspace it is in (whose trail records it), if any.
 #[derive(Debug, Clone, Copy)]
 pub struct StepUpFor {
-    pub workspace: Uuid,
+    pub workspace: Option<Uuid>,
     pub action: Action,
+}
+
+impl StepUpFor {
+    pub fn workspace(workspace: Uuid, action: Action) -> Self {
+        Self { workspace: Some(workspace), action }
+    }
+
+    pub fn account(action: Action) -> Self {
+        Self { workspace: None, action }
+    }
+
+    fn event(&self, account: Option<Uuid>, action: Action, outcome: Outcome) -> Event {
+        let detail = Detail::StepUp { for_action: self.action };
+        match self.workspace {
+            Some(w) => Event::workspace(w, action, Target::Workspace(w), outcome, detail),
+            None => Event::account(account, action, outcome, detail),
+        }
+    }
 }
 
 /// Whose password is being checked.
@@ -146,7 +215,7 @@ impl<'a> PasswordGate<'a> {
         }
         let normalized = normalize_email(email);
         let network_key = client_network.map(|network| client_sign_in_key(self.pseudonyms.current(), network));
-        let Some((Some(user), stored)) =
+        let Some((Some(user), stored, second_factor)) =
             self.check(Claimant::Email(&normalized), password, network_key.as_deref(), None).await?
         else {
             return Err(AccountError::WrongCredentials);
@@ -154,24 +223,128 @@ impl<'a> PasswordGate<'a> {
         if PasswordHasher::needs_rehash(stored.as_str()) {
             self.rehash(user.id, password).await;
         }
+        if second_factor {
+            return Ok(SignInOutcome::SecondFactorRequired(PendingSecondFactor::new(user.id, self.clock.now())));
+        }
         Ok(SignInOutcome::SignedIn(user))
     }
 
-    /// Step-up re-authentication: `password` must be the signed-in `user`'s current one.
-    /// Whatever the caller checked before must be checked again after it (it takes a while;
-    /// see `crate::workspaces::transfer_ownership`).
+    /// The second step of a sign-in: a code from the app, or a recovery code. Refused
+    /// while the account's failure count is blocked; a wrong or reused code counts in that
+    /// series (so guessing codes across many password sign-ins is bounded too) and in
+    /// `pending`, which allows [`PendingSecondFactor::MAX_FAILURES`]. Only a success
+    /// forgives the account's count.
+    pub async fn second_factor(
+        &self,
+        pending: &mut PendingSecondFactor,
+        proof: SecondFactor<'_>,
+    ) -> Result<User, AccountError> {
+        use crate::mfa::{self, MfaError};
+        let now = self.clock.now();
+        if pending.expired(now) || pending.failures >= PendingSecondFactor::MAX_FAILURES {
+            return Err(AccountError::SecondFactorExpired);
+        }
+        let mut conn = self.conn().await?;
+        let user = super::find_user_by_id(&mut conn, pending.user_id).await?.ok_or(AccountError::SecondFactorExpired)?;
+        let account_key = sign_in_key(self.pseudonyms.current(), &user.email_normalized);
+        let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
+        if let Some(wait) = sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
+            let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
+            let event = Event::account(Some(user.id), Action::SignInThrottledAccount, Outcome::Denied, detail);
+            let key = [Action::SignInThrottledAccount.name().as_bytes(), &account_key].concat();
+            audit.record_unless_repeated(&mut conn, &key, event).await?;
+            return Err(AccountError::AccountThrottled(wait));
+        }
+        let (checked, method) = match proof {
+            SecondFactor::Code(code) => (
+                mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await,
+                crate::audit::SecondFactorMethod::AuthenticatorApp,
+            ),
+            SecondFactor::RecoveryCode(code) => (
+                mfa::use_recovery_code(&mut conn, &audit, self.keyring, user.id, code).await.map(|_| ()),
+                crate::audit::SecondFactorMethod::RecoveryCode,
+            ),
+        };
+        match checked {
+            Ok(()) => {
+                let (audit, account_key) = (&audit, &account_key);
+                conn.transaction::<_, AccountError, _>(|c| {
+                    async move {
+                        clear_failed_sign_ins(c, account_key).await?;
+                        let detail = Detail::SecondFactor { method };
+                        let event = Event::account(Some(user.id), Action::SignInSucceeded, Outcome::Succeeded, detail);
+                        audit.record(c, event).await?;
+                        Ok(())
+                    }
+                    .scope_boxed()
+                })
+                .await?;
+                Ok(user)
+            }
+            Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
+                record_failed_sign_in(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?;
+                pending.failures += 1;
+                if pending.failures >= PendingSecondFactor::MAX_FAILURES {
+                    return Err(AccountError::TooManyCodes);
+                }
+                Err(AccountError::SecondFactor(e))
+            }
+            Err(MfaError::NotEnabled | MfaError::NoPendingEnrolment) => Err(AccountError::SecondFactorExpired),
+            Err(MfaError::Database(e)) => Err(AccountError::Database(e)),
+            Err(e) => Err(AccountError::SecondFactor(e)),
+        }
+    }
+
+    /// Step-up re-authentication: `password` must be the signed-in `user`'s current one,
+    /// and with two-factor authentication on, `second` a code (or recovery code) too. A
+    /// wrong code counts like a wrong password. Whatever the caller checked before must be
+    /// checked again after it (it takes a while; see `crate::workspaces::transfer_ownership`).
     pub async fn check_current_password(
         &self,
         user: &User,
         password: &str,
+        second: Option<SecondFactor<'_>>,
         purpose: StepUpFor,
     ) -> Result<(), AccountError> {
+        use crate::mfa::{self, MfaError};
         if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
             return Err(AccountError::CurrentPasswordMissing);
         }
         let found =
             self.check(Claimant::Account(user.id, &user.email_normalized), password, None, Some(purpose)).await?;
-        found.map(|_| ()).ok_or(AccountError::WrongCurrentPassword)
+        let Some((_, _, second_factor_on)) = found else { return Err(AccountError::WrongCurrentPassword) };
+        let mut conn = self.conn().await?;
+        let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
+        let account_key = sign_in_key(self.pseudonyms.current(), &user.email_normalized);
+        if second_factor_on {
+            let checked = match second {
+                None => return Err(AccountError::SecondFactorMissing),
+                Some(SecondFactor::Code(code)) => mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await,
+                Some(SecondFactor::RecoveryCode(code)) => {
+                    mfa::use_recovery_code(&mut conn, &audit, self.keyring, user.id, code).await.map(|_| ())
+                }
+            };
+            match checked {
+                Ok(()) => {}
+                Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
+                    record_failed_sign_in(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?;
+                    audit.record(&mut conn, purpose.event(Some(user.id), Action::StepUpFailed, Outcome::Failed)).await?;
+                    return Err(AccountError::SecondFactor(e));
+                }
+                Err(MfaError::Database(e)) => return Err(AccountError::Database(e)),
+                Err(e) => return Err(AccountError::SecondFactor(e)),
+            }
+        }
+        let (audit, account_key) = (&audit, &account_key);
+        conn.transaction::<_, AccountError, _>(|c| {
+            async move {
+                clear_failed_sign_ins(c, account_key).await?;
+                audit.record(c, purpose.event(Some(user.id), Action::StepUpSucceeded, Outcome::Succeeded)).await?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await
     }
 
     /// The shared check. Returns the account found by email (sign-in) and its hash, or
@@ -183,7 +356,7 @@ impl<'a> PasswordGate<'a> {
         password: &str,
         network_key: Option<&[u8]>,
         step_up: Option<StepUpFor>,
-    ) -> Result<Option<(Option<User>, StoredPasswordHash)>, AccountError> {
+    ) -> Result<Option<(Option<User>, StoredPasswordHash, bool)>, AccountError> {
         let normalized = match claimant {
             Claimant::Email(normalized) | Claimant::Account(_, normalized) => normalized,
         };
@@ -202,24 +375,21 @@ impl<'a> PasswordGate<'a> {
             };
             let found = match claimant {
                 Claimant::Email(normalized) => {
-                    find_login_by_email(&mut conn, normalized).await?.map(|(u, h)| (Some(u), h))
+                    find_login_by_email(&mut conn, normalized).await?.map(|(u, h, mfa)| (Some(u), h, mfa))
                 }
-                Claimant::Account(id, _) => find_password_hash(&mut conn, id).await?.map(|h| (None, h)),
+                Claimant::Account(id, _) => match find_password_hash(&mut conn, id).await? {
+                    Some(h) => Some((None, h, crate::mfa::is_enabled(&mut conn, id).await?)),
+                    None => None,
+                },
             };
             if let Some((action, error, wait)) = refused {
                 let account = match claimant {
-                    Claimant::Email(_) => found.as_ref().and_then(|(u, _)| u.as_ref().map(|u| u.id)),
+                    Claimant::Email(_) => found.as_ref().and_then(|(u, _, _)| u.as_ref().map(|u| u.id)),
                     Claimant::Account(id, _) => Some(id),
                 };
                 let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
                 let event = match step_up {
-                    Some(p) => Event::workspace(
-                        p.workspace,
-                        Action::StepUpFailed,
-                        Target::Workspace(p.workspace),
-                        Outcome::Denied,
-                        Detail::StepUp { for_action: p.action },
-                    ),
+                    Some(p) => p.event(account, Action::StepUpFailed, Outcome::Denied),
                     None => Event::account(account, action, Outcome::Denied, detail),
                 };
                 let key = [action.name().as_bytes(), &account_key, network_key.unwrap_or_default()].concat();
@@ -229,17 +399,20 @@ impl<'a> PasswordGate<'a> {
             (account_key, found)
         };
         // An unknown account is verified against the dummy hash: same work, same answer.
-        let verified = self.hasher.verify(password, found.as_ref().map(|(_, hash)| hash.as_str())).await?;
+        let verified = self.hasher.verify(password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
         let mut conn = self.conn().await?;
         // Read again: the verification waited for a permit and took a while.
         let now = self.clock.now();
         let account = match claimant {
-            Claimant::Email(_) => found.as_ref().and_then(|(u, _)| u.as_ref().map(|u| u.id)),
+            Claimant::Email(_) => found.as_ref().and_then(|(u, _, _)| u.as_ref().map(|u| u.id)),
             Claimant::Account(id, _) => Some(id),
         };
         let audit = self.audit(self.claimant_actor(claimant));
         let (throttles, account_key) = ((self.account_throttle, self.network_throttle), &account_key);
         match found.filter(|_| verified) {
+            // The password alone does not sign in (or step up), nor forgive the count:
+            // the second factor does both.
+            Some(found) if found.2 => Ok(Some(found)),
             Some(found) => {
                 conn.transaction::<_, AccountError, _>(|c| {
                     async move {
@@ -264,13 +437,7 @@ impl<'a> PasswordGate<'a> {
                             record_failed_sign_in(c, throttles.1, key, now).await?;
                         }
                         let event = match step_up {
-                            Some(p) => Event::workspace(
-                                p.workspace,
-                                Action::StepUpFailed,
-                                Target::Workspace(p.workspace),
-                                Outcome::Failed,
-                                Detail::StepUp { for_action: p.action },
-                            ),
+                            Some(p) => p.event(account, Action::StepUpFailed, Outcome::Failed),
                             None => Event::account(
                                 account,
                                 Action::SignInFailed,

@@ -69,7 +69,8 @@ actions! {
     SignedOut = "session.signed_out", Sessions, "Signed out";
     SessionExpired = "session.expired", Sessions, "Session expired";
     SessionRevoked = "session.revoked", Sessions, "Session revoked";
-    StepUpFailed = "step_up.failed", SignIn, "Password confirmation failed";
+    StepUpFailed = "step_up.failed", SignIn, "Identity confirmation failed";
+    StepUpSucceeded = "step_up.succeeded", SignIn, "Confirmed their identity";
     WorkspaceCreated = "workspace.created", Workspace, "Created the workspace";
     WorkspaceDeleted = "workspace.deleted", Workspace, "Deleted the workspace";
     WorkspaceAccessDenied = "workspace.access_denied", Workspace, "Tried to open the workspace without being a member";
@@ -86,6 +87,13 @@ actions! {
     AuditViewed = "audit.viewed", Audit, "Viewed the audit log";
     AuditExported = "audit.exported", Audit, "Exported the audit log";
     AuditPruned = "audit.pruned", Audit, "Pruned audit events past retention";
+    MfaEnabled = "mfa.enabled", TwoFactor, "Turned on two-factor authentication";
+    MfaDisabled = "mfa.disabled", TwoFactor, "Turned off two-factor authentication";
+    MfaCodeAccepted = "mfa.code_accepted", TwoFactor, "Authentication code accepted";
+    MfaCodeFailed = "mfa.code_failed", TwoFactor, "Wrong authentication code";
+    MfaCodeReplayed = "mfa.code_replayed", TwoFactor, "Authentication code refused: already used";
+    RecoveryCodeUsed = "mfa.recovery_code_used", TwoFactor, "Used a recovery code";
+    RecoveryCodesRegenerated = "mfa.recovery_codes_regenerated", TwoFactor, "Made new recovery codes";
 }
 
 /// Stored by its name.
@@ -112,11 +120,13 @@ pub enum ActionGroup {
     Invitations,
     Members,
     Audit,
+    TwoFactor,
 }
 
 impl ActionGroup {
     pub const ALL: &'static [ActionGroup] = &[
         ActionGroup::SignIn,
+        ActionGroup::TwoFactor,
         ActionGroup::Sessions,
         ActionGroup::Accounts,
         ActionGroup::Workspace,
@@ -134,6 +144,7 @@ impl ActionGroup {
             ActionGroup::Invitations => "invitations",
             ActionGroup::Members => "members",
             ActionGroup::Audit => "audit",
+            ActionGroup::TwoFactor => "two_factor",
         }
     }
     pub fn words(self) -> &'static str {
@@ -145,6 +156,7 @@ impl ActionGroup {
             ActionGroup::Invitations => "Invitations",
             ActionGroup::Members => "Members",
             ActionGroup::Audit => "Audit log",
+            ActionGroup::TwoFactor => "Two-factor authentication",
         }
     }
     pub fn parse(name: &str) -> Option<ActionGroup> {
@@ -307,6 +319,21 @@ pub enum Detail {
     SessionsEnded {
         count: u64,
     },
+    /// Which second factor was checked.
+    SecondFactor {
+        method: SecondFactorMethod,
+    },
+    /// Recovery codes left after a use or a regeneration.
+    RecoveryCodes {
+        remaining: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondFactorMethod {
+    AuthenticatorApp,
+    RecoveryCode,
 }
 
 /// Why an action was refused, in the words of the rule.
