@@ -10,6 +10,7 @@ mod audit;
 mod fleet;
 mod invitations;
 mod members;
+mod mfa;
 mod outbox;
 mod pool;
 mod rendering;

@@ -40,6 +40,13 @@ const OTHER_FUNCTIONS: &[&str] = &[
     "invitation_info",
     "accept_invitation",
     "account_activity",
+    "security_page",
+    "start_totp_setup",
+    "confirm_totp_setup",
+    "regenerate_recovery_codes",
+    "disable_two_factor",
+    "second_step",
+    "verify_sign_in",
 ];
 
 #[test]

@@ -1,0 +1,404 @@
+//! Two-factor authentication over HTTP and against the database: enrolment, the second
+//! sign-in step, replay (also concurrent), recovery codes, step-up with a code, sealed
+//! secrets (bound to their row, rotated to a new key) and what never appears in clear.
+//! Codes are computed with totp-rs from the text key the page shows, as an app would.
+
+use std::sync::Arc;
+
+use crate::common::{recorded, Client, Person, TestApp, PASSWORD};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use fluxi_core::audit::{Action, Actor, Audit, Origin};
+use fluxi_core::clock::{At, Clock};
+use fluxi_core::mfa::{self, MfaError};
+use fluxi_core::secrets::{EncryptionKey, Keyring};
+use reqwest::StatusCode;
+use time::{Duration, OffsetDateTime};
+
+/// What an authenticator app computes from the text key.
+fn app_code(text_key: &str, at: OffsetDateTime) -> String {
+    let secret = totp_rs::Secret::try_from_base32(text_key.replace(' ', "")).expect("base 32 key");
+    let totp = totp_rs::Builder::new().with_secret(secret).build_noncompliant();
+    totp.generate(at.unix_timestamp() as u64).to_string()
+}
+
+fn security(reply: &crate::common::Reply) -> serde_json::Value {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+/// Starts the set-up through the page's server functions; returns the text key.
+async fn start_setup(client: &mut Client) -> String {
+    let res = client.call("start_totp_setup", &[]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let page = security(&client.call("security_page", &[]).await);
+    let pending = &page["pending"];
+    assert!(pending["qr_svg"].as_str().unwrap().starts_with("<svg role=\"img\""));
+    pending["text_key"].as_str().unwrap().to_string()
+}
+
+/// A person with two-factor authentication on; returns the text key and the recovery codes.
+async fn enrolled(app: &TestApp, name: &str) -> (Person, String, Vec<String>) {
+    let mut person = app.person(name).await;
+    let key = start_setup(&mut person.client).await;
+    let code = app_code(&key, app.clock.now());
+    let res = person.client.call("confirm_totp_setup", &[("code", &code)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let page = security(&person.client.call("security_page", &[]).await);
+    assert_eq!(page["mfa_enabled"], true);
+    let codes: Vec<String> =
+        page["fresh_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    // The step that confirmed enrolment is used up: the next sign-in needs a later code.
+    app.clock.advance(Duration::seconds(30));
+    (person, key, codes)
+}
+
+/// Signs in with the password; returns the client, left at the second step.
+async fn password_step(app: &TestApp, email: &str) -> Client {
+    let mut client = app.client();
+    let res = client.call("login", &[("email", email), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.location(), Some("/login/mfa"));
+    client
+}
+
+async fn signed_in(client: &mut Client) -> bool {
+    let res = client.call("current_user", &[]).await;
+    res.body != "null"
+}
+
+#[tokio::test]
+async fn enrolment_then_sign_in_with_a_code_that_works_once() {
+    let app = TestApp::spawn().await;
+    let mut ada = app.person("Ada").await;
+    let key = start_setup(&mut ada.client).await;
+    // A wrong code says so and keeps the set-up pending.
+    let res = ada.client.call("confirm_totp_setup", &[("code", "000000")]).await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.error().message_for("code").unwrap().contains("not right"), "{}", res.body);
+    assert!(security(&ada.client.call("security_page", &[]).await)["pending"].is_object());
+    let res = ada.client.call("confirm_totp_setup", &[("code", "12 34")]).await;
+    assert!(res.error().message_for("code").unwrap().contains("6-digit"), "{}", res.body);
+    // The right code (spaces and dashes allowed) turns it on and shows ten codes once.
+    let code = app_code(&key, app.clock.now());
+    let spaced = format!("{}-{}", &code[..3], &code[3..]);
+    let res = ada.client.call("confirm_totp_setup", &[("code", &spaced)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let page = security(&ada.client.call("security_page", &[]).await);
+    assert_eq!(page["mfa_enabled"], true);
+    assert!(page["pending"].is_null(), "the secret is not shown once enabled");
+    assert_eq!(page["fresh_codes"].as_array().unwrap().len(), 10);
+    assert_eq!(page["recovery_codes_left"], 10);
+    let again = security(&ada.client.call("security_page", &[]).await);
+    assert!(again["fresh_codes"].is_null(), "shown once");
+    assert_eq!(recorded(&app, Action::MfaEnabled).await.len(), 1);
+
+    // The password alone no longer signs in.
+    let mut browser = password_step(&app, &ada.user.email).await;
+    assert!(!signed_in(&mut browser).await);
+    let res = browser.call("list_workspaces", &[]).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "nothing but the second step: {}", res.body);
+    // The code that confirmed enrolment cannot sign in.
+    let res = browser.call("verify_sign_in", &[("code", &code)]).await;
+    assert!(res.error().message_for("code").unwrap().contains("already used"), "{}", res.body);
+    assert_eq!(recorded(&app, Action::MfaCodeReplayed).await.len(), 1);
+    // A wrong code: refused and recorded.
+    let res = browser.call("verify_sign_in", &[("code", "000000")]).await;
+    assert!(res.error().message_for("code").unwrap().contains("not right"), "{}", res.body);
+    assert_eq!(recorded(&app, Action::MfaCodeFailed).await.len(), 2, "one at set-up, one now");
+    // The next step's code signs in, cycling the session id; `next` survives.
+    app.clock.advance(Duration::seconds(30));
+    let mut browser = app.client();
+    let res = browser
+        .call("login", &[("email", &ada.user.email), ("password", PASSWORD), ("next", "/account/activity")])
+        .await;
+    assert_eq!(res.location(), Some("/login/mfa"));
+    let pending_cookie = browser.session_cookie.clone();
+    let next_code = app_code(&key, app.clock.now());
+    let res = browser.call("verify_sign_in", &[("code", &next_code)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.location(), Some("/account/activity"));
+    assert_ne!(browser.session_cookie, pending_cookie, "a new session id");
+    assert!(signed_in(&mut browser).await);
+    assert_eq!(recorded(&app, Action::MfaCodeAccepted).await.len(), 1);
+    // The same code again, on another browser: refused.
+    let mut other = password_step(&app, &ada.user.email).await;
+    let res = other.call("verify_sign_in", &[("code", &next_code)]).await;
+    assert!(res.error().message_for("code").unwrap().contains("already used"), "{}", res.body);
+}
+
+#[tokio::test]
+async fn codes_are_accepted_one_step_either_side_and_each_step_once() {
+    let app = TestApp::spawn().await;
+    let (ada, key, _) = enrolled(&app, "Ada").await;
+    let mut conn = app.db.conn().await;
+    let base = app.clock.now() + Duration::minutes(10);
+    let keyring = &app.state.keyring;
+    let origin = Origin::NONE;
+    let check = |offset: i64| {
+        let code = app_code(&key, base + Duration::seconds(30 * offset));
+        (code, base)
+    };
+    for (offset, accepted) in [(-2, false), (-1, true), (0, true), (1, true), (2, false)] {
+        let (code, now) = check(offset);
+        let clock = At(now);
+        let actor = Actor::User { id: ada.user.id, email_normalized: &ada.user.email_normalized };
+        let audit = Audit { keys: None, clock: &clock, origin: &origin, actor, repeats: None };
+        let result = mfa::verify_code(&mut conn, &audit, keyring, ada.user.id, &code).await;
+        assert_eq!(result.is_ok(), accepted, "offset {offset}: {result:?}");
+    }
+    // Once +1 was accepted, the older steps are spent.
+    let (code, now) = check(0);
+    let clock = At(now);
+    let actor = Actor::User { id: ada.user.id, email_normalized: &ada.user.email_normalized };
+    let audit = Audit { keys: None, clock: &clock, origin: &origin, actor, repeats: None };
+    assert!(matches!(
+        mfa::verify_code(&mut conn, &audit, keyring, ada.user.id, &code).await,
+        Err(MfaError::CodeAlreadyUsed)
+    ));
+}
+
+#[tokio::test]
+async fn one_code_sent_at_once_from_many_connections_succeeds_exactly_once() {
+    let app = TestApp::spawn().await;
+    let (ada, key, codes) = enrolled(&app, "Ada").await;
+    let now = app.clock.now();
+    let code = app_code(&key, now);
+    let attempts = (0..8).map(|_| {
+        let (pool, keyring, code, user) = (app.db.pool.clone(), app.state.keyring.clone(), code.clone(), ada.user.clone());
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.unwrap();
+            let clock = At(now);
+            let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
+            let audit = Audit { keys: None, clock: &clock, origin: &Origin::NONE, actor, repeats: None };
+            mfa::verify_code(&mut conn, &audit, &keyring, user.id, &code).await.is_ok()
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+    assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+    assert_eq!(recorded(&app, Action::MfaCodeReplayed).await.len(), 7);
+
+    // A recovery code, likewise, works once however many use it at the same time.
+    let recovery = codes[0].clone();
+    let attempts = (0..8).map(|_| {
+        let (pool, keyring, code, user) =
+            (app.db.pool.clone(), app.state.keyring.clone(), recovery.clone(), ada.user.clone());
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.unwrap();
+            let clock = At(now);
+            let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
+            let audit = Audit { keys: None, clock: &clock, origin: &Origin::NONE, actor, repeats: None };
+            mfa::use_recovery_code(&mut conn, &audit, &keyring, user.id, &code).await.ok()
+        })
+    });
+    let results: Vec<Option<i64>> = futures::future::join_all(attempts).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1, "{results:?}");
+    assert_eq!(results.into_iter().flatten().next(), Some(9), "nine left");
+    assert_eq!(recorded(&app, Action::RecoveryCodeUsed).await.len(), 1);
+}
+
+#[tokio::test]
+async fn signing_in_with_a_recovery_code_uses_it_up() {
+    let app = TestApp::spawn().await;
+    let (ada, _, codes) = enrolled(&app, "Ada").await;
+    let mut browser = password_step(&app, &ada.user.email).await;
+    let res = browser.call("verify_sign_in", &[("recovery_code", "nope")]).await;
+    assert!(res.error().message_for("recovery_code").unwrap().contains("10 letters"), "{}", res.body);
+    // Upper case and without the dash, as people type it.
+    let typed = codes[3].replace('-', "").to_uppercase();
+    let res = browser.call("verify_sign_in", &[("recovery_code", &typed)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert!(signed_in(&mut browser).await);
+    let page = security(&browser.call("security_page", &[]).await);
+    assert_eq!(page["recovery_codes_left"], 9);
+    let mut again = password_step(&app, &ada.user.email).await;
+    let res = again.call("verify_sign_in", &[("recovery_code", &codes[3])]).await;
+    assert!(res.error().message_for("recovery_code").unwrap().contains("already used"), "{}", res.body);
+}
+
+#[tokio::test]
+async fn the_second_step_expires_and_allows_only_a_few_wrong_codes() {
+    let app = TestApp::spawn().await;
+    let (ada, key, _) = enrolled(&app, "Ada").await;
+    // Expired after five minutes: back to the password.
+    let mut browser = password_step(&app, &ada.user.email).await;
+    app.clock.advance(Duration::minutes(5) + Duration::seconds(1));
+    let res = browser.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+    assert!(res.error().to_string().contains("took too long"), "{}", res.body);
+    assert!(!signed_in(&mut browser).await);
+    let res = browser.call("second_step", &[]).await;
+    assert!(res.body.contains("\"waiting\":false"), "{}", res.body);
+    // Three wrong codes end the attempt, even with the right one next.
+    let mut browser = password_step(&app, &ada.user.email).await;
+    for _ in 0..2 {
+        let res = browser.call("verify_sign_in", &[("code", "000000")]).await;
+        assert!(res.error().message_for("code").is_some(), "{}", res.body);
+    }
+    let res = browser.call("verify_sign_in", &[("code", "000000")]).await;
+    assert!(res.error().to_string().contains("Too many wrong codes"), "{}", res.body);
+    let res = browser.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert!(res.error().to_string().contains("took too long"), "the attempt is over: {}", res.body);
+    // They count in the account's failure series: two more wrong codes block the account
+    // (5 in 15 minutes), and then even the right password and code are refused.
+    let mut browser = password_step(&app, &ada.user.email).await;
+    for _ in 0..2 {
+        browser.call("verify_sign_in", &[("code", "000000")]).await;
+    }
+    let res = browser.call("login", &[("email", &ada.user.email), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+}
+
+#[tokio::test]
+async fn step_ups_ask_for_a_code_and_regenerating_replaces_every_recovery_code() {
+    let app = TestApp::spawn().await;
+    let (mut ada, key, old_codes) = enrolled(&app, "Ada").await;
+    // The password alone is not enough to turn it off.
+    let res = ada.client.call("disable_two_factor", &[("password", PASSWORD)]).await;
+    assert!(res.error().message_for("code").is_some(), "{}", res.body);
+    let res = ada.client.call("disable_two_factor", &[("password", PASSWORD), ("code", "000000")]).await;
+    assert!(res.error().message_for("code").unwrap().contains("not right"), "{}", res.body);
+    assert!(!recorded(&app, Action::StepUpFailed).await.is_empty());
+    // Regenerate with password and a recovery code (typed into the same field).
+    let res = ada
+        .client
+        .call("regenerate_recovery_codes", &[("password", PASSWORD), ("code", &old_codes[0])])
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let page = security(&ada.client.call("security_page", &[]).await);
+    let new_codes: Vec<String> =
+        page["fresh_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert_eq!(new_codes.len(), 10);
+    assert!(new_codes.iter().all(|c| !old_codes.contains(c)));
+    assert_eq!(recorded(&app, Action::RecoveryCodesRegenerated).await.len(), 1);
+    assert!(!recorded(&app, Action::StepUpSucceeded).await.is_empty());
+    let mut browser = password_step(&app, &ada.user.email).await;
+    let res = browser.call("verify_sign_in", &[("recovery_code", &old_codes[1])]).await;
+    assert!(res.error().message_for("recovery_code").is_some(), "old codes are void: {}", res.body);
+    // Turning it off with password and code: sign-in asks for the password only again.
+    let code = app_code(&key, app.clock.now());
+    let res = ada.client.call("disable_two_factor", &[("password", PASSWORD), ("code", &code)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(recorded(&app, Action::MfaDisabled).await.len(), 1);
+    let mut browser = app.client();
+    let res = browser.call("login", &[("email", &ada.user.email), ("password", PASSWORD)]).await;
+    assert_eq!(res.location(), Some("/account"));
+}
+
+#[tokio::test]
+async fn sealed_secrets_are_bound_to_their_row_and_rotate_to_a_new_key() {
+    let v1 = Keyring::single(key(1));
+    let app = TestApp::spawn_with(crate::common::Options { keyring: v1.clone(), ..Default::default() }).await;
+    let (ada, ada_key, _) = enrolled(&app, "Ada").await;
+    let (bob, _, _) = enrolled(&app, "Bob").await;
+    let mut conn = app.db.conn().await;
+    let now = app.clock.now();
+    let clock = At(now);
+    let actor = Actor::User { id: bob.user.id, email_normalized: &bob.user.email_normalized };
+    let audit = Audit { keys: None, clock: &clock, origin: &Origin::NONE, actor, repeats: None };
+    // Ada's sealed secret copied into Bob's row does not open there.
+    diesel::sql_query(
+        "UPDATE mfa_totp b SET secret_sealed = a.secret_sealed, key_version = a.key_version \
+         FROM mfa_totp a WHERE a.user_id = $1 AND b.user_id = $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(ada.user.id)
+    .bind::<diesel::sql_types::Uuid, _>(bob.user.id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let result = mfa::verify_code(&mut conn, &audit, &v1, bob.user.id, &app_code(&ada_key, now)).await;
+    assert!(matches!(result, Err(MfaError::Sealed(_))), "{result:?}");
+
+    // Rotation: a new key version; everything moves to it; the old key can then go.
+    let v2 = Keyring::new(2, key(2), vec![(1, key(1))]);
+    let before = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
+    assert!(before.iter().any(|c| c.kind == "TOTP secrets" && c.key_version == 1 && c.count == 2), "{before:?}");
+    let report = fluxi_core::secrets::rotate(&mut conn, &v2, 1).await.unwrap();
+    // Bob's row holds Ada's ciphertext: it does not open, and is reported.
+    assert_eq!((report.resealed, report.failed), (1, 1), "{report:?}");
+    let after = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
+    assert!(after.iter().any(|c| c.kind == "TOTP secrets" && c.key_version == 2 && c.count == 1), "{after:?}");
+    let only_v2 = Keyring::new(2, key(2), Vec::new());
+    let later = At(now + Duration::seconds(60));
+    let actor = Actor::User { id: ada.user.id, email_normalized: &ada.user.email_normalized };
+    let audit = Audit { keys: None, clock: &later, origin: &Origin::NONE, actor, repeats: None };
+    let code = app_code(&ada_key, later.now());
+    mfa::verify_code(&mut conn, &audit, &only_v2, ada.user.id, &code).await.expect("opens under the new key alone");
+}
+
+fn key(n: u8) -> EncryptionKey {
+    EncryptionKey::new([n; 32])
+}
+
+#[tokio::test]
+async fn rotation_runs_while_people_sign_in() {
+    // Secrets sealed under version 1; the server now holds version 2 (and 1, until the
+    // rotation is done), as the operations guide has it.
+    let v1 = Keyring::single(key(1));
+    let v2 = Keyring::new(2, key(2), vec![(1, key(1))]);
+    let app = TestApp::spawn_with(crate::common::Options { keyring: v2.clone(), ..Default::default() }).await;
+    let mut conn = app.db.conn().await;
+    let mut people = Vec::new();
+    for i in 0..6 {
+        let person = app.person(&format!("P{i}")).await;
+        let now = app.clock.now();
+        let enrolment = mfa::start_enrolment(&mut conn, &v1, now, person.user.id, &person.user.email).await.unwrap();
+        let clock = At(now);
+        let actor = Actor::User { id: person.user.id, email_normalized: &person.user.email_normalized };
+        let audit = Audit { keys: None, clock: &clock, origin: &Origin::NONE, actor, repeats: None };
+        let code = app_code(&enrolment.text_key, now);
+        mfa::confirm_enrolment(&mut conn, &audit, &v1, person.user.id, &person.user.email, &code).await.unwrap();
+        people.push((person, enrolment.text_key.clone()));
+    }
+    app.clock.advance(Duration::seconds(30));
+    let before = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
+    assert!(before.iter().any(|c| c.kind == "TOTP secrets" && c.key_version == 1 && c.count == 6), "{before:?}");
+    let app = Arc::new(app);
+    let rotation = fluxi_core::secrets::rotate(&mut conn, &v2, 2);
+    let sign_ins = futures::future::join_all(people.iter().map(|(p, key)| {
+        let app = app.clone();
+        async move {
+            let mut browser = password_step(&app, &p.user.email).await;
+            let res = browser.call("verify_sign_in", &[("code", &app_code(key, app.clock.now()))]).await;
+            res.status
+        }
+    }));
+    let (report, statuses) = tokio::join!(rotation, sign_ins);
+    assert_eq!(report.unwrap().failed, 0);
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    let counts = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
+    assert!(counts.iter().filter(|c| c.kind == "TOTP secrets").all(|c| c.key_version == 2), "{counts:?}");
+}
+
+#[tokio::test]
+async fn no_secret_or_recovery_code_is_stored_or_shown_in_clear() {
+    let app = TestApp::spawn().await;
+    let (mut ada, key, codes) = enrolled(&app, "Ada").await;
+    let secret = totp_rs::Secret::try_from_base32(key.replace(' ', "")).unwrap();
+    let secret_hex = hex::encode(secret.as_ref());
+    let mut conn = app.db.conn().await;
+    #[derive(QueryableByName)]
+    struct Dump {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        dump: String,
+    }
+    let mut dump = String::new();
+    for table in ["mfa_totp", "mfa_recovery_codes", "sessions", "audit_events", "users", "sign_in_failures"] {
+        let d: Dump =
+            diesel::sql_query(format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') AS dump FROM {table} t"))
+                .get_result(&mut conn)
+                .await
+                .unwrap();
+        dump.push_str(&d.dump);
+    }
+    let compact_key = key.replace(' ', "");
+    assert!(!dump.contains(&compact_key) && !dump.to_lowercase().contains(&compact_key.to_lowercase()));
+    assert!(!dump.contains(&secret_hex), "the raw secret bytes");
+    for code in &codes {
+        assert!(!dump.contains(code.as_str()) && !dump.contains(&code.replace('-', "")), "recovery code {code}");
+    }
+    // After enrolment, pages show neither.
+    let page = ada.client.get("/account/security").await;
+    assert!(!page.body.contains(&key) && !page.body.contains(&compact_key));
+    assert!(codes.iter().all(|c| !page.body.contains(c.as_str())));
+}
