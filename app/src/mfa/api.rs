@@ -108,14 +108,16 @@ pub async fn security_page() -> Result<SecurityView, AppError> {
     let mut conn = ssr::conn(&state).await?;
     let status = mfa::status(&mut conn, user.id, now).await?;
     let pending = match status.pending {
-        true => mfa::pending_enrolment(&mut conn, &state.keyring, now, user.id, &user.email).await?.map(|e| PendingSetup {
-            qr_svg: e.qr_svg,
-            text_key: e.text_key,
-            expires_at_utc: e
-                .expires_at
-                .format(&time::macros::format_description!("[hour]:[minute] UTC"))
-                .unwrap_or_default(),
-        }),
+        true => {
+            mfa::pending_enrolment(&mut conn, &state.keyring, now, user.id, &user.email).await?.map(|e| PendingSetup {
+                qr_svg: e.qr_svg,
+                text_key: e.text_key,
+                expires_at_utc: e
+                    .expires_at
+                    .format(&time::macros::format_description!("[hour]:[minute] UTC"))
+                    .unwrap_or_default(),
+            })
+        }
         false => None,
     };
     Ok(SecurityView {
@@ -195,10 +197,8 @@ pub async fn second_step() -> Result<SecondStepState, AppError> {
     use imp::*;
     let state = ssr::state()?;
     let session = ssr::session().await?;
-    let waiting = session
-        .get::<PendingSignIn>(PENDING_KEY)
-        .await?
-        .is_some_and(|p| !p.pending.expired(state.clock.now()));
+    let waiting =
+        session.get::<PendingSignIn>(PENDING_KEY).await?.is_some_and(|p| !p.pending.expired(state.clock.now()));
     Ok(SecondStepState { waiting })
 }
 

@@ -9,7 +9,7 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 
 use super::api::{
-    security_page, second_step, ConfirmTotpSetup, DisableTwoFactor, RegenerateRecoveryCodes, SecurityView,
+    second_step, security_page, ConfirmTotpSetup, DisableTwoFactor, RegenerateRecoveryCodes, SecurityView,
     StartTotpSetup, VerifySignIn,
 };
 use crate::auth::api::take_flash;
@@ -152,7 +152,7 @@ fn two_factor_section(
         ServerAction<DisableTwoFactor>,
     ),
 ) -> impl IntoView {
-    let fresh = p.fresh_codes.clone().map(|codes| recovery_codes_view(codes));
+    let fresh = p.fresh_codes.clone().map(recovery_codes_view);
     let body = if p.mfa_enabled {
         let left = p.recovery_codes_left;
         let warning = (left <= fluxi_core_low()).then(|| {

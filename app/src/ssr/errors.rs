@@ -62,9 +62,10 @@ impl From<MfaError> for AppError {
     fn from(e: MfaError) -> Self {
         match e {
             MfaError::MalformedCode => AppError::field("code", "Enter the 6-digit code from your authenticator app."),
-            MfaError::WrongCode => {
-                AppError::field("code", "That code is not right. Check the time on your device and try the newest code.")
-            }
+            MfaError::WrongCode => AppError::field(
+                "code",
+                "That code is not right. Check the time on your device and try the newest code.",
+            ),
             MfaError::CodeAlreadyUsed => {
                 AppError::field("code", "That code was already used. Wait for the next code in your app.")
             }

@@ -148,7 +148,8 @@ fn owner(user: &Uuid) -> [&[u8]; 1] {
 fn enrolment(secret: &[u8], email: &str, expires_at: OffsetDateTime) -> Enrolment {
     let t = totp(secret, email);
     let base32 = t.secret().to_base32();
-    let text_key = base32.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ");
+    let text_key =
+        base32.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ");
     let uri = t.to_url().unwrap_or_default();
     Enrolment { text_key, qr_svg: qr_svg(&uri), uri, expires_at }
 }
@@ -172,12 +173,7 @@ struct TotpRow {
 async fn totp_row(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<Option<TotpRow>> {
     mfa_totp::table
         .find(user)
-        .select((
-            mfa_totp::secret_sealed,
-            mfa_totp::key_version,
-            mfa_totp::confirmed_at,
-            mfa_totp::pending_until,
-        ))
+        .select((mfa_totp::secret_sealed, mfa_totp::key_version, mfa_totp::confirmed_at, mfa_totp::pending_until))
         .first(conn)
         .await
         .optional()
@@ -186,11 +182,8 @@ async fn totp_row(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<Optio
 /// Two-factor status of an account at `now`.
 pub async fn status(conn: &mut AsyncPgConnection, user: Uuid, now: OffsetDateTime) -> QueryResult<MfaStatus> {
     let row = totp_row(conn, user).await?;
-    let left: i64 = mfa_recovery_codes::table
-        .filter(mfa_recovery_codes::user_id.eq(user))
-        .count()
-        .get_result(conn)
-        .await?;
+    let left: i64 =
+        mfa_recovery_codes::table.filter(mfa_recovery_codes::user_id.eq(user)).count().get_result(conn).await?;
     Ok(MfaStatus {
         enabled: row.as_ref().is_some_and(|r| r.confirmed_at.is_some()),
         pending: row.as_ref().is_some_and(|r| r.pending_until.is_some_and(|until| until > now)),
@@ -278,7 +271,7 @@ pub async fn confirm_enrolment(
     if row.confirmed_at.is_some() {
         return Err(MfaError::AlreadyEnabled);
     }
-    if !row.pending_until.is_some_and(|until| until > now) {
+    if row.pending_until.is_none_or(|until| until <= now) {
         return Err(MfaError::NoPendingEnrolment);
     }
     let secret = keyring.open(Purpose::TotpSecret, &owner(&user), &row.sealed())?;
@@ -385,39 +378,43 @@ pub async fn use_recovery_code(
     }
     let hashes: Vec<(i32, Vec<u8>)> = keyring
         .versions()
-        .filter_map(|v| Some((v, keyring.keyed_hash(v, Purpose::RecoveryCode, &owner(&user), code.as_bytes())?.to_vec())))
+        .filter_map(|v| {
+            Some((v, keyring.keyed_hash(v, Purpose::RecoveryCode, &owner(&user), code.as_bytes())?.to_vec()))
+        })
         .collect();
     let left = conn
         .transaction::<_, MfaError, _>(|c| {
-        async move {
-            let mut used = false;
-            for (version, hash) in &hashes {
-                let deleted = diesel::delete(
-                    mfa_recovery_codes::table
-                        .filter(mfa_recovery_codes::user_id.eq(user))
-                        .filter(mfa_recovery_codes::key_version.eq(version))
-                        .filter(mfa_recovery_codes::code_hash.eq(hash)),
-                )
-                .execute(c)
-                .await?;
-                used |= deleted == 1;
-            }
-            if !used {
-                Ok(None)
-            } else {
-                let left: i64 = mfa_recovery_codes::table
-                    .filter(mfa_recovery_codes::user_id.eq(user))
-                    .count()
-                    .get_result(c)
+            async move {
+                let mut used = false;
+                for (version, hash) in &hashes {
+                    let deleted = diesel::delete(
+                        mfa_recovery_codes::table
+                            .filter(mfa_recovery_codes::user_id.eq(user))
+                            .filter(mfa_recovery_codes::key_version.eq(version))
+                            .filter(mfa_recovery_codes::code_hash.eq(hash)),
+                    )
+                    .execute(c)
                     .await?;
-                let detail = Detail::RecoveryCodes { remaining: left.max(0) as u32 };
-                audit.record(c, Event::account(Some(user), Action::RecoveryCodeUsed, Outcome::Succeeded, detail)).await?;
-                Ok(Some(left))
+                    used |= deleted == 1;
+                }
+                if !used {
+                    Ok(None)
+                } else {
+                    let left: i64 = mfa_recovery_codes::table
+                        .filter(mfa_recovery_codes::user_id.eq(user))
+                        .count()
+                        .get_result(c)
+                        .await?;
+                    let detail = Detail::RecoveryCodes { remaining: left.max(0) as u32 };
+                    audit
+                        .record(c, Event::account(Some(user), Action::RecoveryCodeUsed, Outcome::Succeeded, detail))
+                        .await?;
+                    Ok(Some(left))
+                }
             }
-        }
-        .scope_boxed()
-    })
-    .await?;
+            .scope_boxed()
+        })
+        .await?;
     match left {
         Some(left) => Ok(left),
         None => {

@@ -250,7 +250,11 @@ pub struct RotationReport {
 /// Re-seals every rotatable secret not on the current key version, `batch` rows per
 /// transaction (rows locked with SKIP LOCKED, so serving goes on beside it). Each store
 /// of sealed secrets takes part with its own re-sealing pass.
-pub async fn rotate(conn: &mut AsyncPgConnection, keyring: &Keyring, batch: i64) -> diesel::QueryResult<RotationReport> {
+pub async fn rotate(
+    conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
+    batch: i64,
+) -> diesel::QueryResult<RotationReport> {
     crate::mfa::reseal_all(conn, keyring, batch.max(1)).await
 }
 
@@ -281,7 +285,10 @@ mod tests {
         assert_eq!(ring.open(Purpose::TotpSecret, &[ada], &flipped), Err(OpenError::DoesNotOpen), "altered");
         let short = Sealed { key_version: 1, bytes: vec![0; 5] };
         assert_eq!(ring.open(Purpose::TotpSecret, &[ada], &short), Err(OpenError::DoesNotOpen));
-        assert_ne!(ring.seal(Purpose::TotpSecret, &[ada], b"same").bytes, ring.seal(Purpose::TotpSecret, &[ada], b"same").bytes);
+        assert_ne!(
+            ring.seal(Purpose::TotpSecret, &[ada], b"same").bytes,
+            ring.seal(Purpose::TotpSecret, &[ada], b"same").bytes
+        );
     }
 
     #[test]
@@ -297,7 +304,7 @@ mod tests {
         // Relabelled as another version, it does not open even where that key would be right.
         let relabelled = Sealed { key_version: 1, bytes: moved.bytes.clone() };
         assert_eq!(new.open(Purpose::TotpSecret, &[b"ada"], &relabelled), Err(OpenError::DoesNotOpen));
-        let without_old = Keyring::single(EncryptionKey::new([2; KEY_LEN]));
+        let without_old = Keyring::new(2, EncryptionKey::new([2; KEY_LEN]), Vec::new());
         assert_eq!(without_old.open(Purpose::TotpSecret, &[b"ada"], &sealed), Err(OpenError::UnknownKeyVersion(1)));
     }
 

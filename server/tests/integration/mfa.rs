@@ -165,7 +165,8 @@ async fn one_code_sent_at_once_from_many_connections_succeeds_exactly_once() {
     let now = app.clock.now();
     let code = app_code(&key, now);
     let attempts = (0..8).map(|_| {
-        let (pool, keyring, code, user) = (app.db.pool.clone(), app.state.keyring.clone(), code.clone(), ada.user.clone());
+        let (pool, keyring, code, user) =
+            (app.db.pool.clone(), app.state.keyring.clone(), code.clone(), ada.user.clone());
         tokio::spawn(async move {
             let mut conn = pool.get().await.unwrap();
             let clock = At(now);
@@ -260,10 +261,7 @@ async fn step_ups_ask_for_a_code_and_regenerating_replaces_every_recovery_code()
     assert!(res.error().message_for("code").unwrap().contains("not right"), "{}", res.body);
     assert!(!recorded(&app, Action::StepUpFailed).await.is_empty());
     // Regenerate with password and a recovery code (typed into the same field).
-    let res = ada
-        .client
-        .call("regenerate_recovery_codes", &[("password", PASSWORD), ("code", &old_codes[0])])
-        .await;
+    let res = ada.client.call("regenerate_recovery_codes", &[("password", PASSWORD), ("code", &old_codes[0])]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let page = security(&ada.client.call("security_page", &[]).await);
     let new_codes: Vec<String> =

@@ -245,7 +245,8 @@ impl<'a> PasswordGate<'a> {
             return Err(AccountError::SecondFactorExpired);
         }
         let mut conn = self.conn().await?;
-        let user = super::find_user_by_id(&mut conn, pending.user_id).await?.ok_or(AccountError::SecondFactorExpired)?;
+        let user =
+            super::find_user_by_id(&mut conn, pending.user_id).await?.ok_or(AccountError::SecondFactorExpired)?;
         let account_key = sign_in_key(self.pseudonyms.current(), &user.email_normalized);
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
         if let Some(wait) = sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
@@ -319,7 +320,9 @@ impl<'a> PasswordGate<'a> {
         if second_factor_on {
             let checked = match second {
                 None => return Err(AccountError::SecondFactorMissing),
-                Some(SecondFactor::Code(code)) => mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await,
+                Some(SecondFactor::Code(code)) => {
+                    mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await
+                }
                 Some(SecondFactor::RecoveryCode(code)) => {
                     mfa::use_recovery_code(&mut conn, &audit, self.keyring, user.id, code).await.map(|_| ())
                 }
@@ -328,7 +331,9 @@ impl<'a> PasswordGate<'a> {
                 Ok(()) => {}
                 Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
                     record_failed_sign_in(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?;
-                    audit.record(&mut conn, purpose.event(Some(user.id), Action::StepUpFailed, Outcome::Failed)).await?;
+                    audit
+                        .record(&mut conn, purpose.event(Some(user.id), Action::StepUpFailed, Outcome::Failed))
+                        .await?;
                     return Err(AccountError::SecondFactor(e));
                 }
                 Err(MfaError::Database(e)) => return Err(AccountError::Database(e)),
