@@ -141,13 +141,19 @@ pub async fn start_totp_setup() -> Result<(), AppError> {
     Ok(())
 }
 
-/// "Enable two-factor authentication": the first code confirms the set-up.
+/// "Enable two-factor authentication": the first code confirms the set-up. Step-up with
+/// the password: someone holding a stolen session must not be able to bind their own
+/// app to the account and lock its owner out.
 #[server(prefix = "/api", endpoint = "confirm_totp_setup")]
-pub async fn confirm_totp_setup(code: String) -> Result<(), AppError> {
+pub async fn confirm_totp_setup(code: String, password: String) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
     let user = ssr::require_user(&state).await?;
     let session = ssr::session().await?;
+    if mfa::normalize_code(&code).is_none() {
+        return Err(mfa::MfaError::MalformedCode.into());
+    }
+    ssr::step_up(&state, &user, &password, None, None, StepUpFor::account(Action::MfaEnabled)).await?;
     let origin = ssr::origin(&state);
     let audit = ssr::audit_as(&state, &origin, &user);
     let mut conn = ssr::conn(&state).await?;

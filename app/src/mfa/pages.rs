@@ -198,6 +198,7 @@ fn two_factor_section(
                     <ActionForm action=confirm attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                         <FormAlert message=form_message(confirm_error)/>
                         <TextField label="Authentication code" name="code" id="setup-code" autocomplete="one-time-code" error=field(confirm_error, "code")/>
+                        <TextField label="Current password" name="password" id="setup-password" kind="password" autocomplete="current-password" error=field(confirm_error, "password")/>
                         <button type="submit" class=BUTTON_CLASS>"Enable two-factor authentication"</button>
                     </ActionForm>
                 </li>

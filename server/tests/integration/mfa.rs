@@ -42,7 +42,7 @@ async fn enrolled(app: &TestApp, name: &str) -> (Person, String, Vec<String>) {
     let mut person = app.person(name).await;
     let key = start_setup(&mut person.client).await;
     let code = app_code(&key, app.clock.now());
-    let res = person.client.call("confirm_totp_setup", &[("code", &code)]).await;
+    let res = person.client.call("confirm_totp_setup", &[("code", &code), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let page = security(&person.client.call("security_page", &[]).await);
     assert_eq!(page["mfa_enabled"], true);
@@ -73,16 +73,20 @@ async fn enrolment_then_sign_in_with_a_code_that_works_once() {
     let mut ada = app.person("Ada").await;
     let key = start_setup(&mut ada.client).await;
     // A wrong code says so and keeps the set-up pending.
-    let res = ada.client.call("confirm_totp_setup", &[("code", "000000")]).await;
+    // Confirming needs the password too (a stolen session cannot bind its own app).
+    let res =
+        ada.client.call("confirm_totp_setup", &[("code", &app_code(&key, app.clock.now())), ("password", "")]).await;
+    assert!(res.error().message_for("password").is_some(), "{}", res.body);
+    let res = ada.client.call("confirm_totp_setup", &[("code", "000000"), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(res.error().message_for("code").unwrap().contains("not right"), "{}", res.body);
     assert!(security(&ada.client.call("security_page", &[]).await)["pending"].is_object());
-    let res = ada.client.call("confirm_totp_setup", &[("code", "12 34")]).await;
+    let res = ada.client.call("confirm_totp_setup", &[("code", "12 34"), ("password", PASSWORD)]).await;
     assert!(res.error().message_for("code").unwrap().contains("6-digit"), "{}", res.body);
     // The right code (spaces and dashes allowed) turns it on and shows ten codes once.
     let code = app_code(&key, app.clock.now());
     let spaced = format!("{}-{}", &code[..3], &code[3..]);
-    let res = ada.client.call("confirm_totp_setup", &[("code", &spaced)]).await;
+    let res = ada.client.call("confirm_totp_setup", &[("code", &spaced), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let page = security(&ada.client.call("security_page", &[]).await);
     assert_eq!(page["mfa_enabled"], true);
