@@ -404,3 +404,32 @@ async fn no_secret_or_recovery_code_is_stored_or_shown_in_clear() {
     assert!(!page.body.contains(&key) && !page.body.contains(&compact_key));
     assert!(codes.iter().all(|c| !page.body.contains(c.as_str())));
 }
+
+#[tokio::test]
+async fn parallel_code_guesses_get_no_more_checks_than_the_account_limit() {
+    let app = TestApp::spawn().await;
+    let (ada, key, _) = enrolled(&app, "Ada").await;
+    let browser = password_step(&app, &ada.user.email).await;
+    // Twenty wrong codes at once on the pending sign-in: each is counted before it is
+    // checked, so at most five (the account's limit) are checked at all.
+    let guesses = (0..20).map(|i| {
+        let mut c = app.client();
+        c.session_cookie = browser.session_cookie.clone();
+        async move { c.call("verify_sign_in", &[("code", &format!("{:06}", 100_000 + i))]).await.status }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = recorded(&app, Action::MfaCodeFailed).await.len();
+    assert!(checked <= 5, "{checked} codes checked: {statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count() >= 15, "{statuses:?}");
+    // Blocked now: even the right code is not checked.
+    let mut other = app.client();
+    other.session_cookie = browser.session_cookie.clone();
+    let res = other.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert!(
+        res.status == StatusCode::TOO_MANY_REQUESTS || res.status == StatusCode::CONFLICT,
+        "{} {}",
+        res.status,
+        res.body
+    );
+    assert!(!signed_in(&mut other).await);
+}

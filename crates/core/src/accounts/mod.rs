@@ -17,6 +17,6 @@ pub use rules::{
 };
 pub use sign_in::{sign_up, AccountError, PasswordGate, PendingSecondFactor, SecondFactor, SignInOutcome, StepUpFor};
 pub use throttle::{
-    clear_failed_sign_ins, client_sign_in_key, delete_stale_sign_in_failures, record_failed_sign_in, sign_in_key,
-    sign_in_refused_for, FailedSignIns, SignInThrottle,
+    clear_failed_sign_ins, client_sign_in_key, delete_stale_sign_in_failures, record_failed_sign_in, reserve_attempt,
+    sign_in_key, sign_in_refused_for, FailedSignIns, SignInThrottle,
 };

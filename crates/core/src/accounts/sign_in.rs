@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::{
     clear_failed_sign_ins, client_sign_in_key, create_user, find_login_by_email, find_password_hash, normalize_email,
-    record_failed_sign_in, sign_in_key, sign_in_refused_for, update_password_hash, validate_display_name,
-    validate_email, validate_password, CreateUserError, HashError, InputError, NewUser, PasswordHasher, SignInThrottle,
-    StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
+    record_failed_sign_in, reserve_attempt, sign_in_key, sign_in_refused_for, update_password_hash,
+    validate_display_name, validate_email, validate_password, CreateUserError, HashError, InputError, NewUser,
+    PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
 };
 use crate::audit::{Action, Actor, Audit, Detail, Event, Origin, Outcome, Target};
 use crate::clock::Clock;
@@ -115,6 +115,22 @@ pub enum SecondFactor<'a> {
     /// A code from the authenticator app.
     Code(&'a str),
     RecoveryCode(&'a str),
+}
+
+impl SecondFactor<'_> {
+    /// Malformed input is refused before it counts as an attempt.
+    fn well_formed(self) -> Result<(), AccountError> {
+        use crate::mfa::{normalize_code, normalize_recovery_code, MfaError};
+        match self {
+            SecondFactor::Code(code) if normalize_code(code).is_none() => {
+                Err(AccountError::SecondFactor(MfaError::MalformedCode))
+            }
+            SecondFactor::RecoveryCode(code) if normalize_recovery_code(code).is_none() => {
+                Err(AccountError::SecondFactor(MfaError::MalformedRecoveryCode))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Everything a password check needs, borrowed from the server's state.
@@ -249,12 +265,11 @@ impl<'a> PasswordGate<'a> {
             super::find_user_by_id(&mut conn, pending.user_id).await?.ok_or(AccountError::SecondFactorExpired)?;
         let account_key = sign_in_key(self.pseudonyms.current(), &user.email_normalized);
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
-        if let Some(wait) = sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
-            let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
-            let event = Event::account(Some(user.id), Action::SignInThrottledAccount, Outcome::Denied, detail);
-            let key = [Action::SignInThrottledAccount.name().as_bytes(), &account_key].concat();
-            audit.record_unless_repeated(&mut conn, &key, event).await?;
-            return Err(AccountError::AccountThrottled(wait));
+        proof.well_formed()?;
+        // The attempt is counted before the code is checked, so a burst of parallel
+        // guesses gets no more checks than the account's limit.
+        if let Err(wait) = reserve_attempt(&mut conn, self.account_throttle, &account_key, now).await? {
+            return Err(self.refused_code(&mut conn, &audit, user.id, &account_key, wait).await?);
         }
         let (checked, method) = match proof {
             SecondFactor::Code(code) => (
@@ -283,7 +298,6 @@ impl<'a> PasswordGate<'a> {
                 Ok(user)
             }
             Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
-                record_failed_sign_in(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?;
                 pending.failures += 1;
                 if pending.failures >= PendingSecondFactor::MAX_FAILURES {
                     return Err(AccountError::TooManyCodes);
@@ -318,19 +332,21 @@ impl<'a> PasswordGate<'a> {
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
         let account_key = sign_in_key(self.pseudonyms.current(), &user.email_normalized);
         if second_factor_on {
+            let Some(second) = second else { return Err(AccountError::SecondFactorMissing) };
+            if let Err(wait) = reserve_attempt(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?
+            {
+                return Err(self.refused_code(&mut conn, &audit, user.id, &account_key, wait).await?);
+            }
+            second.well_formed()?;
             let checked = match second {
-                None => return Err(AccountError::SecondFactorMissing),
-                Some(SecondFactor::Code(code)) => {
-                    mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await
-                }
-                Some(SecondFactor::RecoveryCode(code)) => {
+                SecondFactor::Code(code) => mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await,
+                SecondFactor::RecoveryCode(code) => {
                     mfa::use_recovery_code(&mut conn, &audit, self.keyring, user.id, code).await.map(|_| ())
                 }
             };
             match checked {
                 Ok(()) => {}
                 Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
-                    record_failed_sign_in(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?;
                     audit
                         .record(&mut conn, purpose.event(Some(user.id), Action::StepUpFailed, Outcome::Failed))
                         .await?;
@@ -459,6 +475,23 @@ impl<'a> PasswordGate<'a> {
                 Ok(None)
             }
         }
+    }
+
+    /// A code refused unchecked because the account's count is blocked: recorded once a
+    /// minute per account.
+    async fn refused_code(
+        &self,
+        conn: &mut PooledConn,
+        audit: &Audit<'_>,
+        user: Uuid,
+        account_key: &[u8],
+        wait: Duration,
+    ) -> Result<AccountError, AccountError> {
+        let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
+        let event = Event::account(Some(user), Action::SignInThrottledAccount, Outcome::Denied, detail);
+        let key = [Action::SignInThrottledAccount.name().as_bytes(), account_key].concat();
+        audit.record_unless_repeated(conn, &key, event).await?;
+        Ok(AccountError::AccountThrottled(wait))
     }
 
     /// Who is acting: the signed-in person for a step-up; for a sign-in, nobody yet

@@ -144,6 +144,58 @@ pub async fn record_failed_sign_in(
     .await
 }
 
+/// Counts an attempt as a failure *before* it is checked, unless the count is already
+/// blocked at `now` (then `Err(wait)`, nothing counted). The row is locked while it is
+/// read and updated, so however many attempts arrive at once, no more than
+/// `max_failures` get through before the block: a success clears the count afterwards
+/// ([`clear_failed_sign_ins`]).
+pub async fn reserve_attempt(
+    conn: &mut AsyncPgConnection,
+    throttle: &SignInThrottle,
+    key: &[u8],
+    now: OffsetDateTime,
+) -> QueryResult<Result<FailedSignIns, Duration>> {
+    let (throttle, key) = (*throttle, key.to_vec());
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        async move {
+            diesel::insert_into(sign_in_failures::table)
+                .values((
+                    sign_in_failures::key.eq(&key),
+                    sign_in_failures::failures.eq(0),
+                    sign_in_failures::window_started_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)
+                .await?;
+            let current: FailedSignIns = sign_in_failures::table
+                .find(&key)
+                .select((
+                    sign_in_failures::failures,
+                    sign_in_failures::window_started_at,
+                    sign_in_failures::blocked_until,
+                ))
+                .for_update()
+                .first(c)
+                .await?;
+            if let Some(wait) = throttle.refused_for(Some(&current), now) {
+                return Ok(Err(wait));
+            }
+            let next = throttle.after_failure(Some(current), now);
+            diesel::update(sign_in_failures::table.find(&key))
+                .set((
+                    sign_in_failures::failures.eq(next.failures),
+                    sign_in_failures::window_started_at.eq(next.window_started_at),
+                    sign_in_failures::blocked_until.eq(next.blocked_until),
+                ))
+                .execute(c)
+                .await?;
+            Ok(Ok(next))
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
 /// A successful sign-in forgets the account's failures.
 pub async fn clear_failed_sign_ins(conn: &mut AsyncPgConnection, key: &[u8]) -> QueryResult<()> {
     diesel::delete(sign_in_failures::table.find(key)).execute(conn).await?;
