@@ -31,6 +31,9 @@ pub enum AppError {
     NotFound,
     #[error("Your role does not allow this.")]
     Forbidden,
+    /// The workspace requires two-factor authentication and the caller has none.
+    #[error("This workspace requires two-factor authentication. Turn it on for your account to continue.")]
+    MfaRequired,
     /// The request was understood but refused; the message says why.
     #[error("{0}")]
     Rejected(String),
@@ -78,7 +81,7 @@ impl AppError {
             Self::Invalid(_) => 422,
             Self::InvalidCredentials | Self::Unauthenticated => 401,
             Self::NotFound => 404,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::MfaRequired => 403,
             Self::Rejected(_) => 409,
             Self::Busy | Self::Upgrading => 503,
             Self::TooMany { .. } => 429,

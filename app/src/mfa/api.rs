@@ -93,6 +93,26 @@ mod imp {
         Ok(Some(String::from_utf8_lossy(&plain).lines().map(str::to_string).collect()))
     }
 
+    /// The security page, keeping a same-site `next` (where a workspace that requires
+    /// two-factor authentication sent the person) for the "Continue" link.
+    pub fn security_path(next: Option<&str>, anchor: &str) -> String {
+        match crate::auth::api::safe_next_path(next) {
+            Some(next) => {
+                let encoded: String = next
+                    .bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                            (b as char).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect();
+                format!("/account/security?next={encoded}{anchor}")
+            }
+            None => format!("/account/security{anchor}"),
+        }
+    }
+
     pub fn blank(value: &Option<String>) -> Option<&str> {
         value.as_deref().filter(|v| !v.trim().is_empty())
     }
@@ -131,13 +151,13 @@ pub async fn security_page() -> Result<SecurityView, AppError> {
 
 /// "Set up authenticator app": a fresh secret, pending until confirmed.
 #[server(prefix = "/api", endpoint = "start_totp_setup")]
-pub async fn start_totp_setup() -> Result<(), AppError> {
+pub async fn start_totp_setup(next: Option<String>) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
     let user = ssr::require_user(&state).await?;
     let mut conn = ssr::conn(&state).await?;
     mfa::start_enrolment(&mut conn, &state.keyring, state.clock.now(), user.id, &user.email).await?;
-    leptos_axum::redirect("/account/security");
+    leptos_axum::redirect(&security_path(next.as_deref(), ""));
     Ok(())
 }
 
@@ -145,7 +165,7 @@ pub async fn start_totp_setup() -> Result<(), AppError> {
 /// the password: someone holding a stolen session must not be able to bind their own
 /// app to the account and lock its owner out.
 #[server(prefix = "/api", endpoint = "confirm_totp_setup")]
-pub async fn confirm_totp_setup(code: String, password: String) -> Result<(), AppError> {
+pub async fn confirm_totp_setup(code: String, password: String, next: Option<String>) -> Result<(), AppError> {
     use imp::*;
     let state = ssr::state()?;
     let user = ssr::require_user(&state).await?;
@@ -159,7 +179,7 @@ pub async fn confirm_totp_setup(code: String, password: String) -> Result<(), Ap
     let mut conn = ssr::conn(&state).await?;
     let codes = mfa::confirm_enrolment(&mut conn, &audit, &state.keyring, user.id, &user.email, &code).await?;
     keep_fresh_codes(&state, &session, user.id, &codes).await?;
-    leptos_axum::redirect("/account/security#recovery-codes");
+    leptos_axum::redirect(&security_path(next.as_deref(), "#recovery-codes"));
     Ok(())
 }
 

@@ -97,6 +97,8 @@ pub fn SecondStepPage() -> impl IntoView {
 
 #[component]
 pub fn SecurityPage() -> impl IntoView {
+    let query = use_query_map();
+    let next = StoredValue::new(crate::auth::api::safe_next_path(query.read_untracked().get("next").as_deref()));
     let start = ServerAction::<StartTotpSetup>::new();
     let confirm = ServerAction::<ConfirmTotpSetup>::new();
     let regenerate = ServerAction::<RegenerateRecoveryCodes>::new();
@@ -127,6 +129,7 @@ pub fn SecurityPage() -> impl IntoView {
                         Err(e) => Either::Left(view! { <p role="alert">{e.to_string()}</p> }.into_any()),
                         Ok(p) => Either::Right(two_factor_section(
                             p,
+                            next.get_value(),
                             [
                                 current_error(start, flash_for("start_totp_setup")),
                                 current_error(confirm, flash_for("confirm_totp_setup")),
@@ -144,6 +147,7 @@ pub fn SecurityPage() -> impl IntoView {
 
 fn two_factor_section(
     p: SecurityView,
+    next: Option<String>,
     [start_error, confirm_error, regenerate_error, disable_error]: [Signal<Option<AppError>>; 4],
     (start, confirm, regenerate, disable): (
         ServerAction<StartTotpSetup>,
@@ -153,6 +157,10 @@ fn two_factor_section(
     ),
 ) -> impl IntoView {
     let fresh = p.fresh_codes.clone().map(recovery_codes_view);
+    let p_enabled = p.mfa_enabled;
+    let next_for_forms = next.clone();
+    let hidden_next = move || next_for_forms.clone().map(|n| view! { <input type="hidden" name="next" value=n/> });
+    let (hidden_next_start, hidden_next_confirm) = (hidden_next.clone(), hidden_next.clone());
     let body = if p.mfa_enabled {
         let left = p.recovery_codes_left;
         let warning = (left <= fluxi_core_low()).then(|| {
@@ -197,6 +205,7 @@ fn two_factor_section(
                     <p>{format!("Enter the code the app shows (this set-up expires at {}).", setup.expires_at_utc)}</p>
                     <ActionForm action=confirm attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                         <FormAlert message=form_message(confirm_error)/>
+                        {hidden_next_confirm()}
                         <TextField label="Authentication code" name="code" id="setup-code" autocomplete="one-time-code" error=field(confirm_error, "code")/>
                         <TextField label="Current password" name="password" id="setup-password" kind="password" autocomplete="current-password" error=field(confirm_error, "password")/>
                         <button type="submit" class=BUTTON_CLASS>"Enable two-factor authentication"</button>
@@ -210,15 +219,20 @@ fn two_factor_section(
             <p class="text-slate-800"><strong>"Off."</strong>" Add a second step to signing in: a code from an authenticator app on your phone."</p>
             <ActionForm action=start attr:class="mt-4 max-w-md">
                 <FormAlert message=form_message(start_error)/>
+                {hidden_next_start()}
                 <button type="submit" class=BUTTON_CLASS>"Set up authenticator app"</button>
             </ActionForm>
         }
         .into_any()
     };
+    let carry_on = next.filter(|_| p_enabled).map(|n| {
+        view! { <p class="mt-6"><a href=n class=LINK>"Continue where you were"</a></p> }
+    });
     view! {
         <h2 class="mb-3 text-lg font-semibold">"Two-factor authentication"</h2>
         {fresh}
         {body}
+        {carry_on}
     }
 }
 

@@ -100,6 +100,10 @@ impl From<WorkspaceError> for AppError {
                 None,
             ),
             WorkspaceError::Upgrading => AppError::Upgrading,
+            WorkspaceError::MfaRequired => AppError::MfaRequired,
+            WorkspaceError::OwnerWithoutMfa => AppError::Rejected(
+                "Turn on two-factor authentication for your own account first (Account → Security).".into(),
+            ),
             WorkspaceError::TooManyWorkspaces(limit) => AppError::too_many(
                 format!(
                     "You have created {limit} workspaces in the last 24 hours, the most allowed. Try again tomorrow."

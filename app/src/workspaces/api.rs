@@ -41,6 +41,7 @@ pub struct MemberView {
     pub is_me: bool,
     /// Whether the caller may change this member's role / remove them.
     pub manageable: bool,
+    pub has_mfa: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +83,8 @@ pub struct MembersPage {
     pub is_owner: bool,
     /// Whether the signed-in person's step-ups need a code (owners' forms ask for one).
     pub i_have_mfa: bool,
+    /// Whether the workspace requires two-factor authentication of its members.
+    pub require_mfa: bool,
     pub members: Vec<MemberView>,
     pub invitations: Vec<InvitationView>,
 }
@@ -204,6 +207,7 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
         can_manage,
         is_owner,
         i_have_mfa,
+        require_mfa: access.requires_mfa(),
         invitations,
         members: members
             .into_iter()
@@ -214,6 +218,7 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
                 display_name: m.display_name,
                 email: m.email,
                 role: m.role.as_str().into(),
+                has_mfa: m.has_mfa,
             })
             .collect(),
     })
@@ -301,6 +306,35 @@ pub async fn transfer_ownership(
     // The domain function checks the caller's role again, in its transaction.
     let mut conn = ssr::conn(&state).await?;
     Ok(workspaces::transfer_ownership(&mut conn, &audit, &access, target).await?)
+}
+
+/// "Require two-factor authentication" (owners, step-up): `required` is `on` or `off`.
+#[server(prefix = "/api", endpoint = "set_workspace_mfa")]
+pub async fn set_workspace_mfa(
+    slug: String,
+    required: String,
+    password: String,
+    code: Option<String>,
+) -> Result<(), AppError> {
+    use imp::*;
+    let required = match required.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return Err(AppError::field("required", "Choose whether two-factor authentication is required.")),
+    };
+    let state = ssr::state()?;
+    let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
+    let origin = ssr::origin(&state);
+    let audit = ssr::audit_as(&state, &origin, &user);
+    let action = Action::WorkspaceMfaPolicyChanged;
+    let on = Target::Workspace(access.workspace_id());
+    workspaces::require(&mut conn, &audit, &access, Permission::ManageOwners, action, on).await?;
+    drop(conn);
+    let purpose = StepUpFor::workspace(access.workspace_id(), action);
+    ssr::step_up(&state, &user, &password, code.as_deref(), None, purpose).await?;
+    let mut conn = ssr::conn(&state).await?;
+    workspaces::set_mfa_required(&mut conn, &audit, &access, required).await?;
+    Ok(())
 }
 
 /// Step-up: the owner re-enters their password (and a code, with two-factor authentication).

@@ -65,6 +65,21 @@ pub(crate) fn problem_view(error: AppError) -> AnyView {
             }
             .into_any()
         }
+        AppError::MfaRequired => {
+            #[cfg(feature = "ssr")]
+            if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+                res.set_status(axum::http::StatusCode::FORBIDDEN);
+            }
+            let here = use_location().pathname.get_untracked();
+            view! {
+                <section class="mx-auto mt-16 max-w-xl text-center">
+                    <h1 class="text-2xl font-bold">"Two-factor authentication required"</h1>
+                    <p class="mt-2 text-slate-700">"This workspace requires two-factor authentication. Set it up for your account, then come back."</p>
+                    <p class="mt-4"><a href=format!("/account/security?next={}", encode_path(&here)) class=LINK>"Set up two-factor authentication"</a></p>
+                </section>
+            }
+            .into_any()
+        }
         other => {
             // The page's own status says what went wrong too (e.g. 503 for a workspace
             // being upgraded), not only its text.
@@ -250,6 +265,7 @@ fn member_row_views(members: Vec<MemberView>, slug: String, can_manage: bool, ow
                     <td>{m.display_name}{m.is_me.then_some(" (you)")}</td>
                     <td>{m.email}</td>
                     <td>{m.role}</td>
+                    <td>{if m.has_mfa { "On" } else { "Off" }}</td>
                     {controls}
                 </tr>
             }
@@ -268,7 +284,9 @@ pub fn MembersSettingsPage() -> impl IntoView {
     let leave = ServerAction::<LeaveWorkspace>::new();
     let transfer = ServerAction::<TransferOwnership>::new();
     let delete = ServerAction::<DeleteWorkspace>::new();
+    let set_mfa = ServerAction::<SetWorkspaceMfa>::new();
     let delete_error = action_error(delete);
+    let mfa_error = action_error(set_mfa);
     let page = page_data(
         move || {
             (
@@ -278,6 +296,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                 change.version().get(),
                 remove.version().get(),
                 transfer.version().get(),
+                set_mfa.version().get(),
             )
         },
         |(slug, ..)| get_members_page(slug),
@@ -324,7 +343,8 @@ pub fn MembersSettingsPage() -> impl IntoView {
                     Err(e) => Either::Left(problem_view(e)),
                     Ok(mut p) => {
                         let slug = p.slug.clone();
-                        let (can_manage, is_owner, i_have_mfa) = (p.can_manage, p.is_owner, p.i_have_mfa);
+                        let (can_manage, is_owner, i_have_mfa, require_mfa) =
+                            (p.can_manage, p.is_owner, p.i_have_mfa, p.require_mfa);
                         let members = std::mem::take(&mut p.members);
                         let invitations = std::mem::take(&mut p.invitations);
                         let has_candidates = is_owner && members.iter().any(|m| !m.is_me);
@@ -336,6 +356,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                         let rows = member_row_views(members, slug.clone(), can_manage, is_owner);
                         let (slug_invite, slug_invs, slug_transfer, slug_leave) = (slug.clone(), slug.clone(), slug.clone(), slug.clone());
                         let slug_delete = slug.clone();
+                        let slug_mfa = slug.clone();
                         // Either, not into_any(): erasing the type would first copy every
                         // static attribute of the page into an owned string. SyncHtml: the
                         // resolved page is written in one pass (see crate::render).
@@ -351,6 +372,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         <th scope="col">"Name"</th>
                                         <th scope="col">"Email"</th>
                                         <th scope="col">"Role"</th>
+                                        <th scope="col">"Two-factor"</th>
                                         {p.can_manage.then(|| view! { <th scope="col">"Actions"</th> })}
                                     </tr></thead>
                                     <tbody on:submit=on_row_submit>{rows}</tbody>
@@ -422,6 +444,23 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         </ActionForm>
                                     }) } else { None }
                                 }}
+
+                                {if is_owner { Some(view! {
+                                    <h2 class="mt-8 text-lg font-semibold">"Two-factor authentication"</h2>
+                                    <p class="text-sm text-slate-700">{if require_mfa {
+                                        "Required: members without it cannot open this workspace until they set it up."
+                                    } else {
+                                        "Not required. When required, members without it cannot open this workspace until they set it up."
+                                    }}</p>
+                                    <ActionForm action=set_mfa attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
+                                        <FormAlert message=form_message(mfa_error)/>
+                                        <input type="hidden" name="slug" value=slug_mfa/>
+                                        <input type="hidden" name="required" value=if require_mfa { "off" } else { "on" }/>
+                                        <TextField label="Your current password" name="password" id="mfa-policy-password" kind="password" autocomplete="current-password" error=field(mfa_error, "password")/>
+                                        {i_have_mfa.then(|| view! { <StepUpCodeField id="mfa-policy-code" error=field(mfa_error, "code")/> })}
+                                        <button type="submit" class=BUTTON_CLASS>{if require_mfa { "Stop requiring two-factor authentication" } else { "Require two-factor authentication" }}</button>
+                                    </ActionForm>
+                                }) } else { None }}
 
                                 {if is_owner { Some(view! {
                                     <h2 class="mt-8 text-lg font-semibold">"Delete workspace"</h2>

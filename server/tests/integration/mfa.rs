@@ -433,3 +433,67 @@ async fn parallel_code_guesses_get_no_more_checks_than_the_account_limit() {
     );
     assert!(!signed_in(&mut other).await);
 }
+
+#[tokio::test]
+async fn owners_require_mfa_and_members_without_it_are_led_to_set_it_up() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Strict").await;
+    let mut member = app.person("Member").await;
+    app.add_member(&slug, &member, "member").await;
+    // An owner without two-factor authentication cannot require it.
+    let args = [("slug", slug.as_str()), ("required", "on"), ("password", PASSWORD)];
+    let res = owner.client.call("set_workspace_mfa", &args).await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+    assert!(res.error().to_string().contains("your own account first"), "{}", res.body);
+    let res =
+        owner.client.call("set_workspace_mfa", &[("slug", &slug), ("required", "maybe"), ("password", PASSWORD)]).await;
+    assert!(res.error().message_for("required").is_some(), "{}", res.body);
+    // With it on, and a code in the step-up, the owner can.
+    let key = start_setup(&mut owner.client).await;
+    let code = app_code(&key, app.clock.now());
+    owner.client.call("confirm_totp_setup", &[("code", &code), ("password", PASSWORD)]).await;
+    app.clock.advance(Duration::seconds(30));
+    let res = owner.client.call("set_workspace_mfa", &args).await;
+    assert!(res.error().message_for("code").is_some(), "a code is needed: {}", res.body);
+    let code = app_code(&key, app.clock.now());
+    let with_code = [("slug", slug.as_str()), ("required", "on"), ("password", PASSWORD), ("code", &code)];
+    let res = owner.client.call("set_workspace_mfa", &with_code).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let changes = recorded(&app, Action::WorkspaceMfaPolicyChanged).await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].detail["required"], true);
+    // The members page shows who has it.
+    let page: serde_json::Value =
+        serde_json::from_str(&owner.client.call("members_page", &[("slug", &slug)]).await.body).unwrap();
+    assert_eq!(page["require_mfa"], true);
+    let has: Vec<(String, bool)> = page["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["display_name"].as_str().unwrap().to_string(), m["has_mfa"].as_bool().unwrap()))
+        .collect();
+    assert!(has.contains(&("Owner".into(), true)) && has.contains(&("Member".into(), false)), "{has:?}");
+    // The member is refused, led to set-up and back.
+    let res = member.client.call("workspace_home", &[("slug", &slug)]).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert_eq!(res.error(), app::error::AppError::MfaRequired);
+    let html = member.client.get(&format!("/w/{slug}")).await;
+    assert_eq!(html.status, StatusCode::FORBIDDEN);
+    assert!(html.body.contains(&format!("/account/security?next=%2Fw%2F{slug}")), "{}", html.body);
+    let res = member.client.call("start_totp_setup", &[("next", &format!("/w/{slug}"))]).await;
+    assert_eq!(res.location(), Some(format!("/account/security?next=/w/{slug}").as_str()));
+    let page = security(&member.client.call("security_page", &[]).await);
+    let key = page["pending"]["text_key"].as_str().unwrap().to_string();
+    let code = app_code(&key, app.clock.now());
+    let res = member
+        .client
+        .call("confirm_totp_setup", &[("code", &code), ("password", PASSWORD), ("next", &format!("/w/{slug}"))])
+        .await;
+    assert_eq!(res.location(), Some(format!("/account/security?next=/w/{slug}#recovery-codes").as_str()));
+    let res = member.client.call("workspace_home", &[("slug", &slug)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // Refusals are in the workspace's trail.
+    let denied = recorded(&app, Action::WorkspaceAccessDenied).await;
+    assert!(denied.iter().any(|e| e.detail["reason"] == "mfa_required"), "{denied:?}");
+}

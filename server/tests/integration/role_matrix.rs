@@ -20,6 +20,7 @@ const WORKSPACE_FUNCTIONS: &[(&str, Permission)] = &[
     ("remove_member", Permission::ManageMembers),
     ("transfer_ownership", Permission::ManageOwners),
     ("delete_workspace", Permission::DeleteWorkspace),
+    ("set_workspace_mfa", Permission::ManageOwners),
     ("audit_page", Permission::ViewAudit),
 ];
 
@@ -116,6 +117,7 @@ async fn call(app: &TestApp, w: &mut World, caller: Caller, function: &str) -> c
         "remove_member" => vec![("slug", &slug), ("user_id", &target)],
         "transfer_ownership" => vec![("slug", &slug), ("user_id", &target), ("password", PASSWORD)],
         "delete_workspace" => vec![("slug", &slug), ("password", PASSWORD)],
+        "set_workspace_mfa" => vec![("slug", &slug), ("required", "off"), ("password", PASSWORD)],
         "audit_page" => ["slug", "action", "actor", "from", "to", "outcome", "before", "after", "event"]
             .into_iter()
             .map(|k| (k, if k == "slug" { slug.as_str() } else { "" }))
@@ -177,6 +179,35 @@ async fn every_workspace_function_allows_exactly_the_roles_the_matrix_allows() {
             failures.push(format!("{function} as {caller:?}: got {} {}", res.status, res.body));
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A workspace that requires two-factor authentication: a member without it gets none of
+/// the workspace's server functions, whatever their role allows (enforced in `authorize`,
+/// on every call, not in the pages).
+#[tokio::test]
+async fn a_member_without_mfa_gets_nothing_of_a_workspace_that_requires_it() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
+    let results = futures::future::join_all(WORKSPACE_FUNCTIONS.iter().map(|(function, _)| {
+        let app = &app;
+        async move {
+            let mut w = world(app).await;
+            let mut conn = app.db.conn().await;
+            diesel::sql_query("UPDATE workspaces SET require_mfa = true WHERE slug = $1")
+                .bind::<diesel::sql_types::Text, _>(&w.slug)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            (function, call(app, &mut w, Caller::Role(Role::Owner), function).await)
+        }
+    }))
+    .await;
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter(|(_, res)| res.status != StatusCode::FORBIDDEN || res.error() != app::error::AppError::MfaRequired)
+        .map(|(f, res)| format!("{f}: {} {}", res.status, res.body))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

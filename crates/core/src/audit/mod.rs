@@ -75,6 +75,7 @@ actions! {
     WorkspaceDeleted = "workspace.deleted", Workspace, "Deleted the workspace";
     WorkspaceAccessDenied = "workspace.access_denied", Workspace, "Tried to open the workspace without being a member";
     WorkspaceMigrationFailed = "workspace.migration_failed", Workspace, "Workspace upgrade failed";
+    WorkspaceMfaPolicyChanged = "workspace.mfa_policy_changed", Workspace, "Changed whether two-factor authentication is required";
     InvitationSent = "invitation.sent", Invitations, "Sent an invitation";
     InvitationReplaced = "invitation.replaced", Invitations, "Replaced an invitation with a new link";
     InvitationRevoked = "invitation.revoked", Invitations, "Revoked an invitation";
@@ -323,6 +324,10 @@ pub enum Detail {
     SecondFactor {
         method: SecondFactorMethod,
     },
+    /// Whether the workspace now requires two-factor authentication.
+    MfaPolicy {
+        required: bool,
+    },
     /// Recovery codes left after a use or a regeneration.
     RecoveryCodes {
         remaining: u32,
@@ -343,6 +348,8 @@ pub enum Refusal {
     Role,
     LastOwner,
     NotAMember,
+    /// The workspace requires two-factor authentication; the caller has none.
+    MfaRequired,
 }
 
 /// One event, before the writer adds time, chain position, request and pseudonyms.

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{allowed, Permission, Role, WorkspaceError};
 use crate::audit::{Action, Audit, Detail, Event, Outcome, Refusal, Target};
-use crate::schema::{memberships, workspaces};
+use crate::schema::{memberships, mfa_totp, workspaces};
 use crate::tenancy::{TenantError, TenantIdent};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,9 +30,15 @@ pub struct WorkspaceAccess {
     db_role: TenantIdent,
     user_id: Uuid,
     role: Role,
+    require_mfa: bool,
 }
 
 impl WorkspaceAccess {
+    /// Whether the workspace requires two-factor authentication of its members.
+    pub fn requires_mfa(&self) -> bool {
+        self.require_mfa
+    }
+
     pub fn workspace_id(&self) -> Uuid {
         self.workspace_id
     }
@@ -74,7 +80,8 @@ pub async fn authorize(
     user_id: Uuid,
     slug: &str,
 ) -> Result<WorkspaceAccess, WorkspaceError> {
-    let row: Option<(Uuid, String, String, String, String, String, String)> = workspaces::table
+    type Row = (Uuid, String, String, String, String, String, String, bool, bool);
+    let row: Option<Row> = workspaces::table
         .inner_join(memberships::table)
         .filter(workspaces::slug.eq(slug))
         .filter(memberships::user_id.eq(user_id))
@@ -86,11 +93,17 @@ pub async fn authorize(
             workspaces::role_name,
             workspaces::tenant_version,
             memberships::role,
+            workspaces::require_mfa,
+            diesel::dsl::exists(
+                mfa_totp::table
+                    .filter(mfa_totp::user_id.eq(memberships::user_id))
+                    .filter(mfa_totp::confirmed_at.is_not_null()),
+            ),
         ))
         .first(conn)
         .await
         .optional()?;
-    let Some((workspace_id, slug, name, schema, db_role, tenant_version, role)) = row else {
+    let Some((workspace_id, slug, name, schema, db_role, tenant_version, role, require_mfa, has_mfa)) = row else {
         // A signed-in non-member probing an existing workspace is recorded in its trail
         // (its admins see who tries); the answer stays the same "not found".
         let probed: Option<Uuid> =
@@ -114,6 +127,20 @@ pub async fn authorize(
     if tenant_version.as_str() < crate::tenancy::migrations::latest_version() {
         return Err(WorkspaceError::Upgrading);
     }
+    // The workspace's policy, on every request: a member without a second factor gets
+    // nothing of it until they set one up.
+    if require_mfa && !has_mfa {
+        let event = Event::workspace(
+            workspace_id,
+            Action::WorkspaceAccessDenied,
+            Target::Workspace(workspace_id),
+            Outcome::Denied,
+            Detail::Refused { reason: Refusal::MfaRequired },
+        );
+        let key = [&b"mfa"[..], &workspace_id.as_bytes()[..], &user_id.as_bytes()[..]].concat();
+        audit.record_unless_repeated(conn, &key, event).await?;
+        return Err(WorkspaceError::MfaRequired);
+    }
     Ok(WorkspaceAccess {
         workspace_id,
         slug,
@@ -122,6 +149,7 @@ pub async fn authorize(
         db_role: TenantIdent::parse(&db_role).ok_or(TenantError::InvalidIdent)?,
         user_id,
         role: Role::parse(&role).ok_or(WorkspaceError::NotFound)?,
+        require_mfa,
     })
 }
 

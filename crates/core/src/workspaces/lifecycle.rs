@@ -188,6 +188,38 @@ pub async fn delete_workspace(
     super::audited(conn, audit, access, action, on, result).await
 }
 
+/// Owners require (or stop requiring) two-factor authentication of every member. An
+/// owner without it cannot require it (they would lock themselves out). The caller has
+/// checked a step-up.
+pub async fn set_mfa_required(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    required: bool,
+) -> Result<(), WorkspaceError> {
+    let (action, on) = (Action::WorkspaceMfaPolicyChanged, Target::Workspace(access.workspace_id()));
+    if access.require(Permission::ManageOwners).is_err() {
+        return super::refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
+    }
+    if required && !crate::mfa::is_enabled(conn, access.user_id()).await? {
+        return Err(WorkspaceError::OwnerWithoutMfa);
+    }
+    let id = access.workspace_id();
+    let result = conn
+        .transaction::<_, WorkspaceError, _>(|c| {
+            async move {
+                lock_roles(c, access, Permission::ManageOwners, None).await?;
+                diesel::update(workspaces::table.find(id)).set(workspaces::require_mfa.eq(required)).execute(c).await?;
+                let detail = Detail::MfaPolicy { required };
+                audit.record(c, Event::workspace(id, action, on, Outcome::Succeeded, detail)).await?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await;
+    super::audited(conn, audit, access, action, on, result).await
+}
+
 /// Forgets workspace creations older than the daily cap's window (periodic clean-up).
 pub async fn delete_old_workspace_creations(
     conn: &mut AsyncPgConnection,

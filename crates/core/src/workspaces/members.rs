@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{allowed, audited, refused, InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError};
 use crate::audit::{Action, Audit, Detail, Event, Outcome, Target};
-use crate::schema::{memberships, users, workspaces};
+use crate::schema::{memberships, mfa_totp, users, workspaces};
 
 /// Whether the caller of `access` may change the role of, or remove, the member `target`
 /// who holds `target_role`: never themselves (leaving is separate), only with
@@ -27,6 +27,8 @@ pub struct Member {
     pub display_name: String,
     pub email: String,
     pub role: Role,
+    /// Has two-factor authentication on.
+    pub has_mfa: bool,
 }
 
 /// Takes a shared connection so it can be pipelined with other reads (diesel-async sends
@@ -36,17 +38,25 @@ pub async fn list_members(
     access: &WorkspaceAccess,
 ) -> Result<Vec<Member>, WorkspaceError> {
     access.require(Permission::Read)?;
-    let rows: Vec<(Uuid, String, String, String)> = memberships::table
+    let rows: Vec<(Uuid, String, String, String, bool)> = memberships::table
         .inner_join(users::table)
         .filter(memberships::workspace_id.eq(access.workspace_id()))
-        .select((users::id, users::display_name, users::email, memberships::role))
+        .select((
+            users::id,
+            users::display_name,
+            users::email,
+            memberships::role,
+            diesel::dsl::exists(
+                mfa_totp::table.filter(mfa_totp::user_id.eq(users::id)).filter(mfa_totp::confirmed_at.is_not_null()),
+            ),
+        ))
         .order((users::display_name.asc(), users::id.asc()))
         .load(&mut conn)
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(user_id, display_name, email, role)| {
-            Some(Member { user_id, display_name, email, role: Role::parse(&role)? })
+        .filter_map(|(user_id, display_name, email, role, has_mfa)| {
+            Some(Member { user_id, display_name, email, role: Role::parse(&role)?, has_mfa })
         })
         .collect())
 }

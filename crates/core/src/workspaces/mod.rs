@@ -18,8 +18,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 pub use access::{authorize, list_for_user, workspace_id_by_slug, WorkspaceAccess, WorkspaceSummary};
 pub use lifecycle::{
-    create_workspace, delete_old_workspace_creations, delete_workspace, slugify, validate_workspace_name,
-    DEFAULT_WORKSPACES_PER_DAY, WORKSPACE_NAME_MAX_CHARS,
+    create_workspace, delete_old_workspace_creations, delete_workspace, set_mfa_required, slugify,
+    validate_workspace_name, DEFAULT_WORKSPACES_PER_DAY, WORKSPACE_NAME_MAX_CHARS,
 };
 pub use members::{change_role, list_members, may_manage, remove_member, transfer_ownership, Member};
 
@@ -45,6 +45,12 @@ pub enum WorkspaceError {
     LastOwner,
     #[error("that person is not a member of this workspace")]
     NoSuchMember,
+    /// The workspace requires two-factor authentication and the caller has none.
+    #[error("this workspace requires two-factor authentication")]
+    MfaRequired,
+    /// Only an owner with two-factor authentication may require it of everyone.
+    #[error("turn on two-factor authentication for yourself first")]
+    OwnerWithoutMfa,
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
     #[error("too many invitations from this workspace in the last 24 hours")]
