@@ -55,11 +55,12 @@ pub fn App() -> impl IntoView {
     let signup = ServerAction::<Signup>::new();
     let login = ServerAction::<Login>::new();
     let logout = ServerAction::<Logout>::new();
+    let verify = ServerAction::<mfa::api::VerifySignIn>::new();
     let user = page_data(
-        move || (signup.version().get(), login.version().get(), logout.version().get()),
+        move || (signup.version().get(), login.version().get(), logout.version().get(), verify.version().get()),
         |_| auth::api::fetch_current_user(),
     );
-    provide_context(AuthContext { signup, login, logout, user });
+    provide_context(AuthContext { signup, login, logout, verify, user });
     // Effects run only in the browser, after hydration: mark the page as interactive
     // (end-to-end tests wait for this instead of guessing with timeouts).
     Effect::new(move |_| {

@@ -64,3 +64,24 @@ export async function signIn(page: Page, email: string, password = PASSWORD): Pr
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
+
+const sink = process.env.FLUXI_TEST_SMTP_MESSAGES ?? 'http://127.0.0.1:2580/messages';
+
+/** Waits for the invitation mail to reach the local SMTP sink and returns its link path. */
+export async function invitationLinkFor(page: Page, email: string): Promise<string> {
+  let link = '';
+  await expect
+    .poll(
+      async () => {
+        const res = await page.request.get(`${sink}?to=${encodeURIComponent(email)}`);
+        const messages: { data: string }[] = await res.json();
+        const text = messages.map((m) => m.data.replace(/=\r?\n/g, '')).join('\n');
+        const match = text.match(/\/invite\/([0-9a-f]{64})/);
+        link = match ? `/invite/${match[1]}` : '';
+        return link;
+      },
+      { timeout: 20_000 },
+    )
+    .not.toBe('');
+  return link;
+}

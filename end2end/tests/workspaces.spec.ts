@@ -1,26 +1,5 @@
 import { expect, type Page } from '@playwright/test';
-import { ready, signUp, test, uniqueEmail, watchErrors } from './helpers';
-
-const sink = process.env.FLUXI_TEST_SMTP_MESSAGES ?? 'http://127.0.0.1:2580/messages';
-
-/** Waits for the invitation mail to reach the local SMTP sink and returns its link path. */
-async function invitationLinkFor(page: Page, email: string): Promise<string> {
-  let link = '';
-  await expect
-    .poll(
-      async () => {
-        const res = await page.request.get(`${sink}?to=${encodeURIComponent(email)}`);
-        const messages: { data: string }[] = await res.json();
-        const text = messages.map((m) => m.data.replace(/=\r?\n/g, '')).join('\n');
-        const match = text.match(/\/invite\/([0-9a-f]{64})/);
-        link = match ? `/invite/${match[1]}` : '';
-        return link;
-      },
-      { timeout: 20_000 },
-    )
-    .not.toBe('');
-  return link;
-}
+import { invitationLinkFor, ready, signUp, test, uniqueEmail, watchErrors } from './helpers';
 
 test('create a workspace, invite, accept, change role, read-only view, remove', async ({ browser }) => {
   const owner = await (await browser.newContext()).newPage();

@@ -12,5 +12,7 @@ pub struct AuthContext {
     pub signup: ServerAction<Signup>,
     pub login: ServerAction<Login>,
     pub logout: ServerAction<Logout>,
+    /// The second sign-in step (`/login/mfa`).
+    pub verify: ServerAction<crate::mfa::api::VerifySignIn>,
     pub user: PageData<Result<Option<CurrentUser>, AppError>>,
 }

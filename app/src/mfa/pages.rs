@@ -10,7 +10,7 @@ use leptos_router::hooks::use_query_map;
 
 use super::api::{
     second_step, security_page, ConfirmTotpSetup, DisableTwoFactor, RegenerateRecoveryCodes, SecurityView,
-    StartTotpSetup, VerifySignIn,
+    StartTotpSetup,
 };
 use crate::auth::api::take_flash;
 use crate::components::{Card, FormAlert, StepUpCodeField, TextField, BUTTON_CLASS};
@@ -43,7 +43,8 @@ const LINK: &str =
 
 #[component]
 pub fn SecondStepPage() -> impl IntoView {
-    let verify = ServerAction::<VerifySignIn>::new();
+    // Shared with the navigation, whose signed-in person refetches when it completes.
+    let verify = expect_context::<crate::auth::AuthContext>().verify;
     let query = use_query_map();
     let recovery = move || query.read().get("recovery").is_some();
     let page = page_data(|| (), |_| async { (second_step().await, take_flash("verify_sign_in".into()).await) });
@@ -199,7 +200,8 @@ fn two_factor_section(
                     <p>"Scan this QR code with your authenticator app:"</p>
                     <div class="mt-2 w-52" inner_html=setup.qr_svg></div>
                     <p class="mt-2 text-sm">"Or enter this key by hand (time-based, 6 digits):"</p>
-                    <p class="mt-1 font-mono text-lg tracking-wide" aria-label="Text key">{setup.text_key}</p>
+                    <label for="text-key" class="mt-1 block text-sm font-medium text-slate-800">"Text key"</label>
+                    <input id="text-key" readonly value=setup.text_key class="mt-1 block w-full rounded-md border border-slate-300 bg-slate-50 px-3 py-2 font-mono tracking-wide focus:outline-none focus:ring-2 focus:ring-indigo-600"/>
                 </li>
                 <li>
                     <p>{format!("Enter the code the app shows (this set-up expires at {}).", setup.expires_at_utc)}</p>
