@@ -191,9 +191,15 @@ async fn main() {
             for chain in [big, small] {
                 let slug: String =
                     workspaces::table.find(chain).select(workspaces::slug).first(&mut conn).await.unwrap();
-                let access = fluxi_core::workspaces::authorize(&mut conn, &fluxi_core::testing::audit(), owner, &slug)
-                    .await
-                    .unwrap();
+                let access = fluxi_core::workspaces::authorize(
+                    &mut conn,
+                    &fluxi_core::testing::audit(),
+                    owner,
+                    fluxi_core::sessions::SignedInWith::PasswordOnly,
+                    &slug,
+                )
+                .await
+                .unwrap();
                 readers.push(AuditReader::for_workspace(&access).unwrap());
             }
             let filters = [

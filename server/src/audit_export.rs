@@ -72,9 +72,13 @@ async fn start(
     let origin = app::ssr::origin_of(state, &parts);
     let audit = app::ssr::audit_as(state, &origin, &user);
     let mut conn = state.pool.get().await.map_err(|e| busy(&e))?;
-    let access = match workspaces::authorize(&mut conn, &audit, user.id, slug).await {
+    let signed_in_with = app::ssr::signed_in_with(session).await.map_err(|e| busy(&format!("{e:?}")))?;
+    let access = match workspaces::authorize(&mut conn, &audit, user.id, signed_in_with, slug).await {
         Ok(access) => access,
         Err(workspaces::WorkspaceError::NotFound) => return Err(not_found()),
+        Err(workspaces::WorkspaceError::MfaRequired) => {
+            return Err(plain(StatusCode::FORBIDDEN, "This workspace requires two-factor authentication."))
+        }
         Err(workspaces::WorkspaceError::Upgrading) => {
             return Err(plain(StatusCode::SERVICE_UNAVAILABLE, "This workspace is being upgraded. Try again shortly."))
         }

@@ -47,7 +47,7 @@ pub async fn signup(display_name: String, email: String, password: String) -> Re
     let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
     let user =
         fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &audit, &display_name, &email, &password).await?;
-    ssr::start_session(&state, &session, &user).await?;
+    ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?;
     leptos_axum::redirect("/account");
     Ok(())
 }
@@ -61,7 +61,9 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     let origin = ssr::origin(&state);
     let next = safe_next_path(next.as_deref());
     match state.password_gate(&origin).sign_in(&email, &password, origin.network.as_deref()).await? {
-        SignInOutcome::SignedIn(user) => ssr::start_session(&state, &session, &user).await?,
+        SignInOutcome::SignedIn(user) => {
+            ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?
+        }
         SignInOutcome::SecondFactorRequired(pending) => {
             // Nothing else is granted by this state; a fresh id all the same.
             session.cycle_id().await?;

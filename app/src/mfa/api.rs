@@ -178,6 +178,8 @@ pub async fn confirm_totp_setup(code: String, password: String, next: Option<Str
     let audit = ssr::audit_as(&state, &origin, &user);
     let mut conn = ssr::conn(&state).await?;
     let codes = mfa::confirm_enrolment(&mut conn, &audit, &state.keyring, user.id, &user.email, &code).await?;
+    // The code just given proves the authenticator in this session.
+    ssr::note_second_factor(&session).await?;
     keep_fresh_codes(&state, &session, user.id, &codes).await?;
     leptos_axum::redirect(&security_path(next.as_deref(), "#recovery-codes"));
     Ok(())
@@ -250,7 +252,7 @@ pub async fn verify_sign_in(code: Option<String>, recovery_code: Option<String>)
     match state.password_gate(&origin).second_factor(&mut pending, proof).await {
         Ok(user) => {
             session.remove::<PendingSignIn>(PENDING_KEY).await?;
-            ssr::start_session(&state, &session, &user).await?;
+            ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::SecondFactor).await?;
             let next = crate::auth::api::safe_next_path(next.as_deref());
             leptos_axum::redirect(&next.unwrap_or_else(|| "/account".into()));
             Ok(())

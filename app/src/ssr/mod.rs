@@ -17,7 +17,8 @@ pub use request::{
     accepts_html, audit_as, audit_with, client_network, client_network_of, origin, origin_of, RequestId,
 };
 pub use session::{
-    current_user, end_session, forget_cached_user, require_user, session, start_session, workspace_access, RequestCache,
+    current_user, end_session, forget_cached_user, note_second_factor, require_user, session, signed_in_with,
+    start_session, workspace_access, RequestCache,
 };
 pub use state::{conn, state, AppServices, AppState};
 pub use step_up::step_up;

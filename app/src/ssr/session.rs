@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use fluxi_core::accounts::{self, User};
 use fluxi_core::audit::{Action, Actor};
 use fluxi_core::db::PooledConn;
-use fluxi_core::sessions::{AuthState, SessionCheck, AUTH_KEY, SIGNED_IN_USER_KEY};
+use fluxi_core::sessions::{AuthState, SessionCheck, SignedInWith, AUTH_KEY, SIGNED_IN_USER_KEY};
 use fluxi_core::workspaces::{self, WorkspaceAccess};
 use leptos::prelude::*;
 use tower_sessions::Session;
@@ -118,7 +118,12 @@ pub async fn end_session(
 /// Starts a signed-in session: a fresh session id (so a planted id is useless) holding
 /// only the new sign-in state. A signed-in session this browser held before is revoked
 /// (and recorded so, for its account).
-pub async fn start_session(state: &AppState, session: &Session, user: &User) -> Result<(), AppError> {
+pub async fn start_session(
+    state: &AppState,
+    session: &Session,
+    user: &User,
+    signed_in_with: SignedInWith,
+) -> Result<(), AppError> {
     let now = state.clock.now();
     if let (Some(previous), Some(id)) = (session.get::<AuthState>(AUTH_KEY).await?, session.id()) {
         // The new sign-in ends the old one; the old account's activity must not name
@@ -131,7 +136,26 @@ pub async fn start_session(state: &AppState, session: &Session, user: &User) -> 
     forget_cached_user();
     session.clear().await;
     session.cycle_id().await?;
-    session.insert(AUTH_KEY, AuthState { user_id: user.id, authenticated_at: now, last_seen_at: now }).await?;
+    let second_factor = signed_in_with == SignedInWith::SecondFactor;
+    session
+        .insert(AUTH_KEY, AuthState { user_id: user.id, authenticated_at: now, last_seen_at: now, second_factor })
+        .await?;
+    Ok(())
+}
+
+/// How this session was signed in (password only unless a second factor was given).
+pub async fn signed_in_with(session: &Session) -> Result<SignedInWith, AppError> {
+    Ok(session.get::<AuthState>(AUTH_KEY).await?.map_or(SignedInWith::PasswordOnly, |a| a.signed_in_with()))
+}
+
+/// Marks this signed-in session as having given a second factor (an authenticator was
+/// just confirmed in it), under a fresh session id.
+pub async fn note_second_factor(session: &Session) -> Result<(), AppError> {
+    if let Some(mut auth) = session.get::<AuthState>(AUTH_KEY).await? {
+        auth.second_factor = true;
+        session.cycle_id().await?;
+        session.insert(AUTH_KEY, auth).await?;
+    }
     Ok(())
 }
 
@@ -146,6 +170,8 @@ pub async fn workspace_access(state: &AppState, slug: &str) -> Result<(User, Poo
     let user = require_user(state).await?;
     let mut conn = conn(state).await?;
     let origin = super::origin(state);
-    let access = workspaces::authorize(&mut conn, &super::audit_as(state, &origin, &user), user.id, slug).await?;
+    let signed_in_with = signed_in_with(&session().await?).await?;
+    let audit = super::audit_as(state, &origin, &user);
+    let access = workspaces::authorize(&mut conn, &audit, user.id, signed_in_with, slug).await?;
     Ok((user, conn, access))
 }

@@ -74,7 +74,7 @@ pub(crate) fn problem_view(error: AppError) -> AnyView {
             view! {
                 <section class="mx-auto mt-16 max-w-xl text-center">
                     <h1 class="text-2xl font-bold">"Two-factor authentication required"</h1>
-                    <p class="mt-2 text-slate-700">"This workspace requires two-factor authentication. Set it up for your account, then come back."</p>
+                    <p class="mt-2 text-slate-700">"This workspace requires two-factor authentication. Set it up for your account and come back — or, if it is already on, sign out and sign in again with your code."</p>
                     <p class="mt-4"><a href=format!("/account/security?next={}", encode_path(&here)) class=LINK>"Set up two-factor authentication"</a></p>
                 </section>
             }

@@ -272,7 +272,15 @@ impl TestApp {
 
     pub async fn access(&self, slug: &str, person: &Person) -> fluxi_core::workspaces::WorkspaceAccess {
         let mut conn = self.db.conn().await;
-        fluxi_core::workspaces::authorize(&mut conn, &fluxi_core::testing::audit(), person.user.id, slug).await.unwrap()
+        fluxi_core::workspaces::authorize(
+            &mut conn,
+            &fluxi_core::testing::audit(),
+            person.user.id,
+            fluxi_core::sessions::SignedInWith::PasswordOnly,
+            slug,
+        )
+        .await
+        .unwrap()
     }
 }
 

@@ -474,6 +474,11 @@ async fn owners_require_mfa_and_members_without_it_are_led_to_set_it_up() {
         .map(|m| (m["display_name"].as_str().unwrap().to_string(), m["has_mfa"].as_bool().unwrap()))
         .collect();
     assert!(has.contains(&("Owner".into(), true)) && has.contains(&("Member".into(), false)), "{has:?}");
+    // A second browser of the member, signed in with the password before any set-up
+    // (or a stolen cookie): it never gave a code.
+    let mut older_session = app.client();
+    let res = older_session.call("login", &[("email", &member.user.email), ("password", PASSWORD)]).await;
+    assert_eq!(res.location(), Some("/account"));
     // The member is refused, led to set-up and back.
     let res = member.client.call("workspace_home", &[("slug", &slug)]).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
@@ -492,6 +497,17 @@ async fn owners_require_mfa_and_members_without_it_are_led_to_set_it_up() {
         .await;
     assert_eq!(res.location(), Some(format!("/account/security?next=/w/{slug}#recovery-codes").as_str()));
     let res = member.client.call("workspace_home", &[("slug", &slug)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // The older session still gave no code: still refused, until it signs in with one.
+    let res = older_session.call("workspace_home", &[("slug", &slug)]).await;
+    assert_eq!(res.error(), app::error::AppError::MfaRequired, "{}", res.body);
+    let export = older_session.get(&format!("/w/{slug}/audit/export.csv")).await;
+    assert_eq!(export.status, StatusCode::FORBIDDEN);
+    app.clock.advance(Duration::seconds(30));
+    let mut again = password_step(&app, &member.user.email).await;
+    let res = again.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = again.call("workspace_home", &[("slug", &slug)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     // Refusals are in the workspace's trail.
     let denied = recorded(&app, Action::WorkspaceAccessDenied).await;

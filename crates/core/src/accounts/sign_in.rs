@@ -333,11 +333,11 @@ impl<'a> PasswordGate<'a> {
         let account_key = sign_in_key(self.pseudonyms.current(), &user.email_normalized);
         if second_factor_on {
             let Some(second) = second else { return Err(AccountError::SecondFactorMissing) };
+            second.well_formed()?;
             if let Err(wait) = reserve_attempt(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?
             {
                 return Err(self.refused_code(&mut conn, &audit, user.id, &account_key, wait).await?);
             }
-            second.well_formed()?;
             let checked = match second {
                 SecondFactor::Code(code) => mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await,
                 SecondFactor::RecoveryCode(code) => {

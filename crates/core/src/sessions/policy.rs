@@ -16,6 +16,27 @@ pub struct AuthState {
     pub authenticated_at: OffsetDateTime,
     #[serde(with = "time::serde::timestamp")]
     pub last_seen_at: OffsetDateTime,
+    /// This session gave a second factor (at sign-in, or by confirming an authenticator
+    /// in it). Workspaces that require two-factor authentication admit only such sessions.
+    #[serde(default)]
+    pub second_factor: bool,
+}
+
+impl AuthState {
+    pub fn signed_in_with(&self) -> SignedInWith {
+        if self.second_factor {
+            SignedInWith::SecondFactor
+        } else {
+            SignedInWith::PasswordOnly
+        }
+    }
+}
+
+/// How a session was signed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedInWith {
+    PasswordOnly,
+    SecondFactor,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +92,7 @@ mod tests {
     use super::*;
 
     fn state(at: OffsetDateTime) -> AuthState {
-        AuthState { user_id: Uuid::nil(), authenticated_at: at, last_seen_at: at }
+        AuthState { user_id: Uuid::nil(), authenticated_at: at, last_seen_at: at, second_factor: false }
     }
 
     #[test]

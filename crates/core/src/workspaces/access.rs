@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{allowed, Permission, Role, WorkspaceError};
 use crate::audit::{Action, Audit, Detail, Event, Outcome, Refusal, Target};
 use crate::schema::{memberships, mfa_totp, workspaces};
+use crate::sessions::SignedInWith;
 use crate::tenancy::{TenantError, TenantIdent};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -78,6 +79,7 @@ pub async fn authorize(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
     user_id: Uuid,
+    signed_in_with: SignedInWith,
     slug: &str,
 ) -> Result<WorkspaceAccess, WorkspaceError> {
     type Row = (Uuid, String, String, String, String, String, String, bool, bool);
@@ -128,8 +130,9 @@ pub async fn authorize(
         return Err(WorkspaceError::Upgrading);
     }
     // The workspace's policy, on every request: a member without a second factor gets
-    // nothing of it until they set one up.
-    if require_mfa && !has_mfa {
+    // nothing of it until they set one up — and a session that was not signed in with it
+    // (one that predates the set-up, perhaps a stolen one) nothing either.
+    if require_mfa && !(has_mfa && signed_in_with == SignedInWith::SecondFactor) {
         let event = Event::workspace(
             workspace_id,
             Action::WorkspaceAccessDenied,
