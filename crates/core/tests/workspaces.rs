@@ -2,6 +2,7 @@
 //! tenant data, whom it may manage, and how invitation tokens are checked.
 
 use fluxi_core::accounts::{PasswordHasher, PasswordHasherConfig, User};
+use fluxi_core::sessions::SignedInWith;
 use fluxi_core::tenancy::notes;
 use fluxi_core::testing::{TestDb, UserBuilder, WorkspaceBuilder};
 use fluxi_core::workspaces::invitations::{self, AcceptError, InvitationProblem};
@@ -33,7 +34,15 @@ async fn team() -> Team {
 impl Team {
     async fn access(&self, role: Role) -> WorkspaceAccess {
         let user = &self.people.iter().find(|(r, _)| *r == role).unwrap().1;
-        authorize(&mut *self.db.conn().await, &fluxi_core::testing::audit(), user.id, &self.slug).await.unwrap()
+        authorize(
+            &mut *self.db.conn().await,
+            &fluxi_core::testing::audit(),
+            user.id,
+            SignedInWith::PasswordOnly,
+            &self.slug,
+        )
+        .await
+        .unwrap()
     }
 }
 
@@ -41,8 +50,15 @@ impl Team {
 async fn the_fixture_builds_a_workspace_with_every_role() {
     let team = team().await;
     for (role, user) in &team.people {
-        let access =
-            authorize(&mut *team.db.conn().await, &fluxi_core::testing::audit(), user.id, &team.slug).await.unwrap();
+        let access = authorize(
+            &mut *team.db.conn().await,
+            &fluxi_core::testing::audit(),
+            user.id,
+            SignedInWith::PasswordOnly,
+            &team.slug,
+        )
+        .await
+        .unwrap();
         assert_eq!(access.role(), *role);
     }
 }
