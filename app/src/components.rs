@@ -106,3 +106,30 @@ pub fn StepUpCodeField(id: &'static str, #[prop(into)] error: Signal<Option<Stri
         />
     }
 }
+
+/// The step-up of a sensitive form: the current password, and for people with two-factor
+/// authentication a code — or, when this session confirmed who it is within the last
+/// minutes (the step-up window), a note instead: the action goes ahead without asking.
+#[component]
+pub fn StepUpFields(
+    password_label: &'static str,
+    password_id: &'static str,
+    code_id: &'static str,
+    mfa: bool,
+    fresh: bool,
+    #[prop(into)] password_error: Signal<Option<String>>,
+    #[prop(into)] code_error: Signal<Option<String>>,
+) -> impl IntoView {
+    if fresh {
+        return view! {
+            <input type="hidden" name="password" value=""/>
+            <p class="text-sm text-slate-700">"You confirmed it's you a few minutes ago: no password needed."</p>
+        }
+        .into_any();
+    }
+    view! {
+        <TextField label=password_label name="password" id=password_id kind="password" autocomplete="current-password" error=password_error/>
+        {mfa.then(|| view! { <StepUpCodeField id=code_id error=code_error/> })}
+    }
+    .into_any()
+}

@@ -67,7 +67,9 @@ export async function signIn(page: Page, email: string, password = PASSWORD): Pr
 
 const sink = process.env.FLUXI_TEST_SMTP_MESSAGES ?? 'http://127.0.0.1:2580/messages';
 
-/** Waits for the invitation mail to reach the local SMTP sink and returns its link path. */
+/** Waits for the invitation mail to reach the local SMTP sink and returns its link path.
+ *  Generous: other tests may have queued many mails just before (the outbox sends ten a
+ *  second). */
 export async function invitationLinkFor(page: Page, email: string): Promise<string> {
   let link = '';
   await expect
@@ -80,7 +82,7 @@ export async function invitationLinkFor(page: Page, email: string): Promise<stri
         link = match ? `/invite/${match[1]}` : '';
         return link;
       },
-      { timeout: 20_000 },
+      { timeout: 60_000 },
     )
     .not.toBe('');
   return link;

@@ -25,6 +25,8 @@ pub struct SecurityView {
     pub recovery_codes_left: i64,
     /// Recovery codes made by the last action, shown once: gone on the next load.
     pub fresh_codes: Option<Vec<String>>,
+    /// This session confirmed who it is within the step-up window: no password asked.
+    pub step_up_fresh: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +148,7 @@ pub async fn security_page() -> Result<SecurityView, AppError> {
         pending,
         recovery_codes_left: status.recovery_codes_left,
         fresh_codes: take_fresh_codes(&state, &session, user.id).await?,
+        step_up_fresh: ssr::step_up_fresh(&state, &session).await?,
     })
 }
 

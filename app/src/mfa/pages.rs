@@ -13,7 +13,7 @@ use super::api::{
     StartTotpSetup,
 };
 use crate::auth::api::take_flash;
-use crate::components::{Card, FormAlert, StepUpCodeField, TextField, BUTTON_CLASS};
+use crate::components::{Card, FormAlert, StepUpFields, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::page_data;
 
@@ -159,6 +159,7 @@ fn two_factor_section(
 ) -> impl IntoView {
     let fresh = p.fresh_codes.clone().map(recovery_codes_view);
     let p_enabled = p.mfa_enabled;
+    let stepped_up = p.step_up_fresh;
     let next_for_forms = next.clone();
     let hidden_next = move || next_for_forms.clone().map(|n| view! { <input type="hidden" name="next" value=n/> });
     let (hidden_next_start, hidden_next_confirm) = (hidden_next.clone(), hidden_next.clone());
@@ -179,16 +180,14 @@ fn two_factor_section(
             <p class="text-sm text-slate-700">"Replaces all your recovery codes. Confirm it's you."</p>
             <ActionForm action=regenerate attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                 <FormAlert message=form_message(regenerate_error)/>
-                <TextField label="Current password" name="password" id="regenerate-password" kind="password" autocomplete="current-password" error=field(regenerate_error, "password")/>
-                <StepUpCodeField id="regenerate-code" error=field(regenerate_error, "code")/>
+                <StepUpFields password_label="Current password" password_id="regenerate-password" code_id="regenerate-code" mfa=true fresh=stepped_up password_error=field(regenerate_error, "password") code_error=field(regenerate_error, "code")/>
                 <button type="submit" class=BUTTON_CLASS>"Regenerate recovery codes"</button>
             </ActionForm>
             <h3 class="mt-6 font-semibold">"Turn off two-factor authentication"</h3>
             <p class="text-sm text-slate-700">"Signing in will ask for your password only. Confirm it's you."</p>
             <ActionForm action=disable attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                 <FormAlert message=form_message(disable_error)/>
-                <TextField label="Current password" name="password" id="disable-password" kind="password" autocomplete="current-password" error=field(disable_error, "password")/>
-                <StepUpCodeField id="disable-code" error=field(disable_error, "code")/>
+                <StepUpFields password_label="Current password" password_id="disable-password" code_id="disable-code" mfa=true fresh=stepped_up password_error=field(disable_error, "password") code_error=field(disable_error, "code")/>
                 <button type="submit" class="inline-flex w-full justify-center rounded-md bg-red-700 px-4 py-2 font-semibold text-white hover:bg-red-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-red-600 focus-visible:ring-offset-2">"Turn off two-factor authentication"</button>
             </ActionForm>
         }
@@ -209,7 +208,7 @@ fn two_factor_section(
                         <FormAlert message=form_message(confirm_error)/>
                         {hidden_next_confirm()}
                         <TextField label="Authentication code" name="code" id="setup-code" autocomplete="one-time-code" error=field(confirm_error, "code")/>
-                        <TextField label="Current password" name="password" id="setup-password" kind="password" autocomplete="current-password" error=field(confirm_error, "password")/>
+                        <StepUpFields password_label="Current password" password_id="setup-password" code_id="setup-step-up-code" mfa=false fresh=stepped_up password_error=field(confirm_error, "password") code_error=field(confirm_error, "step_up_code")/>
                         <button type="submit" class=BUTTON_CLASS>"Enable two-factor authentication"</button>
                     </ActionForm>
                 </li>

@@ -138,7 +138,16 @@ pub async fn start_session(
     session.cycle_id().await?;
     let second_factor = signed_in_with == SignedInWith::SecondFactor;
     session
-        .insert(AUTH_KEY, AuthState { user_id: user.id, authenticated_at: now, last_seen_at: now, second_factor })
+        .insert(
+            AUTH_KEY,
+            AuthState {
+                user_id: user.id,
+                authenticated_at: now,
+                last_seen_at: now,
+                second_factor,
+                stepped_up_at: None,
+            },
+        )
         .await?;
     Ok(())
 }
@@ -146,6 +155,13 @@ pub async fn start_session(
 /// How this session was signed in (password only unless a second factor was given).
 pub async fn signed_in_with(session: &Session) -> Result<SignedInWith, AppError> {
     Ok(session.get::<AuthState>(AUTH_KEY).await?.map_or(SignedInWith::PasswordOnly, |a| a.signed_in_with()))
+}
+
+/// Whether this session confirmed who it is within the step-up window (page data: the
+/// sensitive forms then need no password).
+pub async fn step_up_fresh(state: &AppState, session: &Session) -> Result<bool, AppError> {
+    let auth = session.get::<AuthState>(AUTH_KEY).await?;
+    Ok(auth.is_some_and(|a| state.session_policy.step_up_fresh(&a, state.clock.now())))
 }
 
 /// Marks this signed-in session as having given a second factor (an authenticator was

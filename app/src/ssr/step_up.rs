@@ -1,17 +1,19 @@
 //! Step-up re-authentication for sensitive actions.
 
 use fluxi_core::accounts::{SecondFactor, StepUpFor, User};
+use fluxi_core::sessions::{AuthState, AUTH_KEY};
 
 use super::AppState;
 use crate::error::AppError;
 
-/// The signed-in person's current password — and, with two-factor authentication on, a
-/// code from their app (`code`) or a recovery code (`recovery_code`) — checked like a
-/// sign-in, on the same count (`fluxi_core::accounts::PasswordGate::check_current_password`);
-/// the outcome is recorded in the trail of the workspace the action is for, or the
-/// account's. Callers hold no database connection while it runs (the check is
-/// deliberately slow) and check again, in their write's transaction, whatever they
-/// checked before it.
+/// Confirms it is the signed-in person before a sensitive action: their current password
+/// — and, with two-factor authentication on, a code from their app or a recovery code
+/// (`code` takes either) — checked like a sign-in, on the same count
+/// (`fluxi_core::accounts::PasswordGate::check_current_password`), and recorded in the
+/// trail of the workspace the action is for, or the account's. A success holds for the
+/// step-up window (`SessionPolicy::step_up_window`): actions within it do not ask again.
+/// Callers hold no database connection while it runs (the check is deliberately slow) and
+/// check again, in their write's transaction, whatever they checked before it.
 pub async fn step_up(
     state: &AppState,
     user: &User,
@@ -20,6 +22,12 @@ pub async fn step_up(
     recovery_code: Option<&str>,
     purpose: StepUpFor,
 ) -> Result<(), AppError> {
+    let session = super::session().await?;
+    let now = state.clock.now();
+    let mut auth = session.get::<AuthState>(AUTH_KEY).await?.filter(|a| a.user_id == user.id);
+    if auth.as_ref().is_some_and(|a| state.session_policy.step_up_fresh(a, now)) {
+        return Ok(());
+    }
     let origin = super::origin(state);
     // One field takes either: six digits are an app code, anything else a recovery code.
     let second = match (code.filter(|c| !c.trim().is_empty()), recovery_code.filter(|c| !c.trim().is_empty())) {
@@ -27,5 +35,10 @@ pub async fn step_up(
         (Some(code), _) | (None, Some(code)) => Some(SecondFactor::RecoveryCode(code)),
         (None, None) => None,
     };
-    Ok(state.password_gate(&origin).check_current_password(user, password, second, purpose).await?)
+    state.password_gate(&origin).check_current_password(user, password, second, purpose).await?;
+    if let Some(auth) = auth.as_mut() {
+        auth.stepped_up_at = Some(now);
+        session.insert(AUTH_KEY, *auth).await?;
+    }
+    Ok(())
 }

@@ -85,6 +85,8 @@ pub struct MembersPage {
     pub i_have_mfa: bool,
     /// Whether the workspace requires two-factor authentication of its members.
     pub require_mfa: bool,
+    /// This session confirmed who it is within the step-up window: no password asked.
+    pub step_up_fresh: bool,
     pub members: Vec<MemberView>,
     pub invitations: Vec<InvitationView>,
 }
@@ -208,6 +210,7 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
         is_owner,
         i_have_mfa,
         require_mfa: access.requires_mfa(),
+        step_up_fresh: is_owner && ssr::step_up_fresh(&state, &ssr::session().await?).await?,
         invitations,
         members: members
             .into_iter()

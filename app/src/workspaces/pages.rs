@@ -7,7 +7,7 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_params_map};
 
 use super::api::*;
-use crate::components::{Card, FormAlert, StepUpCodeField, TextField, BUTTON_CLASS};
+use crate::components::{Card, FormAlert, StepUpFields, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::{page_data, PageData};
 use crate::render::SyncHtml;
@@ -343,8 +343,8 @@ pub fn MembersSettingsPage() -> impl IntoView {
                     Err(e) => Either::Left(problem_view(e)),
                     Ok(mut p) => {
                         let slug = p.slug.clone();
-                        let (can_manage, is_owner, i_have_mfa, require_mfa) =
-                            (p.can_manage, p.is_owner, p.i_have_mfa, p.require_mfa);
+                        let (can_manage, is_owner, i_have_mfa, require_mfa, fresh) =
+                            (p.can_manage, p.is_owner, p.i_have_mfa, p.require_mfa, p.step_up_fresh);
                         let members = std::mem::take(&mut p.members);
                         let invitations = std::mem::take(&mut p.invitations);
                         let has_candidates = is_owner && members.iter().any(|m| !m.is_me);
@@ -438,8 +438,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                                     {candidates.into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
                                                 </select>
                                             </div>
-                                            <TextField label="Your current password" name="password" id="transfer-password" kind="password" autocomplete="current-password" error=field(transfer_error, "password")/>
-                                            {i_have_mfa.then(|| view! { <StepUpCodeField id="transfer-code" error=field(transfer_error, "code")/> })}
+                                            <StepUpFields password_label="Your current password" password_id="transfer-password" code_id="transfer-code" mfa=i_have_mfa fresh=fresh password_error=field(transfer_error, "password") code_error=field(transfer_error, "code")/>
                                             <button type="submit" class=BUTTON_CLASS>"Transfer ownership"</button>
                                         </ActionForm>
                                     }) } else { None }
@@ -456,8 +455,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                         <FormAlert message=form_message(mfa_error)/>
                                         <input type="hidden" name="slug" value=slug_mfa/>
                                         <input type="hidden" name="required" value=if require_mfa { "off" } else { "on" }/>
-                                        <TextField label="Your current password" name="password" id="mfa-policy-password" kind="password" autocomplete="current-password" error=field(mfa_error, "password")/>
-                                        {i_have_mfa.then(|| view! { <StepUpCodeField id="mfa-policy-code" error=field(mfa_error, "code")/> })}
+                                        <StepUpFields password_label="Your current password" password_id="mfa-policy-password" code_id="mfa-policy-code" mfa=i_have_mfa fresh=fresh password_error=field(mfa_error, "password") code_error=field(mfa_error, "code")/>
                                         <button type="submit" class=BUTTON_CLASS>{if require_mfa { "Stop requiring two-factor authentication" } else { "Require two-factor authentication" }}</button>
                                     </ActionForm>
                                 }) } else { None }}
@@ -468,8 +466,7 @@ pub fn MembersSettingsPage() -> impl IntoView {
                                     <ActionForm action=delete attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
                                         <FormAlert message=form_message(delete_error)/>
                                         <input type="hidden" name="slug" value=slug_delete/>
-                                        <TextField label="Current password to confirm deletion" name="password" id="delete-password" kind="password" autocomplete="current-password" error=field(delete_error, "password")/>
-                                        {i_have_mfa.then(|| view! { <StepUpCodeField id="delete-code" error=field(delete_error, "code")/> })}
+                                        <StepUpFields password_label="Current password to confirm deletion" password_id="delete-password" code_id="delete-code" mfa=i_have_mfa fresh=fresh password_error=field(delete_error, "password") code_error=field(delete_error, "code")/>
                                         <button type="submit" class="inline-flex w-full justify-center rounded-md bg-red-700 px-4 py-2 font-semibold text-white hover:bg-red-800 focus:outline-none focus-visible:ring-2 focus-visible:ring-red-600 focus-visible:ring-offset-2">"Delete workspace"</button>
                                     </ActionForm>
                                 }) } else { None }}

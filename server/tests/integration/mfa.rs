@@ -48,8 +48,9 @@ async fn enrolled(app: &TestApp, name: &str) -> (Person, String, Vec<String>) {
     assert_eq!(page["mfa_enabled"], true);
     let codes: Vec<String> =
         page["fresh_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
-    // The step that confirmed enrolment is used up: the next sign-in needs a later code.
-    app.clock.advance(Duration::seconds(30));
+    // Past the step-up window the confirmation opened (so later step-ups ask again), and
+    // past the step that confirmed enrolment (used up: the next sign-in needs a later code).
+    app.clock.advance(Duration::minutes(10) + Duration::seconds(30));
     (person, key, codes)
 }
 
@@ -453,7 +454,7 @@ async fn owners_require_mfa_and_members_without_it_are_led_to_set_it_up() {
     let key = start_setup(&mut owner.client).await;
     let code = app_code(&key, app.clock.now());
     owner.client.call("confirm_totp_setup", &[("code", &code), ("password", PASSWORD)]).await;
-    app.clock.advance(Duration::seconds(30));
+    app.clock.advance(Duration::minutes(10) + Duration::seconds(30));
     let res = owner.client.call("set_workspace_mfa", &args).await;
     assert!(res.error().message_for("code").is_some(), "a code is needed: {}", res.body);
     let code = app_code(&key, app.clock.now());
@@ -512,4 +513,33 @@ async fn owners_require_mfa_and_members_without_it_are_led_to_set_it_up() {
     // Refusals are in the workspace's trail.
     let denied = recorded(&app, Action::WorkspaceAccessDenied).await;
     assert!(denied.iter().any(|e| e.detail["reason"] == "mfa_required"), "{denied:?}");
+}
+
+#[tokio::test]
+async fn a_step_up_holds_for_ten_minutes_in_its_session_only() {
+    let app = TestApp::spawn().await;
+    let (mut ada, key, _) = enrolled(&app, "Ada").await;
+    let page = security(&ada.client.call("security_page", &[]).await);
+    assert_eq!(page["step_up_fresh"], false);
+    let code = app_code(&key, app.clock.now());
+    let res = ada.client.call("regenerate_recovery_codes", &[("password", PASSWORD), ("code", &code)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // Within the window: no password asked, in this session.
+    app.clock.advance(Duration::minutes(9));
+    let page = security(&ada.client.call("security_page", &[]).await);
+    assert_eq!(page["step_up_fresh"], true);
+    let res = ada.client.call("regenerate_recovery_codes", &[("password", "")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // Another session of the same person is not covered.
+    let mut other = password_step(&app, &ada.user.email).await;
+    app.clock.advance(Duration::seconds(30));
+    let res = other.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = other.call("regenerate_recovery_codes", &[("password", "")]).await;
+    assert!(res.error().message_for("password").is_some(), "{}", res.body);
+    // Past the window: asked again.
+    app.clock.advance(Duration::minutes(1));
+    let res = ada.client.call("disable_two_factor", &[("password", "")]).await;
+    assert!(res.error().message_for("password").is_some(), "{}", res.body);
+    assert_eq!(recorded(&app, Action::MfaDisabled).await.len(), 0);
 }

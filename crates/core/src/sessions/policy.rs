@@ -20,6 +20,10 @@ pub struct AuthState {
     /// in it). Workspaces that require two-factor authentication admit only such sessions.
     #[serde(default)]
     pub second_factor: bool,
+    /// When this session last confirmed who it is (password, and a code with MFA) for a
+    /// sensitive action; the next ones within the step-up window need not ask again.
+    #[serde(default, with = "time::serde::timestamp::option")]
+    pub stepped_up_at: Option<OffsetDateTime>,
 }
 
 impl AuthState {
@@ -48,6 +52,17 @@ pub struct SessionPolicy {
     /// `last_seen_at` is rewritten at most this often, so a busy session does not
     /// cost a database write per request. Idle expiry is exact to within this interval.
     pub touch_interval: Duration,
+    /// A step-up holds for this long (default 10 min): sensitive actions within it do
+    /// not ask again.
+    pub step_up_window: Duration,
+}
+
+impl SessionPolicy {
+    /// Whether `state` confirmed who it is recently enough at `now` (a clock that went
+    /// backwards does not count).
+    pub fn step_up_fresh(&self, state: &AuthState, now: OffsetDateTime) -> bool {
+        state.stepped_up_at.is_some_and(|at| at <= now && now - at < self.step_up_window)
+    }
 }
 
 impl Default for SessionPolicy {
@@ -56,6 +71,7 @@ impl Default for SessionPolicy {
             idle_timeout: Duration::minutes(30),
             absolute_timeout: Duration::hours(12),
             touch_interval: Duration::seconds(60),
+            step_up_window: Duration::minutes(10),
         }
     }
 }
@@ -92,7 +108,13 @@ mod tests {
     use super::*;
 
     fn state(at: OffsetDateTime) -> AuthState {
-        AuthState { user_id: Uuid::nil(), authenticated_at: at, last_seen_at: at, second_factor: false }
+        AuthState {
+            user_id: Uuid::nil(),
+            authenticated_at: at,
+            last_seen_at: at,
+            second_factor: false,
+            stepped_up_at: None,
+        }
     }
 
     #[test]
@@ -112,5 +134,17 @@ mod tests {
         }
         assert_eq!(p.check(&s, t0 + Duration::hours(12)), SessionCheck::AbsoluteExpired);
         assert_eq!(p.expires_at(&s), t0 + Duration::hours(12));
+    }
+
+    #[test]
+    fn a_step_up_holds_for_its_window_only() {
+        let policy = SessionPolicy::default();
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::days(1);
+        let mut s = state(t);
+        assert!(!policy.step_up_fresh(&s, t), "never stepped up");
+        s.stepped_up_at = Some(t);
+        assert!(policy.step_up_fresh(&s, t + Duration::minutes(9)));
+        assert!(!policy.step_up_fresh(&s, t + Duration::minutes(10)));
+        assert!(!policy.step_up_fresh(&s, t - Duration::seconds(1)), "clock went back");
     }
 }
