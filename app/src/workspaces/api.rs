@@ -95,6 +95,7 @@ pub struct MembersPage {
 pub struct InvitationInfo {
     pub workspace_name: String,
     pub role: String,
+    pub requires_mfa: bool,
 }
 
 #[cfg(feature = "ssr")]
@@ -371,7 +372,11 @@ pub async fn get_invitation_info(token: String) -> Result<InvitationInfo, AppErr
     let state = ssr::state()?;
     let mut conn = ssr::conn(&state).await?;
     let preview = workspaces::invitations::preview(&mut conn, &token, state.clock.now()).await?;
-    Ok(InvitationInfo { workspace_name: preview.workspace_name, role: preview.role.as_str().into() })
+    Ok(InvitationInfo {
+        workspace_name: preview.workspace_name,
+        role: preview.role.as_str().into(),
+        requires_mfa: preview.requires_mfa,
+    })
 }
 
 #[server(prefix = "/api", endpoint = "accept_invitation")]

@@ -504,6 +504,9 @@ pub fn InvitePage() -> impl IntoView {
                             let here = use_location().pathname.get_untracked();
                             view! {
                                 <p class="text-slate-800">"You are invited to join "<strong>{i.workspace_name}</strong>" as "<strong>{i.role}</strong>"."</p>
+                                {i.requires_mfa.then(|| view! {
+                                    <p class="mt-2 text-sm text-slate-700">"This workspace requires two-factor authentication: you will be asked to set up an authenticator app."</p>
+                                })}
                                 <div class="mt-4"><FormAlert message=form_message(error)/></div>
                                 {if signed_in {
                                     view! {

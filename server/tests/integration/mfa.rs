@@ -464,6 +464,14 @@ async fn owners_require_mfa_and_members_without_it_are_led_to_set_it_up() {
     let changes = recorded(&app, Action::WorkspaceMfaPolicyChanged).await;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].detail["required"], true);
+    // Invitations say so, in the mail and on the invitation page.
+    let invitee = format!("new-{}@example.test", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", &invitee), ("role", "viewer")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let body = crate::common::outbox_body_for(&app, &invitee).await;
+    assert!(body.contains("requires two-factor authentication"), "{body}");
+    let info = app.client().call("invitation_info", &[("token", &crate::common::token_from(&body))]).await;
+    assert!(info.body.contains("\"requires_mfa\":true"), "{}", info.body);
     // The members page shows who has it.
     let page: serde_json::Value =
         serde_json::from_str(&owner.client.call("members_page", &[("slug", &slug)]).await.body).unwrap();

@@ -103,6 +103,11 @@ pub async fn invite(
     let token = new_token();
     let link = format!("{}/invite/{token}", base_url.trim_end_matches('/'));
     let (ws, inviter, ws_name) = (access.workspace_id(), access.user_id(), access.name().to_string());
+    let mfa_note = if access.requires_mfa() {
+        "This workspace requires two-factor authentication: you will be asked to set up an authenticator app.\n\n"
+    } else {
+        ""
+    };
     let hash = token_hash(&token);
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
@@ -133,7 +138,7 @@ pub async fn invite(
             let body = format!(
                 "You have been invited to join the workspace \"{ws_name}\" on Fluxi as {}.\n\n\
                  Accept the invitation: {link}\n\n\
-                 The link works once and expires in {} days. If you did not expect this, ignore this mail.\n",
+                 {mfa_note}The link works once and expires in {} days. If you did not expect this, ignore this mail.\n",
                 role.as_str(),
                 ttl.whole_days()
             );
@@ -285,6 +290,8 @@ pub enum InvitationProblem {
 pub struct InvitationPreview {
     pub workspace_name: String,
     pub role: Role,
+    /// The workspace requires two-factor authentication of its members.
+    pub requires_mfa: bool,
 }
 
 #[derive(Queryable)]
@@ -298,6 +305,7 @@ struct Found {
     expires_at: OffsetDateTime,
     accepted_at: Option<OffsetDateTime>,
     revoked_at: Option<OffsetDateTime>,
+    require_mfa: bool,
 }
 
 async fn find(conn: &mut AsyncPgConnection, token: &str, lock: bool) -> QueryResult<Option<Found>> {
@@ -314,6 +322,7 @@ async fn find(conn: &mut AsyncPgConnection, token: &str, lock: bool) -> QueryRes
             invitations::expires_at,
             invitations::accepted_at,
             invitations::revoked_at,
+            workspaces::require_mfa,
         ));
     if lock {
         query.for_update().first::<Found>(conn).await.optional()
@@ -346,7 +355,7 @@ pub async fn preview(
     let found =
         find(conn, token, false).await.map_err(|_| InvitationProblem::NotFound)?.ok_or(InvitationProblem::NotFound)?;
     let role = state(&found, now)?;
-    Ok(InvitationPreview { workspace_name: found.name, role })
+    Ok(InvitationPreview { workspace_name: found.name, role, requires_mfa: found.require_mfa })
 }
 
 #[derive(Debug, thiserror::Error)]
