@@ -156,6 +156,10 @@ impl Config {
         if idle <= 0 || absolute <= 0 {
             return Err(ConfigError("session timeouts must be positive".into()));
         }
+        let step_up: i64 = vars.parsed("FLUXI_STEP_UP_MINUTES", 10)?;
+        if !(1..=60).contains(&step_up) {
+            return Err(ConfigError(format!("FLUXI_STEP_UP_MINUTES={step_up}: use 1 to 60 minutes")));
+        }
         let default_hasher = PasswordHasherConfig::default();
         let addr: SocketAddr = vars.parsed("LEPTOS_SITE_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
         let env_name: String = vars.parsed("FLUXI_ENV", "production".to_string())?;
@@ -237,6 +241,7 @@ impl Config {
             session_policy: SessionPolicy {
                 idle_timeout: time::Duration::minutes(idle),
                 absolute_timeout: time::Duration::hours(absolute),
+                step_up_window: time::Duration::minutes(step_up),
                 ..SessionPolicy::default()
             },
             session_cleanup_every: Duration::from_secs(vars.parsed("FLUXI_SESSION_CLEANUP_SECONDS", 300)?),
@@ -328,5 +333,15 @@ mod tests {
         assert_eq!(rotated.current_epoch(), 2);
         assert_eq!(rotated.in_every_epoch("p", "v").len(), 2);
         assert!(config(&[DB, ("FLUXI_PSEUDONYM_OLD_KEYS", "nope")]).is_err());
+    }
+
+    #[test]
+    fn the_step_up_window_is_configurable_within_bounds() {
+        assert_eq!(config(&[DB, KEY]).unwrap().session_policy.step_up_window, time::Duration::minutes(10));
+        let five = config(&[DB, KEY, ("FLUXI_STEP_UP_MINUTES", "5")]).unwrap();
+        assert_eq!(five.session_policy.step_up_window, time::Duration::minutes(5));
+        for bad in ["0", "61", "-1", "soon"] {
+            assert!(config(&[DB, KEY, ("FLUXI_STEP_UP_MINUTES", bad)]).is_err(), "{bad}");
+        }
     }
 }
