@@ -106,42 +106,7 @@ pub async fn record_failed_sign_in(
     key: &[u8],
     now: OffsetDateTime,
 ) -> QueryResult<FailedSignIns> {
-    let (throttle, key) = (*throttle, key.to_vec());
-    conn.transaction::<_, diesel::result::Error, _>(|c| {
-        async move {
-            diesel::insert_into(sign_in_failures::table)
-                .values((
-                    sign_in_failures::key.eq(&key),
-                    sign_in_failures::failures.eq(0),
-                    sign_in_failures::window_started_at.eq(now),
-                ))
-                .on_conflict_do_nothing()
-                .execute(c)
-                .await?;
-            let current: FailedSignIns = sign_in_failures::table
-                .find(&key)
-                .select((
-                    sign_in_failures::failures,
-                    sign_in_failures::window_started_at,
-                    sign_in_failures::blocked_until,
-                ))
-                .for_update()
-                .first(c)
-                .await?;
-            let next = throttle.after_failure(Some(current), now);
-            diesel::update(sign_in_failures::table.find(&key))
-                .set((
-                    sign_in_failures::failures.eq(next.failures),
-                    sign_in_failures::window_started_at.eq(next.window_started_at),
-                    sign_in_failures::blocked_until.eq(next.blocked_until),
-                ))
-                .execute(c)
-                .await?;
-            Ok(next)
-        }
-        .scope_boxed()
-    })
-    .await
+    Ok(count_failure(conn, throttle, key, now, false).await?.unwrap_or_else(|(current, _)| current))
 }
 
 /// Counts an attempt as a failure *before* it is checked, unless the count is already
@@ -155,6 +120,18 @@ pub async fn reserve_attempt(
     key: &[u8],
     now: OffsetDateTime,
 ) -> QueryResult<Result<FailedSignIns, Duration>> {
+    Ok(count_failure(conn, throttle, key, now, true).await?.map_err(|(_, wait)| wait))
+}
+
+/// One more failure on `key`'s count, under the row's lock; with `unless_blocked`, a
+/// count blocked at `now` is left as it is (`Err` with its state and the wait).
+async fn count_failure(
+    conn: &mut AsyncPgConnection,
+    throttle: &SignInThrottle,
+    key: &[u8],
+    now: OffsetDateTime,
+    unless_blocked: bool,
+) -> QueryResult<Result<FailedSignIns, (FailedSignIns, Duration)>> {
     let (throttle, key) = (*throttle, key.to_vec());
     conn.transaction::<_, diesel::result::Error, _>(|c| {
         async move {
@@ -177,8 +154,10 @@ pub async fn reserve_attempt(
                 .for_update()
                 .first(c)
                 .await?;
-            if let Some(wait) = throttle.refused_for(Some(&current), now) {
-                return Ok(Err(wait));
+            if unless_blocked {
+                if let Some(wait) = throttle.refused_for(Some(&current), now) {
+                    return Ok(Err((current, wait)));
+                }
             }
             let next = throttle.after_failure(Some(current), now);
             diesel::update(sign_in_failures::table.find(&key))
