@@ -11,6 +11,10 @@ test('sign up, sign out, sign in, see the account page', async ({ page }) => {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page).toHaveURL(/\/login$/);
   await expect(page.getByRole('button', { name: 'Sign out' })).toHaveCount(0);
+  // The browser dropped the session cookie (a `__Host-` cookie is only replaced by one
+  // with the same attributes).
+  const session = (await page.context().cookies()).filter((c) => c.name === '__Host-fluxi_session');
+  expect(session).toEqual([]);
 
   await ready(page);
   await signIn(page, email.toUpperCase());

@@ -6,9 +6,44 @@ use std::time::Duration;
 use fluxi_core::accounts::PasswordHasherConfig;
 use fluxi_core::sessions::SessionPolicy;
 
+/// A URL that may carry a password (database, SMTP): usable as a `&str`, but its `Debug`
+/// shows `***` in place of the password, so a logged configuration leaks none.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl std::ops::Deref for SecretUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // scheme://user:password@host… → scheme://user:***@host…
+        let redacted = match self.0.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                    let hidden = if userinfo.contains(':') { ":***" } else { "" };
+                    format!("{scheme}://{user}{hidden}@{host}")
+                }
+                None => self.0.clone(),
+            },
+            None => "***".into(),
+        };
+        // Query parameters can carry a password too (`?password=`).
+        let redacted = match redacted.split_once('?') {
+            Some((before, _)) => format!("{before}?***"),
+            None => redacted,
+        };
+        write!(f, "{redacted:?}")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database_url: String,
+    pub database_url: SecretUrl,
     pub addr: SocketAddr,
     pub pool_size: usize,
     pub session_policy: SessionPolicy,
@@ -19,8 +54,15 @@ pub struct Config {
     /// Public base URL used in links sent by mail.
     pub base_url: String,
     /// SMTP server for outgoing mail (`smtp://host:port`, `smtps://…`); none = no delivery.
-    pub smtp_url: Option<String>,
+    pub smtp_url: Option<SecretUrl>,
     pub mail_from: String,
+    /// Where to report a vulnerability (`FLUXI_SECURITY_CONTACT`, a `mailto:` or `https:`
+    /// URI; default `mailto:security@` the base URL's host), published in
+    /// `/.well-known/security.txt` (RFC 9116).
+    pub security_contact: String,
+    /// When that file's content must be reviewed by (`FLUXI_SECURITY_TXT_EXPIRES`, an RFC
+    /// 3339 time; default 180 days after start-up).
+    pub security_txt_expires: time::OffsetDateTime,
     /// `FLUXI_ENV`: `production` (the default) or `development`, which adds development
     /// helpers such as `/dev/mailbox`. Production is the default so that a deployment
     /// that forgets the variable does not publish invitation links; `scripts/run` (a
@@ -32,6 +74,9 @@ pub struct Config {
     pub trusted_proxies: usize,
     /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
     pub workspaces_per_day: u32,
+    /// Accounts created per client network and overall, per hour
+    /// (`FLUXI_SIGNUPS_PER_NETWORK_HOUR`, default 20; `FLUXI_SIGNUPS_PER_HOUR`, default 1,000).
+    pub sign_up_limits: fluxi_core::accounts::SignUpLimits,
     /// Key of the keyed pseudonyms (`FLUXI_PSEUDONYM_KEY`, 64 hex digits), if set; see
     /// [`Config::pseudonyms`].
     pub pseudonym_key: Option<fluxi_core::pseudonym::Pseudonymizer>,
@@ -216,6 +261,23 @@ impl Config {
         if checkpoint_minutes == 0 {
             return Err(ConfigError("FLUXI_AUDIT_CHECKPOINT_MINUTES must be at least 1".into()));
         }
+        let base_url: String = vars.parsed("FLUXI_BASE_URL", format!("http://{addr}"))?;
+        let security_contact = match vars.get("FLUXI_SECURITY_CONTACT") {
+            Some(c) if c.starts_with("mailto:") || c.starts_with("https://") => c,
+            Some(c) => {
+                return Err(ConfigError(format!("FLUXI_SECURITY_CONTACT={c:?} must start with mailto: or https://")))
+            }
+            None => {
+                let host =
+                    base_url.split("://").nth(1).unwrap_or_default().split(['/', ':']).next().unwrap_or_default();
+                format!("mailto:security@{host}")
+            }
+        };
+        let security_txt_expires = match vars.get("FLUXI_SECURITY_TXT_EXPIRES") {
+            Some(v) => time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ConfigError(format!("FLUXI_SECURITY_TXT_EXPIRES={v:?} is not an RFC 3339 time")))?,
+            None => time::OffsetDateTime::now_utc() + time::Duration::days(180),
+        };
         Ok(Self {
             encryption_key,
             encryption_key_version: vars.parsed("FLUXI_ENCRYPTION_KEY_VERSION", 1)?,
@@ -227,17 +289,29 @@ impl Config {
             audit_checkpoint_every: Duration::from_secs(checkpoint_minutes * 60),
             audit_checkpoint_file: vars.get("FLUXI_AUDIT_CHECKPOINT_FILE").map(std::path::PathBuf::from),
             pseudonym_key,
-            database_url,
+            database_url: SecretUrl(database_url),
             addr,
-            base_url: vars.parsed("FLUXI_BASE_URL", format!("http://{addr}"))?,
-            smtp_url: vars.get("SMTP_URL"),
+            base_url,
+            smtp_url: vars.get("SMTP_URL").map(SecretUrl),
             mail_from: vars.parsed("FLUXI_MAIL_FROM", "Fluxi <no-reply@fluxi.localhost>".to_string())?,
+            security_contact,
+            security_txt_expires,
             production,
             fleet_concurrency: vars.parsed("FLUXI_FLEET_CONCURRENCY", 4)?,
             trusted_proxies: vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?,
             workspaces_per_day: vars
                 .parsed("FLUXI_WORKSPACES_PER_DAY", fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY)?,
             pool_size: vars.parsed("FLUXI_DB_POOL_SIZE", 16)?,
+            sign_up_limits: {
+                use fluxi_core::rate_limit::RateLimit;
+                let default = fluxi_core::accounts::SignUpLimits::default();
+                fluxi_core::accounts::SignUpLimits {
+                    per_network: RateLimit::per_hour(
+                        vars.parsed("FLUXI_SIGNUPS_PER_NETWORK_HOUR", default.per_network.max)?,
+                    ),
+                    overall: RateLimit::per_hour(vars.parsed("FLUXI_SIGNUPS_PER_HOUR", default.overall.max)?),
+                }
+            },
             session_policy: SessionPolicy {
                 idle_timeout: time::Duration::minutes(idle),
                 absolute_timeout: time::Duration::hours(absolute),
@@ -266,6 +340,29 @@ mod tests {
     const DB: (&str, &str) = ("DATABASE_URL", "postgres://app@127.0.0.1/fluxi");
     const KEY: (&str, &str) =
         ("FLUXI_PSEUDONYM_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let audit = ("FLUXI_AUDIT_SIGNING_KEY", "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100");
+        let sealing = ("FLUXI_ENCRYPTION_KEY", "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0");
+        let c = config(&[
+            ("DATABASE_URL", "postgres://app:db-hunter2@db.internal:5432/fluxi?sslmode=require&password=q-hunter2"),
+            ("SMTP_URL", "smtps://mailer:smtp-hunter2@smtp.example.test:465"),
+            KEY,
+            audit,
+            sealing,
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["db-hunter2", "q-hunter2", "smtp-hunter2", KEY.1, audit.1, sealing.1] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://app:***@db.internal:5432/fluxi?***"), "{shown}");
+        assert_eq!(
+            &*c.database_url,
+            "postgres://app:db-hunter2@db.internal:5432/fluxi?sslmode=require&password=q-hunter2"
+        );
+    }
 
     #[test]
     fn production_is_the_default_and_has_no_mailbox() {

@@ -86,6 +86,25 @@ fn page_routes() -> Vec<leptos_axum::AxumRouteListing> {
     ROUTES.get_or_init(|| generate_route_list(App)).clone()
 }
 
+/// The text of `/.well-known/security.txt` (RFC 9116): where to report a vulnerability,
+/// until when this is current, and where the file lives.
+pub fn security_txt(base_url: &str, contact: &str, expires: time::OffsetDateTime) -> String {
+    let expires = expires
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let base = base_url.trim_end_matches('/');
+    format!(
+        "Contact: {contact}\nExpires: {expires}\nPreferred-Languages: en\nCanonical: {base}/.well-known/security.txt\n"
+    )
+}
+
+async fn security_txt_file(State(state): State<AppState>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], state.security_txt.clone()).into_response()
+}
+
 /// The complete application router with every layer, ready to serve.
 pub fn build_router(state: AppState) -> Router {
     let routes = page_routes();
@@ -126,6 +145,7 @@ pub fn build_router(state: AppState) -> Router {
     }
     router
         .route("/healthz", get(healthz))
+        .route("/.well-known/security.txt", get(security_txt_file))
         .route("/readyz", get(readyz))
         .route("/api/{*fn_name}", post(server_fns::unknown))
         .route("/w/{slug}/audit/{file}", get(audit_export::export))
@@ -133,15 +153,17 @@ pub fn build_router(state: AppState) -> Router {
         .fallback_service(static_files)
         .layer(axum::middleware::from_fn(server_fns::edge))
         .layer(sessions)
+        .layer(axum::middleware::map_response(middleware::secure_session_removal))
         // No request holds a connection forever: one that is stuck (on a database that
         // stopped answering, or a page render that never finishes) is answered "503, try
         // again" instead (inside the security headers, so the 503 carries them too).
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
         .layer(axum::middleware::from_fn(middleware::same_origin_writes))
-        .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(middleware::explain_payload_too_large))
+        // Outside the body limit, so its 413 carries them too.
+        .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(CompressionLayer::new())
         .with_state(state)
 }

@@ -5,7 +5,7 @@
 //! leptos_axum redirects back to its page — a flash in the session for the pages that
 //! show one (`app::ssr::store_flash`).
 
-use app::error::AppError;
+use app::error::{AppError, FieldError};
 use app::ssr::{accepts_html, store_flash, AppState};
 use axum::body::Body;
 use axum::extract::State;
@@ -32,22 +32,27 @@ pub async fn edge(req: Request<Body>, next: Next) -> Response {
     let plain_form = accepts_html(req.headers());
     let form = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
     let session = req.extensions().get::<Session>().cloned();
-    // A plain form's fields may be kept for its flash, so its body is read here first (it
-    // is small: the body limit applies).
-    let (req, submitted) = if plain_form {
-        let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-            Ok(bytes) => bytes,
-            // The body-limit layer's error, for a body that grew past it while being read.
-            Err(e) if e.to_string().contains("length limit") => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-            Err(_) => return (StatusCode::BAD_REQUEST, "The request body could not be read.").into_response(),
-        };
-        let submitted: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
-        (Request::from_parts(parts, Body::from(bytes)), submitted)
-    } else {
-        (req, Vec::new())
+    // The fields are read here first (they are small: the body limit applies): a plain
+    // form's may be kept for its flash, and no field of any form may carry control or
+    // disguising characters.
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        // The body-limit layer's error, for a body that grew past it while being read.
+        Err(e) if e.to_string().contains("length limit") => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => return (StatusCode::BAD_REQUEST, "The request body could not be read.").into_response(),
     };
-    let res = next.run(req).await;
+    let mut submitted: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let res = match refused_characters(&submitted) {
+        Some(error) => {
+            // Not shown back either.
+            submitted.retain(|(name, value)| !has_disallowed(name, value));
+            refusal(&req, plain_form, &error)
+        }
+        None => next.run(req).await,
+    };
+    let submitted = if plain_form { submitted } else { Vec::new() };
     if !res.headers().contains_key(SERVER_FN_ERROR_HEADER) {
         return res;
     }
@@ -71,4 +76,44 @@ pub async fn edge(req: Request<Body>, next: Next) -> Response {
         }
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Fields whose value may span lines (the rest are single-line inputs).
+const MULTI_LINE_FIELDS: &[&str] = &["body"];
+
+fn has_disallowed(name: &str, value: &str) -> bool {
+    fluxi_core::text::disallowed_char(value, MULTI_LINE_FIELDS.contains(&name)).is_some()
+}
+
+/// The error for fields holding characters no field accepts
+/// ([`fluxi_core::text::disallowed_char`]), if any do.
+fn refused_characters(submitted: &[(String, String)]) -> Option<AppError> {
+    let errors: Vec<FieldError> = submitted
+        .iter()
+        .filter(|(name, value)| has_disallowed(name, value))
+        .map(|(name, _)| FieldError {
+            field: name.clone(),
+            message: "Remove the control or invisible characters (such as zero-width spaces or text-direction marks) \
+                      from this field."
+                .into(),
+        })
+        .collect();
+    (!errors.is_empty()).then_some(AppError::Invalid(errors))
+}
+
+/// The response a server function gives for `error`, without running it: back to the
+/// form's page for a plain form post (as leptos_axum does), else the error itself.
+fn refusal(req: &Request<Body>, plain_form: bool, error: &AppError) -> Response {
+    let body = serde_json::to_string(error).unwrap_or_default();
+    let mut res =
+        (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Ok(path) = HeaderValue::from_str(req.uri().path()) {
+        res.headers_mut().insert(SERVER_FN_ERROR_HEADER, path);
+    }
+    let referer = req.headers().get(header::REFERER).cloned();
+    if let (true, Some(referer)) = (plain_form, referer) {
+        *res.status_mut() = StatusCode::FOUND;
+        res.headers_mut().insert(header::LOCATION, referer);
+    }
+    res
 }

@@ -64,7 +64,8 @@ fn outcome_badge(outcome: String) -> impl IntoView {
 }
 
 /// Events per day as bars (succeeded, denied, failed stacked), drawn as SVG by the server;
-/// each day is a link that filters to it.
+/// each day is a link that filters to it. Sized for the 30 days it shows, 20 units each, by
+/// classes, not style attributes (the pages' CSP allows no inline style).
 fn chart_view(days: Vec<ChartDay>, query: Vec<(String, String)>) -> impl IntoView {
     let max = days.iter().map(|d| d.succeeded + d.denied + d.failed).max().unwrap_or(0).max(1);
     let (w, h) = (20.0_f64, 80.0_f64);
@@ -101,11 +102,11 @@ fn chart_view(days: Vec<ChartDay>, query: Vec<(String, String)>) -> impl IntoVie
                 <span class="text-amber-800">"denied"</span>", "
                 <span class="text-red-800">"failed"</span>". Choose a day to filter to it."
             </figcaption>
-            <div class="relative" style=format!("max-width: {width}px")>
+            <div class="relative max-w-[600px]">
                 <svg viewBox=format!("0 0 {width} {h}") class="h-24 w-full" role="img" aria-label="Events per day">
                     {bars}
                 </svg>
-                <nav aria-label="Days" class="absolute inset-0 grid" style="grid-template-columns: repeat(30, minmax(0, 1fr))">
+                <nav aria-label="Days" class="absolute inset-0 grid grid-cols-[repeat(30,minmax(0,1fr))]">
                     {links}
                 </nav>
             </div>

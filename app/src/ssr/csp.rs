@@ -8,14 +8,17 @@ use leptos_axum::ResponseOptions;
 /// response's nonce — Leptos puts it on its hydration and resource scripts — or are
 /// loaded by such a script (`'strict-dynamic'`: the app's JavaScript module);
 /// `'wasm-unsafe-eval'` lets that module compile the app's WebAssembly. An injected
-/// `<script>` or event-handler attribute does not run. Other responses get the stricter
+/// `<script>` or event-handler attribute does not run. Everything else comes from our own
+/// origin only (`default-src 'self'`): no inline style, no outside images, fonts or
+/// connections. Other responses get the stricter
 /// default of `server::middleware::security_headers` (no scripts at all).
 pub fn set_page_csp() {
     let (Some(nonce), Some(res)) = (leptos::nonce::use_nonce(), use_context::<ResponseOptions>()) else {
         return;
     };
     let policy = format!(
-        "script-src 'nonce-{nonce}' 'strict-dynamic' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; \
+        "default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
          frame-ancestors 'none'; form-action 'self'"
     );
     // The nonce is base64, always a valid header value.

@@ -37,6 +37,8 @@ pub struct AppServices {
     pub clock: SharedClock,
     pub session_policy: SessionPolicy,
     pub sign_in_throttle: SignInThrottle,
+    /// Accounts that may be created per client network and overall.
+    pub sign_up_limits: fluxi_core::accounts::SignUpLimits,
     /// Failed sign-ins allowed per client network, across accounts (see `fluxi_core::client`).
     pub client_sign_in_throttle: SignInThrottle,
     /// How many reverse proxies of ours stand in front of Fluxi (`FLUXI_TRUSTED_PROXIES`):
@@ -45,6 +47,9 @@ pub struct AppServices {
     pub leptos_options: LeptosOptions,
     /// Public base URL for links in mails (e.g. invitation links).
     pub base_url: String,
+    /// `/.well-known/security.txt` (RFC 9116), written once at start-up from the security
+    /// contact and review date in the configuration.
+    pub security_txt: String,
     /// Whether the development mailbox page (`/dev/mailbox`) exists.
     pub dev_mailbox: bool,
     /// Longest a request may take before it is answered 503 (see `server::build_router`).

@@ -9,10 +9,12 @@ pub mod db;
 pub mod mfa;
 pub mod outbox;
 pub mod pseudonym;
+pub mod rate_limit;
 pub mod schema;
 pub mod secrets;
 pub mod sessions;
 pub mod tenancy;
+pub mod text;
 pub mod workspaces;
 
 #[cfg(feature = "testing")]

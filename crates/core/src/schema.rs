@@ -125,6 +125,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    rate_limits (key) {
+        key -> Bytea,
+        window_ends_at -> Timestamptz,
+        count -> Int4,
+    }
+}
+
+diesel::table! {
     sessions (id_hash) {
         id_hash -> Bytea,
         user_id -> Nullable<Uuid>,
@@ -196,6 +204,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     mfa_recovery_codes,
     mfa_totp,
     outbox_emails,
+    rate_limits,
     sessions,
     sign_in_failures,
     users,

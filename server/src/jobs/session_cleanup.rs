@@ -33,6 +33,11 @@ pub fn spawn(pool: Pool, clock: SharedClock, throttle: SignInThrottle, every: Du
                 fluxi_core::accounts::delete_stale_sign_in_failures(&mut conn, &throttle, now).await,
             );
             cleaned(
+                "finished rate-limit windows removed",
+                "rate-limit cleanup failed",
+                fluxi_core::rate_limit::delete_finished(&mut conn, now).await,
+            );
+            cleaned(
                 "old workspace creations forgotten",
                 "workspace creation log cleanup failed",
                 fluxi_core::workspaces::delete_old_workspace_creations(&mut conn, now).await,

@@ -68,7 +68,8 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
         set(
             h,
             "content-security-policy",
-            "script-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+            "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+             form-action 'self'",
         );
     }
     // The site's JS, WASM and CSS keep their names from one release to the next, so a
@@ -152,6 +153,30 @@ pub async fn render_to_completion(
             (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side.").into_response()
         }
     }
+}
+
+/// tower-sessions removes the session cookie with only its name and path, and browsers
+/// ignore a `__Host-` cookie without `Secure`: the emptied cookie must carry the same
+/// attributes as the one it replaces, or the browser keeps the old one.
+pub async fn secure_session_removal(mut res: Response) -> Response {
+    let prefix = format!("{}=", crate::SESSION_COOKIE);
+    let fixed: Vec<HeaderValue> = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| match v.to_str() {
+            Ok(text) if text.starts_with(&prefix) && !text.to_ascii_lowercase().contains("; secure") => {
+                HeaderValue::from_str(&format!("{text}; Secure; HttpOnly; SameSite=Lax")).unwrap_or_else(|_| v.clone())
+            }
+            _ => v.clone(),
+        })
+        .collect();
+    let headers = res.headers_mut();
+    headers.remove(header::SET_COOKIE);
+    for v in fixed {
+        headers.append(header::SET_COOKIE, v);
+    }
+    res
 }
 
 /// The body-limit layer answers oversized requests with an empty 413; say what happened.

@@ -153,6 +153,9 @@ async fn malformed_missing_and_oversized_input_get_clear_errors() {
     let res = c.call("signup", &[("display_name", &big), ("email", "b@example.test"), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(res.body.contains("too large"));
+    for h in ["content-security-policy", "x-content-type-options", "x-frame-options", "strict-transport-security"] {
+        assert!(res.headers.contains_key(h), "the 413 lacks {h}");
+    }
     // Too long but under the body limit: a field error.
     let res = c
         .call("signup", &[("display_name", &"n".repeat(101)), ("email", "b@example.test"), ("password", PASSWORD)])
@@ -161,6 +164,51 @@ async fn malformed_missing_and_oversized_input_get_clear_errors() {
     assert_eq!(user_count(&app).await, 0);
     // Nothing leaked any internals.
     assert!(!res.body.to_lowercase().contains("diesel") && !res.body.contains("panicked"));
+}
+
+/// Control characters and characters that disguise text are refused in every field of
+/// every form, before any rule or query sees them; names and emails are stored composed.
+#[tokio::test]
+async fn control_and_invisible_characters_are_refused_and_text_is_composed() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let refused = |res: &common::Reply, field: &str| {
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", res.body);
+        assert!(field_message(&res.error(), field).contains("invisible characters"), "{}", res.body);
+    };
+    let res = c.call("login", &[("email", "ada\0@example.test"), ("password", PASSWORD)]).await;
+    refused(&res, "email");
+    for name in ["Ada\u{202E}nimda", "Ad\u{200B}a", "Ada\nLovelace", "Ada\u{7}"] {
+        let res =
+            c.call("signup", &[("display_name", name), ("email", "ada@example.test"), ("password", PASSWORD)]).await;
+        refused(&res, "display_name");
+    }
+    assert_eq!(user_count(&app).await, 0, "nothing written");
+    // Without JavaScript: back to the form, with the message, the bad value not echoed.
+    let res = c
+        .post_form(
+            "signup",
+            "/signup",
+            &[("display_name", "Ad\u{2066}a"), ("email", "a@example.test"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    let page = c.get("/signup").await;
+    assert!(page.body.contains("invisible characters"), "{}", page.body);
+    assert!(!page.body.contains('\u{2066}'));
+    // Decomposed input is stored composed, and signs in however it is typed.
+    let (decomposed, composed) = ("Zoe\u{308}", "Zo\u{eb}");
+    let email = format!("{decomposed}@example.test");
+    let res = c.call("signup", &[("display_name", decomposed), ("email", &email), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let mut conn = app.db.conn().await;
+    let (name, stored): (String, String) =
+        users::table.select((users::display_name, users::email_normalized)).first(&mut conn).await.unwrap();
+    assert_eq!(name, composed);
+    assert_eq!(stored, format!("{}@example.test", composed.to_lowercase()));
+    let res =
+        app.client().call("login", &[("email", &format!("{composed}@example.test")), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
 
 #[tokio::test]
@@ -227,6 +275,12 @@ async fn sign_out_deletes_the_server_side_session() {
     let res = c.call("logout", &[]).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.location(), Some("/login"));
+    // The removal cookie has what a browser needs to replace a `__Host-` cookie.
+    let removal = res.set_cookies().into_iter().find(|v| v.starts_with(common::COOKIE_NAME)).expect("a removal");
+    let lower = removal.to_ascii_lowercase();
+    for attr in ["; secure", "; path=/", "max-age=0"] {
+        assert!(lower.contains(attr), "{removal} lacks {attr}");
+    }
     let mut conn = app.db.conn().await;
     let n: i64 = fluxi_core::schema::sessions::table.count().get_result(&mut conn).await.unwrap();
     assert_eq!(n, 0, "the session row must be gone");
@@ -439,6 +493,83 @@ async fn concurrent_failed_sign_ins_are_all_counted() {
     assert_eq!(seen, (1..=40).collect::<Vec<_>>(), "each failure saw its own count");
 }
 
+/// Sends `n` requests at once, each from its own client; returns their statuses.
+async fn burst(
+    n: usize,
+    request: impl Fn(common::Client) -> reqwest::RequestBuilder,
+    app: &TestApp,
+) -> Vec<StatusCode> {
+    let tries: Vec<_> = (0..n)
+        .map(|_| {
+            let mut c = app.client();
+            let req = request(app.client());
+            tokio::spawn(async move { c.raw(req).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tries {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
+/// Every attempt is counted before its password is verified, so a burst gets no more
+/// verifications than the limit, however many arrive at once: per account, per network,
+/// and for step-up.
+#[tokio::test]
+async fn parallel_wrong_passwords_get_no_more_verifications_than_the_limits() {
+    let app = TestApp::spawn_with(per_network(50, 1)).await;
+    let (_, email) = app.signed_up("Targeted").await;
+    let hasher = &app.state.hasher;
+
+    let before = hasher.verifications();
+    let statuses = burst(200, |c| login_via_proxy(&c, "203.0.113.20", &email, "a wrong guess"), &app).await;
+    let verified = hasher.verifications() - before;
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    let wrong = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    assert!(verified <= 5, "{verified} verifications for one account");
+    assert_eq!((wrong, refused), (5, 195), "{statuses:?}");
+
+    // Unknown emails from one network: at most the network's 50.
+    let before = hasher.verifications();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let statuses = burst(
+        200,
+        |c| {
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            login_via_proxy(&c, "198.51.100.30", &format!("sprayed{i}@example.test"), "Summer2026!")
+        },
+        &app,
+    )
+    .await;
+    let verified = hasher.verifications() - before;
+    assert!(verified <= 50, "{verified} verifications for one network");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count() as u64, verified);
+
+    // Step-up: an owner's own session, 200 wrong passwords at once.
+    let (mut owner, _) = app.signed_up("Deleter").await;
+    let res = owner.call("create_workspace", &[("name", "Kept")]).await;
+    let slug = res.location().unwrap().strip_prefix("/w/").unwrap().to_string();
+    let cookie = owner.session_cookie.clone();
+    let before = hasher.verifications();
+    let statuses = burst(
+        200,
+        |c| {
+            c.http()
+                .post(c.url("/api/delete_workspace"))
+                .header(reqwest::header::ACCEPT, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(reqwest::header::COOKIE, format!("{}={}", common::COOKIE_NAME, cookie.clone().unwrap()))
+                .body(common::encode(&[("slug", &slug), ("password", "a wrong guess")]))
+        },
+        &app,
+    )
+    .await;
+    let verified = hasher.verifications() - before;
+    assert!(verified <= 5, "{verified} step-up verifications");
+    assert!(statuses.iter().all(|s| *s != StatusCode::OK && !s.is_server_error()), "{statuses:?}");
+}
+
 /// The cleanup removes counts whose series is over, but keeps a block in force.
 #[tokio::test]
 async fn the_cleanup_keeps_blocks_in_force_and_drops_finished_series() {
@@ -559,4 +690,61 @@ async fn without_trusted_proxies_forwarded_addresses_are_ignored() {
     plain.post_form("login", "/login", &[("email", &email), ("password", PASSWORD)]).await;
     assert!(plain.get("/login").await.body.contains(NETWORK_BLOCKED));
     assert_ne!(plain.get("/account").await.status, StatusCode::OK, "not signed in");
+}
+
+/// Accounts are free, each costs a password hash: sign-ups are limited per client
+/// network and overall, counted atomically in the database.
+#[tokio::test]
+async fn sign_ups_are_limited_per_network_and_overall() {
+    use fluxi_core::rate_limit::RateLimit;
+    let app = TestApp::spawn_with(common::Options {
+        trusted_proxies: 1,
+        sign_up_limits: fluxi_core::accounts::SignUpLimits {
+            per_network: RateLimit::per_hour(3),
+            overall: RateLimit::per_hour(5),
+        },
+        ..Default::default()
+    })
+    .await;
+    let sign_up = |c: &common::Client, network: &str, email: &str| {
+        c.http()
+            .post(c.url("/api/signup"))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", network)
+            .body(common::encode(&[("display_name", "New"), ("email", email), ("password", PASSWORD)]))
+    };
+    // Three at once from one network: all three pass, a fourth does not.
+    let tries: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = app.client();
+            let req = sign_up(&c, "203.0.113.50", &format!("n{i}@example.test"));
+            tokio::spawn(async move { c.raw(req).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tries {
+        let r = t.await.unwrap();
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(common::too_many_message(&r.error()).unwrap().contains("from your network"), "{}", r.body);
+            assert!(r.headers.contains_key("retry-after"));
+        }
+        statuses.push(r.status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    assert_eq!(user_count(&app).await, 3);
+    // Another network may; then the overall limit (5) stops everyone.
+    let mut c = app.client();
+    for (i, network) in ["198.51.100.1", "198.51.100.2"].iter().enumerate() {
+        let r = c.raw(sign_up(&c, network, &format!("o{i}@example.test"))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let r = c.raw(sign_up(&c, "198.51.100.3", "late@example.test")).await;
+    assert!(common::too_many_message(&r.error()).unwrap().contains("paused"), "{}", r.body);
+    assert_eq!(user_count(&app).await, 5);
+    // An hour later, sign-ups open again.
+    app.clock.advance(time::Duration::hours(1));
+    let r = c.raw(sign_up(&c, "198.51.100.3", "later@example.test")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }

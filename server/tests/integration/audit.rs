@@ -698,7 +698,7 @@ async fn bad_filters_and_cursors_get_a_clear_message_and_nothing_else() {
     }
     let r = audit_page(&mut owner.client, &slug, &[("actor", "ada\u{0}x")]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.error().message_for("actor").unwrap_or_default().contains("control characters"));
+    assert!(r.error().message_for("actor").unwrap_or_default().contains("control or invisible characters"));
     let long = "x".repeat(300);
     let r = audit_page(&mut owner.client, &slug, &[("actor", &long)]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);

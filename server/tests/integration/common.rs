@@ -34,6 +34,8 @@ pub struct Options {
     pub policy: SessionPolicy,
     pub sign_in_throttle: fluxi_core::accounts::SignInThrottle,
     pub client_sign_in_throttle: fluxi_core::accounts::SignInThrottle,
+    /// Generous by default: tests sign up many accounts from one address.
+    pub sign_up_limits: fluxi_core::accounts::SignUpLimits,
     pub trusted_proxies: usize,
     pub pool_size: usize,
     /// `FLUXI_ENV=production`: no development helpers.
@@ -57,6 +59,10 @@ impl Default for Options {
             policy: SessionPolicy::default(),
             sign_in_throttle: fluxi_core::accounts::SignInThrottle::default(),
             client_sign_in_throttle: fluxi_core::accounts::SignInThrottle::per_client_default(),
+            sign_up_limits: fluxi_core::accounts::SignUpLimits {
+                per_network: fluxi_core::rate_limit::RateLimit::per_hour(10_000),
+                overall: fluxi_core::rate_limit::RateLimit::per_hour(10_000),
+            },
             trusted_proxies: 0,
             pool_size: 8,
             production: false,
@@ -87,10 +93,16 @@ impl TestApp {
             clock: Arc::new(clock.clone()),
             session_policy: opts.policy,
             sign_in_throttle: opts.sign_in_throttle,
+            sign_up_limits: opts.sign_up_limits,
             client_sign_in_throttle: opts.client_sign_in_throttle,
             trusted_proxies: opts.trusted_proxies,
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
             base_url: format!("http://{addr}"),
+            security_txt: server::security_txt(
+                &format!("http://{addr}"),
+                "mailto:security@example.test",
+                OffsetDateTime::now_utc() + time::Duration::days(90),
+            ),
             dev_mailbox: !opts.production,
             request_timeout: opts.request_timeout,
             workspaces_per_day: opts.workspaces_per_day,

@@ -196,3 +196,57 @@ async fn concurrent_accepts_of_one_invitation_succeed_once() {
     let statuses = futures::future::join_all(attempts).await;
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
 }
+
+/// An invitation carries its inviter's authority: when the inviter can no longer manage
+/// members (demoted, removed, left), what they sent stops admitting anyone.
+#[tokio::test]
+async fn invitations_die_with_their_inviters_right_to_manage_members() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Team").await;
+    let mut admin = app.person("Admin").await;
+    app.add_member(&slug, &admin, "admin").await;
+    let mut first = app.person("First").await;
+    let mut second = app.person("Second").await;
+    let mut kept = app.person("Kept").await;
+    for email in [&first.user.email, &second.user.email] {
+        let res = admin.client.call("invite_member", &[("slug", &slug), ("email", email), ("role", "member")]).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    }
+    let res =
+        owner.client.call("invite_member", &[("slug", &slug), ("email", &kept.user.email), ("role", "member")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let token_of = |body: String| common::token_from(&body);
+    let first_token = token_of(common::outbox_body_for(&app, &first.user.email).await);
+    let second_token = token_of(common::outbox_body_for(&app, &second.user.email).await);
+    let kept_token = token_of(common::outbox_body_for(&app, &kept.user.email).await);
+
+    // The owner demotes the admin: the admin's invitations are revoked, the owner's stay.
+    let admin_id = admin.user.id.to_string();
+    let res =
+        owner.client.call("change_member_role", &[("slug", &slug), ("user_id", &admin_id), ("role", "member")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    for (person, token) in [(&mut first, &first_token), (&mut second, &second_token)] {
+        let info = person.client.call("invitation_info", &[("token", token)]).await;
+        assert!(info.body.contains("revoked"), "{}", info.body);
+        let res = person.client.call("accept_invitation", &[("token", token)]).await;
+        assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("revoked")), "{}", res.body);
+    }
+    assert_eq!(common::role_of(&app, &slug, first.user.id).await, None);
+    let revoked = common::recorded(&app, fluxi_core::audit::Action::InvitationRevoked).await;
+    assert_eq!(revoked.len(), 2, "one event per revoked invitation");
+    let res = kept.client.call("accept_invitation", &[("token", &kept_token)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    // Made admin again, the same person invites; removed, the invitation dies too.
+    let res =
+        owner.client.call("change_member_role", &[("slug", &slug), ("user_id", &admin_id), ("role", "admin")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let mut third = app.person("Third").await;
+    admin.client.call("invite_member", &[("slug", &slug), ("email", &third.user.email), ("role", "viewer")]).await;
+    let third_token = token_of(common::outbox_body_for(&app, &third.user.email).await);
+    let res = owner.client.call("remove_member", &[("slug", &slug), ("user_id", &admin_id)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = third.client.call("accept_invitation", &[("token", &third_token)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("revoked")), "{}", res.body);
+}

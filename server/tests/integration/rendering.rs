@@ -58,6 +58,10 @@ fn page_nonce(reply: &common::Reply) -> String {
     assert!(policy.contains("'strict-dynamic'") && policy.contains("'wasm-unsafe-eval'"), "{policy}");
     assert!(policy.contains("object-src 'none'") && policy.contains("base-uri 'none'"), "{policy}");
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    // Everything besides scripts comes from our origin only.
+    for directive in ["default-src 'self'", "style-src 'self'", "img-src 'self' data:", "connect-src 'self'"] {
+        assert!(policy.contains(directive), "{directive} missing from {policy}");
+    }
     assert!(!policy.contains("unsafe-inline"), "{policy}");
     nonce
 }
@@ -126,7 +130,7 @@ async fn pages_allow_only_their_own_nonced_scripts() {
     for reply in [person.call("current_user", &[]).await, visitor.get("/healthz").await] {
         assert!(reply.status.is_success(), "{}", reply.status);
         let policy = reply.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        assert!(policy.contains("script-src 'none'"), "non-page responses run no script: {policy}");
+        assert!(policy.starts_with("default-src 'none'"), "non-page responses load and run nothing: {policy}");
     }
 }
 
@@ -217,4 +221,20 @@ fn clients_hanging_up_mid_page_leave_every_worker_running() {
         runtime.shutdown_background();
         panic!("{problem}");
     }
+}
+
+/// RFC 9116: where to report a vulnerability, and until when that is current.
+#[tokio::test]
+async fn security_txt_names_the_contact_and_an_expiry() {
+    let app = TestApp::spawn().await;
+    let reply = app.client().get("/.well-known/security.txt").await;
+    assert_eq!(reply.status, reqwest::StatusCode::OK);
+    assert!(reply.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(reply.body.contains("Contact: mailto:security@example.test\n"), "{}", reply.body);
+    let expires = reply.body.lines().find_map(|l| l.strip_prefix("Expires: ")).expect("an Expires field");
+    let expires =
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
+    let now = time::OffsetDateTime::now_utc();
+    assert!(expires > now && expires < now + time::Duration::days(366), "{expires}");
+    assert!(reply.body.contains(&format!("Canonical: {}/.well-known/security.txt", app.base)));
 }

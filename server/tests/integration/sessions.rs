@@ -52,6 +52,35 @@ async fn the_table_never_holds_the_cookie_value() {
     assert!(!dump.contains(&hex::encode(&id_bytes)));
 }
 
+/// A request that loaded its session before the person signed out elsewhere must not
+/// write the session back when it finishes: saving updates, never inserts.
+#[tokio::test]
+async fn a_session_deleted_mid_request_stays_deleted() {
+    use tower_sessions::SessionStore;
+    let app = TestApp::spawn().await;
+    let (mut c, _) = app.signed_up("Racing").await;
+    let cookie = c.session_cookie.clone().unwrap();
+    let store = fluxi_core::sessions::DieselSessionStore::new(
+        app.state.pool.clone(),
+        app.state.clock.clone(),
+        app.state.session_policy,
+    );
+    let id: tower_sessions::session::Id = cookie.parse().unwrap();
+    // A slow request has loaded the session...
+    let mut loaded = SessionStore::load(&store, &id).await.unwrap().expect("the session");
+    // ...the person signs out meanwhile...
+    let res = c.call("logout", &[]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert!(stored_rows(&app).await.is_empty());
+    // ...and the slow request finishes, saving what it changed.
+    loaded.data.insert("touched".into(), serde_json::json!(true));
+    SessionStore::save(&store, &loaded).await.unwrap();
+    assert!(stored_rows(&app).await.is_empty(), "the deleted session came back");
+    let mut old = app.client();
+    old.session_cookie = Some(cookie);
+    assert_eq!(old.call("current_user", &[]).await.body, "null");
+}
+
 /// The store reads the account row in the same statement as the session; that copy is
 /// this request's alone: always current, and never written into the session row.
 #[tokio::test]
@@ -231,6 +260,7 @@ async fn other_requests_are_served_while_sign_ins_hash() {
     // Two permits, generous wait: 16 sign-ins queue for the hashers (several hundred ms
     // of CPU in all). Meanwhile the signed-in account page and the health check must be
     // answered *before* the burst is over: hashing never occupies the async workers.
+    // (Sixteen different emails: one account lets only five attempts be checked at once.)
     let app = TestApp::spawn_with(Options {
         hasher: PasswordHasherConfig { permits: 2, max_wait: std::time::Duration::from_secs(30) },
         pool_size: 24,
@@ -240,9 +270,9 @@ async fn other_requests_are_served_while_sign_ins_hash() {
     let (mut reader, email) = app.signed_up("Reader").await;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let burst: Vec<_> = (0..16)
-        .map(|_| {
+        .map(|i| {
             let mut c = app.client();
-            let (email, done) = (email.clone(), done.clone());
+            let (email, done) = (format!("burst{i}-{email}"), done.clone());
             tokio::spawn(async move {
                 let r = c.call("login", &[("email", &email), ("password", PASSWORD)]).await;
                 done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -261,7 +291,7 @@ async fn other_requests_are_served_while_sign_ins_hash() {
     }
     let finished_when_reads_done = std::sync::atomic::AtomicUsize::load(&done, std::sync::atomic::Ordering::SeqCst);
     for h in burst {
-        assert_eq!(h.await.unwrap(), StatusCode::OK);
+        assert_eq!(h.await.unwrap(), StatusCode::UNAUTHORIZED, "no such account, checked all the same");
     }
     assert!(
         finished_when_reads_done < 16,

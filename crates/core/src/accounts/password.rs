@@ -5,6 +5,7 @@
 //! memory; so hashes run in `spawn_blocking` only while holding one of a few permits, and
 //! a request that cannot get a permit within a short wait is told to try again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,11 +76,17 @@ impl MemoryPool {
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    /// Hashing a new password (sign-up, a password change) needs one of these as well as a
+    /// general permit, and there are half as many: a flood of sign-ups queues for its own
+    /// permits and leaves at least half of the hashing to sign-ins.
+    new_password_permits: Arc<Semaphore>,
     max_permits: usize,
     memory: Arc<MemoryPool>,
     max_wait: Duration,
     /// Verified against when an email is unknown, so that both failures cost the same.
     dummy_hash: Arc<str>,
+    /// Verifications run so far: what the throttles bound (observed by tests).
+    verifications: Arc<AtomicU64>,
 }
 
 fn argon2() -> Argon2<'static> {
@@ -140,25 +147,38 @@ impl PasswordHasher {
         memory.give_back(buf, permits);
         Self {
             permits: Arc::new(Semaphore::new(permits)),
+            new_password_permits: Arc::new(Semaphore::new((permits / 2).max(1))),
             max_permits: permits,
             memory,
             max_wait: config.max_wait,
             dummy_hash: dummy_hash.into(),
+            verifications: Arc::default(),
         }
     }
 
-    async fn run_blocking<T, F>(&self, work: F) -> Result<T, HashError>
+    async fn run_blocking<T, F>(&self, new_password: bool, work: F) -> Result<T, HashError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let permit = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let acquire = |semaphore: &Arc<Semaphore>| tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned());
+        let own = match new_password {
+            true => Some(
+                acquire(&self.new_password_permits)
+                    .await
+                    .map_err(|_| HashError::Busy)?
+                    .map_err(|_| HashError::Internal("hasher closed".into()))?,
+            ),
+            false => None,
+        };
+        let permit = acquire(&self.permits)
             .await
             .map_err(|_| HashError::Busy)?
             .map_err(|_| HashError::Internal("hasher closed".into()))?;
         tokio::task::spawn_blocking(move || {
             let out = work();
-            drop(permit);
+            drop((permit, own));
             out
         })
         .await
@@ -169,7 +189,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let (pool, max) = (self.memory.clone(), self.max_permits);
-        self.run_blocking(move || {
+        self.run_blocking(true, move || {
             let mut memory = pool.take(ARGON2_M_KIB as usize);
             let result = hash_blocking(&password, &mut memory);
             pool.give_back(memory, max);
@@ -188,8 +208,19 @@ impl PasswordHasher {
             None => (self.dummy_hash.to_string(), false),
         };
         let (pool, max) = (self.memory.clone(), self.max_permits);
-        let ok = self.run_blocking(move || verify_blocking(&password, &phc, &pool, max)).await?;
+        let verifications = self.verifications.clone();
+        let ok = self
+            .run_blocking(false, move || {
+                verifications.fetch_add(1, Ordering::Relaxed);
+                verify_blocking(&password, &phc, &pool, max)
+            })
+            .await?;
         Ok(ok && known)
+    }
+
+    /// How many passwords this hasher has verified (each one an Argon2 computation).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// True when a stored hash was made with other parameters than today's, so it should
@@ -209,6 +240,32 @@ impl PasswordHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// New passwords (sign-ups) queue for their own permits: a flood of them does not
+    /// stand between a sign-in and the hashers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_new_passwords_leaves_hashers_to_sign_ins() {
+        let hasher = PasswordHasher::new(PasswordHasherConfig { permits: 2, max_wait: Duration::from_secs(30) });
+        let stored = hasher.hash("violet-anchor-tundra-42").await.unwrap();
+        let hashed = Arc::new(AtomicU64::new(0));
+        let flood: Vec<_> = (0..6)
+            .map(|_| {
+                let (hasher, hashed) = (hasher.clone(), hashed.clone());
+                tokio::spawn(async move {
+                    hasher.hash("a new password").await.unwrap();
+                    hashed.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(hasher.verify("violet-anchor-tundra-42", Some(&stored)).await.unwrap());
+        // Before: the sign-in queued behind the flood and at least two hashes were done.
+        let done_first = hashed.load(Ordering::SeqCst);
+        assert!(done_first < 2, "the sign-in waited for {done_first} sign-up hashes");
+        for f in flood {
+            f.await.unwrap();
+        }
+    }
 
     #[tokio::test]
     async fn hashes_are_argon2id_with_owasp_parameters() {

@@ -55,10 +55,10 @@ pub fn validate_display_name(raw: &str) -> Result<String, InputError> {
     if name.chars().count() > DISPLAY_NAME_MAX_CHARS {
         return Err(InputError::DisplayNameTooLong);
     }
-    if name.chars().any(char::is_control) {
+    if crate::text::disallowed_char(name, false).is_some() {
         return Err(InputError::DisplayNameInvalid);
     }
-    Ok(name.to_string())
+    Ok(crate::text::nfc(name))
 }
 
 /// Trims and validates an email address; returns the trimmed address as typed.
@@ -76,7 +76,10 @@ pub fn validate_email(raw: &str) -> Result<String, InputError> {
     let Some((local, domain)) = email.split_once('@') else {
         return Err(InputError::EmailInvalid);
     };
-    let bad_char = |c: char| c.is_whitespace() || c.is_control() || c == '@' || c == '<' || c == '>';
+    if crate::text::disallowed_char(email, false).is_some() {
+        return Err(InputError::EmailInvalid);
+    }
+    let bad_char = |c: char| c.is_whitespace() || c == '@' || c == '<' || c == '>';
     let domain_ok = !domain.is_empty()
         && domain.contains('.')
         && !domain.starts_with('.')
@@ -86,12 +89,12 @@ pub fn validate_email(raw: &str) -> Result<String, InputError> {
     if local.is_empty() || local.chars().any(bad_char) || !domain_ok {
         return Err(InputError::EmailInvalid);
     }
-    Ok(email.to_string())
+    Ok(crate::text::nfc(email))
 }
 
-/// The form compared for uniqueness and sign-in: trimmed and lower-cased.
+/// The form compared for uniqueness and sign-in: trimmed, composed (NFC) and lower-cased.
 pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    crate::text::nfc(email.trim()).to_lowercase()
 }
 
 /// Length rules only, counted in Unicode scalar values; no composition rules and no

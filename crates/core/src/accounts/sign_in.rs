@@ -10,8 +10,8 @@ use time::Duration;
 use uuid::Uuid;
 
 use super::{
-    clear_failed_sign_ins, client_sign_in_key, create_user, find_login_by_email, find_password_hash, normalize_email,
-    record_failed_sign_in, reserve_attempt, sign_in_key, sign_in_refused_for, update_password_hash,
+    clear_failed_sign_ins, client_sign_in_key, conclude_failure, create_user, find_login_by_email, find_password_hash,
+    normalize_email, refund_attempt, reserve_attempt, reserve_attempts, sign_in_key, update_password_hash,
     validate_display_name, validate_email, validate_password, CreateUserError, HashError, InputError, NewUser,
     PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
 };
@@ -19,8 +19,12 @@ use crate::audit::{Action, Actor, Audit, Detail, Event, Origin, Outcome, Target}
 use crate::clock::Clock;
 use crate::db::{Pool, PooledConn};
 use crate::pseudonym::PseudonymKeys;
+use crate::rate_limit::{self, RateLimit};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::AsyncConnection;
+
+/// The key of the overall sign-up count.
+const SIGN_UPS_OVERALL_KEY: &[u8] = b"sign-ups-overall";
 
 /// Why an account operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,9 @@ pub enum AccountError {
     /// The client network's count is blocked for this much longer.
     #[error("too many failed sign-ins from this network")]
     NetworkThrottled(Duration),
+    /// Too many accounts created lately, from this network or (`overall`) at all.
+    #[error("too many sign-ups")]
+    SignUpsThrottled { wait: Duration, overall: bool },
     /// No hashing permit became free within the wait.
     #[error("no password hashing permit became free in time")]
     Busy,
@@ -298,6 +305,7 @@ impl<'a> PasswordGate<'a> {
                 Ok(user)
             }
             Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
+                conclude_failure(&mut conn, self.account_throttle, &account_key, now).await?;
                 pending.failures += 1;
                 if pending.failures >= PendingSecondFactor::MAX_FAILURES {
                     return Err(AccountError::TooManyCodes);
@@ -347,6 +355,7 @@ impl<'a> PasswordGate<'a> {
             match checked {
                 Ok(()) => {}
                 Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
+                    conclude_failure(&mut conn, self.account_throttle, &account_key, self.clock.now()).await?;
                     audit
                         .record(&mut conn, purpose.event(Some(user.id), Action::StepUpFailed, Outcome::Failed))
                         .await?;
@@ -385,15 +394,6 @@ impl<'a> PasswordGate<'a> {
             let mut conn = self.conn().await?;
             let now = self.clock.now();
             let account_key = sign_in_key(self.pseudonyms.current(), normalized);
-            let refused = match sign_in_refused_for(&mut conn, self.account_throttle, &account_key, now).await? {
-                Some(wait) => Some((Action::SignInThrottledAccount, AccountError::AccountThrottled(wait), wait)),
-                None => match network_key {
-                    Some(key) => sign_in_refused_for(&mut conn, self.network_throttle, key, now)
-                        .await?
-                        .map(|wait| (Action::SignInThrottledNetwork, AccountError::NetworkThrottled(wait), wait)),
-                    None => None,
-                },
-            };
             let found = match claimant {
                 Claimant::Email(normalized) => {
                     find_login_by_email(&mut conn, normalized).await?.map(|(u, h, mfa)| (Some(u), h, mfa))
@@ -403,6 +403,14 @@ impl<'a> PasswordGate<'a> {
                     None => None,
                 },
             };
+            // Counted before it is verified: a burst of parallel tries gets no more
+            // verifications than the limits allow.
+            let mut counts = vec![(self.account_throttle, account_key.as_slice())];
+            counts.extend(network_key.map(|key| (self.network_throttle, key)));
+            let refused = reserve_attempts(&mut conn, &counts, now).await?.err().map(|(which, wait)| match which {
+                0 => (Action::SignInThrottledAccount, AccountError::AccountThrottled(wait), wait),
+                _ => (Action::SignInThrottledNetwork, AccountError::NetworkThrottled(wait), wait),
+            });
             if let Some((action, error, wait)) = refused {
                 let account = match claimant {
                     Claimant::Email(_) => found.as_ref().and_then(|(u, _, _)| u.as_ref().map(|u| u.id)),
@@ -420,9 +428,19 @@ impl<'a> PasswordGate<'a> {
             (account_key, found)
         };
         // An unknown account is verified against the dummy hash: same work, same answer.
-        let verified = self.hasher.verify(password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
+        let verified = self.hasher.verify(password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await;
         let mut conn = self.conn().await?;
-        // Read again: the verification waited for a permit and took a while.
+        let verified = match verified {
+            Ok(verified) => verified,
+            // Not checked (no hashing permit in time): the attempt is given back.
+            Err(e) => {
+                refund_attempt(&mut conn, &account_key).await?;
+                if let Some(key) = network_key {
+                    refund_attempt(&mut conn, key).await?;
+                }
+                return Err(e.into());
+            }
+        };
         let now = self.clock.now();
         let account = match claimant {
             Claimant::Email(_) => found.as_ref().and_then(|(u, _, _)| u.as_ref().map(|u| u.id)),
@@ -431,14 +449,22 @@ impl<'a> PasswordGate<'a> {
         let audit = self.audit(self.claimant_actor(claimant));
         let (throttles, account_key) = ((self.account_throttle, self.network_throttle), &account_key);
         match found.filter(|_| verified) {
-            // The password alone does not sign in (or step up), nor forgive the count:
-            // the second factor does both.
-            Some(found) if found.2 => Ok(Some(found)),
             Some(found) => {
+                let second_factor = found.2;
                 conn.transaction::<_, AccountError, _>(|c| {
                     async move {
-                        clear_failed_sign_ins(c, account_key).await?;
-                        if step_up.is_none() {
+                        // A right password gives its reservations back. The password
+                        // alone does not forgive the account's count when a second factor
+                        // is still to come (that success does), nor ever the network's.
+                        if second_factor {
+                            refund_attempt(c, account_key).await?;
+                        } else {
+                            clear_failed_sign_ins(c, account_key).await?;
+                        }
+                        if let Some(key) = network_key {
+                            refund_attempt(c, key).await?;
+                        }
+                        if step_up.is_none() && !second_factor {
                             let event =
                                 Event::account(account, Action::SignInSucceeded, Outcome::Succeeded, Detail::None);
                             audit.record(c, event).await?;
@@ -451,27 +477,21 @@ impl<'a> PasswordGate<'a> {
                 Ok(Some(found))
             }
             None => {
-                conn.transaction::<_, AccountError, _>(|c| {
-                    async move {
-                        record_failed_sign_in(c, throttles.0, account_key, now).await?;
-                        if let Some(key) = network_key {
-                            record_failed_sign_in(c, throttles.1, key, now).await?;
-                        }
-                        let event = match step_up {
-                            Some(p) => p.event(account, Action::StepUpFailed, Outcome::Failed),
-                            None => Event::account(
-                                account,
-                                Action::SignInFailed,
-                                Outcome::Failed,
-                                Detail::SignInFailure { known_account: account.is_some() },
-                            ),
-                        };
-                        audit.record(c, event).await?;
-                        Ok(())
-                    }
-                    .scope_boxed()
-                })
-                .await?;
+                // Counted by the reservation; reaching a limit now blocks it.
+                conclude_failure(&mut conn, throttles.0, account_key, now).await?;
+                if let Some(key) = network_key {
+                    conclude_failure(&mut conn, throttles.1, key, now).await?;
+                }
+                let event = match step_up {
+                    Some(p) => p.event(account, Action::StepUpFailed, Outcome::Failed),
+                    None => Event::account(
+                        account,
+                        Action::SignInFailed,
+                        Outcome::Failed,
+                        Detail::SignInFailure { known_account: account.is_some() },
+                    ),
+                };
+                audit.record(&mut conn, event).await?;
                 Ok(None)
             }
         }
@@ -516,12 +536,40 @@ impl<'a> PasswordGate<'a> {
     }
 }
 
+/// How many accounts may be created, per client network and overall: each costs a
+/// password hash (the most expensive thing we do) and a row, and accounts are free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignUpLimits {
+    /// `FLUXI_SIGNUPS_PER_NETWORK_HOUR` (default 20: an office onboarding together).
+    pub per_network: RateLimit,
+    /// `FLUXI_SIGNUPS_PER_HOUR` (default 1,000).
+    pub overall: RateLimit,
+}
+
+impl Default for SignUpLimits {
+    fn default() -> Self {
+        Self { per_network: RateLimit::per_hour(20), overall: RateLimit::per_hour(1_000) }
+    }
+}
+
+/// Where a sign-up comes from, and the limits it counts against.
+pub struct SignUpFrom<'a> {
+    pub limits: &'a SignUpLimits,
+    pub pseudonyms: &'a PseudonymKeys,
+    /// `None` when the server could not tell; then only the overall limit applies.
+    pub client_network: Option<&'a str>,
+    pub now: time::OffsetDateTime,
+}
+
 /// Creates an account from a sign-up form: every field validated (all errors at once),
-/// the password hashed, and the email checked for uniqueness by the database.
+/// the sign-up counted against its network's and the overall limit, the password hashed
+/// (on the new-password permits, so that sign-ups cannot crowd out sign-ins), and the
+/// email checked for uniqueness by the database.
 pub async fn sign_up(
     pool: &Pool,
     hasher: &PasswordHasher,
     audit: &Audit<'_>,
+    from: SignUpFrom<'_>,
     display_name: &str,
     email: &str,
     password: &str,
@@ -533,7 +581,34 @@ pub async fn sign_up(
     let (Some(name), Some(email), true) = (name, email, invalid.is_empty()) else {
         return Err(AccountError::Invalid(invalid));
     };
-    let hash = hasher.hash(password).await?;
+    let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
+    let network_key = from.client_network.map(|n| from.pseudonyms.current().pseudonym("sign-up-network", n));
+    let mut limits = vec![(SIGN_UPS_OVERALL_KEY.to_vec(), from.limits.overall, true)];
+    limits.extend(network_key.map(|key| (key, from.limits.per_network, false)));
+    let mut taken = Vec::new();
+    for (key, limit, overall) in limits {
+        let result = rate_limit::take(&mut conn, &key, limit, from.now).await?;
+        taken.push(key);
+        if let Err(wait) = result {
+            for key in &taken {
+                rate_limit::give_back(&mut conn, key).await?;
+            }
+            return Err(AccountError::SignUpsThrottled { wait, overall });
+        }
+    }
+    drop(conn);
+    let hash = match hasher.hash(password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            // Not created: the sign-up does not count.
+            if let Ok(mut conn) = pool.get().await {
+                for key in &taken {
+                    rate_limit::give_back(&mut conn, key).await?;
+                }
+            }
+            return Err(e.into());
+        }
+    };
     let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
     let new = NewUser {
         email: &email,

@@ -7,9 +7,11 @@
 //! The rule is pure ([`SignInThrottle::after_failure`], [`SignInThrottle::refused_for`],
 //! time passed in); the queries keep the counts in `sign_in_failures`, keyed by a hash of
 //! the normalized email. Unknown emails are counted the same way: the answer never says
-//! whether an account exists. A refusal is decided before the password is verified; a
-//! burst of parallel tries can still get as many verifications as are under way when the
-//! limit is reached (bounded by the hashing permits and their wait).
+//! whether an account exists. Every attempt is counted *before* the password is
+//! verified ([`reserve_attempts`], under the rows' locks), so however many tries arrive at
+//! once, no more than the limit are ever verified; a wrong one may then block
+//! ([`conclude_failure`]), a right one gives its reservation back ([`refund_attempt`]) or
+//! clears the account's count.
 
 use crate::pseudonym::Pseudonymizer;
 use diesel::prelude::*;
@@ -69,7 +71,40 @@ impl SignInThrottle {
         let blocked_until = if failures >= self.max_failures { Some(now + self.block) } else { current.blocked_until };
         FailedSignIns { failures, window_started_at: current.window_started_at, blocked_until }
     }
+
+    /// The count with one more attempt reserved at `now` (counted before it is checked),
+    /// or how long to wait: while blocked, the rest of the block; while the window's
+    /// `max_failures` attempts are all counted but some are still being checked,
+    /// [`IN_FLIGHT_WAIT`]. A reservation never blocks by itself — only a concluded failure
+    /// does ([`Self::after_concluded_failure`]) — so a burst of right passwords is slowed
+    /// for a moment, never locked out.
+    pub fn reserve(&self, state: Option<FailedSignIns>, now: OffsetDateTime) -> Result<FailedSignIns, Duration> {
+        if let Some(wait) = self.refused_for(state.as_ref(), now) {
+            return Err(wait);
+        }
+        let current = match state {
+            Some(s) if now - s.window_started_at < self.window => s,
+            _ => FailedSignIns { failures: 0, window_started_at: now, blocked_until: None },
+        };
+        if current.failures >= self.max_failures {
+            return Err(IN_FLIGHT_WAIT);
+        }
+        Ok(FailedSignIns { failures: current.failures + 1, ..current })
+    }
+
+    /// The count once a reserved attempt has turned out wrong: blocked until `now + block`
+    /// when the window's count has reached `max_failures`.
+    pub fn after_concluded_failure(&self, state: FailedSignIns, now: OffsetDateTime) -> FailedSignIns {
+        if state.failures >= self.max_failures && self.refused_for(Some(&state), now).is_none() {
+            FailedSignIns { blocked_until: Some(now + self.block), ..state }
+        } else {
+            state
+        }
+    }
 }
+
+/// How long an attempt waits while the limit's worth of attempts are still being checked.
+pub const IN_FLIGHT_WAIT: Duration = Duration::seconds(5);
 
 /// The stored key of an account's count: a keyed pseudonym of the email, never the email
 /// itself nor a plain hash of it (see `crate::pseudonym`).
@@ -82,97 +117,127 @@ pub fn client_sign_in_key(pseudonyms: &Pseudonymizer, client_network: &str) -> V
     pseudonyms.pseudonym("sign-in-client", client_network)
 }
 
-/// How much longer sign-in to the account with this key is refused, if it is.
-pub async fn sign_in_refused_for(
+/// Counts an attempt as a failure *before* it is checked, unless the count is already
+/// blocked at `now` (then `Err(wait)`, nothing counted). See [`reserve_attempts`].
+pub async fn reserve_attempt(
     conn: &mut AsyncPgConnection,
     throttle: &SignInThrottle,
     key: &[u8],
     now: OffsetDateTime,
-) -> QueryResult<Option<Duration>> {
-    let state: Option<FailedSignIns> = sign_in_failures::table
-        .find(key)
-        .select((sign_in_failures::failures, sign_in_failures::window_started_at, sign_in_failures::blocked_until))
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(throttle.refused_for(state.as_ref(), now))
+) -> QueryResult<Result<(), Duration>> {
+    Ok(reserve_attempts(conn, &[(throttle, key)], now).await?.map_err(|(_, wait)| wait))
 }
 
-/// Counts a failed sign-in. The row is locked while it is updated, so concurrent
-/// failures are all counted.
+/// Counts one attempt on every count in `counts` before it is checked — all of them or,
+/// when any refuses ([`SignInThrottle::reserve`]), none (then `Err` with its index and
+/// wait). The rows are locked while they are read and updated, so however many attempts
+/// arrive at once, no more than `max_failures` are ever checked. Afterwards a success
+/// clears the count ([`clear_failed_sign_ins`]) or gives the reservation back
+/// ([`refund_attempt`]); a failure stays counted and may block ([`conclude_failure`]).
+pub async fn reserve_attempts(
+    conn: &mut AsyncPgConnection,
+    counts: &[(&SignInThrottle, &[u8])],
+    now: OffsetDateTime,
+) -> QueryResult<Result<(), (usize, Duration)>> {
+    let counts: Vec<(SignInThrottle, Vec<u8>)> = counts.iter().map(|(t, k)| (**t, k.to_vec())).collect();
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        async move {
+            let mut next = Vec::with_capacity(counts.len());
+            for (i, (throttle, key)) in counts.iter().enumerate() {
+                match throttle.reserve(Some(locked_count(c, key, now).await?), now) {
+                    Ok(reserved) => next.push(reserved),
+                    Err(wait) => return Ok(Err((i, wait))),
+                }
+            }
+            for ((_, key), next) in counts.iter().zip(next) {
+                store_count(c, key, next).await?;
+            }
+            Ok(Ok(()))
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+/// Concludes an attempt reserved by [`reserve_attempts`] that turned out wrong: the
+/// count is already there; reaching the limit now blocks it.
+pub async fn conclude_failure(
+    conn: &mut AsyncPgConnection,
+    throttle: &SignInThrottle,
+    key: &[u8],
+    now: OffsetDateTime,
+) -> QueryResult<()> {
+    diesel::update(
+        sign_in_failures::table
+            .find(key)
+            .filter(sign_in_failures::failures.ge(throttle.max_failures))
+            .filter(sign_in_failures::blocked_until.is_null().or(sign_in_failures::blocked_until.le(now))),
+    )
+    .set(sign_in_failures::blocked_until.eq(now + throttle.block))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives back an attempt reserved by [`reserve_attempts`] that turned out right (on a
+/// count a success does not clear, such as the network's) or was never checked.
+pub async fn refund_attempt(conn: &mut AsyncPgConnection, key: &[u8]) -> QueryResult<()> {
+    diesel::update(sign_in_failures::table.find(key).filter(sign_in_failures::failures.gt(0)))
+        .set(sign_in_failures::failures.eq(sign_in_failures::failures - 1))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Counts a failure that was not reserved beforehand (as [`reserve_attempts`] does, but
+/// counted even while blocked).
 pub async fn record_failed_sign_in(
     conn: &mut AsyncPgConnection,
     throttle: &SignInThrottle,
     key: &[u8],
     now: OffsetDateTime,
 ) -> QueryResult<FailedSignIns> {
-    Ok(count_failure(conn, throttle, key, now, false).await?.unwrap_or_else(|(current, _)| current))
-}
-
-/// Counts an attempt as a failure *before* it is checked, unless the count is already
-/// blocked at `now` (then `Err(wait)`, nothing counted). The row is locked while it is
-/// read and updated, so however many attempts arrive at once, no more than
-/// `max_failures` get through before the block: a success clears the count afterwards
-/// ([`clear_failed_sign_ins`]).
-pub async fn reserve_attempt(
-    conn: &mut AsyncPgConnection,
-    throttle: &SignInThrottle,
-    key: &[u8],
-    now: OffsetDateTime,
-) -> QueryResult<Result<FailedSignIns, Duration>> {
-    Ok(count_failure(conn, throttle, key, now, true).await?.map_err(|(_, wait)| wait))
-}
-
-/// One more failure on `key`'s count, under the row's lock; with `unless_blocked`, a
-/// count blocked at `now` is left as it is (`Err` with its state and the wait).
-async fn count_failure(
-    conn: &mut AsyncPgConnection,
-    throttle: &SignInThrottle,
-    key: &[u8],
-    now: OffsetDateTime,
-    unless_blocked: bool,
-) -> QueryResult<Result<FailedSignIns, (FailedSignIns, Duration)>> {
     let (throttle, key) = (*throttle, key.to_vec());
     conn.transaction::<_, diesel::result::Error, _>(|c| {
         async move {
-            diesel::insert_into(sign_in_failures::table)
-                .values((
-                    sign_in_failures::key.eq(&key),
-                    sign_in_failures::failures.eq(0),
-                    sign_in_failures::window_started_at.eq(now),
-                ))
-                .on_conflict_do_nothing()
-                .execute(c)
-                .await?;
-            let current: FailedSignIns = sign_in_failures::table
-                .find(&key)
-                .select((
-                    sign_in_failures::failures,
-                    sign_in_failures::window_started_at,
-                    sign_in_failures::blocked_until,
-                ))
-                .for_update()
-                .first(c)
-                .await?;
-            if unless_blocked {
-                if let Some(wait) = throttle.refused_for(Some(&current), now) {
-                    return Ok(Err((current, wait)));
-                }
-            }
-            let next = throttle.after_failure(Some(current), now);
-            diesel::update(sign_in_failures::table.find(&key))
-                .set((
-                    sign_in_failures::failures.eq(next.failures),
-                    sign_in_failures::window_started_at.eq(next.window_started_at),
-                    sign_in_failures::blocked_until.eq(next.blocked_until),
-                ))
-                .execute(c)
-                .await?;
-            Ok(Ok(next))
+            let next = throttle.after_failure(Some(locked_count(c, &key, now).await?), now);
+            store_count(c, &key, next).await?;
+            Ok(next)
         }
         .scope_boxed()
     })
     .await
+}
+
+/// `key`'s count, its row created if missing and locked until the transaction ends.
+async fn locked_count(c: &mut AsyncPgConnection, key: &[u8], now: OffsetDateTime) -> QueryResult<FailedSignIns> {
+    diesel::insert_into(sign_in_failures::table)
+        .values((
+            sign_in_failures::key.eq(key),
+            sign_in_failures::failures.eq(0),
+            sign_in_failures::window_started_at.eq(now),
+        ))
+        .on_conflict_do_nothing()
+        .execute(c)
+        .await?;
+    sign_in_failures::table
+        .find(key)
+        .select((sign_in_failures::failures, sign_in_failures::window_started_at, sign_in_failures::blocked_until))
+        .for_update()
+        .first(c)
+        .await
+}
+
+async fn store_count(c: &mut AsyncPgConnection, key: &[u8], next: FailedSignIns) -> QueryResult<()> {
+    diesel::update(sign_in_failures::table.find(key))
+        .set((
+            sign_in_failures::failures.eq(next.failures),
+            sign_in_failures::window_started_at.eq(next.window_started_at),
+            sign_in_failures::blocked_until.eq(next.blocked_until),
+        ))
+        .execute(c)
+        .await?;
+    Ok(())
 }
 
 /// A successful sign-in forgets the account's failures.
@@ -242,6 +307,31 @@ mod tests {
         assert_eq!(t.refused_for(Some(&blocked), later), None);
         let again = t.after_failure(Some(blocked), later);
         assert_eq!(t.refused_for(Some(&again), later), Some(Duration::minutes(5)));
+    }
+
+    #[test]
+    fn reservations_stop_at_the_limit_and_only_concluded_failures_block() {
+        let t = SignInThrottle::default();
+        let now = t0();
+        let mut state = None;
+        for n in 1..=5 {
+            let reserved = t.reserve(state, now).expect("within the limit");
+            assert_eq!(reserved.failures, n);
+            state = Some(reserved);
+        }
+        // Five in flight: the sixth waits a moment, and nothing is blocked yet.
+        assert_eq!(t.reserve(state, now), Err(IN_FLIGHT_WAIT));
+        assert_eq!(state.unwrap().blocked_until, None);
+        // One of them turns out wrong: now the count blocks.
+        let concluded = t.after_concluded_failure(state.unwrap(), now);
+        assert_eq!(t.refused_for(Some(&concluded), now), Some(t.block));
+        assert_eq!(t.reserve(Some(concluded), now + Duration::minutes(1)), Err(Duration::minutes(14)));
+        // Below the limit a concluded failure blocks nothing.
+        let one = t.reserve(None, now).unwrap();
+        assert_eq!(t.after_concluded_failure(one, now), one);
+        // The window passes: a fresh series.
+        let later = now + t.window + t.block;
+        assert_eq!(t.reserve(Some(concluded), later).unwrap().failures, 1);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -108,17 +107,16 @@ impl SessionStore for DieselSessionStore {
         }
     }
 
+    /// Updates the row only: a session that was deleted (signed out, revoked, expired)
+    /// while a request that had loaded it was still running stays deleted.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let row = self.row(record)?;
         let mut conn = self.pool.get().await.map_err(backend)?;
-        diesel::insert_into(sessions::table)
-            .values(&row)
-            .on_conflict(sessions::id_hash)
-            .do_update()
+        diesel::update(sessions::table.find(&row.id_hash))
             .set((
-                sessions::user_id.eq(excluded(sessions::user_id)),
-                sessions::data.eq(excluded(sessions::data)),
-                sessions::expires_at.eq(excluded(sessions::expires_at)),
+                sessions::user_id.eq(row.user_id),
+                sessions::data.eq(&row.data),
+                sessions::expires_at.eq(row.expires_at),
             ))
             .execute(&mut conn)
             .await

@@ -240,7 +240,7 @@ pub async fn revoke(
     let workspace = access.workspace_id();
     conn.transaction::<_, WorkspaceError, _>(|c| {
         async move {
-            let revoked: Option<Option<Uuid>> = diesel::update(
+            let revoked: Option<(Uuid, Option<Uuid>)> = diesel::update(
                 invitations::table
                     .filter(invitations::id.eq(id))
                     .filter(invitations::workspace_id.eq(workspace))
@@ -248,28 +248,82 @@ pub async fn revoke(
                     .filter(invitations::revoked_at.is_null()),
             )
             .set(invitations::revoked_at.eq(now))
-            .returning(invitations::mail_id)
+            .returning((invitations::id, invitations::mail_id))
             .get_result(c)
             .await
             .optional()?;
-            let Some(mail) = revoked else {
+            let Some(revoked) = revoked else {
                 return Err(InvalidInput::InvitationNotPending.into());
             };
-            // A mail still waiting would carry a link that no longer works.
-            outbox::withdraw_unsent(c, &mail.into_iter().collect::<Vec<_>>(), now).await?;
-            let event = Event::workspace(
-                workspace,
-                Action::InvitationRevoked,
-                Target::Invitation(id),
-                Outcome::Succeeded,
-                Detail::None,
-            );
-            audit.record(c, event).await?;
+            after_revoking(c, audit, workspace, vec![revoked], now).await?;
             Ok(())
         }
         .scope_boxed()
     })
     .await
+}
+
+/// Inside the transaction of a change that takes away `member`'s right to manage members
+/// (demoted, removed, left): the invitations they sent that are still pending are revoked,
+/// their unsent mail withdrawn, each with its event. An invitation carries its inviter's
+/// authority, so it must not outlive it.
+pub(super) async fn revoke_sent_by(
+    c: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    workspace: Uuid,
+    member: Uuid,
+) -> QueryResult<()> {
+    let now = audit.clock.now();
+    let revoked: Vec<(Uuid, Option<Uuid>)> = diesel::update(
+        invitations::table
+            .filter(invitations::workspace_id.eq(workspace))
+            .filter(invitations::invited_by.eq(member))
+            .filter(invitations::accepted_at.is_null())
+            .filter(invitations::revoked_at.is_null()),
+    )
+    .set(invitations::revoked_at.eq(now))
+    .returning((invitations::id, invitations::mail_id))
+    .get_results(c)
+    .await?;
+    after_revoking(c, audit, workspace, revoked, now).await
+}
+
+/// Withdraws the unsent mail of just-revoked invitations (`(id, mail)`: a mail still
+/// waiting would carry a link that no longer works) and records one event for each.
+async fn after_revoking(
+    c: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    workspace: Uuid,
+    revoked: Vec<(Uuid, Option<Uuid>)>,
+    now: OffsetDateTime,
+) -> QueryResult<()> {
+    let mails: Vec<Uuid> = revoked.iter().filter_map(|(_, mail)| *mail).collect();
+    outbox::withdraw_unsent(c, &mails, now).await?;
+    for (id, _) in revoked {
+        let event = Event::workspace(
+            workspace,
+            Action::InvitationRevoked,
+            Target::Invitation(id),
+            Outcome::Succeeded,
+            Detail::None,
+        );
+        audit.record(c, event).await?;
+    }
+    Ok(())
+}
+
+/// Whether the inviter may still manage members here now (an invitation whose inviter
+/// was demoted or left, or whose account is gone, no longer admits anyone).
+async fn inviter_still_manages(c: &mut AsyncPgConnection, found: &Found) -> QueryResult<bool> {
+    let Some(inviter) = found.invited_by else { return Ok(false) };
+    let role: Option<String> = memberships::table
+        .filter(memberships::workspace_id.eq(found.workspace_id))
+        .filter(memberships::user_id.eq(inviter))
+        .select(memberships::role)
+        .first(c)
+        .await
+        .optional()?;
+    Ok(role.and_then(|r| Role::parse(&r)).is_some_and(|r| super::permissions::allowed(r, Permission::ManageMembers)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -306,6 +360,7 @@ struct Found {
     accepted_at: Option<OffsetDateTime>,
     revoked_at: Option<OffsetDateTime>,
     require_mfa: bool,
+    invited_by: Option<Uuid>,
 }
 
 async fn find(conn: &mut AsyncPgConnection, token: &str, lock: bool) -> QueryResult<Option<Found>> {
@@ -323,6 +378,7 @@ async fn find(conn: &mut AsyncPgConnection, token: &str, lock: bool) -> QueryRes
             invitations::accepted_at,
             invitations::revoked_at,
             workspaces::require_mfa,
+            invitations::invited_by,
         ));
     if lock {
         query.for_update().first::<Found>(conn).await.optional()
@@ -355,6 +411,9 @@ pub async fn preview(
     let found =
         find(conn, token, false).await.map_err(|_| InvitationProblem::NotFound)?.ok_or(InvitationProblem::NotFound)?;
     let role = state(&found, now)?;
+    if !inviter_still_manages(conn, &found).await.map_err(|_| InvitationProblem::NotFound)? {
+        return Err(InvitationProblem::Revoked);
+    }
     Ok(InvitationPreview { workspace_name: found.name, role, requires_mfa: found.require_mfa })
 }
 
@@ -384,6 +443,9 @@ pub async fn accept(
         async move {
             let found = find(c, &token, true).await?.ok_or(InvitationProblem::NotFound)?;
             let role = state(&found, now)?;
+            if !inviter_still_manages(c, &found).await? {
+                return Err(InvitationProblem::Revoked.into());
+            }
             let email: String = users::table.find(user_id).select(users::email_normalized).first(c).await?;
             if email != found.email_normalized {
                 return Err(InvitationProblem::WrongAccount.into());

@@ -25,10 +25,10 @@ pub fn validate_workspace_name(raw: &str) -> Result<String, InvalidInput> {
     if name.chars().count() > WORKSPACE_NAME_MAX_CHARS {
         return Err(InvalidInput::NameTooLong);
     }
-    if name.chars().any(char::is_control) {
+    if crate::text::disallowed_char(name, false).is_some() {
         return Err(InvalidInput::NameInvalid);
     }
-    Ok(name.to_string())
+    Ok(crate::text::nfc(name))
 }
 
 /// A URL slug from a name: lowercase ASCII letters and digits, dashes between words.
@@ -72,9 +72,10 @@ pub async fn create_workspace(
 ) -> Result<WorkspaceSummary, WorkspaceError> {
     let name = validate_workspace_name(raw_name)?;
     let base = slugify(&name);
-    for attempt in 0..5 {
-        let slug =
-            if attempt == 0 { base.clone() } else { format!("{base}-{}", &Uuid::new_v4().simple().to_string()[..6]) };
+    // Always a random suffix: a slug that came out as the bare name only when it was free
+    // would tell anyone creating a workspace which names others already use.
+    for _ in 0..5 {
+        let slug = format!("{base}-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let id = Uuid::new_v4();
         let ident = TenantIdent::for_workspace(id);
         let name = name.clone();

@@ -94,6 +94,9 @@ pub async fn change_role(
                 audit
                     .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, detail))
                     .await?;
+                if allowed(current, Permission::ManageMembers) && !allowed(new_role, Permission::ManageMembers) {
+                    super::invitations::revoke_sent_by(c, audit, access.workspace_id(), target).await?;
+                }
                 Ok(())
             }
             .scope_boxed()
@@ -141,6 +144,7 @@ pub async fn remove_member(
                 audit
                     .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, Detail::None))
                     .await?;
+                super::invitations::revoke_sent_by(c, audit, access.workspace_id(), target).await?;
                 Ok(())
             }
             .scope_boxed()

@@ -1,0 +1,1 @@
+-- Nothing to undo: the composed forms compare as the application now expects.
