@@ -161,7 +161,7 @@ async fn round(
                             )
                             .await;
                             assert_eq!(res.status, StatusCode::OK, "login: {}", res.body);
-                            assert_eq!(res.location.as_deref(), Some("/"), "signed in");
+                            assert_eq!(res.location.as_deref(), Some("/account"), "signed in");
                         }
                         Kind::TwoFactor => {
                             let (email, code) = next_code(&accounts).expect("enough accounts for the round");
@@ -173,7 +173,7 @@ async fn round(
                             let res =
                                 call(&http, &base, "verify_sign_in", &[("code", &code)], Some(&pending), None).await;
                             assert_eq!(res.status, StatusCode::OK, "verify_sign_in: {}", res.body);
-                            assert_eq!(res.location.as_deref(), Some("/"), "signed in");
+                            assert_eq!(res.location.as_deref(), Some("/account"), "signed in");
                         }
                     }
                     done.fetch_add(1, Ordering::Relaxed);

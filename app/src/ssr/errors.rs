@@ -4,7 +4,7 @@
 
 use fluxi_core::accounts::AccountError;
 use fluxi_core::mfa::MfaError;
-use fluxi_core::workspaces::invitations::{AcceptError, InvitationProblem, INVITATIONS_PER_DAY};
+use fluxi_core::workspaces::invitations::{AcceptError, InvitationProblem, MailLimit, INVITATIONS_PER_DAY};
 use fluxi_core::workspaces::{InvalidInput, WorkspaceError};
 
 use crate::error::{AppError, FieldError};
@@ -105,6 +105,15 @@ impl From<WorkspaceError> for AppError {
                     "This workspace has sent {INVITATIONS_PER_DAY} invitations in the last 24 hours. Try again later."
                 ),
                 None,
+            ),
+            WorkspaceError::InvitationMailLimited { which, wait } => too_many_for(
+                match which {
+                    MailLimit::Recipient => "This address has received several invitations today. Try again tomorrow.",
+                    MailLimit::Network => "Too many invitations were sent from your network today. Try again later.",
+                    MailLimit::Overall => "Invitations are paused for a while. Try again later.",
+                }
+                .into(),
+                wait,
             ),
             WorkspaceError::Upgrading => AppError::Upgrading,
             WorkspaceError::MfaRequired => AppError::MfaRequired,

@@ -570,6 +570,18 @@ async fn parallel_wrong_passwords_get_no_more_verifications_than_the_limits() {
     assert!(statuses.iter().all(|s| *s != StatusCode::OK && !s.is_server_error()), "{statuses:?}");
 }
 
+/// Right passwords arriving together while successes clear the count: every one signs
+/// in (a count row deleted by one success while another reads it is no internal error).
+#[tokio::test]
+async fn concurrent_right_passwords_all_sign_in() {
+    let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
+    let (_, email) = app.signed_up("Busy").await;
+    for _ in 0..15 {
+        let statuses = burst(4, |c| login_via_proxy(&c, "203.0.113.60", &email, PASSWORD), &app).await;
+        assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    }
+}
+
 /// The cleanup removes counts whose series is over, but keeps a block in force.
 #[tokio::test]
 async fn the_cleanup_keeps_blocks_in_force_and_drops_finished_series() {

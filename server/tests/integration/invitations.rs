@@ -250,3 +250,50 @@ async fn invitations_die_with_their_inviters_right_to_manage_members() {
     let res = third.client.call("accept_invitation", &[("token", &third_token)]).await;
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("revoked")), "{}", res.body);
 }
+
+/// Invitation mail is capped across workspaces: one address gets at most three a day,
+/// whoever sends them; the workspace name is quoted as the inviter's words, never in the
+/// subject.
+#[tokio::test]
+async fn one_address_gets_only_a_few_invitations_a_day_from_anyone() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Click https://evil.example now").await;
+    let mut other = app.person("Other").await;
+    let other_slug = app.workspace(&mut other, "Elsewhere").await;
+    let target = "target@example.test";
+    for _ in 0..3 {
+        let res = owner.client.call("invite_member", &[("slug", &slug), ("email", target), ("role", "member")]).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    }
+    let res = owner.client.call("invite_member", &[("slug", &slug), ("email", target), ("role", "member")]).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+    assert!(common::too_many_message(&res.error()).unwrap().contains("several invitations today"), "{}", res.body);
+    // Another account's workspace cannot add more.
+    let res = other.client.call("invite_member", &[("slug", &other_slug), ("email", target), ("role", "viewer")]).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+    // Refused invitations wrote nothing; other addresses are unaffected.
+    let mut conn = app.db.conn().await;
+    let mails: i64 =
+        outbox_emails::table.filter(outbox_emails::recipient.eq(target)).count().get_result(&mut conn).await.unwrap();
+    assert_eq!(mails, 3);
+    let res = other
+        .client
+        .call("invite_member", &[("slug", &other_slug), ("email", "else@example.test"), ("role", "viewer")])
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let (subject, body): (String, String) = outbox_emails::table
+        .filter(outbox_emails::recipient.eq(target))
+        .order(outbox_emails::created_at.desc())
+        .select((outbox_emails::subject, outbox_emails::body))
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert!(!subject.contains("evil"), "{subject}");
+    assert!(body.contains("as they wrote it: \u{201c}Click https://evil.example now\u{201d}"), "{body}");
+    // A day later (signed in again), the address may be invited again.
+    app.clock.advance(Duration::days(1));
+    other.client.call("login", &[("email", &other.user.email), ("password", PASSWORD)]).await;
+    let res = other.client.call("invite_member", &[("slug", &other_slug), ("email", target), ("role", "viewer")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+}

@@ -56,7 +56,8 @@ async fn the_outbox_is_delivered_over_smtp_with_retries() {
     let messages = messages.as_array().unwrap();
     assert_eq!(messages.len(), 1);
     let data = messages[0]["data"].as_str().unwrap();
-    assert!(data.contains("Subject: Invitation to Mail on Fluxi"), "{data}");
+    // The inviter's free text stays out of the subject.
+    assert!(data.contains("Subject: You are invited to a workspace on Fluxi"), "{data}");
     let token = common::token_from(&data.replace("=\r\n", ""));
     let info = owner.client.call("invitation_info", &[("token", &token)]).await;
     assert_eq!(info.status, StatusCode::OK, "the mailed link works: {}", info.body);
@@ -268,7 +269,8 @@ async fn the_development_mailbox_shows_outgoing_mail_and_is_absent_in_production
     owner.client.call("invite_member", &[("slug", &slug), ("email", "dev@example.test"), ("role", "viewer")]).await;
     let page = app.client().get("/dev/mailbox").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("Invitation to Dev &lt;Mail&gt; on Fluxi"), "escaped: {}", page.body);
+    assert!(page.body.contains("You are invited to a workspace on Fluxi"), "{}", page.body);
+    assert!(page.body.contains("\u{201c}Dev &lt;Mail&gt;\u{201d}"), "quoted and escaped: {}", page.body);
     assert!(page.body.contains("dev@example.test") && page.body.contains("/invite/"));
     // Relayed by a reverse proxy (even one on this machine): not shown.
     let mut relayed = app.client();

@@ -209,7 +209,9 @@ pub async fn record_failed_sign_in(
     .await
 }
 
-/// `key`'s count, its row created if missing and locked until the transaction ends.
+/// `key`'s count, its row created if missing and locked until the transaction ends. One
+/// statement: an insert that did nothing followed by a read could find the row deleted
+/// in between by a concurrent success.
 async fn locked_count(c: &mut AsyncPgConnection, key: &[u8], now: OffsetDateTime) -> QueryResult<FailedSignIns> {
     diesel::insert_into(sign_in_failures::table)
         .values((
@@ -217,14 +219,11 @@ async fn locked_count(c: &mut AsyncPgConnection, key: &[u8], now: OffsetDateTime
             sign_in_failures::failures.eq(0),
             sign_in_failures::window_started_at.eq(now),
         ))
-        .on_conflict_do_nothing()
-        .execute(c)
-        .await?;
-    sign_in_failures::table
-        .find(key)
-        .select((sign_in_failures::failures, sign_in_failures::window_started_at, sign_in_failures::blocked_until))
-        .for_update()
-        .first(c)
+        .on_conflict(sign_in_failures::key)
+        .do_update()
+        .set(sign_in_failures::failures.eq(sign_in_failures::failures))
+        .returning((sign_in_failures::failures, sign_in_failures::window_started_at, sign_in_failures::blocked_until))
+        .get_result(c)
         .await
 }
 

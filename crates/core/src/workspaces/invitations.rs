@@ -16,6 +16,7 @@ use crate::audit::{Action, Audit, Detail, Event, Outcome, Target};
 use super::{InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError};
 use crate::accounts::{normalize_email, validate_email};
 use crate::outbox;
+use crate::rate_limit::{self, RateLimit};
 use crate::schema::{invitations, memberships, outbox_emails, users, workspaces};
 
 pub const DEFAULT_TTL: Duration = Duration::days(7);
@@ -25,6 +26,21 @@ pub const DEFAULT_TTL: Duration = Duration::days(7);
 /// domain; without a cap one admin account — or whoever took it over — could use Fluxi
 /// to send mail in bulk.
 pub const INVITATIONS_PER_DAY: i64 = 100;
+
+/// Invitation mail across all workspaces and accounts (new accounts and workspaces are
+/// free, so the per-workspace cap alone bounds nothing): per recipient — re-inviting one
+/// address cannot mail-bomb it —, per client network, and overall, per 24 hours.
+pub const INVITATION_MAIL_PER_RECIPIENT: RateLimit = RateLimit::per_day(3);
+pub const INVITATION_MAIL_PER_NETWORK: RateLimit = RateLimit::per_day(200);
+pub const INVITATION_MAIL_OVERALL: RateLimit = RateLimit::per_day(5_000);
+
+/// Which invitation-mail limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailLimit {
+    Recipient,
+    Network,
+    Overall,
+}
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
@@ -123,6 +139,28 @@ pub async fn invite(
             if sent_today >= INVITATIONS_PER_DAY {
                 return Err(WorkspaceError::TooManyInvitations);
             }
+            // Counted in this transaction: an invitation refused later counts nothing.
+            let mut limits = vec![(b"invitation-mail-overall".to_vec(), INVITATION_MAIL_OVERALL, MailLimit::Overall)];
+            if let Some(keys) = audit.keys {
+                let pseudonym = |purpose, value: &str| keys.current().pseudonym(purpose, value);
+                limits.push((
+                    pseudonym("invitation-recipient", &normalized),
+                    INVITATION_MAIL_PER_RECIPIENT,
+                    MailLimit::Recipient,
+                ));
+                if let Some(network) = &audit.origin.network {
+                    limits.push((
+                        pseudonym("invitation-network", network),
+                        INVITATION_MAIL_PER_NETWORK,
+                        MailLimit::Network,
+                    ));
+                }
+            }
+            for (key, limit, which) in limits {
+                if let Err(wait) = rate_limit::take(c, &key, limit, now).await? {
+                    return Err(WorkspaceError::InvitationMailLimited { which, wait });
+                }
+            }
             let replaced: Vec<(Uuid, Option<Uuid>)> = diesel::update(
                 invitations::table
                     .filter(invitations::workspace_id.eq(ws))
@@ -135,14 +173,17 @@ pub async fn invite(
             .get_results(c)
             .await?;
             outbox::withdraw_unsent(c, &replaced.iter().filter_map(|(_, m)| *m).collect::<Vec<_>>(), now).await?;
+            // The workspace name is free text chosen by the inviter: never in the subject,
+            // and quoted in the body as theirs, not ours.
             let body = format!(
-                "You have been invited to join the workspace \"{ws_name}\" on Fluxi as {}.\n\n\
+                "Someone using Fluxi invited you to join one of their workspaces as {}.\n\
+                 The workspace's name, as they wrote it: \u{201c}{ws_name}\u{201d}\n\n\
                  Accept the invitation: {link}\n\n\
                  {mfa_note}The link works once and expires in {} days. If you did not expect this, ignore this mail.\n",
                 role.as_str(),
                 ttl.whole_days()
             );
-            let mail_id = outbox::enqueue(c, &email, &format!("Invitation to {ws_name} on Fluxi"), &body).await?;
+            let mail_id = outbox::enqueue(c, &email, "You are invited to a workspace on Fluxi", &body).await?;
             let id: Uuid = diesel::insert_into(invitations::table)
                 .values((
                     invitations::workspace_id.eq(ws),

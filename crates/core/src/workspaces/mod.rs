@@ -55,6 +55,10 @@ pub enum WorkspaceError {
     Invalid(#[from] InvalidInput),
     #[error("too many invitations from this workspace in the last 24 hours")]
     TooManyInvitations,
+    /// An invitation-mail limit across workspaces was reached (see
+    /// [`invitations::INVITATION_MAIL_PER_RECIPIENT`]).
+    #[error("invitation mail limit reached")]
+    InvitationMailLimited { which: invitations::MailLimit, wait: time::Duration },
     /// The caller created this many workspaces in the last 24 hours already.
     #[error("too many workspaces created in the last 24 hours (limit {0})")]
     TooManyWorkspaces(u32),
