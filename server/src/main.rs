@@ -115,6 +115,7 @@ async fn serve() -> anyhow::Result<()> {
         session_policy: config.session_policy,
         sign_in_throttle: fluxi_core::accounts::SignInThrottle::default(),
         sign_up_limits: config.sign_up_limits,
+        elsewhere_sign_in_throttle: fluxi_core::accounts::SignInThrottle::elsewhere_default(),
         client_sign_in_throttle: fluxi_core::accounts::SignInThrottle::per_client_default(),
         trusted_proxies: config.trusted_proxies,
         leptos_options,

@@ -68,9 +68,12 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     let session = ssr::session().await?;
     let origin = ssr::origin(&state);
     let next = safe_next_path(next.as_deref());
-    match state.password_gate(&origin).sign_in(&email, &password, origin.network.as_deref()).await? {
+    let device = ssr::device(&state);
+    let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };
+    match state.password_gate(&origin).sign_in(&email, &password, place).await? {
         SignInOutcome::SignedIn(user) => {
-            ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?
+            ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?;
+            ssr::remember_device(&state, &device);
         }
         SignInOutcome::SecondFactorRequired(pending) => {
             // Nothing else is granted by this state; a fresh id all the same.

@@ -256,6 +256,9 @@ pub async fn verify_sign_in(code: Option<String>, recovery_code: Option<String>)
         Ok(user) => {
             session.remove::<PendingSignIn>(PENDING_KEY).await?;
             ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::SecondFactor).await?;
+            if let Some(device) = &pending.device {
+                ssr::remember_device(&state, device);
+            }
             let next = crate::auth::api::safe_next_path(next.as_deref());
             leptos_axum::redirect(&next.unwrap_or_else(|| "/account".into()));
             Ok(())

@@ -14,7 +14,8 @@ mod step_up;
 pub use csp::set_page_csp;
 pub use flash::{store_flash, take_flash, StoredFlash};
 pub use request::{
-    accepts_html, audit_as, audit_with, client_network, client_network_of, origin, origin_of, RequestId,
+    accepts_html, audit_as, audit_with, client_network, client_network_of, device, origin, origin_of, remember_device,
+    RequestId,
 };
 pub use session::{
     current_user, end_session, forget_cached_user, note_second_factor, require_user, session, signed_in_with,

@@ -83,3 +83,38 @@ pub fn audit_as<'a>(
 ) -> fluxi_core::audit::Audit<'a> {
     audit_with(state, origin, fluxi_core::audit::Actor::User { id: user.id, email_normalized: &user.email_normalized })
 }
+
+/// This browser, as its device cookie names it (`fluxi_core::accounts::familiar`); a new
+/// id when it has none, or one that is not ours. Set the cookie after a successful sign-in
+/// ([`remember_device`]).
+pub fn device(state: &AppState) -> fluxi_core::accounts::familiar::DeviceId {
+    use fluxi_core::accounts::familiar::{DeviceId, DEVICE_COOKIE};
+    let keys = state.pseudonyms.current();
+    use_context::<Parts>()
+        .and_then(|parts| {
+            let prefix = format!("{DEVICE_COOKIE}=");
+            parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| c.trim().strip_prefix(&prefix).and_then(|value| DeviceId::from_cookie(value, keys)))
+        })
+        .unwrap_or_else(DeviceId::random)
+}
+
+/// Gives (or renews) this browser its device cookie: long-lived, HttpOnly, and only ever
+/// sent to us.
+pub fn remember_device(state: &AppState, device: &fluxi_core::accounts::familiar::DeviceId) {
+    use fluxi_core::accounts::familiar::{DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE};
+    let Some(res) = use_context::<leptos_axum::ResponseOptions>() else { return };
+    let cookie = format!(
+        "{DEVICE_COOKIE}={}; Max-Age={}; Path=/; Secure; HttpOnly; SameSite=Lax",
+        device.cookie_value(state.pseudonyms.current()),
+        DEVICE_COOKIE_MAX_AGE.whole_seconds()
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        res.append_header(header::SET_COOKIE, value);
+    }
+}

@@ -37,6 +37,8 @@ pub struct AppServices {
     pub clock: SharedClock,
     pub session_policy: SessionPolicy,
     pub sign_in_throttle: SignInThrottle,
+    /// An account's failed sign-ins from everywhere it has not signed in from before.
+    pub elsewhere_sign_in_throttle: SignInThrottle,
     /// Accounts that may be created per client network and overall.
     pub sign_up_limits: fluxi_core::accounts::SignUpLimits,
     /// Failed sign-ins allowed per client network, across accounts (see `fluxi_core::client`).
@@ -79,6 +81,7 @@ impl AppServices {
             hasher: &self.hasher,
             account_throttle: &self.sign_in_throttle,
             network_throttle: &self.client_sign_in_throttle,
+            elsewhere_throttle: &self.elsewhere_sign_in_throttle,
             pseudonyms: &self.pseudonyms,
             clock: self.clock.as_ref(),
             keyring: &self.keyring,

@@ -62,6 +62,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    familiar_devices (user_id, device_hash) {
+        user_id -> Uuid,
+        device_hash -> Bytea,
+        last_signed_in_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    familiar_networks (user_id, network_pn) {
+        user_id -> Uuid,
+        network_pn -> Bytea,
+        last_signed_in_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     invitations (id) {
         id -> Uuid,
         workspace_id -> Uuid,
@@ -184,6 +200,8 @@ diesel::table! {
 }
 
 diesel::joinable!(audit_checkpoint_heads -> audit_checkpoints (checkpoint_id));
+diesel::joinable!(familiar_devices -> users (user_id));
+diesel::joinable!(familiar_networks -> users (user_id));
 diesel::joinable!(invitations -> outbox_emails (mail_id));
 diesel::joinable!(invitations -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
@@ -199,6 +217,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_checkpoint_heads,
     audit_checkpoints,
     audit_events,
+    familiar_devices,
+    familiar_networks,
     invitations,
     memberships,
     mfa_recovery_codes,

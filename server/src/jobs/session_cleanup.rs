@@ -33,6 +33,11 @@ pub fn spawn(pool: Pool, clock: SharedClock, throttle: SignInThrottle, every: Du
                 fluxi_core::accounts::delete_stale_sign_in_failures(&mut conn, &throttle, now).await,
             );
             cleaned(
+                "browsers and networks not signed in from for 180 days forgotten",
+                "familiar-place cleanup failed",
+                fluxi_core::accounts::familiar::forget_stale(&mut conn, now).await,
+            );
+            cleaned(
                 "finished rate-limit windows removed",
                 "rate-limit cleanup failed",
                 fluxi_core::rate_limit::delete_finished(&mut conn, now).await,

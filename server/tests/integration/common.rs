@@ -34,6 +34,7 @@ pub struct Options {
     pub policy: SessionPolicy,
     pub sign_in_throttle: fluxi_core::accounts::SignInThrottle,
     pub client_sign_in_throttle: fluxi_core::accounts::SignInThrottle,
+    pub elsewhere_sign_in_throttle: fluxi_core::accounts::SignInThrottle,
     /// Generous by default: tests sign up many accounts from one address.
     pub sign_up_limits: fluxi_core::accounts::SignUpLimits,
     pub trusted_proxies: usize,
@@ -59,6 +60,7 @@ impl Default for Options {
             policy: SessionPolicy::default(),
             sign_in_throttle: fluxi_core::accounts::SignInThrottle::default(),
             client_sign_in_throttle: fluxi_core::accounts::SignInThrottle::per_client_default(),
+            elsewhere_sign_in_throttle: fluxi_core::accounts::SignInThrottle::elsewhere_default(),
             sign_up_limits: fluxi_core::accounts::SignUpLimits {
                 per_network: fluxi_core::rate_limit::RateLimit::per_hour(10_000),
                 overall: fluxi_core::rate_limit::RateLimit::per_hour(10_000),
@@ -94,6 +96,7 @@ impl TestApp {
             session_policy: opts.policy,
             sign_in_throttle: opts.sign_in_throttle,
             sign_up_limits: opts.sign_up_limits,
+            elsewhere_sign_in_throttle: opts.elsewhere_sign_in_throttle,
             client_sign_in_throttle: opts.client_sign_in_throttle,
             trusted_proxies: opts.trusted_proxies,
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
@@ -156,12 +159,14 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     pub session_cookie: Option<String>,
+    /// The device cookie a successful sign-in gave this browser, sent back like a browser does.
+    pub device_cookie: Option<String>,
 }
 
 impl Client {
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder().redirect(redirect::Policy::none()).build().unwrap();
-        Self { base: base.to_string(), http, session_cookie: None }
+        Self { base: base.to_string(), http, session_cookie: None, device_cookie: None }
     }
 
     fn absorb(&mut self, headers: &HeaderMap) {
@@ -172,14 +177,21 @@ impl Client {
                 let removed = value.is_empty() || v.to_ascii_lowercase().contains("max-age=0");
                 self.session_cookie = (!removed).then(|| value.to_string());
             }
+            if let Some(value) = first.strip_prefix(&format!("{}=", fluxi_core::accounts::familiar::DEVICE_COOKIE)) {
+                self.device_cookie = Some(value.to_string());
+            }
         }
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Reply {
-        let req = match &self.session_cookie {
-            Some(v) => req.header(COOKIE, format!("{COOKIE_NAME}={v}")),
-            None => req,
-        };
+        let mut cookies = Vec::new();
+        if let Some(v) = &self.session_cookie {
+            cookies.push(format!("{COOKIE_NAME}={v}"));
+        }
+        if let Some(v) = &self.device_cookie {
+            cookies.push(format!("{}={v}", fluxi_core::accounts::familiar::DEVICE_COOKIE));
+        }
+        let req = if cookies.is_empty() { req } else { req.header(COOKIE, cookies.join("; ")) };
         let res = req.send().await.expect("request");
         let status = res.status();
         let headers = res.headers().clone();

@@ -245,14 +245,17 @@ async fn the_second_step_expires_and_allows_only_a_few_wrong_codes() {
     assert!(res.error().to_string().contains("Too many wrong codes"), "{}", res.body);
     let res = browser.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
     assert!(res.error().to_string().contains("took too long"), "the attempt is over: {}", res.body);
-    // They count in the account's failure series: two more wrong codes block the account
-    // (5 in 15 minutes), and then even the right password and code are refused.
+    // They count in the account's series of wrong codes: two more block it (5 in 15
+    // minutes), and then even the right code is refused, on any sign-in.
     let mut browser = password_step(&app, &ada.user.email).await;
     for _ in 0..2 {
         browser.call("verify_sign_in", &[("code", "000000")]).await;
     }
-    let res = browser.call("login", &[("email", &ada.user.email), ("password", PASSWORD)]).await;
+    let mut browser = password_step(&app, &ada.user.email).await;
+    app.clock.advance(Duration::seconds(30));
+    let res = browser.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+    assert!(!signed_in(&mut browser).await);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Accounts: input rules, password hashing, sign-in throttling and the `users` queries.
 
+pub mod familiar;
 mod password;
 mod queries;
 mod rules;
@@ -16,8 +17,8 @@ pub use rules::{
     EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
 };
 pub use sign_in::{
-    sign_up, AccountError, PasswordGate, PendingSecondFactor, SecondFactor, SignInOutcome, SignUpFrom, SignUpLimits,
-    StepUpFor,
+    sign_up, AccountError, PasswordGate, PendingSecondFactor, Place, SecondFactor, SignInOutcome, SignUpFrom,
+    SignUpLimits, StepUpFor,
 };
 pub use throttle::{
     clear_failed_sign_ins, client_sign_in_key, conclude_failure, delete_stale_sign_in_failures, record_failed_sign_in,

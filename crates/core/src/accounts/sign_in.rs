@@ -9,6 +9,7 @@
 use time::Duration;
 use uuid::Uuid;
 
+use super::familiar::{self, DeviceId, Familiarity};
 use super::{
     clear_failed_sign_ins, client_sign_in_key, conclude_failure, create_user, find_login_by_email, find_password_hash,
     normalize_email, refund_attempt, reserve_attempt, reserve_attempts, sign_in_key, update_password_hash,
@@ -98,6 +99,11 @@ pub struct PendingSecondFactor {
     pub started_at: time::OffsetDateTime,
     /// Wrong codes given for this sign-in so far.
     pub failures: u8,
+    /// The browser and (pseudonymous, hex) network to remember once the code is right.
+    #[serde(default)]
+    pub device: Option<DeviceId>,
+    #[serde(default)]
+    pub network_pn: Option<String>,
 }
 
 impl PendingSecondFactor {
@@ -108,7 +114,7 @@ impl PendingSecondFactor {
     pub const MAX_FAILURES: u8 = 3;
 
     pub fn new(user_id: Uuid, now: time::OffsetDateTime) -> Self {
-        Self { user_id, started_at: now, failures: 0 }
+        Self { user_id, started_at: now, failures: 0, device: None, network_pn: None }
     }
 
     pub fn expired(&self, now: time::OffsetDateTime) -> bool {
@@ -146,8 +152,12 @@ pub struct PasswordGate<'a> {
     pub hasher: &'a PasswordHasher,
     /// Failures per account (sign-in and step-up together).
     pub account_throttle: &'a SignInThrottle,
-    /// Failed sign-ins per client network, across accounts (see `crate::client`).
+    /// Failed sign-ins per client network, across accounts (see `crate::client`), from
+    /// browsers and networks unfamiliar to the account tried.
     pub network_throttle: &'a SignInThrottle,
+    /// An account's failed sign-ins from everywhere unfamiliar to it, together
+    /// ([`SignInThrottle::elsewhere_default`]).
+    pub elsewhere_throttle: &'a SignInThrottle,
     pub pseudonyms: &'a PseudonymKeys,
     pub clock: &'a dyn Clock,
     /// Where the request came from, for the audit events.
@@ -184,6 +194,22 @@ impl StepUpFor {
     }
 }
 
+/// Where a sign-in attempt comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Place<'a> {
+    /// The client network (`crate::client`); `None` when the server could not tell.
+    pub network: Option<&'a str>,
+    /// The browser, by its device cookie (a new id for a browser without one).
+    pub device: Option<&'a DeviceId>,
+}
+
+/// Which kind of count refused an attempt (for its message and event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CountOf {
+    Account,
+    Network,
+}
+
 /// Whose password is being checked.
 #[derive(Clone, Copy)]
 enum Claimant<'a> {
@@ -208,20 +234,16 @@ impl<'a> PasswordGate<'a> {
         self.pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))
     }
 
-    /// Signs in with an email and password, from `client_network` (`None` only when the
-    /// server could not tell; then only the account's count applies).
+    /// Signs in with an email and password, from `place`.
     ///
-    /// Refused before the password is looked at while either count is blocked (even the
-    /// right password then fails). Unknown emails cost the same work and get the same
-    /// answer as wrong passwords, and are counted the same way. A success forgives the
-    /// account's count but not the network's: otherwise signing in to one's own account
-    /// between guesses would reset it. A hash made with older parameters is replaced.
-    pub async fn sign_in(
-        &self,
-        email: &str,
-        password: &str,
-        client_network: Option<&str>,
-    ) -> Result<SignInOutcome, AccountError> {
+    /// Refused before the password is looked at while a count that applies is blocked
+    /// (even the right password then fails). Which counts apply depends on whether the
+    /// account knows the browser or the network (see [`Self::check`]). Unknown emails cost
+    /// the same work and get the same answer as wrong passwords, and are counted the same
+    /// way. A success forgives the account's counts but not the network's: otherwise
+    /// signing in to one's own account between guesses would reset it. A success
+    /// remembers the browser and network; a hash made with older parameters is replaced.
+    pub async fn sign_in(&self, email: &str, password: &str, place: Place<'_>) -> Result<SignInOutcome, AccountError> {
         let mut invalid = Vec::new();
         if email.trim().is_empty() {
             invalid.push(InputError::EmailMissing);
@@ -237,18 +259,23 @@ impl<'a> PasswordGate<'a> {
             return Err(AccountError::Invalid(invalid));
         }
         let normalized = normalize_email(email);
-        let network_key = client_network.map(|network| client_sign_in_key(self.pseudonyms.current(), network));
         let Some((Some(user), stored, second_factor)) =
-            self.check(Claimant::Email(&normalized), password, network_key.as_deref(), None).await?
+            self.check(Claimant::Email(&normalized), password, place, None).await?
         else {
             return Err(AccountError::WrongCredentials);
         };
         if PasswordHasher::needs_rehash(stored.as_str()) {
             self.rehash(user.id, password).await;
         }
+        let network_pn = place.network.map(|n| familiar::network_pseudonym(self.pseudonyms.current(), n));
         if second_factor {
-            return Ok(SignInOutcome::SecondFactorRequired(PendingSecondFactor::new(user.id, self.clock.now())));
+            let mut pending = PendingSecondFactor::new(user.id, self.clock.now());
+            pending.device = place.device.cloned();
+            pending.network_pn = network_pn.map(hex::encode);
+            return Ok(SignInOutcome::SecondFactorRequired(pending));
         }
+        let mut conn = self.conn().await?;
+        familiar::remember(&mut conn, user.id, place.device, network_pn.as_deref(), self.clock.now()).await?;
         Ok(SignInOutcome::SignedIn(user))
     }
 
@@ -291,9 +318,12 @@ impl<'a> PasswordGate<'a> {
         match checked {
             Ok(()) => {
                 let (audit, account_key) = (&audit, &account_key);
+                let (pending_device, pending_network) = (pending.device.as_ref(), pending.network_pn.as_deref());
                 conn.transaction::<_, AccountError, _>(|c| {
                     async move {
                         clear_failed_sign_ins(c, account_key).await?;
+                        let network_pn = pending_network.and_then(|n| hex::decode(n).ok());
+                        familiar::remember(c, user.id, pending_device, network_pn.as_deref(), now).await?;
                         let detail = Detail::SecondFactor { method };
                         let event = Event::account(Some(user.id), Action::SignInSucceeded, Outcome::Succeeded, detail);
                         audit.record(c, event).await?;
@@ -333,8 +363,9 @@ impl<'a> PasswordGate<'a> {
         if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
             return Err(AccountError::CurrentPasswordMissing);
         }
-        let found =
-            self.check(Claimant::Account(user.id, &user.email_normalized), password, None, Some(purpose)).await?;
+        let found = self
+            .check(Claimant::Account(user.id, &user.email_normalized), password, Place::default(), Some(purpose))
+            .await?;
         let Some((_, _, second_factor_on)) = found else { return Err(AccountError::WrongCurrentPassword) };
         let mut conn = self.conn().await?;
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
@@ -377,23 +408,66 @@ impl<'a> PasswordGate<'a> {
         .await
     }
 
+    /// The counts an attempt reserves, with what each refusal means. A step-up counts on
+    /// the account's own count (only its sessions can try). A sign-in from a browser the
+    /// account knows counts on that browser's count alone; from a network it knows, on
+    /// that network's count for the account; from anywhere else, on the account's count
+    /// for that network, the account's count for everywhere unfamiliar (which slows down
+    /// rather than shuts out) and the network's count across accounts. So failures from
+    /// elsewhere never block the owner's familiar browser, and failures behind one NAT
+    /// never block the browsers that have signed in there before.
+    async fn counts_for(
+        &self,
+        conn: &mut PooledConn,
+        claimant: Claimant<'_>,
+        user: Option<Uuid>,
+        place: Place<'_>,
+    ) -> Result<Vec<(&'a SignInThrottle, Vec<u8>, CountOf)>, AccountError> {
+        let keys = self.pseudonyms.current();
+        let normalized = match claimant {
+            Claimant::Account(_, normalized) => {
+                return Ok(vec![(self.account_throttle, sign_in_key(keys, normalized), CountOf::Account)])
+            }
+            Claimant::Email(normalized) => normalized,
+        };
+        let network_pn = place.network.map(|n| familiar::network_pseudonym(keys, n));
+        let for_account_on =
+            |network: &str| keys.pseudonym("sign-in-account-network", &format!("{normalized}\n{network}"));
+        Ok(match familiar::familiarity(conn, user, place.device, network_pn.as_deref()).await? {
+            Familiarity::Device => {
+                let device = place.device.map(DeviceId::key_part).unwrap_or_default();
+                let key = keys.pseudonym("sign-in-device", &format!("{normalized}\n{device}"));
+                vec![(self.account_throttle, key, CountOf::Account)]
+            }
+            Familiarity::Network => {
+                vec![(self.account_throttle, for_account_on(place.network.unwrap_or_default()), CountOf::Account)]
+            }
+            Familiarity::Unfamiliar => {
+                let mut counts =
+                    vec![(self.elsewhere_throttle, keys.pseudonym("sign-in-elsewhere", normalized), CountOf::Account)];
+                if let Some(network) = place.network {
+                    counts.push((self.account_throttle, for_account_on(network), CountOf::Account));
+                    counts.push((self.network_throttle, client_sign_in_key(keys, network), CountOf::Network));
+                }
+                counts
+            }
+        })
+    }
+
     /// The shared check. Returns the account found by email (sign-in) and its hash, or
-    /// `None` for a wrong password (or no such account), counted against the account (and
-    /// the network, when given) before it is returned.
+    /// `None` for a wrong password (or no such account). The attempt is counted before the
+    /// password is verified ([`Self::counts_for`]), so a burst of parallel tries gets no
+    /// more verifications than the limits allow.
     async fn check(
         &self,
         claimant: Claimant<'_>,
         password: &str,
-        network_key: Option<&[u8]>,
+        place: Place<'_>,
         step_up: Option<StepUpFor>,
     ) -> Result<Option<(Option<User>, StoredPasswordHash, bool)>, AccountError> {
-        let normalized = match claimant {
-            Claimant::Email(normalized) | Claimant::Account(_, normalized) => normalized,
-        };
-        let (account_key, found) = {
+        let (counts, found) = {
             let mut conn = self.conn().await?;
             let now = self.clock.now();
-            let account_key = sign_in_key(self.pseudonyms.current(), normalized);
             let found = match claimant {
                 Claimant::Email(normalized) => {
                     find_login_by_email(&mut conn, normalized).await?.map(|(u, h, mfa)| (Some(u), h, mfa))
@@ -403,29 +477,28 @@ impl<'a> PasswordGate<'a> {
                     None => None,
                 },
             };
-            // Counted before it is verified: a burst of parallel tries gets no more
-            // verifications than the limits allow.
-            let mut counts = vec![(self.account_throttle, account_key.as_slice())];
-            counts.extend(network_key.map(|key| (self.network_throttle, key)));
-            let refused = reserve_attempts(&mut conn, &counts, now).await?.err().map(|(which, wait)| match which {
-                0 => (Action::SignInThrottledAccount, AccountError::AccountThrottled(wait), wait),
-                _ => (Action::SignInThrottledNetwork, AccountError::NetworkThrottled(wait), wait),
-            });
-            if let Some((action, error, wait)) = refused {
-                let account = match claimant {
-                    Claimant::Email(_) => found.as_ref().and_then(|(u, _, _)| u.as_ref().map(|u| u.id)),
-                    Claimant::Account(id, _) => Some(id),
+            let account = match claimant {
+                Claimant::Email(_) => found.as_ref().and_then(|(u, _, _)| u.as_ref().map(|u| u.id)),
+                Claimant::Account(id, _) => Some(id),
+            };
+            let counts = self.counts_for(&mut conn, claimant, account, place).await?;
+            let keys: Vec<(&SignInThrottle, &[u8])> = counts.iter().map(|(t, k, _)| (*t, k.as_slice())).collect();
+            if let Err((which, wait)) = reserve_attempts(&mut conn, &keys, now).await? {
+                let (count, key) = (counts[which].2, &counts[which].1);
+                let (action, error) = match count {
+                    CountOf::Account => (Action::SignInThrottledAccount, AccountError::AccountThrottled(wait)),
+                    CountOf::Network => (Action::SignInThrottledNetwork, AccountError::NetworkThrottled(wait)),
                 };
                 let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
                 let event = match step_up {
                     Some(p) => p.event(account, Action::StepUpFailed, Outcome::Denied),
                     None => Event::account(account, action, Outcome::Denied, detail),
                 };
-                let key = [action.name().as_bytes(), &account_key, network_key.unwrap_or_default()].concat();
-                self.audit(self.claimant_actor(claimant)).record_unless_repeated(&mut conn, &key, event).await?;
+                let repeat_key = [action.name().as_bytes(), key].concat();
+                self.audit(self.claimant_actor(claimant)).record_unless_repeated(&mut conn, &repeat_key, event).await?;
                 return Err(error);
             }
-            (account_key, found)
+            (counts, found)
         };
         // An unknown account is verified against the dummy hash: same work, same answer.
         let verified = self.hasher.verify(password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await;
@@ -434,8 +507,7 @@ impl<'a> PasswordGate<'a> {
             Ok(verified) => verified,
             // Not checked (no hashing permit in time): the attempt is given back.
             Err(e) => {
-                refund_attempt(&mut conn, &account_key).await?;
-                if let Some(key) = network_key {
+                for (_, key, _) in &counts {
                     refund_attempt(&mut conn, key).await?;
                 }
                 return Err(e.into());
@@ -447,22 +519,21 @@ impl<'a> PasswordGate<'a> {
             Claimant::Account(id, _) => Some(id),
         };
         let audit = self.audit(self.claimant_actor(claimant));
-        let (throttles, account_key) = ((self.account_throttle, self.network_throttle), &account_key);
+        let counts = &counts;
         match found.filter(|_| verified) {
             Some(found) => {
                 let second_factor = found.2;
                 conn.transaction::<_, AccountError, _>(|c| {
                     async move {
-                        // A right password gives its reservations back. The password
-                        // alone does not forgive the account's count when a second factor
-                        // is still to come (that success does), nor ever the network's.
-                        if second_factor {
-                            refund_attempt(c, account_key).await?;
-                        } else {
-                            clear_failed_sign_ins(c, account_key).await?;
-                        }
-                        if let Some(key) = network_key {
-                            refund_attempt(c, key).await?;
+                        // A right password gives its reservations back. It forgives the
+                        // account's counts it was checked on — unless a second factor is
+                        // still to come (that success does) — but never the network's.
+                        for (_, key, count) in counts {
+                            if second_factor || *count == CountOf::Network {
+                                refund_attempt(c, key).await?;
+                            } else {
+                                clear_failed_sign_ins(c, key).await?;
+                            }
                         }
                         if step_up.is_none() && !second_factor {
                             let event =
@@ -478,9 +549,8 @@ impl<'a> PasswordGate<'a> {
             }
             None => {
                 // Counted by the reservation; reaching a limit now blocks it.
-                conclude_failure(&mut conn, throttles.0, account_key, now).await?;
-                if let Some(key) = network_key {
-                    conclude_failure(&mut conn, throttles.1, key, now).await?;
+                for (throttle, key, _) in counts {
+                    conclude_failure(&mut conn, throttle, key, now).await?;
                 }
                 let event = match step_up {
                     Some(p) => p.event(account, Action::StepUpFailed, Outcome::Failed),

@@ -27,13 +27,18 @@ pub struct SignInThrottle {
     pub max_failures: i32,
     /// How long failures are remembered, from the first of a series (default 15 min).
     pub window: Duration,
-    /// How long sign-in stays refused once blocked (default 15 min).
+    /// How long sign-in stays refused once blocked (default 15 min); with `escalating`,
+    /// the longest block.
     pub block: Duration,
+    /// Slow down instead of shutting out: the first block lasts a minute, each failure
+    /// after it doubles the next (up to `block`), and between blocks one attempt at a time
+    /// is let through.
+    pub escalating: bool,
 }
 
 impl Default for SignInThrottle {
     fn default() -> Self {
-        Self { max_failures: 5, window: Duration::minutes(15), block: Duration::minutes(15) }
+        Self { max_failures: 5, window: Duration::minutes(15), block: Duration::minutes(15), escalating: false }
     }
 }
 
@@ -43,6 +48,24 @@ impl SignInThrottle {
     /// per-account limit never sees). High enough for an office behind one address.
     pub fn per_client_default() -> Self {
         Self { max_failures: 50, ..Self::default() }
+    }
+
+    /// The default for an account's failures from browsers and networks it has never
+    /// signed in from, across all of them: 10 a day, then one every 1, 2, 4, 8, then 15
+    /// minutes. It slows a distributed guesser down to about 100 guesses a day, and never
+    /// locks the owner out: on a familiar browser or network this count does not apply,
+    /// and elsewhere the wait is at most 15 minutes.
+    pub fn elsewhere_default() -> Self {
+        Self { max_failures: 10, window: Duration::days(1), block: Duration::minutes(15), escalating: true }
+    }
+
+    /// How long the block set by a failure that brings the count to `failures` lasts.
+    fn block_for(&self, failures: i32) -> Duration {
+        if !self.escalating {
+            return self.block;
+        }
+        let doublings = (failures - self.max_failures).clamp(0, 16) as u32;
+        (Duration::minutes(1) * 2_i32.pow(doublings)).min(self.block)
     }
 }
 
@@ -87,19 +110,27 @@ impl SignInThrottle {
             _ => FailedSignIns { failures: 0, window_started_at: now, blocked_until: None },
         };
         if current.failures >= self.max_failures {
+            // Escalating: a block has come and gone, so one attempt may go through; it
+            // holds the door (a provisional block) until it is concluded.
+            if self.escalating && current.blocked_until.is_some() {
+                let blocked_until = Some(now + IN_FLIGHT_WAIT);
+                return Ok(FailedSignIns { failures: current.failures + 1, blocked_until, ..current });
+            }
             return Err(IN_FLIGHT_WAIT);
         }
         Ok(FailedSignIns { failures: current.failures + 1, ..current })
     }
 
-    /// The count once a reserved attempt has turned out wrong: blocked until `now + block`
-    /// when the window's count has reached `max_failures`.
+    /// The count once a reserved attempt has turned out wrong: blocked (for
+    /// [`Self::block_for`] the count) when the window's count has reached `max_failures`.
+    /// A block already in force is only ever lengthened.
     pub fn after_concluded_failure(&self, state: FailedSignIns, now: OffsetDateTime) -> FailedSignIns {
-        if state.failures >= self.max_failures && self.refused_for(Some(&state), now).is_none() {
-            FailedSignIns { blocked_until: Some(now + self.block), ..state }
-        } else {
-            state
+        if state.failures < self.max_failures {
+            return state;
         }
+        let until = now + self.block_for(state.failures);
+        let blocked_until = Some(state.blocked_until.map_or(until, |current| current.max(until)));
+        FailedSignIns { blocked_until, ..state }
     }
 }
 
@@ -160,23 +191,27 @@ pub async fn reserve_attempts(
 }
 
 /// Concludes an attempt reserved by [`reserve_attempts`] that turned out wrong: the
-/// count is already there; reaching the limit now blocks it.
+/// count is already there; reaching the limit now blocks it
+/// ([`SignInThrottle::after_concluded_failure`]).
 pub async fn conclude_failure(
     conn: &mut AsyncPgConnection,
     throttle: &SignInThrottle,
     key: &[u8],
     now: OffsetDateTime,
 ) -> QueryResult<()> {
-    diesel::update(
-        sign_in_failures::table
-            .find(key)
-            .filter(sign_in_failures::failures.ge(throttle.max_failures))
-            .filter(sign_in_failures::blocked_until.is_null().or(sign_in_failures::blocked_until.le(now))),
-    )
-    .set(sign_in_failures::blocked_until.eq(now + throttle.block))
-    .execute(conn)
-    .await?;
-    Ok(())
+    let (throttle, key) = (*throttle, key.to_vec());
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        async move {
+            let current = locked_count(c, &key, now).await?;
+            let next = throttle.after_concluded_failure(current, now);
+            if next != current {
+                store_count(c, &key, next).await?;
+            }
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 /// Gives back an attempt reserved by [`reserve_attempts`] that turned out right (on a
@@ -331,6 +366,27 @@ mod tests {
         // The window passes: a fresh series.
         let later = now + t.window + t.block;
         assert_eq!(t.reserve(Some(concluded), later).unwrap().failures, 1);
+    }
+
+    #[test]
+    fn failures_from_elsewhere_slow_down_one_attempt_at_a_time() {
+        let t = SignInThrottle::elsewhere_default();
+        let mut now = t0();
+        let mut state = None;
+        for _ in 0..10 {
+            state = Some(t.after_concluded_failure(t.reserve(state, now).unwrap(), now));
+        }
+        // The tenth blocks for a minute; then one try at a time, each failure doubling.
+        let mut expected = Duration::minutes(1);
+        for _ in 0..6 {
+            assert_eq!(t.refused_for(state.as_ref(), now), Some(expected));
+            now += expected;
+            let reserved = t.reserve(state, now).expect("one attempt after the block");
+            assert_eq!(t.reserve(Some(reserved), now), Err(IN_FLIGHT_WAIT), "only one at a time");
+            state = Some(t.after_concluded_failure(reserved, now));
+            expected = (expected * 2_i32).min(Duration::minutes(15));
+        }
+        assert_eq!(t.refused_for(state.as_ref(), now), Some(Duration::minutes(15)), "never longer");
     }
 
     #[test]

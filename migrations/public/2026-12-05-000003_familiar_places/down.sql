@@ -1,0 +1,2 @@
+DROP TABLE familiar_networks;
+DROP TABLE familiar_devices;
