@@ -1,5 +1,5 @@
-//! Two-factor sign-in benchmarks over HTTP against a running server (prints figures; run
-//! by scripts/bench-mfa). Needs BENCH_URL, and the server started with
+//! Sign-in benchmarks over HTTP against a running server (prints figures; run by
+//! scripts/bench-sign-in). Needs BENCH_URL, and the server started with
 //! FLUXI_TRUSTED_PROXIES=1 (each timing sample comes from its own network, so the
 //! per-network failure limit does not end the run).
 //!
@@ -8,7 +8,9 @@
 //!    two-factor sign-ins (password, then a code computed from the account's key; each
 //!    account's code is used once per 30 s step, so BENCH_ACCOUNTS accounts take turns).
 //!    Prints each round, the means and the ratio.
-//! 2. Timing of the password step, one request at a time in shuffled order: unknown email,
+//! 2. Password-only sign-ins while BENCH_FLOODERS (16) clients flood sign-up from many
+//!    networks, against the undisturbed rate of (1).
+//! 3. Timing of the password step, one request at a time in shuffled order: unknown email,
 //!    wrong password, right password of an account with two-factor authentication (which
 //!    stops at the second step). Prints p10/p50/p90 and the medians' differences.
 
@@ -235,6 +237,39 @@ async fn main() {
     }
     let (p, m) = (plain.iter().sum::<f64>() / plain.len() as f64, mfa.iter().sum::<f64>() / mfa.len() as f64);
     println!("mean: password only {p:.1}/s, password + code {m:.1}/s = {:.1} % of password only", m / p * 100.0);
+
+    // A sign-up flood from many networks (the limits raised by the script, as for a
+    // distributed flood): what is left of the sign-ins of existing accounts.
+    let flooders = env_or("BENCH_FLOODERS", 16) as usize;
+    println!("## Password-only sign-ins while {flooders} clients flood sign-up, rounds of {} s", duration.as_secs());
+    let signed_up = Arc::new(AtomicU64::new(0));
+    let mut flooded = Vec::new();
+    for r in 1..=rounds {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood: Vec<_> = (0..flooders)
+            .map(|_| {
+                let (http, base, stop, signed_up) = (http.clone(), base.clone(), stop.clone(), signed_up.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = signed_up.fetch_add(1, Ordering::Relaxed);
+                        let (email, network) =
+                            (format!("flood-{n}@example.test"), format!("10.{}.{}.1", n / 250 % 250, n % 250));
+                        let form = [("display_name", "Flood"), ("email", email.as_str()), ("password", PASSWORD)];
+                        call(&http, &base, "signup", &form, None, Some(&network)).await;
+                    }
+                })
+            })
+            .collect();
+        let f = round(&http, &base, Kind::PasswordOnly, &accounts, connections, duration).await;
+        stop.store(true, Ordering::Relaxed);
+        for task in flood {
+            task.await.unwrap();
+        }
+        println!("round {r}: {f:.1}/s");
+        flooded.push(f);
+    }
+    let f = flooded.iter().sum::<f64>() / flooded.len() as f64;
+    println!("mean: {f:.1}/s = {:.1} % of the undisturbed {p:.1}/s", f / p * 100.0);
 
     // Wrong passwords go to password-only accounts of their own, four each (the fifth
     // would be throttled): this times the check, not the refusal.
