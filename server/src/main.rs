@@ -150,12 +150,12 @@ async fn serve() -> anyhow::Result<()> {
     } else {
         tracing::info!("SMTP_URL is not set: mails stay in the outbox (see /dev/mailbox in development)");
     }
-    // Account and client counts share a table: keep rows as long as the longer window needs.
-    let cleanup_rule = [state.sign_in_throttle, state.client_sign_in_throttle]
-        .into_iter()
-        .max_by_key(|t| t.window)
-        .unwrap_or_default();
-    server::jobs::session_cleanup::spawn(pool.clone(), clock, cleanup_rule, config.session_cleanup_every);
+    server::jobs::session_cleanup::spawn(
+        pool.clone(),
+        clock,
+        state.sign_in_counts_kept(),
+        config.session_cleanup_every,
+    );
     let upkeep = server::jobs::audit::AuditUpkeep {
         pool: pool.clone(),
         clock: state.clock.clone(),

@@ -81,8 +81,10 @@ pub async fn edge(req: Request<Body>, next: Next) -> Response {
 /// Fields whose value may span lines (the rest are single-line inputs).
 const MULTI_LINE_FIELDS: &[&str] = &["body"];
 
+/// Passwords are exempt: they are only ever hashed, never shown or stored, and an
+/// existing password with such a character must keep working.
 fn has_disallowed(name: &str, value: &str) -> bool {
-    fluxi_core::text::disallowed_char(value, MULTI_LINE_FIELDS.contains(&name)).is_some()
+    !name.contains("password") && fluxi_core::text::disallowed_char(value, MULTI_LINE_FIELDS.contains(&name)).is_some()
 }
 
 /// The error for fields holding characters no field accepts

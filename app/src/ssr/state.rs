@@ -72,6 +72,15 @@ pub struct AppServices {
 }
 
 impl AppServices {
+    /// The rule the cleanup job deletes finished sign-in counts by: every kind of count
+    /// shares one table, so rows are kept as long as the longest window needs.
+    pub fn sign_in_counts_kept(&self) -> SignInThrottle {
+        [self.sign_in_throttle, self.client_sign_in_throttle, self.elsewhere_sign_in_throttle]
+            .into_iter()
+            .max_by_key(|t| t.window)
+            .unwrap_or_default()
+    }
+
     /// The password checks of sign-in and step-up, over this state.
     pub fn password_gate<'a>(&'a self, origin: &'a Origin) -> PasswordGate<'a> {
         PasswordGate {

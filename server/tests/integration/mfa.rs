@@ -554,3 +554,26 @@ async fn a_step_up_holds_for_ten_minutes_in_its_session_only() {
     assert!(res.error().message_for("password").is_some(), "{}", res.body);
     assert_eq!(recorded(&app, Action::MfaDisabled).await.len(), 0);
 }
+
+/// Someone who has the password can use up the account's wrong codes, but not those of a
+/// browser the owner has signed in with before: the owner's second step still works there.
+#[tokio::test]
+async fn wrong_codes_from_elsewhere_do_not_block_the_owners_browser() {
+    let app = TestApp::spawn().await;
+    let (mut ada, key, _) = enrolled(&app, "Ada").await;
+    assert!(ada.client.device_cookie.is_some(), "Ada's browser signed in before");
+    for _ in 0..2 {
+        let mut thief = password_step(&app, &ada.user.email).await;
+        for _ in 0..3 {
+            thief.call("verify_sign_in", &[("code", "000000")]).await;
+        }
+    }
+    let mut thief = password_step(&app, &ada.user.email).await;
+    let res = thief.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "blocked for the thief: {}", res.body);
+    let res = ada.client.call("login", &[("email", &ada.user.email), ("password", PASSWORD)]).await;
+    assert_eq!(res.location(), Some("/login/mfa"), "{}", res.body);
+    let res = ada.client.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert!(signed_in(&mut ada.client).await);
+}

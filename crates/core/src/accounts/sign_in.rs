@@ -203,10 +203,16 @@ pub struct Place<'a> {
     pub device: Option<&'a DeviceId>,
 }
 
-/// Which kind of count refused an attempt (for its message and event).
+/// Which kind of count an attempt is checked on: what its refusal says, and what a
+/// success does to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CountOf {
+    /// The account's count for one place (or its step-ups): a success forgives it.
     Account,
+    /// The account's count for everywhere unfamiliar: a success elsewhere does not reset it,
+    /// or signing in once would buy a guesser a fresh day.
+    Elsewhere,
+    /// The network's, across accounts: a success does not forgive it either.
     Network,
 }
 
@@ -297,11 +303,23 @@ impl<'a> PasswordGate<'a> {
         let mut conn = self.conn().await?;
         let user =
             super::find_user_by_id(&mut conn, pending.user_id).await?.ok_or(AccountError::SecondFactorExpired)?;
-        let account_key = sign_in_key(self.pseudonyms.current(), &user.email_normalized);
+        // Wrong codes count per account — or, on a browser that has signed in before, on
+        // that browser's own count: someone who has the password cannot block the owner's
+        // second step there.
+        let keys = self.pseudonyms.current();
+        let account_key = match (
+            &pending.device,
+            familiar::familiarity(&mut conn, Some(user.id), pending.device.as_ref(), None).await?,
+        ) {
+            (Some(device), Familiarity::Device) => {
+                keys.pseudonym("codes-device", &format!("{}\n{}", user.email_normalized, device.key_part()))
+            }
+            _ => sign_in_key(keys, &user.email_normalized),
+        };
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
         proof.well_formed()?;
         // The attempt is counted before the code is checked, so a burst of parallel
-        // guesses gets no more checks than the account's limit.
+        // guesses gets no more checks than the count's limit.
         if let Err(wait) = reserve_attempt(&mut conn, self.account_throttle, &account_key, now).await? {
             return Err(self.refused_code(&mut conn, &audit, user.id, &account_key, wait).await?);
         }
@@ -411,11 +429,11 @@ impl<'a> PasswordGate<'a> {
     /// The counts an attempt reserves, with what each refusal means. A step-up counts on
     /// the account's own count (only its sessions can try). A sign-in from a browser the
     /// account knows counts on that browser's count alone; from a network it knows, on
-    /// that network's count for the account; from anywhere else, on the account's count
-    /// for that network, the account's count for everywhere unfamiliar (which slows down
-    /// rather than shuts out) and the network's count across accounts. So failures from
-    /// elsewhere never block the owner's familiar browser, and failures behind one NAT
-    /// never block the browsers that have signed in there before.
+    /// that network's count for the account and the network's count; from anywhere else,
+    /// also on the account's count for everywhere unfamiliar (which slows down rather than
+    /// shuts out). So failures from elsewhere never block the owner's familiar browser or
+    /// network, and failures behind one NAT never block the browsers that have signed in
+    /// there before.
     async fn counts_for(
         &self,
         conn: &mut PooledConn,
@@ -439,12 +457,22 @@ impl<'a> PasswordGate<'a> {
                 let key = keys.pseudonym("sign-in-device", &format!("{normalized}\n{device}"));
                 vec![(self.account_throttle, key, CountOf::Account)]
             }
+            // The network's count still applies: were a familiar network exempt, an account
+            // answering 401 on a network that is blocked for everyone else would give away
+            // that it exists.
             Familiarity::Network => {
-                vec![(self.account_throttle, for_account_on(place.network.unwrap_or_default()), CountOf::Account)]
+                let network = place.network.unwrap_or_default();
+                vec![
+                    (self.account_throttle, for_account_on(network), CountOf::Account),
+                    (self.network_throttle, client_sign_in_key(keys, network), CountOf::Network),
+                ]
             }
             Familiarity::Unfamiliar => {
-                let mut counts =
-                    vec![(self.elsewhere_throttle, keys.pseudonym("sign-in-elsewhere", normalized), CountOf::Account)];
+                let mut counts = vec![(
+                    self.elsewhere_throttle,
+                    keys.pseudonym("sign-in-elsewhere", normalized),
+                    CountOf::Elsewhere,
+                )];
                 if let Some(network) = place.network {
                     counts.push((self.account_throttle, for_account_on(network), CountOf::Account));
                     counts.push((self.network_throttle, client_sign_in_key(keys, network), CountOf::Network));
@@ -486,7 +514,9 @@ impl<'a> PasswordGate<'a> {
             if let Err((which, wait)) = reserve_attempts(&mut conn, &keys, now).await? {
                 let (count, key) = (counts[which].2, &counts[which].1);
                 let (action, error) = match count {
-                    CountOf::Account => (Action::SignInThrottledAccount, AccountError::AccountThrottled(wait)),
+                    CountOf::Account | CountOf::Elsewhere => {
+                        (Action::SignInThrottledAccount, AccountError::AccountThrottled(wait))
+                    }
                     CountOf::Network => (Action::SignInThrottledNetwork, AccountError::NetworkThrottled(wait)),
                 };
                 let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
@@ -507,8 +537,9 @@ impl<'a> PasswordGate<'a> {
             Ok(verified) => verified,
             // Not checked (no hashing permit in time): the attempt is given back.
             Err(e) => {
+                let now = self.clock.now();
                 for (_, key, _) in &counts {
-                    refund_attempt(&mut conn, key).await?;
+                    refund_attempt(&mut conn, key, now).await?;
                 }
                 return Err(e.into());
             }
@@ -526,11 +557,12 @@ impl<'a> PasswordGate<'a> {
                 conn.transaction::<_, AccountError, _>(|c| {
                     async move {
                         // A right password gives its reservations back. It forgives the
-                        // account's counts it was checked on — unless a second factor is
-                        // still to come (that success does) — but never the network's.
+                        // account's count for this place — unless a second factor is still
+                        // to come (the password alone proves too little) — but never the
+                        // count for everywhere unfamiliar, nor the network's.
                         for (_, key, count) in counts {
-                            if second_factor || *count == CountOf::Network {
-                                refund_attempt(c, key).await?;
+                            if second_factor || *count != CountOf::Account {
+                                refund_attempt(c, key, now).await?;
                             } else {
                                 clear_failed_sign_ins(c, key).await?;
                             }
@@ -653,8 +685,9 @@ pub async fn sign_up(
     };
     let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
     let network_key = from.client_network.map(|n| from.pseudonyms.current().pseudonym("sign-up-network", n));
-    let mut limits = vec![(SIGN_UPS_OVERALL_KEY.to_vec(), from.limits.overall, true)];
-    limits.extend(network_key.map(|key| (key, from.limits.per_network, false)));
+    // The network's count first: a network already refused must not use up the overall count.
+    let mut limits: Vec<_> = network_key.map(|key| (key, from.limits.per_network, false)).into_iter().collect();
+    limits.push((SIGN_UPS_OVERALL_KEY.to_vec(), from.limits.overall, true));
     let mut taken = Vec::new();
     for (key, limit, overall) in limits {
         let result = rate_limit::take(&mut conn, &key, limit, from.now).await?;

@@ -31,8 +31,8 @@ pub struct SignInThrottle {
     /// the longest block.
     pub block: Duration,
     /// Slow down instead of shutting out: the first block lasts a minute, each failure
-    /// after it doubles the next (up to `block`), and between blocks one attempt at a time
-    /// is let through.
+    /// after it doubles the next (up to `block`). (Between blocks, any count lets one
+    /// attempt at a time through.)
     pub escalating: bool,
 }
 
@@ -98,9 +98,9 @@ impl SignInThrottle {
     /// The count with one more attempt reserved at `now` (counted before it is checked),
     /// or how long to wait: while blocked, the rest of the block; while the window's
     /// `max_failures` attempts are all counted but some are still being checked,
-    /// [`IN_FLIGHT_WAIT`]. A reservation never blocks by itself — only a concluded failure
-    /// does ([`Self::after_concluded_failure`]) — so a burst of right passwords is slowed
-    /// for a moment, never locked out.
+    /// [`IN_FLIGHT_WAIT`]. A reservation never blocks for longer than that by itself — only
+    /// a concluded failure does ([`Self::after_concluded_failure`]) — so a burst of right
+    /// passwords is slowed for a moment, never locked out.
     pub fn reserve(&self, state: Option<FailedSignIns>, now: OffsetDateTime) -> Result<FailedSignIns, Duration> {
         if let Some(wait) = self.refused_for(state.as_ref(), now) {
             return Err(wait);
@@ -109,16 +109,19 @@ impl SignInThrottle {
             Some(s) if now - s.window_started_at < self.window => s,
             _ => FailedSignIns { failures: 0, window_started_at: now, blocked_until: None },
         };
+        // The attempt that reaches the limit, and each one let through after a block has
+        // come and gone, holds the door (a provisional block) until it is concluded. Were
+        // it never concluded (the server stopped mid-check), the door opens again soon.
+        let provisional = Some(now + IN_FLIGHT_WAIT);
         if current.failures >= self.max_failures {
-            // Escalating: a block has come and gone, so one attempt may go through; it
-            // holds the door (a provisional block) until it is concluded.
-            if self.escalating && current.blocked_until.is_some() {
-                let blocked_until = Some(now + IN_FLIGHT_WAIT);
-                return Ok(FailedSignIns { failures: current.failures + 1, blocked_until, ..current });
+            if current.blocked_until.is_some() {
+                return Ok(FailedSignIns { failures: current.failures + 1, blocked_until: provisional, ..current });
             }
             return Err(IN_FLIGHT_WAIT);
         }
-        Ok(FailedSignIns { failures: current.failures + 1, ..current })
+        let failures = current.failures + 1;
+        let blocked_until = if failures >= self.max_failures { provisional } else { current.blocked_until };
+        Ok(FailedSignIns { failures, blocked_until, ..current })
     }
 
     /// The count once a reserved attempt has turned out wrong: blocked (for
@@ -131,6 +134,18 @@ impl SignInThrottle {
         let until = now + self.block_for(state.failures);
         let blocked_until = Some(state.blocked_until.map_or(until, |current| current.max(until)));
         FailedSignIns { blocked_until, ..state }
+    }
+}
+
+impl SignInThrottle {
+    /// The count once a reserved attempt is given back: one fewer, and a provisional block
+    /// (set by a reservation, see [`Self::reserve`]) lifted, since the attempt holding the
+    /// door is done. It stays `Some`, as an expired block, so a count at its limit still
+    /// lets one attempt at a time through. A real block (a minute or more) stays.
+    pub fn after_refund(state: FailedSignIns, now: OffsetDateTime) -> FailedSignIns {
+        let blocked_until =
+            state.blocked_until.map(|until| if until <= now + IN_FLIGHT_WAIT { until.min(now) } else { until });
+        FailedSignIns { failures: (state.failures - 1).max(0), blocked_until, ..state }
     }
 }
 
@@ -215,13 +230,22 @@ pub async fn conclude_failure(
 }
 
 /// Gives back an attempt reserved by [`reserve_attempts`] that turned out right (on a
-/// count a success does not clear, such as the network's) or was never checked.
-pub async fn refund_attempt(conn: &mut AsyncPgConnection, key: &[u8]) -> QueryResult<()> {
-    diesel::update(sign_in_failures::table.find(key).filter(sign_in_failures::failures.gt(0)))
-        .set(sign_in_failures::failures.eq(sign_in_failures::failures - 1))
-        .execute(conn)
-        .await?;
-    Ok(())
+/// count a success does not clear, such as the network's) or was never checked
+/// ([`SignInThrottle::after_refund`]). A count left with nothing in it is deleted.
+pub async fn refund_attempt(conn: &mut AsyncPgConnection, key: &[u8], now: OffsetDateTime) -> QueryResult<()> {
+    let key = key.to_vec();
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        async move {
+            let next = SignInThrottle::after_refund(locked_count(c, &key, now).await?, now);
+            if next.failures == 0 && next.blocked_until.is_none_or(|until| until <= now) {
+                clear_failed_sign_ins(c, &key).await
+            } else {
+                store_count(c, &key, next).await
+            }
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 /// Counts a failure that was not reserved beforehand (as [`reserve_attempts`] does, but
@@ -353,9 +377,17 @@ mod tests {
             assert_eq!(reserved.failures, n);
             state = Some(reserved);
         }
-        // Five in flight: the sixth waits a moment, and nothing is blocked yet.
+        // Five in flight: the sixth waits a moment, and nothing is blocked for longer.
         assert_eq!(t.reserve(state, now), Err(IN_FLIGHT_WAIT));
-        assert_eq!(state.unwrap().blocked_until, None);
+        assert_eq!(state.unwrap().blocked_until, Some(now + IN_FLIGHT_WAIT));
+        // Were none of them ever concluded, one attempt at a time goes through again.
+        let later = now + IN_FLIGHT_WAIT;
+        let one = t.reserve(state, later).expect("the door opens again");
+        assert_eq!(t.reserve(Some(one), later), Err(IN_FLIGHT_WAIT));
+        // One of them turns out right and is given back: the door opens at once.
+        let refunded = SignInThrottle::after_refund(state.unwrap(), now);
+        assert_eq!((refunded.failures, t.refused_for(Some(&refunded), now)), (4, None));
+        assert!(t.reserve(Some(refunded), now).is_ok());
         // One of them turns out wrong: now the count blocks.
         let concluded = t.after_concluded_failure(state.unwrap(), now);
         assert_eq!(t.refused_for(Some(&concluded), now), Some(t.block));
@@ -398,5 +430,16 @@ mod tests {
         assert_eq!(key, sign_in_key(&p, "ada@example.test"));
         assert_ne!(key, sign_in_key(&p, "bob@example.test"));
         assert_ne!(client_sign_in_key(&p, "ada@example.test"), key, "client keys live apart from account keys");
+    }
+
+    #[test]
+    fn a_refund_leaves_a_real_block_in_force() {
+        let t = SignInThrottle::default();
+        let now = t0();
+        let blocked = FailedSignIns { failures: 5, window_started_at: now, blocked_until: Some(now + t.block) };
+        let refunded = SignInThrottle::after_refund(blocked, now);
+        assert_eq!((refunded.failures, refunded.blocked_until), (4, Some(now + t.block)));
+        let empty = FailedSignIns { failures: 0, window_started_at: now, blocked_until: None };
+        assert_eq!(SignInThrottle::after_refund(empty, now).failures, 0, "never below zero");
     }
 }

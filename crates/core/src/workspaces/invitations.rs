@@ -34,6 +34,15 @@ pub const INVITATION_MAIL_PER_RECIPIENT: RateLimit = RateLimit::per_day(3);
 pub const INVITATION_MAIL_PER_NETWORK: RateLimit = RateLimit::per_day(200);
 pub const INVITATION_MAIL_OVERALL: RateLimit = RateLimit::per_day(5_000);
 
+/// The mailbox an address delivers to, for the per-recipient count: `ada+x@example.com`
+/// and `ada+y@example.com` reach the same person.
+fn mailbox_of(normalized: &str) -> String {
+    match normalized.rsplit_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
+        None => normalized.to_string(),
+    }
+}
+
 /// Which invitation-mail limit was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailLimit {
@@ -144,7 +153,7 @@ pub async fn invite(
             if let Some(keys) = audit.keys {
                 let pseudonym = |purpose, value: &str| keys.current().pseudonym(purpose, value);
                 limits.push((
-                    pseudonym("invitation-recipient", &normalized),
+                    pseudonym("invitation-recipient", &mailbox_of(&normalized)),
                     INVITATION_MAIL_PER_RECIPIENT,
                     MailLimit::Recipient,
                 ));
