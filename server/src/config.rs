@@ -103,6 +103,13 @@ pub struct Config {
     /// Earlier keys still needed to open what they sealed (`FLUXI_ENCRYPTION_OLD_KEYS`:
     /// `version:hex` entries separated by commas).
     pub encryption_old_keys: Vec<(i32, fluxi_core::secrets::EncryptionKey)>,
+    /// Connection bounds (`FLUXI_MAX_CONNECTIONS`, `FLUXI_MAX_CONNECTIONS_PER_NETWORK`,
+    /// `FLUXI_HEADER_READ_TIMEOUT_SECONDS`); see `crate::listen`.
+    pub connection_limits: crate::listen::ConnectionLimits,
+    /// Serve HTTPS with this certificate and key (`FLUXI_TLS_CERT`, `FLUXI_TLS_KEY`).
+    pub tls: Option<crate::listen::TlsFiles>,
+    /// Also serve plain HTTP here, redirecting to `base_url` (`FLUXI_HTTP_REDIRECT_ADDR`).
+    pub http_redirect_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +268,48 @@ impl Config {
         if checkpoint_minutes == 0 {
             return Err(ConfigError("FLUXI_AUDIT_CHECKPOINT_MINUTES must be at least 1".into()));
         }
-        let base_url: String = vars.parsed("FLUXI_BASE_URL", format!("http://{addr}"))?;
+        let tls = match (vars.get("FLUXI_TLS_CERT"), vars.get("FLUXI_TLS_KEY")) {
+            (Some(cert), Some(key)) => {
+                Some(crate::listen::TlsFiles { certificate_chain: cert.trim().into(), private_key: key.trim().into() })
+            }
+            (None, None) => None,
+            _ => return Err(ConfigError("FLUXI_TLS_CERT and FLUXI_TLS_KEY go together: set both or neither".into())),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url: String = vars.parsed("FLUXI_BASE_URL", format!("{scheme}://{addr}"))?;
+        let http_redirect_addr: Option<SocketAddr> = match vars.get("FLUXI_HTTP_REDIRECT_ADDR") {
+            Some(v) => Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| ConfigError(format!("FLUXI_HTTP_REDIRECT_ADDR={v:?} is not a valid value")))?,
+            ),
+            None => None,
+        };
+        if http_redirect_addr.is_some() && !base_url.starts_with("https://") {
+            return Err(ConfigError(
+                "FLUXI_HTTP_REDIRECT_ADDR redirects to FLUXI_BASE_URL, which must be https://".into(),
+            ));
+        }
+        let connection_limits = {
+            let default = crate::listen::ConnectionLimits::default();
+            let header_seconds: u64 =
+                vars.parsed("FLUXI_HEADER_READ_TIMEOUT_SECONDS", default.header_read_timeout.as_secs())?;
+            let max_connections: usize = vars.parsed("FLUXI_MAX_CONNECTIONS", default.max_connections)?;
+            // Behind a proxy every connection comes from the proxy: no per-network cap by default.
+            let trusted_proxies: usize = vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?;
+            let per_network_default = if trusted_proxies == 0 { default.max_per_network.unwrap_or(0) } else { 0 };
+            let per_network: usize = vars.parsed("FLUXI_MAX_CONNECTIONS_PER_NETWORK", per_network_default)?;
+            if header_seconds == 0 || max_connections == 0 || max_connections > u32::MAX as usize {
+                return Err(ConfigError(
+                    "FLUXI_HEADER_READ_TIMEOUT_SECONDS and FLUXI_MAX_CONNECTIONS must be at least 1".into(),
+                ));
+            }
+            crate::listen::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(header_seconds),
+                max_connections,
+                max_per_network: (per_network > 0).then_some(per_network),
+            }
+        };
         let security_contact = match vars.get("FLUXI_SECURITY_CONTACT") {
             Some(c) if c.starts_with("mailto:") || c.starts_with("https://") => c,
             Some(c) => {
@@ -278,7 +326,19 @@ impl Config {
                 .map_err(|_| ConfigError(format!("FLUXI_SECURITY_TXT_EXPIRES={v:?} is not an RFC 3339 time")))?,
             None => time::OffsetDateTime::now_utc() + time::Duration::days(180),
         };
+        let smtp_url = vars.get("SMTP_URL").map(SecretUrl);
+        if production {
+            transport::refuse_plaintext(
+                &base_url,
+                smtp_url.as_deref(),
+                &database_url,
+                vars.get("FLUXI_DB_ALLOW_PLAINTEXT").as_deref() == Some("1"),
+            )?;
+        }
         Ok(Self {
+            connection_limits,
+            tls,
+            http_redirect_addr,
             encryption_key,
             encryption_key_version: vars.parsed("FLUXI_ENCRYPTION_KEY_VERSION", 1)?,
             encryption_old_keys,
@@ -292,7 +352,7 @@ impl Config {
             database_url: SecretUrl(database_url),
             addr,
             base_url,
-            smtp_url: vars.get("SMTP_URL").map(SecretUrl),
+            smtp_url,
             mail_from: vars.parsed("FLUXI_MAIL_FROM", "Fluxi <no-reply@fluxi.localhost>".to_string())?,
             security_contact,
             security_txt_expires,
@@ -328,6 +388,84 @@ impl Config {
     }
 }
 
+/// What production refuses to start with: traffic that would cross a network in clear.
+mod transport {
+    use super::ConfigError;
+
+    /// The host of a URL (`scheme://user:password@host:port/path?query`), lower-cased,
+    /// IPv6 brackets removed; `None` when there is none.
+    pub(super) fn host_of(url: &str) -> Option<String> {
+        let rest = url.split_once("://")?.1;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host_port.split(':').next().unwrap_or_default(),
+        };
+        Some(host.to_ascii_lowercase())
+    }
+
+    /// Loopback only: traffic that never leaves the machine.
+    pub(super) fn is_loopback(host: &str) -> bool {
+        host == "localhost"
+            || host.ends_with(".localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Where a PostgreSQL URL connects: its host, or a `host=` query parameter (a socket
+    /// directory when it starts with `/`); none of them means the local socket.
+    fn database_is_local(url: &str) -> bool {
+        let query_host = url
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|pair| pair.strip_prefix("host="))
+            .next()
+            .map(str::to_string);
+        let host = query_host.or_else(|| host_of(url)).unwrap_or_default();
+        host.is_empty() || host.starts_with('/') || host.starts_with("%2f") || is_loopback(&host)
+    }
+
+    /// In production: the site must be `https://` (people sign in there), SMTP must use TLS
+    /// (invitation links are bearer tokens), and the database must be on this machine
+    /// unless `allow_plaintext_db` (Fluxi does not speak TLS to PostgreSQL: across a
+    /// network, use a TLS tunnel on this machine). Loopback is exempt: its traffic never
+    /// leaves the host. Errors name the setting, never its secret parts.
+    pub(super) fn refuse_plaintext(
+        base_url: &str,
+        smtp_url: Option<&str>,
+        database_url: &str,
+        allow_plaintext_db: bool,
+    ) -> Result<(), ConfigError> {
+        let base_host = host_of(base_url).unwrap_or_default();
+        if !base_url.starts_with("https://") && !is_loopback(&base_host) {
+            return Err(ConfigError(
+                "FLUXI_BASE_URL must start with https:// in production (terminate TLS here with FLUXI_TLS_CERT and \
+                 FLUXI_TLS_KEY, or in a proxy in front)"
+                    .into(),
+            ));
+        }
+        if let Some(smtp) = smtp_url {
+            let tls = smtp.starts_with("smtps://")
+                || smtp.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p == "tls=required"));
+            if !tls && !is_loopback(&host_of(smtp).unwrap_or_default()) {
+                return Err(ConfigError(
+                    "SMTP_URL must use TLS in production: smtps://… or smtp://…?tls=required".into(),
+                ));
+            }
+        }
+        if !allow_plaintext_db && !database_is_local(database_url) {
+            return Err(ConfigError(
+                "DATABASE_URL points to another machine, and Fluxi does not encrypt its database connection: \
+                 connect through a TLS tunnel on this machine, or set FLUXI_DB_ALLOW_PLAINTEXT=1 on a network you trust"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +486,7 @@ mod tests {
         let c = config(&[
             ("DATABASE_URL", "postgres://app:db-hunter2@db.internal:5432/fluxi?sslmode=require&password=q-hunter2"),
             ("SMTP_URL", "smtps://mailer:smtp-hunter2@smtp.example.test:465"),
+            ("FLUXI_DB_ALLOW_PLAINTEXT", "1"),
             KEY,
             audit,
             sealing,
@@ -440,5 +579,78 @@ mod tests {
         for bad in ["0", "61", "-1", "soon"] {
             assert!(config(&[DB, KEY, ("FLUXI_STEP_UP_MINUTES", bad)]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn production_refuses_clear_text_across_a_network() {
+        let site = ("FLUXI_BASE_URL", "https://fluxi.example.com");
+        assert!(config(&[DB, KEY, site]).is_ok());
+        assert!(config(&[DB, KEY, ("FLUXI_BASE_URL", "http://localhost:3000")]).is_ok(), "loopback");
+        let err = config(&[DB, KEY, ("FLUXI_BASE_URL", "http://fluxi.example.com")]).unwrap_err().to_string();
+        assert!(err.contains("FLUXI_BASE_URL must start with https://"), "{err}");
+        let dev = [DB, ("FLUXI_ENV", "development"), ("FLUXI_BASE_URL", "http://fluxi.example.com")];
+        assert!(config(&dev).is_ok(), "development allows it");
+
+        for ok in
+            ["smtps://mailer:pw@smtp.example.com", "smtp://smtp.example.com:587?tls=required", "smtp://127.0.0.1:2525"]
+        {
+            assert!(config(&[DB, KEY, site, ("SMTP_URL", ok)]).is_ok(), "{ok}");
+        }
+        for bad in ["smtp://mailer:hunter2@smtp.example.com", "smtp://smtp.example.com?tls=opportunistic"] {
+            let err = config(&[DB, KEY, site, ("SMTP_URL", bad)]).unwrap_err().to_string();
+            assert!(err.contains("SMTP_URL must use TLS") && !err.contains("hunter2"), "{err}");
+        }
+
+        for local in [
+            "postgres://app:pw@localhost/fluxi",
+            "postgres://app:pw@[::1]:5433/fluxi",
+            "postgres:///fluxi?host=/var/run/postgresql",
+            "postgres://app@/fluxi",
+        ] {
+            assert!(config(&[("DATABASE_URL", local), KEY, site]).is_ok(), "{local}");
+        }
+        let remote = ("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/fluxi");
+        let err = config(&[remote, KEY, site]).unwrap_err().to_string();
+        assert!(err.contains("FLUXI_DB_ALLOW_PLAINTEXT") && !err.contains("hunter2"), "{err}");
+        assert!(config(&[remote, KEY, site, ("FLUXI_DB_ALLOW_PLAINTEXT", "1")]).is_ok());
+        let tunnelled = ("DATABASE_URL", "postgres://app:pw@db.internal/fluxi?host=127.0.0.1");
+        assert!(config(&[tunnelled, KEY, site]).is_ok(), "an explicit local host wins");
+    }
+
+    #[test]
+    fn tls_and_connection_settings() {
+        let default = config(&[DB, KEY]).unwrap();
+        assert_eq!(default.connection_limits, crate::listen::ConnectionLimits::default());
+        assert!(default.tls.is_none() && default.http_redirect_addr.is_none());
+        let tls = [DB, KEY, ("FLUXI_TLS_CERT", "/etc/fluxi/chain.pem"), ("FLUXI_TLS_KEY", "/etc/fluxi/key.pem")];
+        let with_tls = config(&tls).unwrap();
+        assert!(with_tls.base_url.starts_with("https://"), "{}", with_tls.base_url);
+        assert_eq!(with_tls.tls.unwrap().private_key, std::path::PathBuf::from("/etc/fluxi/key.pem"));
+        let err = config(&[DB, KEY, ("FLUXI_TLS_CERT", "/etc/fluxi/chain.pem")]).unwrap_err().to_string();
+        assert!(err.contains("set both or neither"), "{err}");
+        let redirect = [tls[0], tls[1], tls[2], tls[3], ("FLUXI_HTTP_REDIRECT_ADDR", "0.0.0.0:80")];
+        assert_eq!(config(&redirect).unwrap().http_redirect_addr, Some("0.0.0.0:80".parse().unwrap()));
+        let err = config(&[DB, KEY, ("FLUXI_HTTP_REDIRECT_ADDR", "0.0.0.0:80")]).unwrap_err().to_string();
+        assert!(err.contains("must be https://"), "{err}");
+
+        let behind_proxy = config(&[DB, KEY, ("FLUXI_TRUSTED_PROXIES", "1")]).unwrap();
+        assert_eq!(behind_proxy.connection_limits.max_per_network, None, "every connection is the proxy's");
+        let tuned = config(&[
+            DB,
+            KEY,
+            ("FLUXI_HEADER_READ_TIMEOUT_SECONDS", "5"),
+            ("FLUXI_MAX_CONNECTIONS", "100"),
+            ("FLUXI_MAX_CONNECTIONS_PER_NETWORK", "10"),
+        ])
+        .unwrap();
+        assert_eq!(
+            tuned.connection_limits,
+            crate::listen::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(5),
+                max_connections: 100,
+                max_per_network: Some(10),
+            }
+        );
+        assert!(config(&[DB, KEY, ("FLUXI_HEADER_READ_TIMEOUT_SECONDS", "0")]).is_err());
     }
 }

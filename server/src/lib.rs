@@ -7,6 +7,7 @@ pub mod audit_export;
 pub mod config;
 pub mod dev;
 pub mod jobs;
+pub mod listen;
 pub mod middleware;
 pub mod server_fns;
 

@@ -165,14 +165,22 @@ async fn serve() -> anyhow::Result<()> {
     };
     server::jobs::audit::spawn(upkeep, config.audit_checkpoint_every);
     server::jobs::fleet_catch_up::spawn(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
+    let tls = config.tls.as_ref().map(|files| files.acceptor()).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
-    println!("Fluxi is serving at http://{}", config.addr);
-    axum::serve(listener, server::build_router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")
+    if let Some(redirect_addr) = config.http_redirect_addr {
+        let redirect = tokio::net::TcpListener::bind(redirect_addr)
+            .await
+            .with_context(|| format!("cannot listen on {redirect_addr}"))?;
+        let (base_url, limits) = (config.base_url.clone(), config.connection_limits);
+        tokio::spawn(server::listen::serve_https_redirect(redirect, base_url, limits, shutdown_signal()));
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("Fluxi is serving at {scheme}://{}", config.addr);
+    server::listen::serve(listener, server::build_router(state), config.connection_limits, tls, shutdown_signal())
+        .await;
+    Ok(())
 }
 
 /// `server audit verify [--workspace SLUG|ID] [--checkpoints FILE] [--export FILE]`, `server audit checkpoint`,

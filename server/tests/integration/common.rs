@@ -44,6 +44,9 @@ pub struct Options {
     pub request_timeout: std::time::Duration,
     pub workspaces_per_day: u32,
     pub keyring: fluxi_core::secrets::Keyring,
+    pub connection_limits: server::listen::ConnectionLimits,
+    /// Serve HTTPS with these files (the base URL is then `https://localhost:PORT`).
+    pub tls: Option<server::listen::TlsFiles>,
 }
 
 impl Default for Options {
@@ -71,6 +74,8 @@ impl Default for Options {
             request_timeout,
             workspaces_per_day: fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY,
             keyring: fluxi_core::secrets::Keyring::single(fluxi_core::secrets::EncryptionKey::random()),
+            connection_limits: server::listen::ConnectionLimits::default(),
+            tls: None,
         }
     }
 }
@@ -88,6 +93,10 @@ impl TestApp {
         let clock = ManualClock::new(OffsetDateTime::now_utc());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let base = match &opts.tls {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
         let site_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/site");
         let state = AppState::new(AppServices {
             pool: db.pool.clone(),
@@ -100,9 +109,9 @@ impl TestApp {
             client_sign_in_throttle: opts.client_sign_in_throttle,
             trusted_proxies: opts.trusted_proxies,
             leptos_options: LeptosOptions::builder().output_name("fluxi").site_root(site_root).site_addr(addr).build(),
-            base_url: format!("http://{addr}"),
+            base_url: base.clone(),
             security_txt: server::security_txt(
-                &format!("http://{addr}"),
+                &base,
                 "mailto:security@example.test",
                 OffsetDateTime::now_utc() + time::Duration::days(90),
             ),
@@ -115,9 +124,10 @@ impl TestApp {
             keyring: opts.keyring.clone(),
         });
         let router = server::build_router(state.clone());
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
-        Self { base: format!("http://{addr}"), db, clock, state }
+        let tls = opts.tls.as_ref().map(|files| files.acceptor().expect("test certificate"));
+        let limits = opts.connection_limits;
+        tokio::spawn(server::listen::serve(listener, router, limits, tls, std::future::pending()));
+        Self { base, db, clock, state }
     }
 
     pub fn client(&self) -> Client {

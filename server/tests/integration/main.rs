@@ -7,6 +7,7 @@ mod common;
 
 mod accounts;
 mod audit;
+mod connections;
 mod fleet;
 mod invitations;
 mod members;
