@@ -202,3 +202,125 @@ pub async fn check_login_role(conn: &mut AsyncPgConnection) -> Result<(), DbErro
         )))
     }
 }
+
+/// Per-workspace roles stop a query that forgot its scope, not an SQL injection (the login
+/// role may assume every workspace role). What stops injection is that no SQL text is
+/// ever built from input: queries are Diesel's, values are bound parameters. This guard
+/// finds every place that formats SQL text and checks it against the reviewed list, so a
+/// new one cannot slip in without review.
+#[cfg(test)]
+mod sql_text {
+    use std::path::{Path, PathBuf};
+
+    /// Each place that formats SQL text, with the values it interpolates and why they
+    /// cannot carry input.
+    const REVIEWED: &[(&str, &str)] = &[
+        // TenantIdent::for_workspace: "ws_" + a UUID's hex digits.
+        ("crates/core/src/tenancy/migrations.rs", "name name"),
+        ("crates/core/src/workspaces/lifecycle.rs", "name name"),
+        // Audit partitions: names and bounds computed from a month, or read back from
+        // pg_inherits and accepted only when parse_partition_name parses them.
+        ("crates/core/src/audit/maintenance.rs", "name=partition_name(start) from=sql_time(start) to=sql_time(end)"),
+        ("crates/core/src/audit/maintenance.rs", "name=part.name"),
+        ("crates/core/src/audit/maintenance.rs", "part.name"),
+        // Constants.
+        ("crates/core/src/audit/maintenance.rs", "PRUNE_LOCK_KEY"),
+        ("crates/core/src/db.rs", "MIGRATION_LOCK_KEY"),
+    ];
+
+    /// Source files of the crates that talk to the database (test fixtures excluded).
+    fn sources() -> Vec<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = Vec::new();
+        let mut dirs: Vec<PathBuf> =
+            ["crates/core/src", "server/src", "app/src"].iter().map(|d| root.join(d)).collect();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("testing.rs") {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
+
+    /// The placeholders (`{x}`, or named arguments' names) of each `format!` whose result
+    /// goes straight into `sql_query`, `batch_execute` or `dsl::sql`.
+    fn formatted_sql(text: &str) -> Vec<String> {
+        let compact: String = text.split_whitespace().collect();
+        let mut found = Vec::new();
+        for (at, _) in compact.match_indices("format!(") {
+            let before = &compact[..at];
+            if !["sql_query(", "batch_execute(&", "batch_execute(", ">(&", "sql_query(&"]
+                .iter()
+                .any(|p| before.ends_with(p))
+            {
+                continue;
+            }
+            let rest = &compact[at + "format!(".len()..];
+            // The arguments up to the matching parenthesis.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(rest.len(), |(i, _)| i);
+            let call = &rest[..end];
+            // What is interpolated: the arguments after the literal (`name=expr` or
+            // `expr`), or else the literal's inline `{x}` placeholders.
+            let literal_end = call.rfind('"').unwrap_or(0);
+            let mut names: Vec<String> =
+                call[literal_end..].split(',').skip(1).filter(|a| !a.is_empty()).map(str::to_string).collect();
+            if names.is_empty() {
+                let mut literal = &call[..literal_end];
+                while let Some(open) = literal.find('{') {
+                    let close = literal[open..].find('}').map_or(literal.len(), |c| open + c);
+                    names.push(literal[open + 1..close].to_string());
+                    literal = &literal[(close + 1).min(literal.len())..];
+                }
+            }
+            found.push(names.join(" "));
+        }
+        found
+    }
+
+    #[test]
+    fn sql_text_is_formatted_only_where_reviewed() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+        let mut found = Vec::new();
+        for file in sources() {
+            let text = std::fs::read_to_string(&file).unwrap();
+            // This module's own examples are not queries.
+            let text = text.split("mod sql_text {").next().unwrap_or_default();
+            let relative = file.canonicalize().unwrap().strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            found.extend(formatted_sql(text).into_iter().map(|names| (relative.clone(), names)));
+        }
+        found.sort();
+        let mut reviewed: Vec<(String, String)> =
+            REVIEWED.iter().map(|(f, n)| (f.to_string(), n.to_string())).collect();
+        reviewed.sort();
+        assert_eq!(found, reviewed, "SQL text built with format!: bind values instead, or review and list it here");
+    }
+
+    #[test]
+    fn the_guard_sees_formatted_sql() {
+        let source = r#"
+            conn.batch_execute(&format!("DROP SCHEMA {name};")).await?;
+            diesel::sql_query(
+                format!("SELECT {a} FROM t WHERE x = '{b}'")
+            );
+            let ok = format!("not SQL {x}");
+            diesel::sql_query(format!("X {y} {z}", y = 1, z = 2));
+        "#;
+        assert_eq!(formatted_sql(source), vec!["name", "a b", "y=1 z=2"]);
+    }
+}
