@@ -152,7 +152,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/w/{slug}/audit/{file}", get(audit_export::export))
         .merge(pages)
         .fallback_service(static_files)
-        .layer(axum::middleware::from_fn(server_fns::edge))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), server_fns::edge))
         .layer(sessions)
         .layer(axum::middleware::map_response(middleware::secure_session_removal))
         // No request holds a connection forever: one that is stuck (on a database that

@@ -6,14 +6,13 @@
 //! show one (`app::ssr::store_flash`).
 
 use app::error::{AppError, FieldError};
-use app::ssr::{accepts_html, store_flash, AppState};
+use app::ssr::{accepts_html, flash_cookie, AppState};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use leptos::server_fn::error::SERVER_FN_ERROR_HEADER;
-use tower_sessions::Session;
 
 use crate::{provide_state, MAX_BODY_BYTES};
 
@@ -25,13 +24,12 @@ pub async fn unknown(State(state): State<AppState>, req: Request<Body>) -> Respo
 
 /// Every request passes here; server-function calls (`POST /api/…`) get their error
 /// answered as described above.
-pub async fn edge(req: Request<Body>, next: Next) -> Response {
+pub async fn edge(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
     if req.method() != Method::POST || !req.uri().path().starts_with("/api/") {
         return next.run(req).await;
     }
     let plain_form = accepts_html(req.headers());
     let form = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
-    let session = req.extensions().get::<Session>().cloned();
     // The fields are read here first (they are small: the body limit applies): a plain
     // form's may be kept for its flash, and no field of any form may carry control or
     // disguising characters.
@@ -66,8 +64,8 @@ pub async fn edge(req: Request<Body>, next: Next) -> Response {
     };
     let redirected = parts.headers.contains_key(header::LOCATION);
     if plain_form && redirected {
-        if let Some(session) = session {
-            store_flash(&session, &form, submitted, error).await;
+        if let Some(cookie) = flash_cookie(state.pseudonyms.current(), &form, submitted, error) {
+            parts.headers.append(header::SET_COOKIE, cookie);
         }
     } else {
         parts.status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -117,10 +117,8 @@ pub async fn fetch_current_user() -> Result<Option<CurrentUser>, AppError> {
 /// Hands a plain-form page its last failed submission, once.
 #[server(prefix = "/api", endpoint = "take_flash")]
 pub async fn take_flash(form: String) -> Result<Option<FormFlash>, AppError> {
-    let session = crate::ssr::session().await?;
-    Ok(crate::ssr::take_flash(&session, &form)
-        .await
-        .map(|flash| FormFlash { error: flash.error, values: flash.values }))
+    let state = crate::ssr::state()?;
+    Ok(crate::ssr::take_flash(&state, &form).map(|flash| FormFlash { error: flash.error, values: flash.values }))
 }
 
 #[cfg(test)]

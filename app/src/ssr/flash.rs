@@ -1,15 +1,25 @@
 //! Form flashes: what a plain HTML form post (no JavaScript) sent and why it failed, kept
-//! in the session for one page view, so that the page it is redirected back to can show
-//! the errors next to their fields and keep what was typed.
+//! for one page view, so that the page it is redirected back to can show the errors next
+//! to their fields and keep what was typed.
+//!
+//! A flash travels in a short-lived signed cookie, not in the session: a visitor without
+//! a session (most failed sign-ins) then costs no database row, however many forms they
+//! post. Signed under the pseudonym key, so a page never shows a message we did not write.
 
+use axum::http::{header, request::Parts, HeaderValue};
+use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use tower_sessions::Session;
 
 use crate::error::AppError;
 
-const FLASH_KEY: &str = "flash";
+const FLASH_COOKIE: &str = "__Host-fluxi_flash";
+const FLASH_PURPOSE: &str = "flash-cookie";
+/// Long enough for the redirect to be followed, short enough not to linger.
+const FLASH_MAX_AGE_SECONDS: u32 = 120;
+/// Browsers keep cookies up to about 4 KB; a flash that would not fit keeps no values.
+const MAX_COOKIE_VALUE: usize = 3500;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredFlash {
     /// The server function's endpoint name (e.g. `login`).
     pub form: String,
@@ -39,28 +49,92 @@ fn kept_values(form: &str, submitted: Vec<(String, String)>) -> Option<Vec<(Stri
     Some(submitted.into_iter().filter(|(name, _)| fields.contains(&name.as_str())).collect())
 }
 
-/// Stores the flash of a failed plain form post to `form`, if its page shows one.
-pub async fn store_flash(session: &Session, form: &str, submitted: Vec<(String, String)>, error: AppError) {
-    let Some(values) = kept_values(form, submitted) else { return };
-    let flash = StoredFlash { form: form.into(), error, values };
-    if let Err(e) = session.insert(FLASH_KEY, flash).await {
-        tracing::warn!(error = %e, "could not store form flash");
+/// The `Set-Cookie` value carrying the flash of a failed plain form post to `form`, if
+/// its page shows one.
+pub fn flash_cookie(
+    keys: &fluxi_core::pseudonym::Pseudonymizer,
+    form: &str,
+    submitted: Vec<(String, String)>,
+    error: AppError,
+) -> Option<HeaderValue> {
+    let values = kept_values(form, submitted)?;
+    let mut flash = StoredFlash { form: form.into(), error, values };
+    let mut value = keys.sign(FLASH_PURPOSE, &serde_json::to_vec(&flash).ok()?);
+    if value.len() > MAX_COOKIE_VALUE {
+        flash.values.clear();
+        value = keys.sign(FLASH_PURPOSE, &serde_json::to_vec(&flash).ok()?);
     }
-}
-
-/// The flash of `form`, once: it is removed as it is read.
-pub async fn take_flash(session: &Session, form: &str) -> Option<StoredFlash> {
-    let stored: StoredFlash = session.get(FLASH_KEY).await.ok().flatten()?;
-    if stored.form != form {
+    if value.len() > MAX_COOKIE_VALUE {
         return None;
     }
-    let _ = session.remove::<StoredFlash>(FLASH_KEY).await;
-    Some(stored)
+    let cookie =
+        format!("{FLASH_COOKIE}={value}; Max-Age={FLASH_MAX_AGE_SECONDS}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    HeaderValue::from_str(&cookie).ok()
+}
+
+/// The flash this request carries, if it is ours, unaltered and for `form`.
+fn read_flash(keys: &fluxi_core::pseudonym::Pseudonymizer, parts: &Parts, form: &str) -> Option<StoredFlash> {
+    let prefix = format!("{FLASH_COOKIE}=");
+    let value = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&prefix).map(str::to_string))?;
+    let flash: StoredFlash = serde_json::from_slice(&keys.verify_signed(FLASH_PURPOSE, &value)?).ok()?;
+    (flash.form == form).then_some(flash)
+}
+
+/// The flash of `form`, once: the response removes its cookie.
+pub fn take_flash(state: &super::AppState, form: &str) -> Option<StoredFlash> {
+    let flash = read_flash(state.pseudonyms.current(), &use_context::<Parts>()?, form)?;
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        let removal = format!("{FLASH_COOKIE}=; Max-Age=0; Path=/; Secure; HttpOnly; SameSite=Lax");
+        if let Ok(value) = HeaderValue::from_str(&removal) {
+            res.append_header(header::SET_COOKIE, value);
+        }
+    }
+    Some(flash)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::kept_values;
+    use super::*;
+
+    fn request_with(cookie: &str) -> Parts {
+        let request = axum::http::Request::builder().header(header::COOKIE, cookie).body(()).unwrap();
+        request.into_parts().0
+    }
+
+    #[test]
+    fn a_flash_round_trips_only_unaltered_and_for_its_form() {
+        let keys = fluxi_core::pseudonym::Pseudonymizer::random();
+        let submitted = vec![("email".to_string(), "a@example.test".to_string())];
+        let set = flash_cookie(&keys, "login", submitted, AppError::InvalidCredentials).unwrap();
+        let set = set.to_str().unwrap();
+        assert!(set.contains("HttpOnly") && set.contains("Secure") && set.contains("Max-Age=120"), "{set}");
+        let pair = set.split(';').next().unwrap();
+        let parts = request_with(&format!("other=1; {pair}"));
+        let flash = read_flash(&keys, &parts, "login").expect("its own flash");
+        assert_eq!(flash.values, vec![("email".to_string(), "a@example.test".to_string())]);
+        assert_eq!(read_flash(&keys, &parts, "signup"), None, "another form's");
+        let other_key = fluxi_core::pseudonym::Pseudonymizer::random();
+        assert_eq!(read_flash(&other_key, &parts, "login"), None, "not signed by us");
+        let forged = keys.sign("another purpose", br#"{"form":"login","error":"Unauthorized","values":[]}"#);
+        assert_eq!(read_flash(&keys, &request_with(&format!("{FLASH_COOKIE}={forged}")), "login"), None);
+    }
+
+    #[test]
+    fn an_oversized_flash_keeps_its_message_but_not_the_values() {
+        let keys = fluxi_core::pseudonym::Pseudonymizer::random();
+        let submitted = vec![("email".to_string(), "a".repeat(3000))];
+        let set = flash_cookie(&keys, "login", submitted, AppError::InvalidCredentials).unwrap();
+        let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
+        let flash = read_flash(&keys, &request_with(&pair), "login").unwrap();
+        assert!(flash.values.is_empty());
+        assert_eq!(flash.error, AppError::InvalidCredentials);
+    }
 
     fn submitted(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

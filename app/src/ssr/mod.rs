@@ -12,7 +12,7 @@ mod state;
 mod step_up;
 
 pub use csp::set_page_csp;
-pub use flash::{store_flash, take_flash, StoredFlash};
+pub use flash::{flash_cookie, take_flash, StoredFlash};
 pub use request::{
     accepts_html, audit_as, audit_with, client_network, client_network_of, device, origin, origin_of, remember_device,
     RequestId,

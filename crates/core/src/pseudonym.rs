@@ -56,6 +56,27 @@ impl Pseudonymizer {
         mac.update(value.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
+
+    /// `payload` with a MAC for `purpose`, in a form safe for a cookie value (hex): what a
+    /// client may hold and hand back, but not alter or make up.
+    pub fn sign(&self, purpose: &str, payload: &[u8]) -> String {
+        let payload = hex::encode(payload);
+        let tag = hex::encode(self.pseudonym(purpose, &payload));
+        format!("{payload}.{tag}")
+    }
+
+    /// The payload of a value made by [`Self::sign`] for `purpose` under this key, if it is
+    /// one; the tag is compared in constant time.
+    pub fn verify_signed(&self, purpose: &str, value: &str) -> Option<Vec<u8>> {
+        let (payload, tag) = value.split_once('.')?;
+        let tag = hex::decode(tag).ok()?;
+        let expected = self.pseudonym(purpose, payload);
+        let same = tag.len() == expected.len() && tag.iter().zip(&expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if !same {
+            return None;
+        }
+        hex::decode(payload).ok()
+    }
 }
 
 /// The pseudonym keys by epoch: the current one makes new pseudonyms; older ones still
@@ -112,6 +133,21 @@ impl PseudonymKeys {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signed_values_open_only_unaltered_and_under_their_purpose_and_key() {
+        let key = Pseudonymizer::random();
+        let value = key.sign("flash", b"{\"form\":\"login\"}");
+        assert_eq!(key.verify_signed("flash", &value).as_deref(), Some(&b"{\"form\":\"login\"}"[..]));
+        assert_eq!(key.verify_signed("device", &value), None, "another purpose");
+        assert_eq!(Pseudonymizer::random().verify_signed("flash", &value), None, "another key");
+        let (payload, tag) = value.split_once('.').unwrap();
+        let flipped = if payload.ends_with('0') { '1' } else { '0' };
+        let altered = format!("{}{flipped}.{tag}", &payload[..payload.len() - 1]);
+        assert_eq!(key.verify_signed("flash", &altered), None, "altered payload");
+        assert_eq!(key.verify_signed("flash", payload), None, "no tag");
+        assert_eq!(key.verify_signed("flash", &format!("{payload}.{}", &tag[..10])), None, "short tag");
+    }
+
     use super::*;
     use sha2::{Digest, Sha256};
 

@@ -165,18 +165,22 @@ impl Reply {
 }
 
 /// A browser-like client with a one-cookie jar for the session cookie.
+pub const FLASH_COOKIE: &str = "__Host-fluxi_flash";
+
 pub struct Client {
     base: String,
     http: reqwest::Client,
     pub session_cookie: Option<String>,
     /// The device cookie a successful sign-in gave this browser, sent back like a browser does.
     pub device_cookie: Option<String>,
+    /// A plain form's flash (`__Host-fluxi_flash`), until a page takes it.
+    pub flash_cookie: Option<String>,
 }
 
 impl Client {
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder().redirect(redirect::Policy::none()).build().unwrap();
-        Self { base: base.to_string(), http, session_cookie: None, device_cookie: None }
+        Self { base: base.to_string(), http, session_cookie: None, device_cookie: None, flash_cookie: None }
     }
 
     fn absorb(&mut self, headers: &HeaderMap) {
@@ -190,6 +194,10 @@ impl Client {
             if let Some(value) = first.strip_prefix(&format!("{}=", fluxi_core::accounts::familiar::DEVICE_COOKIE)) {
                 self.device_cookie = Some(value.to_string());
             }
+            if let Some(value) = first.strip_prefix(&format!("{FLASH_COOKIE}=")) {
+                let removed = value.is_empty() || v.to_ascii_lowercase().contains("max-age=0");
+                self.flash_cookie = (!removed).then(|| value.to_string());
+            }
         }
     }
 
@@ -200,6 +208,9 @@ impl Client {
         }
         if let Some(v) = &self.device_cookie {
             cookies.push(format!("{}={v}", fluxi_core::accounts::familiar::DEVICE_COOKIE));
+        }
+        if let Some(v) = &self.flash_cookie {
+            cookies.push(format!("{FLASH_COOKIE}={v}"));
         }
         let req = if cookies.is_empty() { req } else { req.header(COOKIE, cookies.join("; ")) };
         let res = req.send().await.expect("request");

@@ -130,11 +130,14 @@ async fn a_deleted_account_is_signed_out_on_its_next_request() {
 async fn session_id_is_cycled_at_sign_in() {
     let app = TestApp::spawn().await;
     let (_, email) = app.signed_up("Cycle").await;
+    let (_, other) = app.signed_up("Planter").await;
     let mut c = app.client();
-    // A failed plain-form sign-in creates an anonymous session (holding the flash)...
-    c.post_form("login", "/login", &[("email", &email), ("password", "wrong password!!")]).await;
-    let before = c.session_cookie.clone().expect("anonymous session");
-    // ...which a successful sign-in must not keep using (session fixation).
+    // A browser that already holds a session (here another account's: what an attacker
+    // could plant, since failed sign-ins no longer make anonymous ones)...
+    let res = c.call("login", &[("email", &other), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let before = c.session_cookie.clone().expect("a session");
+    // ...must not keep using it when it signs in (session fixation).
     let res = c.call("login", &[("email", &email), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::OK);
     let after = c.session_cookie.clone().unwrap();
