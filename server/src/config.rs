@@ -308,6 +308,7 @@ impl Config {
                 header_read_timeout: Duration::from_secs(header_seconds),
                 max_connections,
                 max_per_network: (per_network > 0).then_some(per_network),
+                ..default
             }
         };
         let security_contact = match vars.get("FLUXI_SECURITY_CONTACT") {
@@ -389,42 +390,51 @@ impl Config {
 }
 
 /// What production refuses to start with: traffic that would cross a network in clear.
+/// Each URL is parsed the way its client parses it (the WHATWG URL parser for the site,
+/// lettre's for SMTP, tokio-postgres' for the database), so no spelling passes the check
+/// here and connects elsewhere there.
 mod transport {
     use super::ConfigError;
 
-    /// The host of a URL (`scheme://user:password@host:port/path?query`), lower-cased,
-    /// IPv6 brackets removed; `None` when there is none.
-    pub(super) fn host_of(url: &str) -> Option<String> {
-        let rest = url.split_once("://")?.1;
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-        let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => host_port.split(':').next().unwrap_or_default(),
-        };
-        Some(host.to_ascii_lowercase())
+    /// Loopback only: traffic that never leaves the machine. (Non-special schemes such as
+    /// `smtp:` leave IP addresses unparsed, as names.)
+    fn is_loopback_host(host: &url::Host<&str>) -> bool {
+        match host {
+            url::Host::Domain(name) => is_loopback_name(name),
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        }
     }
 
-    /// Loopback only: traffic that never leaves the machine.
-    pub(super) fn is_loopback(host: &str) -> bool {
-        host == "localhost"
-            || host.ends_with(".localhost")
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    fn is_loopback_name(name: &str) -> bool {
+        let name = name.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+        name == "localhost"
+            || name.ends_with(".localhost")
+            || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
-    /// Where a PostgreSQL URL connects: its host, or a `host=` query parameter (a socket
-    /// directory when it starts with `/`); none of them means the local socket.
-    fn database_is_local(url: &str) -> bool {
-        let query_host = url
-            .split_once('?')
-            .map(|(_, q)| q)
-            .unwrap_or_default()
-            .split('&')
-            .filter_map(|pair| pair.strip_prefix("host="))
-            .next()
-            .map(str::to_string);
-        let host = query_host.or_else(|| host_of(url)).unwrap_or_default();
-        host.is_empty() || host.starts_with('/') || host.starts_with("%2f") || is_loopback(&host)
+    fn url_is_loopback(url: &url::Url) -> bool {
+        url.host().is_some_and(|host| is_loopback_host(&host))
+    }
+
+    /// Every place tokio-postgres may connect to (each host, each `hostaddr`) is a Unix
+    /// socket or a loopback address. A URL it cannot parse is not "local" either.
+    fn database_is_local(database_url: &str) -> bool {
+        let Ok(config) = database_url.parse::<tokio_postgres::Config>() else { return false };
+        let hosts_local = config.get_hosts().iter().all(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => is_loopback_name(name),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => true,
+        });
+        hosts_local && config.get_hostaddrs().iter().all(|ip| ip.is_loopback())
+    }
+
+    /// lettre's reading of an SMTP URL: implicit TLS (`smtps`), or STARTTLS required — the
+    /// first `tls` parameter, the one lettre uses, says `required`.
+    fn smtp_uses_tls(smtp: &url::Url) -> bool {
+        smtp.scheme() == "smtps"
+            || (smtp.scheme() == "smtp"
+                && smtp.query_pairs().find(|(name, _)| name == "tls").is_some_and(|(_, value)| value == "required"))
     }
 
     /// In production: the site must be `https://` (people sign in there), SMTP must use TLS
@@ -438,8 +448,8 @@ mod transport {
         database_url: &str,
         allow_plaintext_db: bool,
     ) -> Result<(), ConfigError> {
-        let base_host = host_of(base_url).unwrap_or_default();
-        if !base_url.starts_with("https://") && !is_loopback(&base_host) {
+        let site = url::Url::parse(base_url).map_err(|_| ConfigError("FLUXI_BASE_URL is not a valid URL".into()))?;
+        if site.scheme() != "https" && !(site.scheme() == "http" && url_is_loopback(&site)) {
             return Err(ConfigError(
                 "FLUXI_BASE_URL must start with https:// in production (terminate TLS here with FLUXI_TLS_CERT and \
                  FLUXI_TLS_KEY, or in a proxy in front)"
@@ -447,9 +457,8 @@ mod transport {
             ));
         }
         if let Some(smtp) = smtp_url {
-            let tls = smtp.starts_with("smtps://")
-                || smtp.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p == "tls=required"));
-            if !tls && !is_loopback(&host_of(smtp).unwrap_or_default()) {
+            let smtp = url::Url::parse(smtp).map_err(|_| ConfigError("SMTP_URL is not a valid URL".into()))?;
+            if !smtp_uses_tls(&smtp) && !url_is_loopback(&smtp) {
                 return Err(ConfigError(
                     "SMTP_URL must use TLS in production: smtps://… or smtp://…?tls=required".into(),
                 ));
@@ -457,8 +466,9 @@ mod transport {
         }
         if !allow_plaintext_db && !database_is_local(database_url) {
             return Err(ConfigError(
-                "DATABASE_URL points to another machine, and Fluxi does not encrypt its database connection: \
-                 connect through a TLS tunnel on this machine, or set FLUXI_DB_ALLOW_PLAINTEXT=1 on a network you trust"
+                "DATABASE_URL must point to this machine (a loopback address or a Unix socket): Fluxi does not \
+                 encrypt its database connection, so connect through a TLS tunnel on this machine, or set \
+                 FLUXI_DB_ALLOW_PLAINTEXT=1 on a network you trust"
                     .into(),
             ));
         }
@@ -586,6 +596,11 @@ mod tests {
         let site = ("FLUXI_BASE_URL", "https://fluxi.example.com");
         assert!(config(&[DB, KEY, site]).is_ok());
         assert!(config(&[DB, KEY, ("FLUXI_BASE_URL", "http://localhost:3000")]).is_ok(), "loopback");
+        assert!(config(&[DB, KEY, ("FLUXI_BASE_URL", "HTTPS://Fluxi.Example.com")]).is_ok(), "any case");
+        assert!(
+            config(&[DB, KEY, ("FLUXI_BASE_URL", "http://evil.example\\@127.0.0.1")]).is_err(),
+            "browsers go to evil.example"
+        );
         let err = config(&[DB, KEY, ("FLUXI_BASE_URL", "http://fluxi.example.com")]).unwrap_err().to_string();
         assert!(err.contains("FLUXI_BASE_URL must start with https://"), "{err}");
         let dev = [DB, ("FLUXI_ENV", "development"), ("FLUXI_BASE_URL", "http://fluxi.example.com")];
@@ -596,7 +611,12 @@ mod tests {
         {
             assert!(config(&[DB, KEY, site, ("SMTP_URL", ok)]).is_ok(), "{ok}");
         }
-        for bad in ["smtp://mailer:hunter2@smtp.example.com", "smtp://smtp.example.com?tls=opportunistic"] {
+        for bad in [
+            "smtp://mailer:hunter2@smtp.example.com",
+            "smtp://smtp.example.com?tls=opportunistic",
+            "smtp://smtp.example.com:587?tls=opportunistic&tls=required",
+            "smtp://smtp.example.com#?tls=required",
+        ] {
             let err = config(&[DB, KEY, site, ("SMTP_URL", bad)]).unwrap_err().to_string();
             assert!(err.contains("SMTP_URL must use TLS") && !err.contains("hunter2"), "{err}");
         }
@@ -613,8 +633,20 @@ mod tests {
         let err = config(&[remote, KEY, site]).unwrap_err().to_string();
         assert!(err.contains("FLUXI_DB_ALLOW_PLAINTEXT") && !err.contains("hunter2"), "{err}");
         assert!(config(&[remote, KEY, site, ("FLUXI_DB_ALLOW_PLAINTEXT", "1")]).is_ok());
-        let tunnelled = ("DATABASE_URL", "postgres://app:pw@db.internal/fluxi?host=127.0.0.1");
-        assert!(config(&[tunnelled, KEY, site]).is_ok(), "an explicit local host wins");
+        // Spellings that tokio-postgres reads as (also) another machine.
+        for sneaky in [
+            "postgres://app:pw@db.internal/fluxi?host=127.0.0.1",
+            "postgres://app:pw@localhost:5432,db.example.com:5432/fluxi",
+            "postgres:///fluxi?hostaddr=203.0.113.5",
+            "postgres://localhost/fluxi?hostaddr=203.0.113.5",
+            "host=db.example.com user=app dbname=fluxi",
+            "postgres:///fluxi?host=/tmp&host=db.example.com",
+            "postgres:///fluxi?h%6fst=db.example.com",
+            "postgres://localhost/?@db.example.com/fluxi?user=app",
+        ] {
+            assert!(config(&[("DATABASE_URL", sneaky), KEY, site]).is_err(), "{sneaky}");
+        }
+        assert!(config(&[("DATABASE_URL", "host=/var/run/postgresql dbname=fluxi"), KEY, site]).is_ok());
     }
 
     #[test]
@@ -649,6 +681,7 @@ mod tests {
                 header_read_timeout: Duration::from_secs(5),
                 max_connections: 100,
                 max_per_network: Some(10),
+                ..crate::listen::ConnectionLimits::default()
             }
         );
         assert!(config(&[DB, KEY, ("FLUXI_HEADER_READ_TIMEOUT_SECONDS", "0")]).is_err());

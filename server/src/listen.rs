@@ -6,7 +6,9 @@
 //! - A request's headers must arrive within `header_read_timeout`, counted from when the
 //!   server starts waiting for them (an idle keep-alive connection included), and a TLS
 //!   handshake within the same time. A client that trickles bytes (slowloris) holds its
-//!   slot that long at most. Bodies and handlers are bounded by the request time limit.
+//!   slot that long at most. Bodies and handlers are bounded by the request time limit,
+//!   and a response write that makes no progress for `write_stall_limit` (a client that
+//!   stopped reading) ends the connection.
 //! - TLS is optional (rustls, [`TlsFiles`]); HTTP/1.1 only, so no HTTP/2 stream
 //!   bookkeeping to abuse (put an HTTP/2 proxy in front for that).
 //!
@@ -35,13 +37,23 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// `None` behind a reverse proxy, where every connection comes from the proxy.
     pub max_per_network: Option<usize>,
+    /// How long a response write may make no progress before the connection is dropped.
+    pub write_stall_limit: Duration,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        Self { header_read_timeout: Duration::from_secs(10), max_connections: 4096, max_per_network: Some(256) }
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_per_network: Some(256),
+            write_stall_limit: Duration::from_secs(30),
+        }
     }
 }
+
+/// How long shutdown waits for open connections to finish their current request.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Certificate chain and private key, PEM files (`FLUXI_TLS_CERT`, `FLUXI_TLS_KEY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +139,13 @@ pub async fn serve(
             }
         });
     }
-    // Every slot back means every connection is done.
-    let _ = slots.total.acquire_many(limits.max_connections as u32).await;
+    // Stop accepting, then wait for every slot to come back (every connection done), for
+    // a while: a connection stuck anyway must not keep the process from exiting.
+    drop(listener);
+    let drained = slots.total.acquire_many(limits.max_connections as u32);
+    if tokio::time::timeout(DRAIN_LIMIT, drained).await.is_err() {
+        tracing::warn!("connections still open after the shutdown wait; closing them");
+    }
 }
 
 async fn serve_connection<S>(
@@ -140,6 +157,9 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limits.write_stall_limit));
+    let stream = Box::pin(stream);
     let service = router.map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request

@@ -64,6 +64,7 @@ async fn slow_clients_cannot_hold_connections() {
         header_read_timeout: Duration::from_secs(1),
         max_connections: 1000,
         max_per_network: Some(20),
+        ..ConnectionLimits::default()
     };
     let app = TestApp::spawn_with(common::Options { connection_limits: limits, ..Default::default() }).await;
     let server = addr_of(&app);
@@ -107,8 +108,12 @@ async fn slow_clients_cannot_hold_connections() {
 /// back serves the next.
 #[tokio::test]
 async fn connections_beyond_the_total_are_closed_at_once() {
-    let limits =
-        ConnectionLimits { header_read_timeout: Duration::from_secs(30), max_connections: 5, max_per_network: None };
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(30),
+        max_connections: 5,
+        max_per_network: None,
+        ..ConnectionLimits::default()
+    };
     let app = TestApp::spawn_with(common::Options { connection_limits: limits, ..Default::default() }).await;
     let server = addr_of(&app);
     let mut idle = Vec::new();
@@ -132,6 +137,51 @@ async fn connections_beyond_the_total_are_closed_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served, "a freed slot serves a new connection");
+}
+
+/// Whether a connection from `source` gets an answer to one request within a few seconds.
+async fn served_from(source: [u8; 4], server: SocketAddr) -> bool {
+    let mut stream = connect_from(source, server).await;
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// A client that asks for a lot and stops reading cannot hold its connection: a response
+/// write that makes no progress for the stall limit ends it, and its slot comes back.
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection() {
+    let limits = ConnectionLimits {
+        max_per_network: Some(1),
+        write_stall_limit: Duration::from_secs(1),
+        ..ConnectionLimits::default()
+    };
+    let app = TestApp::spawn_with(common::Options { connection_limits: limits, ..Default::default() }).await;
+    let server = addr_of(&app);
+    let reader = [127, 0, 3, 1];
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(SocketAddr::from((reader, 0))).unwrap();
+    let mut greedy = socket.connect(server).await.unwrap();
+    // A thousand pipelined page requests: more answers than the socket buffers hold,
+    // never read.
+    let request = b"GET /login HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let pipelined: Vec<u8> = request.iter().copied().cycle().take(request.len() * 1000).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(5), greedy.write_all(&pipelined)).await;
+    // The network's one slot is taken while the server is stuck writing...
+    assert!(!served_from(reader, server).await, "the slot is held while the write stalls");
+    // ...until the stall limit drops the connection.
+    let mut served = false;
+    for _ in 0..300 {
+        if served_from(reader, server).await {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "the stalled connection was dropped and its slot given back");
+    drop(greedy);
 }
 
 struct TestCertificate {

@@ -303,24 +303,27 @@ impl<'a> PasswordGate<'a> {
         let mut conn = self.conn().await?;
         let user =
             super::find_user_by_id(&mut conn, pending.user_id).await?.ok_or(AccountError::SecondFactorExpired)?;
-        // Wrong codes count per account — or, on a browser that has signed in before, on
-        // that browser's own count: someone who has the password cannot block the owner's
-        // second step there.
+        // Wrong codes count on a browser that has signed in before on that browser's own
+        // count, and elsewhere on the account's count for codes from everywhere else, which
+        // slows down rather than shuts out: someone who has the password can neither block
+        // the owner's second step on a familiar browser nor, through this count, the owner's
+        // step-ups (which count on the account's own).
         let keys = self.pseudonyms.current();
-        let account_key = match (
+        let (code_throttle, account_key) = match (
             &pending.device,
             familiar::familiarity(&mut conn, Some(user.id), pending.device.as_ref(), None).await?,
         ) {
-            (Some(device), Familiarity::Device) => {
-                keys.pseudonym("codes-device", &format!("{}\n{}", user.email_normalized, device.key_part()))
-            }
-            _ => sign_in_key(keys, &user.email_normalized),
+            (Some(device), Familiarity::Device) => (
+                self.account_throttle,
+                keys.pseudonym("codes-device", &format!("{}\n{}", user.email_normalized, device.key_part())),
+            ),
+            _ => (self.elsewhere_throttle, keys.pseudonym("codes-elsewhere", &user.email_normalized)),
         };
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
         proof.well_formed()?;
         // The attempt is counted before the code is checked, so a burst of parallel
         // guesses gets no more checks than the count's limit.
-        if let Err(wait) = reserve_attempt(&mut conn, self.account_throttle, &account_key, now).await? {
+        if let Err(wait) = reserve_attempt(&mut conn, code_throttle, &account_key, now).await? {
             return Err(self.refused_code(&mut conn, &audit, user.id, &account_key, wait).await?);
         }
         let (checked, method) = match proof {
@@ -353,7 +356,7 @@ impl<'a> PasswordGate<'a> {
                 Ok(user)
             }
             Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
-                conclude_failure(&mut conn, self.account_throttle, &account_key, now).await?;
+                conclude_failure(&mut conn, code_throttle, &account_key, now).await?;
                 pending.failures += 1;
                 if pending.failures >= PendingSecondFactor::MAX_FAILURES {
                     return Err(AccountError::TooManyCodes);
