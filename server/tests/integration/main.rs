@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod connections;
 mod fleet;
+mod fuzz;
 mod invitations;
 mod members;
 mod mfa;
