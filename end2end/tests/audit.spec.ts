@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { expect, type Page } from '@playwright/test';
-import { invitationLinkFor, PASSWORD, ready, signIn, signUp, test, uniqueEmail } from './helpers';
+import { invitationLinkFor, landedOnWorkspace, PASSWORD, ready, signIn, signUp, test, uniqueEmail } from './helpers';
 
 /** `server audit verify --export FILE` with the e2e server's key (scripts/test sets it). */
 function verifyExport(file: string): string {
@@ -19,16 +19,16 @@ async function workspaceWithHistory(page: Page): Promise<string> {
   await ready(page);
   await page.getByLabel('Workspace name').fill(`Audit ${suffix}`);
   await page.getByRole('button', { name: 'Create workspace' }).click();
-  await expect(page).toHaveURL(new RegExp(`/w/audit-${suffix}$`));
+  const slug = await landedOnWorkspace(page, `audit-${suffix}`);
   // Enough history for two pages: 55 invitations, sent through the server function.
   for (let i = 0; i < 55; i++) {
     const res = await page.request.post('/api/invite_member', {
-      form: { slug: `audit-${suffix}`, email: `p${i}-${suffix}@example.test`, role: 'viewer' },
+      form: { slug, email: `p${i}-${suffix}@example.test`, role: 'viewer' },
       headers: { Accept: 'application/json', Origin: new URL(page.url()).origin },
     });
     expect(res.status()).toBe(200);
   }
-  return `audit-${suffix}`;
+  return slug;
 }
 
 test('an admin filters, pages, opens an event and downloads verifiable exports', async ({ page }) => {

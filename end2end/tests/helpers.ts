@@ -59,6 +59,13 @@ export async function signUp(page: Page, name: string, email: string, password =
   await expect(page).toHaveURL(/\/account$/);
 }
 
+/** Waits for the new workspace's home (its slug: the name's words plus a random suffix)
+ * and returns the slug. */
+export async function landedOnWorkspace(page: Page, base: string): Promise<string> {
+  await expect(page).toHaveURL(new RegExp(`/w/${base}-[0-9a-f]{8}$`));
+  return new URL(page.url()).pathname.split('/')[2];
+}
+
 export async function signIn(page: Page, email: string, password = PASSWORD): Promise<void> {
   await page.getByLabel('Email').fill(email);
   await page.getByLabel('Password').fill(password);

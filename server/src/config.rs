@@ -74,6 +74,8 @@ pub struct Config {
     pub trusted_proxies: usize,
     /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
     pub workspaces_per_day: u32,
+    /// Invitation mail limits (`FLUXI_INVITATION_MAILS_PER_NETWORK_DAY`, default 200).
+    pub invitation_policy: fluxi_core::workspaces::invitations::InvitationPolicy,
     /// Accounts created per client network and overall, per hour
     /// (`FLUXI_SIGNUPS_PER_NETWORK_HOUR`, default 20; `FLUXI_SIGNUPS_PER_HOUR`, default 1,000).
     pub sign_up_limits: fluxi_core::accounts::SignUpLimits,
@@ -363,6 +365,16 @@ impl Config {
             workspaces_per_day: vars
                 .parsed("FLUXI_WORKSPACES_PER_DAY", fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY)?,
             pool_size: vars.parsed("FLUXI_DB_POOL_SIZE", 16)?,
+            invitation_policy: {
+                use fluxi_core::workspaces::invitations::InvitationPolicy;
+                let default = InvitationPolicy::default();
+                let per_network =
+                    vars.parsed("FLUXI_INVITATION_MAILS_PER_NETWORK_DAY", default.mail_per_network.max)?;
+                InvitationPolicy {
+                    mail_per_network: fluxi_core::rate_limit::RateLimit::per_day(per_network),
+                    ..default
+                }
+            },
             sign_up_limits: {
                 use fluxi_core::rate_limit::RateLimit;
                 let default = fluxi_core::accounts::SignUpLimits::default();

@@ -124,6 +124,7 @@ async fn serve() -> anyhow::Result<()> {
         dev_mailbox: config.dev_mailbox(),
         request_timeout: config.request_timeout,
         workspaces_per_day: config.workspaces_per_day,
+        invitation_policy: config.invitation_policy,
         pseudonyms,
         audit_signer: audit_signer.clone(),
         audit_repeats: Default::default(),

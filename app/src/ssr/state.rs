@@ -58,6 +58,8 @@ pub struct AppServices {
     pub request_timeout: std::time::Duration,
     /// Workspaces one account may create in any 24 hours (`FLUXI_WORKSPACES_PER_DAY`).
     pub workspaces_per_day: u32,
+    /// Invitation lifetime and invitation-mail limits.
+    pub invitation_policy: fluxi_core::workspaces::invitations::InvitationPolicy,
     /// Keyed pseudonyms for personal identifiers stored for matching only
     /// (`FLUXI_PSEUDONYM_KEY`, older epochs in `FLUXI_PSEUDONYM_OLD_KEYS`; see
     /// `fluxi_core::pseudonym`).

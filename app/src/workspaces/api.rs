@@ -238,8 +238,8 @@ pub async fn invite_member(slug: String, email: String, role: String) -> Result<
     workspaces::require(&mut conn, &audit, &access, Permission::ManageMembers, Action::InvitationSent, Target::None)
         .await?;
     let role = parse_role(&role)?;
-    let (now, ttl) = (state.clock.now(), workspaces::invitations::DEFAULT_TTL);
-    workspaces::invitations::invite(&mut conn, &audit, &access, &email, role, now, ttl, &state.base_url).await?;
+    let (now, policy) = (state.clock.now(), &state.invitation_policy);
+    workspaces::invitations::invite(&mut conn, &audit, &access, &email, role, now, policy, &state.base_url).await?;
     Ok(())
 }
 

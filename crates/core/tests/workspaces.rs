@@ -147,7 +147,7 @@ async fn nobody_is_invited_as_owner() {
         "new@example.test",
         Role::Owner,
         now,
-        invitations::DEFAULT_TTL,
+        &invitations::InvitationPolicy::default(),
         "http://x",
     )
     .await;
@@ -159,7 +159,7 @@ async fn nobody_is_invited_as_owner() {
         "not an address",
         Role::Member,
         now,
-        invitations::DEFAULT_TTL,
+        &invitations::InvitationPolicy::default(),
         "http://x",
     )
     .await;

@@ -118,6 +118,7 @@ impl TestApp {
             dev_mailbox: !opts.production,
             request_timeout: opts.request_timeout,
             workspaces_per_day: opts.workspaces_per_day,
+            invitation_policy: Default::default(),
             pseudonyms: fluxi_core::pseudonym::PseudonymKeys::single(fluxi_core::pseudonym::Pseudonymizer::random()),
             audit_signer: fluxi_core::audit::AuditSigner::random(),
             audit_repeats: Default::default(),

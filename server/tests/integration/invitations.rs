@@ -102,7 +102,7 @@ async fn invitations_are_single_use_expire_can_be_revoked_and_bind_to_the_email(
 /// `INVITATIONS_PER_DAY` in any 24 hours, and no more, even when invitations race.
 #[tokio::test]
 async fn a_workspace_can_send_only_so_many_invitations_a_day() {
-    use fluxi_core::workspaces::invitations::{invite, DEFAULT_TTL, INVITATIONS_PER_DAY};
+    use fluxi_core::workspaces::invitations::{invite, InvitationPolicy, INVITATIONS_PER_DAY};
     let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
     let mut owner = app.person("Owner").await;
     let slug = app.workspace(&mut owner, "Mailer").await;
@@ -117,7 +117,7 @@ async fn a_workspace_can_send_only_so_many_invitations_a_day() {
             &format!("guest{i}@example.test"),
             fluxi_core::workspaces::Role::Member,
             app.clock.now(),
-            DEFAULT_TTL,
+            &InvitationPolicy::default(),
             "http://x",
         )
         .await

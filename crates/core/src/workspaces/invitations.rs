@@ -34,6 +34,27 @@ pub const INVITATION_MAIL_PER_RECIPIENT: RateLimit = RateLimit::per_day(3);
 pub const INVITATION_MAIL_PER_NETWORK: RateLimit = RateLimit::per_day(200);
 pub const INVITATION_MAIL_OVERALL: RateLimit = RateLimit::per_day(5_000);
 
+/// How long invitations last and how much invitation mail may go out (the defaults are
+/// the constants above; `FLUXI_INVITATION_MAILS_PER_NETWORK_DAY` changes the network's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvitationPolicy {
+    pub ttl: Duration,
+    pub mail_per_recipient: RateLimit,
+    pub mail_per_network: RateLimit,
+    pub mail_overall: RateLimit,
+}
+
+impl Default for InvitationPolicy {
+    fn default() -> Self {
+        Self {
+            ttl: DEFAULT_TTL,
+            mail_per_recipient: INVITATION_MAIL_PER_RECIPIENT,
+            mail_per_network: INVITATION_MAIL_PER_NETWORK,
+            mail_overall: INVITATION_MAIL_OVERALL,
+        }
+    }
+}
+
 /// The mailbox an address delivers to, for the per-recipient count: `ada+x@example.com`
 /// and `ada+y@example.com` reach the same person.
 fn mailbox_of(normalized: &str) -> String {
@@ -103,9 +124,10 @@ pub async fn invite(
     raw_email: &str,
     role: Role,
     now: OffsetDateTime,
-    ttl: Duration,
+    policy: &InvitationPolicy,
     base_url: &str,
 ) -> Result<String, WorkspaceError> {
+    let (ttl, policy) = (policy.ttl, *policy);
     if access.require(Permission::ManageMembers).is_err() {
         return super::refused(conn, audit, access, Action::InvitationSent, Target::None, WorkspaceError::Forbidden)
             .await;
@@ -149,18 +171,18 @@ pub async fn invite(
                 return Err(WorkspaceError::TooManyInvitations);
             }
             // Counted in this transaction: an invitation refused later counts nothing.
-            let mut limits = vec![(b"invitation-mail-overall".to_vec(), INVITATION_MAIL_OVERALL, MailLimit::Overall)];
+            let mut limits = vec![(b"invitation-mail-overall".to_vec(), policy.mail_overall, MailLimit::Overall)];
             if let Some(keys) = audit.keys {
                 let pseudonym = |purpose, value: &str| keys.current().pseudonym(purpose, value);
                 limits.push((
                     pseudonym("invitation-recipient", &mailbox_of(&normalized)),
-                    INVITATION_MAIL_PER_RECIPIENT,
+                    policy.mail_per_recipient,
                     MailLimit::Recipient,
                 ));
                 if let Some(network) = &audit.origin.network {
                     limits.push((
                         pseudonym("invitation-network", network),
-                        INVITATION_MAIL_PER_NETWORK,
+                        policy.mail_per_network,
                         MailLimit::Network,
                     ));
                 }
