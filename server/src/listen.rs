@@ -55,6 +55,33 @@ impl Default for ConnectionLimits {
 /// How long shutdown waits for open connections to finish their current request.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
+/// The process's soft limit on open files, from `/proc/self/limits` (Linux); `None`
+/// when unknown or unlimited.
+pub fn open_file_limit() -> Option<u64> {
+    soft_open_file_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+fn soft_open_file_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Warns when `max_connections` could run the process out of file descriptors before
+/// the cap is reached: accepting would then fail, and so would new database connections.
+pub fn check_file_limit(limits: &ConnectionLimits, other_files: usize) {
+    if let Some(soft) = open_file_limit() {
+        let needed = (limits.max_connections + other_files) as u64;
+        if soft < needed {
+            tracing::warn!(
+                soft_limit = soft,
+                needed,
+                "the open-file limit is below FLUXI_MAX_CONNECTIONS plus the database pool: raise `ulimit -n` \
+                 (LimitNOFILE) or lower FLUXI_MAX_CONNECTIONS"
+            );
+        }
+    }
+}
+
 /// Certificate chain and private key, PEM files (`FLUXI_TLS_CERT`, `FLUXI_TLS_KEY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -260,4 +287,19 @@ pub async fn serve_https_redirect(
         }
     });
     serve(listener, router, limits, None, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_is_read_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max processes             95524                95524                processes\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(soft_open_file_limit(limits), Some(1024));
+        assert_eq!(soft_open_file_limit("Max open files            unlimited            unlimited  files"), None);
+        assert!(open_file_limit().is_some(), "this machine has one");
+    }
 }

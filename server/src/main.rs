@@ -167,6 +167,8 @@ async fn serve() -> anyhow::Result<()> {
     server::jobs::audit::spawn(upkeep, config.audit_checkpoint_every);
     server::jobs::fleet_catch_up::spawn(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
     let tls = config.tls.as_ref().map(|files| files.acceptor()).transpose()?;
+    // The pool, PostgreSQL's socket, log and site files, and some headroom.
+    server::listen::check_file_limit(&config.connection_limits, config.pool_size + 64);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;

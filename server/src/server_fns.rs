@@ -92,13 +92,26 @@ fn refused_characters(submitted: &[(String, String)]) -> Option<AppError> {
         .iter()
         .filter(|(name, value)| has_disallowed(name, value))
         .map(|(name, _)| FieldError {
-            field: name.clone(),
+            field: field_name_to_show(name),
             message: "Remove the control or invisible characters (such as zero-width spaces or text-direction marks) \
                       from this field."
                 .into(),
         })
         .collect();
     (!errors.is_empty()).then_some(AppError::Invalid(errors))
+}
+
+/// A submitted field's name as an error may name it: our fields are short snake_case
+/// names; anything else (a client's garbage) is not echoed back.
+fn field_name_to_show(name: &str) -> String {
+    let ours = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ours {
+        name.to_string()
+    } else {
+        "request".to_string()
+    }
 }
 
 /// The response a server function gives for `error`, without running it: back to the
@@ -116,4 +129,17 @@ fn refusal(req: &Request<Body>, plain_form: bool, error: &AppError) -> Response 
         res.headers_mut().insert(header::LOCATION, referer);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_field_names_like_ours_are_echoed() {
+        assert_eq!(field_name_to_show("display_name"), "display_name");
+        for garbage in ["", "Email\u{0}", "<script>", "a b", &"x".repeat(65)] {
+            assert_eq!(field_name_to_show(garbage), "request", "{garbage:?}");
+        }
+    }
 }
