@@ -420,9 +420,9 @@ mod transport {
 
     fn is_loopback_name(name: &str) -> bool {
         let name = name.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
-        name == "localhost"
-            || name.ends_with(".localhost")
-            || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        // Only `localhost` itself: other `*.localhost` names go to the resolver, which need
+        // not keep them on this machine.
+        name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     fn url_is_loopback(url: &url::Url) -> bool {
@@ -608,6 +608,7 @@ mod tests {
         let site = ("FLUXI_BASE_URL", "https://fluxi.example.com");
         assert!(config(&[DB, KEY, site]).is_ok());
         assert!(config(&[DB, KEY, ("FLUXI_BASE_URL", "http://localhost:3000")]).is_ok(), "loopback");
+        assert!(config(&[("DATABASE_URL", "postgres://app@db.localhost/fluxi"), KEY]).is_err(), "resolved by DNS");
         assert!(config(&[DB, KEY, ("FLUXI_BASE_URL", "HTTPS://Fluxi.Example.com")]).is_ok(), "any case");
         assert!(
             config(&[DB, KEY, ("FLUXI_BASE_URL", "http://evil.example\\@127.0.0.1")]).is_err(),

@@ -64,7 +64,7 @@ pub async fn edge(State(state): State<AppState>, req: Request<Body>, next: Next)
     };
     let redirected = parts.headers.contains_key(header::LOCATION);
     if plain_form && redirected {
-        if let Some(cookie) = flash_cookie(state.pseudonyms.current(), &form, submitted, error) {
+        if let Some(cookie) = flash_cookie(state.pseudonyms.current(), &form, submitted, error, state.clock.now()) {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
     } else {

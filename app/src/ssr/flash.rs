@@ -25,6 +25,9 @@ pub struct StoredFlash {
     pub form: String,
     pub error: AppError,
     pub values: Vec<(String, String)>,
+    /// When it was made (Unix seconds): the signature holds it, so a copied flash is
+    /// worthless after [`FLASH_MAX_AGE_SECONDS`] whatever the cookie's own expiry.
+    pub issued_at: i64,
 }
 
 /// The forms whose pages show a flash (sign-up and sign-in, which work without
@@ -56,9 +59,10 @@ pub fn flash_cookie(
     form: &str,
     submitted: Vec<(String, String)>,
     error: AppError,
+    now: time::OffsetDateTime,
 ) -> Option<HeaderValue> {
     let values = kept_values(form, submitted)?;
-    let mut flash = StoredFlash { form: form.into(), error, values };
+    let mut flash = StoredFlash { form: form.into(), error, values, issued_at: now.unix_timestamp() };
     let mut value = keys.sign(FLASH_PURPOSE, &serde_json::to_vec(&flash).ok()?);
     if value.len() > MAX_COOKIE_VALUE {
         flash.values.clear();
@@ -72,8 +76,19 @@ pub fn flash_cookie(
     HeaderValue::from_str(&cookie).ok()
 }
 
-/// The flash this request carries, if it is ours, unaltered and for `form`.
-fn read_flash(keys: &fluxi_core::pseudonym::Pseudonymizer, parts: &Parts, form: &str) -> Option<StoredFlash> {
+/// Whether this request carries a flash cookie at all.
+fn has_flash(parts: &Parts) -> bool {
+    let prefix = format!("{FLASH_COOKIE}=");
+    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains(&prefix))
+}
+
+/// The flash this request carries, if it is ours, unaltered, recent and for `form`.
+fn read_flash(
+    keys: &fluxi_core::pseudonym::Pseudonymizer,
+    parts: &Parts,
+    form: &str,
+    now: time::OffsetDateTime,
+) -> Option<StoredFlash> {
     let prefix = format!("{FLASH_COOKIE}=");
     let value = parts
         .headers
@@ -83,19 +98,25 @@ fn read_flash(keys: &fluxi_core::pseudonym::Pseudonymizer, parts: &Parts, form: 
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(&prefix).map(str::to_string))?;
     let flash: StoredFlash = serde_json::from_slice(&keys.verify_signed(FLASH_PURPOSE, &value)?).ok()?;
-    (flash.form == form).then_some(flash)
+    let age = now.unix_timestamp() - flash.issued_at;
+    (flash.form == form && (0..=i64::from(FLASH_MAX_AGE_SECONDS)).contains(&age)).then_some(flash)
 }
 
-/// The flash of `form`, once: the response removes its cookie.
+/// The flash of `form`, once: the response removes the cookie (any flash cookie: one for
+/// another form belongs to a page the visitor has left).
 pub fn take_flash(state: &super::AppState, form: &str) -> Option<StoredFlash> {
-    let flash = read_flash(state.pseudonyms.current(), &use_context::<Parts>()?, form)?;
+    let parts = use_context::<Parts>()?;
+    if !has_flash(&parts) {
+        return None;
+    }
+    let flash = read_flash(state.pseudonyms.current(), &parts, form, state.clock.now());
     if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
         let removal = format!("{FLASH_COOKIE}=; Max-Age=0; Path=/; Secure; HttpOnly; SameSite=Lax");
         if let Ok(value) = HeaderValue::from_str(&removal) {
             res.append_header(header::SET_COOKIE, value);
         }
     }
-    Some(flash)
+    flash
 }
 
 #[cfg(test)]
@@ -111,27 +132,31 @@ mod tests {
     fn a_flash_round_trips_only_unaltered_and_for_its_form() {
         let keys = fluxi_core::pseudonym::Pseudonymizer::random();
         let submitted = vec![("email".to_string(), "a@example.test".to_string())];
-        let set = flash_cookie(&keys, "login", submitted, AppError::InvalidCredentials).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let set = flash_cookie(&keys, "login", submitted, AppError::InvalidCredentials, now).unwrap();
         let set = set.to_str().unwrap();
         assert!(set.contains("HttpOnly") && set.contains("Secure") && set.contains("Max-Age=120"), "{set}");
         let pair = set.split(';').next().unwrap();
         let parts = request_with(&format!("other=1; {pair}"));
-        let flash = read_flash(&keys, &parts, "login").expect("its own flash");
+        let flash = read_flash(&keys, &parts, "login", now).expect("its own flash");
         assert_eq!(flash.values, vec![("email".to_string(), "a@example.test".to_string())]);
-        assert_eq!(read_flash(&keys, &parts, "signup"), None, "another form's");
+        assert_eq!(read_flash(&keys, &parts, "signup", now), None, "another form's");
+        let later = now + time::Duration::seconds(121);
+        assert_eq!(read_flash(&keys, &parts, "login", later), None, "too old, whatever the cookie says");
         let other_key = fluxi_core::pseudonym::Pseudonymizer::random();
-        assert_eq!(read_flash(&other_key, &parts, "login"), None, "not signed by us");
-        let forged = keys.sign("another purpose", br#"{"form":"login","error":"Unauthorized","values":[]}"#);
-        assert_eq!(read_flash(&keys, &request_with(&format!("{FLASH_COOKIE}={forged}")), "login"), None);
+        assert_eq!(read_flash(&other_key, &parts, "login", now), None, "not signed by us");
+        let forged = keys.sign("another purpose", serde_json::to_vec(&flash).unwrap().as_slice());
+        assert_eq!(read_flash(&keys, &request_with(&format!("{FLASH_COOKIE}={forged}")), "login", now), None);
     }
 
     #[test]
     fn an_oversized_flash_keeps_its_message_but_not_the_values() {
         let keys = fluxi_core::pseudonym::Pseudonymizer::random();
         let submitted = vec![("email".to_string(), "a".repeat(3000))];
-        let set = flash_cookie(&keys, "login", submitted, AppError::InvalidCredentials).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let set = flash_cookie(&keys, "login", submitted, AppError::InvalidCredentials, now).unwrap();
         let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
-        let flash = read_flash(&keys, &request_with(&pair), "login").unwrap();
+        let flash = read_flash(&keys, &request_with(&pair), "login", now).unwrap();
         assert!(flash.values.is_empty());
         assert_eq!(flash.error, AppError::InvalidCredentials);
     }
