@@ -76,12 +76,6 @@ pub fn flash_cookie(
     HeaderValue::from_str(&cookie).ok()
 }
 
-/// Whether this request carries a flash cookie at all.
-fn has_flash(parts: &Parts) -> bool {
-    let prefix = format!("{FLASH_COOKIE}=");
-    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains(&prefix))
-}
-
 /// The flash this request carries, if it is ours, unaltered, recent and for `form`.
 fn read_flash(
     keys: &fluxi_core::pseudonym::Pseudonymizer,
@@ -89,15 +83,8 @@ fn read_flash(
     form: &str,
     now: time::OffsetDateTime,
 ) -> Option<StoredFlash> {
-    let prefix = format!("{FLASH_COOKIE}=");
-    let value = parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&prefix).map(str::to_string))?;
-    let flash: StoredFlash = serde_json::from_slice(&keys.verify_signed(FLASH_PURPOSE, &value)?).ok()?;
+    let value = super::request::cookie(parts, FLASH_COOKIE)?;
+    let flash: StoredFlash = serde_json::from_slice(&keys.verify_signed(FLASH_PURPOSE, value)?).ok()?;
     let age = now.unix_timestamp() - flash.issued_at;
     (flash.form == form && (0..=i64::from(FLASH_MAX_AGE_SECONDS)).contains(&age)).then_some(flash)
 }
@@ -106,9 +93,7 @@ fn read_flash(
 /// another form belongs to a page the visitor has left).
 pub fn take_flash(state: &super::AppState, form: &str) -> Option<StoredFlash> {
     let parts = use_context::<Parts>()?;
-    if !has_flash(&parts) {
-        return None;
-    }
+    super::request::cookie(&parts, FLASH_COOKIE)?;
     let flash = read_flash(state.pseudonyms.current(), &parts, form, state.clock.now());
     if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
         let removal = format!("{FLASH_COOKIE}=; Max-Age=0; Path=/; Secure; HttpOnly; SameSite=Lax");

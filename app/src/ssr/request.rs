@@ -91,17 +91,19 @@ pub fn device(state: &AppState) -> fluxi_core::accounts::familiar::DeviceId {
     use fluxi_core::accounts::familiar::{DeviceId, DEVICE_COOKIE};
     let keys = state.pseudonyms.current();
     use_context::<Parts>()
-        .and_then(|parts| {
-            let prefix = format!("{DEVICE_COOKIE}=");
-            parts
-                .headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .find_map(|c| c.trim().strip_prefix(&prefix).and_then(|value| DeviceId::from_cookie(value, keys)))
-        })
+        .and_then(|parts| DeviceId::from_cookie(cookie(&parts, DEVICE_COOKIE)?, keys))
         .unwrap_or_else(DeviceId::random)
+}
+
+/// The value of the request's cookie `name`, if it sent one.
+pub(crate) fn cookie<'p>(parts: &'p Parts, name: &str) -> Option<&'p str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Gives (or renews) this browser its device cookie: long-lived, HttpOnly, and only ever
