@@ -292,13 +292,13 @@ impl Config {
                 "FLUXI_HTTP_REDIRECT_ADDR redirects to FLUXI_BASE_URL, which must be https://".into(),
             ));
         }
+        let trusted_proxies: usize = vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?;
         let connection_limits = {
             let default = crate::listen::ConnectionLimits::default();
             let header_seconds: u64 =
                 vars.parsed("FLUXI_HEADER_READ_TIMEOUT_SECONDS", default.header_read_timeout.as_secs())?;
             let max_connections: usize = vars.parsed("FLUXI_MAX_CONNECTIONS", default.max_connections)?;
             // Behind a proxy every connection comes from the proxy: no per-network cap by default.
-            let trusted_proxies: usize = vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?;
             let per_network_default = if trusted_proxies == 0 { default.max_per_network.unwrap_or(0) } else { 0 };
             let per_network: usize = vars.parsed("FLUXI_MAX_CONNECTIONS_PER_NETWORK", per_network_default)?;
             if header_seconds == 0 || max_connections == 0 || max_connections > u32::MAX as usize {
@@ -361,7 +361,7 @@ impl Config {
             security_txt_expires,
             production,
             fleet_concurrency: vars.parsed("FLUXI_FLEET_CONCURRENCY", 4)?,
-            trusted_proxies: vars.parsed("FLUXI_TRUSTED_PROXIES", 0)?,
+            trusted_proxies,
             workspaces_per_day: vars
                 .parsed("FLUXI_WORKSPACES_PER_DAY", fluxi_core::workspaces::DEFAULT_WORKSPACES_PER_DAY)?,
             pool_size: vars.parsed("FLUXI_DB_POOL_SIZE", 16)?,

@@ -135,9 +135,7 @@ impl SignInThrottle {
         let blocked_until = Some(state.blocked_until.map_or(until, |current| current.max(until)));
         FailedSignIns { blocked_until, ..state }
     }
-}
 
-impl SignInThrottle {
     /// The count once a reserved attempt is given back: one fewer, and a provisional block
     /// (set by a reservation, see [`Self::reserve`]) lifted, since the attempt holding the
     /// door is done. It stays `Some`, as an expired block, so a count at its limit still
