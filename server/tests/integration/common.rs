@@ -180,7 +180,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().redirect(redirect::Policy::none()).build().unwrap();
+        // Idle connections are dropped before the server's header-read limit (10 s) closes
+        // them, so a request never goes out on a connection the server is closing.
+        let http = reqwest::Client::builder()
+            .redirect(redirect::Policy::none())
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap();
         Self { base: base.to_string(), http, session_cookie: None, device_cookie: None, flash_cookie: None }
     }
 
