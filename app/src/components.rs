@@ -133,3 +133,31 @@ pub fn StepUpFields(
     }
     .into_any()
 }
+
+/// The error a form shows: its hydrated submission's, else the plain post's flash.
+pub fn submission_error<A>(
+    action: ServerAction<A>,
+    flash: Option<crate::error::AppError>,
+) -> Signal<Option<crate::error::AppError>>
+where
+    A: leptos::server_fn::ServerFn<Output = (), Error = crate::error::AppError> + Clone + Send + Sync + 'static,
+    A::Output: Send + Sync,
+{
+    // `value()` builds a new mapped signal on every call: take it once, not on every read.
+    let value = action.value();
+    Signal::derive(move || match value.get() {
+        Some(Err(e)) => Some(e),
+        Some(Ok(_)) => None,
+        None => flash.clone(),
+    })
+}
+
+/// The message of `error` that belongs next to the field `name`.
+pub fn field_message(error: Signal<Option<crate::error::AppError>>, name: &'static str) -> Signal<Option<String>> {
+    Signal::derive(move || error.get().and_then(|e| e.message_for(name)))
+}
+
+/// The message of `error` for the top of its form.
+pub fn form_message(error: Signal<Option<crate::error::AppError>>) -> Signal<Option<String>> {
+    Signal::derive(move || error.get().and_then(|e| e.form_message()))
+}

@@ -10,9 +10,12 @@ pub mod components;
 pub mod error;
 pub mod mfa;
 pub mod page_data;
+pub mod passwords;
 pub mod render;
+pub mod sessions;
 #[cfg(feature = "ssr")]
 pub mod ssr;
+pub mod verification;
 pub mod workspaces;
 
 use leptos::prelude::*;
@@ -56,11 +59,20 @@ pub fn App() -> impl IntoView {
     let login = ServerAction::<Login>::new();
     let logout = ServerAction::<Logout>::new();
     let verify = ServerAction::<mfa::api::VerifySignIn>::new();
+    let verify_email = ServerAction::<verification::api::VerifyEmail>::new();
     let user = page_data(
-        move || (signup.version().get(), login.version().get(), logout.version().get(), verify.version().get()),
+        move || {
+            (
+                signup.version().get(),
+                login.version().get(),
+                logout.version().get(),
+                verify.version().get(),
+                verify_email.version().get(),
+            )
+        },
         |_| auth::api::fetch_current_user(),
     );
-    provide_context(AuthContext { signup, login, logout, verify, user });
+    provide_context(AuthContext { signup, login, logout, verify, verify_email, user });
     // Effects run only in the browser, after hydration: mark the page as interactive
     // (end-to-end tests wait for this instead of guessing with timeouts).
     Effect::new(move |_| {
@@ -72,6 +84,7 @@ pub fn App() -> impl IntoView {
     view! {
         <Router>
             <Nav/>
+            <verification::VerifyEmailBanner/>
             <main class="px-4 pb-16">
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=HomePage ssr=SsrMode::Async/>
@@ -86,6 +99,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/w/:slug/audit") view=audit::AuditLogPage ssr=SsrMode::Async/>
                     <Route path=path!("/account/activity") view=audit::ActivityLogPage ssr=SsrMode::Async/>
                     <Route path=path!("/invite/:token") view=workspaces::InvitePage ssr=SsrMode::Async/>
+                    <Route path=path!("/verify-email/:token") view=verification::VerifyEmailPage ssr=SsrMode::Async/>
+                    <Route path=path!("/forgot-password") view=passwords::ForgotPasswordPage ssr=SsrMode::Async/>
+                    <Route path=path!("/reset-password/:token") view=passwords::ResetPasswordPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

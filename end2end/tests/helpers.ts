@@ -78,6 +78,26 @@ const sink = process.env.FLUXI_TEST_SMTP_MESSAGES ?? 'http://127.0.0.1:2580/mess
  *  Generous: other tests may have queued many mails just before (the outbox sends ten a
  *  second). */
 export async function invitationLinkFor(page: Page, email: string): Promise<string> {
+  return linkInMailTo(page, email, /\/invite\/([0-9a-f]{64})/, '/invite/');
+}
+
+/** The email verification link sent to `email` at sign-up (or the newest one). */
+export async function verificationLinkFor(page: Page, email: string): Promise<string> {
+  return linkInMailTo(page, email, /\/verify-email\/([0-9a-f]{64})/, '/verify-email/');
+}
+
+/** Confirms the signed-in person's address with the link from their mail. */
+export async function verifyEmail(page: Page, email: string): Promise<void> {
+  await page.goto(await verificationLinkFor(page, email));
+  await ready(page);
+  await page.getByRole('button', { name: 'Confirm email address' }).click();
+  await expect(page).toHaveURL(/\/account\?email=verified$/);
+  await expect(page.getByRole('status').filter({ hasText: 'your email address is confirmed' })).toBeVisible();
+}
+
+/** Waits for a mail to `email` whose text matches `pattern` and returns `prefix` plus the
+ *  first group of the last match (the newest link). */
+async function linkInMailTo(page: Page, email: string, pattern: RegExp, prefix: string): Promise<string> {
   let link = '';
   await expect
     .poll(
@@ -85,8 +105,9 @@ export async function invitationLinkFor(page: Page, email: string): Promise<stri
         const res = await page.request.get(`${sink}?to=${encodeURIComponent(email)}`);
         const messages: { data: string }[] = await res.json();
         const text = messages.map((m) => m.data.replace(/=\r?\n/g, '')).join('\n');
-        const match = text.match(/\/invite\/([0-9a-f]{64})/);
-        link = match ? `/invite/${match[1]}` : '';
+        const global = new RegExp(pattern.source, 'g');
+        const matches = [...text.matchAll(global)];
+        link = matches.length > 0 ? `${prefix}${matches[matches.length - 1][1]}` : '';
         return link;
       },
       { timeout: 60_000 },

@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { expect, type Page } from '@playwright/test';
-import { invitationLinkFor, landedOnWorkspace, PASSWORD, ready, signIn, signUp, test, uniqueEmail, watchErrors } from './helpers';
+import { invitationLinkFor, landedOnWorkspace, PASSWORD, ready, signIn, signUp, test, uniqueEmail, verifyEmail, watchErrors } from './helpers';
 
 /** RFC 6238 with the standard parameters (SHA-1, 6 digits, 30 s), as an authenticator
  *  app computes it from the text key; `steps` shifts the time by whole steps. */
@@ -110,6 +110,7 @@ test('a workspace that requires two-factor authentication leads a member without
   await expect(owner.getByRole('list', { name: 'Pending invitations' }).getByText(guestEmail)).toBeVisible();
   const link = await invitationLinkFor(owner, guestEmail);
   await signUp(guest, 'Gus Guest', guestEmail);
+  await verifyEmail(guest, guestEmail);
   await guest.goto(link);
   await ready(guest);
   await guest.getByRole('button', { name: 'Accept invitation' }).click();

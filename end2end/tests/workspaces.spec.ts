@@ -1,5 +1,5 @@
 import { expect, type Page } from '@playwright/test';
-import { invitationLinkFor, landedOnWorkspace, ready, signUp, test, uniqueEmail, watchErrors } from './helpers';
+import { invitationLinkFor, landedOnWorkspace, ready, signUp, test, uniqueEmail, verifyEmail, watchErrors } from './helpers';
 
 test('create a workspace, invite, accept, change role, read-only view, remove', async ({ browser }) => {
   const owner = await (await browser.newContext()).newPage();
@@ -41,9 +41,17 @@ test('create a workspace, invite, accept, change role, read-only view, remove', 
     await expect(pending.getByRole('listitem').filter({ hasText: guestEmail })).toContainText('mail sent', { timeout: 500 });
   }).toPass();
   await signUp(guest, guestName, guestEmail);
+  // Until the address is confirmed, the invitation cannot be taken.
+  await expect(guest.getByRole('region', { name: 'Email not confirmed' })).toContainText(guestEmail);
   await guest.goto(link);
   await ready(guest);
   await expect(guest.getByText(`You are invited to join Team ${suffix} as member.`)).toBeVisible();
+  await guest.getByRole('button', { name: 'Accept invitation' }).click();
+  await expect(guest.getByRole('alert').filter({ hasText: 'Confirm your email address first' })).toBeVisible();
+  await verifyEmail(guest, guestEmail);
+  await expect(guest.getByRole('region', { name: 'Email not confirmed' })).toHaveCount(0);
+  await guest.goto(link);
+  await ready(guest);
   await guest.getByRole('button', { name: 'Accept invitation' }).click();
   await expect(guest).toHaveURL(new RegExp(`/w/${slug}$`));
   await expect(guest.getByText('Your role: member')).toBeVisible();

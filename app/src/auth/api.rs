@@ -11,6 +11,7 @@ use crate::error::AppError;
 pub struct CurrentUser {
     pub display_name: String,
     pub email: String,
+    pub email_verified: bool,
 }
 
 /// A failed form submission handed back to its page once (see `ssr::StoredFlash`).
@@ -51,6 +52,7 @@ pub async fn signup(display_name: String, email: String, password: String) -> Re
         pseudonyms: &state.pseudonyms,
         client_network: network.as_deref(),
         now: state.clock.now(),
+        base_url: &state.base_url,
     };
     let user =
         fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &audit, from, &display_name, &email, &password)
@@ -109,9 +111,11 @@ pub async fn logout() -> Result<(), AppError> {
 pub async fn fetch_current_user() -> Result<Option<CurrentUser>, AppError> {
     let state = crate::ssr::state()?;
     let session = crate::ssr::session().await?;
-    Ok(crate::ssr::current_user(&state, &session)
-        .await?
-        .map(|u| CurrentUser { display_name: u.display_name, email: u.email }))
+    Ok(crate::ssr::current_user(&state, &session).await?.map(|u| CurrentUser {
+        display_name: u.display_name,
+        email: u.email,
+        email_verified: u.email_verified_at.is_some(),
+    }))
 }
 
 /// Hands a plain-form page its last failed submission, once.

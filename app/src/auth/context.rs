@@ -14,5 +14,7 @@ pub struct AuthContext {
     pub logout: ServerAction<Logout>,
     /// The second sign-in step (`/login/mfa`).
     pub verify: ServerAction<crate::mfa::api::VerifySignIn>,
+    /// "Confirm email address" (`/verify-email/:token`).
+    pub verify_email: ServerAction<crate::verification::api::VerifyEmail>,
     pub user: PageData<Result<Option<CurrentUser>, AppError>>,
 }

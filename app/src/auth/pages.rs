@@ -91,7 +91,8 @@ pub fn LoginPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
-            <p class="mt-6 text-sm text-slate-700">
+            <p class="mt-6 text-sm"><a href="/forgot-password" class="link">"Forgot your password?"</a></p>
+            <p class="mt-2 text-sm text-slate-700">
                 "New to Fluxi? "
                 <a href="/signup" class="font-medium text-indigo-700 underline focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600">"Create an account"</a>
             </p>

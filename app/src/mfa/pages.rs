@@ -13,30 +13,12 @@ use super::api::{
     StartTotpSetup,
 };
 use crate::auth::api::take_flash;
-use crate::components::{Card, FormAlert, StepUpFields, TextField, BUTTON_CLASS};
+use crate::components::{
+    field_message as field, form_message, submission_error as current_error, Card, FormAlert, StepUpFields, TextField,
+    BUTTON_CLASS,
+};
 use crate::error::AppError;
 use crate::page_data::page_data;
-
-/// The error to show: the hydrated submission's, else the plain post's flash.
-fn current_error<A>(action: ServerAction<A>, flash: Option<AppError>) -> Signal<Option<AppError>>
-where
-    A: leptos::server_fn::ServerFn<Output = (), Error = AppError> + Clone + Send + Sync + 'static,
-    A::Output: Send + Sync,
-{
-    Signal::derive(move || match action.value().get() {
-        Some(Err(e)) => Some(e),
-        Some(Ok(_)) => None,
-        None => flash.clone(),
-    })
-}
-
-fn field(error: Signal<Option<AppError>>, name: &'static str) -> Signal<Option<String>> {
-    Signal::derive(move || error.get().and_then(|e| e.message_for(name)))
-}
-
-fn form_message(error: Signal<Option<AppError>>) -> Signal<Option<String>> {
-    Signal::derive(move || error.get().and_then(|e| e.form_message()))
-}
 
 const LINK: &str =
     "font-medium text-indigo-700 underline focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-600";
@@ -128,20 +110,28 @@ pub fn SecurityPage() -> impl IntoView {
                             Either::Left(view! { <Redirect path="/login?next=%2Faccount%2Fsecurity"/> }.into_any())
                         }
                         Err(e) => Either::Left(view! { <p role="alert">{e.to_string()}</p> }.into_any()),
-                        Ok(p) => Either::Right(two_factor_section(
-                            p,
-                            next.get_value(),
-                            [
-                                current_error(start, flash_for("start_totp_setup")),
-                                current_error(confirm, flash_for("confirm_totp_setup")),
-                                current_error(regenerate, flash_for("regenerate_recovery_codes")),
-                                current_error(disable, flash_for("disable_two_factor")),
-                            ],
-                            (start, confirm, regenerate, disable),
-                        )),
+                        Ok(p) => {
+                            let (mfa, fresh) = (p.mfa_enabled, p.step_up_fresh);
+                            let two_factor = two_factor_section(
+                                p,
+                                next.get_value(),
+                                [
+                                    current_error(start, flash_for("start_totp_setup")),
+                                    current_error(confirm, flash_for("confirm_totp_setup")),
+                                    current_error(regenerate, flash_for("regenerate_recovery_codes")),
+                                    current_error(disable, flash_for("disable_two_factor")),
+                                ],
+                                (start, confirm, regenerate, disable),
+                            );
+                            Either::Right(view! {
+                                {two_factor}
+                                <crate::passwords::ChangePasswordSection mfa=mfa fresh=fresh/>
+                            })
+                        }
                     }
                 })}
             </Suspense>
+            <crate::sessions::SessionsSection/>
         </section>
     }
 }

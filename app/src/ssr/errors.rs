@@ -2,8 +2,11 @@
 //! functions use `?`. The HTTP status follows from the resulting [`AppError`] (see
 //! `crate::error`); nothing here touches the response.
 
+use fluxi_core::accounts::credentials::ResetError;
+use fluxi_core::accounts::verification::VerificationError;
 use fluxi_core::accounts::AccountError;
 use fluxi_core::mfa::MfaError;
+use fluxi_core::sessions::RevokeError;
 use fluxi_core::workspaces::invitations::{AcceptError, InvitationProblem, MailLimit, INVITATIONS_PER_DAY};
 use fluxi_core::workspaces::{InvalidInput, WorkspaceError};
 
@@ -151,6 +154,41 @@ impl From<AcceptError> for AppError {
         match e {
             AcceptError::Problem(problem) => problem.into(),
             AcceptError::Database(e) => AppError::internal(e),
+        }
+    }
+}
+
+impl From<VerificationError> for AppError {
+    fn from(e: VerificationError) -> Self {
+        match e {
+            VerificationError::AlreadyVerified | VerificationError::Link(_) => AppError::Rejected(e.to_string()),
+            VerificationError::TooManyMails(wait) => too_many_for(
+                format!("Several verification mails were sent in the last hour. Try again in {}.", in_minutes(wait)),
+                wait,
+            ),
+            VerificationError::Database(e) => AppError::internal(e),
+        }
+    }
+}
+
+impl From<ResetError> for AppError {
+    fn from(e: ResetError) -> Self {
+        match e {
+            ResetError::Link(problem) => AppError::Rejected(problem.to_string()),
+            ResetError::NetworkLimited(wait) => too_many_for(
+                format!("Too many reset requests from your network. Try again in {}.", in_minutes(wait)),
+                wait,
+            ),
+            ResetError::Account(e) => e.into(),
+        }
+    }
+}
+
+impl From<RevokeError> for AppError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::NotFound | RevokeError::Current => AppError::Rejected(e.to_string()),
+            RevokeError::Database(e) => AppError::internal(e),
         }
     }
 }

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use fluxi_core::accounts::{self, User};
 use fluxi_core::audit::{Action, Actor};
 use fluxi_core::db::PooledConn;
-use fluxi_core::sessions::{AuthState, SessionCheck, SignedInWith, AUTH_KEY, SIGNED_IN_USER_KEY};
+use fluxi_core::sessions::{
+    AuthState, SessionCheck, SessionOrigin, SignedInWith, AUTH_KEY, ORIGIN_KEY, SIGNED_IN_USER_KEY,
+};
 use fluxi_core::workspaces::{self, WorkspaceAccess};
 use leptos::prelude::*;
 use tower_sessions::Session;
@@ -149,6 +151,10 @@ pub async fn start_session(
             },
         )
         .await?;
+    // What "Where you're signed in" shows: parsed and truncated, never the raw values.
+    let origin = super::origin(state);
+    let where_from = SessionOrigin::new(origin.user_agent.as_deref(), origin.network.as_deref());
+    session.insert(ORIGIN_KEY, where_from).await?;
     Ok(())
 }
 

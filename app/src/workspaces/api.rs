@@ -42,6 +42,7 @@ pub struct MemberView {
     /// Whether the caller may change this member's role / remove them.
     pub manageable: bool,
     pub has_mfa: bool,
+    pub email_verified: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +224,7 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
                 email: m.email,
                 role: m.role.as_str().into(),
                 has_mfa: m.has_mfa,
+                email_verified: m.email_verified,
             })
             .collect(),
     })

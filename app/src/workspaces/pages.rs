@@ -7,7 +7,7 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_location, use_params_map};
 
 use super::api::*;
-use crate::components::{Card, FormAlert, StepUpFields, TextField, BUTTON_CLASS};
+use crate::components::{field_message as field, form_message, Card, FormAlert, StepUpFields, TextField, BUTTON_CLASS};
 use crate::error::AppError;
 use crate::page_data::{page_data, PageData};
 use crate::render::SyncHtml;
@@ -25,14 +25,6 @@ where
     // `value()` builds a new mapped signal on every call: take it once, not on every read.
     let value = action.value();
     Signal::derive(move || value.get().and_then(|r| r.err()))
-}
-
-fn field(error: Signal<Option<AppError>>, name: &'static str) -> Signal<Option<String>> {
-    Signal::derive(move || error.get().and_then(|e| e.message_for(name)))
-}
-
-fn form_message(error: Signal<Option<AppError>>) -> Signal<Option<String>> {
-    Signal::derive(move || error.get().and_then(|e| e.form_message()))
 }
 
 fn encode_path(path: &str) -> String {
@@ -263,7 +255,7 @@ fn member_row_views(members: Vec<MemberView>, slug: String, can_manage: bool, ow
             view! {
                 <tr aria-label=label>
                     <td>{m.display_name}{m.is_me.then_some(" (you)")}</td>
-                    <td>{m.email}</td>
+                    <td>{m.email}{(!m.email_verified).then_some(" (not verified)")}</td>
                     <td>{m.role}</td>
                     <td>{if m.has_mfa { "On" } else { "Off" }}</td>
                     {controls}

@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 pub mod db;
 pub mod mfa;
+pub mod notifications;
 pub mod outbox;
 pub mod pseudonym;
 pub mod rate_limit;
@@ -15,6 +16,7 @@ pub mod secrets;
 pub mod sessions;
 pub mod tenancy;
 pub mod text;
+pub mod tokens;
 pub mod workspaces;
 
 #[cfg(feature = "testing")]

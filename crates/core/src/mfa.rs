@@ -21,6 +21,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::audit::{Action, Audit, Detail, Event, Outcome, SecondFactorMethod};
+use crate::notifications::{notify, Notice};
 use crate::schema::{mfa_recovery_codes, mfa_totp};
 use crate::secrets::{Keyring, OpenError, Purpose, RotationReport, Sealed, VersionCount};
 
@@ -305,6 +306,7 @@ pub async fn confirm_enrolment(
             replace_recovery_codes(c, user, &rows).await?;
             let detail = Detail::RecoveryCodes { remaining: RECOVERY_CODES as u32 };
             audit.record(c, Event::account(Some(user), Action::MfaEnabled, Outcome::Succeeded, detail)).await?;
+            notify(c, audit, user, Notice::TwoFactorEnabled).await?;
             Ok(())
         }
         .scope_boxed()
@@ -354,6 +356,9 @@ pub async fn verify_code(
                 (Action::MfaCodeReplayed, Outcome::Denied)
             };
             audit.record(c, Event::account(Some(user), action, outcome, method(false))).await?;
+            if accepted == 0 {
+                notify(c, audit, user, Notice::CodeReused).await?;
+            }
             Ok(accepted == 1)
         }
         .scope_boxed()
@@ -409,6 +414,10 @@ pub async fn use_recovery_code(
                     audit
                         .record(c, Event::account(Some(user), Action::RecoveryCodeUsed, Outcome::Succeeded, detail))
                         .await?;
+                    if left <= RECOVERY_CODES_LOW {
+                        let remaining = left.max(0) as u32;
+                        notify(c, audit, user, Notice::RecoveryCodesLow { remaining }).await?;
+                    }
                     Ok(Some(left))
                 }
             }
@@ -444,6 +453,7 @@ pub async fn regenerate_recovery_codes(
             let detail = Detail::RecoveryCodes { remaining: RECOVERY_CODES as u32 };
             let event = Event::account(Some(user), Action::RecoveryCodesRegenerated, Outcome::Succeeded, detail);
             audit.record(c, event).await?;
+            notify(c, audit, user, Notice::RecoveryCodesRegenerated).await?;
             Ok(())
         }
         .scope_boxed()
@@ -467,6 +477,7 @@ pub async fn disable(conn: &mut AsyncPgConnection, audit: &Audit<'_>, user: Uuid
             }
             diesel::delete(mfa_recovery_codes::table.filter(mfa_recovery_codes::user_id.eq(user))).execute(c).await?;
             audit.record(c, Event::account(Some(user), Action::MfaDisabled, Outcome::Succeeded, Detail::None)).await?;
+            notify(c, audit, user, Notice::TwoFactorDisabled).await?;
             Ok(())
         }
         .scope_boxed()

@@ -1,6 +1,18 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    account_links (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        purpose -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        replaced_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     audit_anchors (chain_id) {
         chain_id -> Uuid,
         seq -> Int8,
@@ -175,6 +187,7 @@ diesel::table! {
         password_hash -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        email_verified_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -199,6 +212,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(account_links -> users (user_id));
 diesel::joinable!(audit_checkpoint_heads -> audit_checkpoints (checkpoint_id));
 diesel::joinable!(familiar_devices -> users (user_id));
 diesel::joinable!(familiar_networks -> users (user_id));
@@ -212,6 +226,7 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(workspace_creations -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    account_links,
     audit_anchors,
     audit_chains,
     audit_checkpoint_heads,

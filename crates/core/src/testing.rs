@@ -198,6 +198,7 @@ pub struct UserBuilder {
     display_name: String,
     email: String,
     password: String,
+    verified: bool,
 }
 
 impl Default for UserBuilder {
@@ -207,6 +208,7 @@ impl Default for UserBuilder {
             display_name: "Test Person".into(),
             email: format!("person-{}@example.test", &n[..12]),
             password: "correct horse battery staple".into(),
+            verified: true,
         }
     }
 }
@@ -227,6 +229,11 @@ impl UserBuilder {
         self.password = v.into();
         self
     }
+    /// Leaves the email unverified (built accounts have verified theirs by default).
+    pub fn unverified(mut self) -> Self {
+        self.verified = false;
+        self
+    }
     pub fn password_str(&self) -> &str {
         &self.password
     }
@@ -234,7 +241,7 @@ impl UserBuilder {
     pub async fn create(self, pool: &Pool, hasher: &PasswordHasher) -> User {
         let hash = hasher.hash(&self.password).await.expect("hash");
         let mut conn = pool.get().await.expect("conn");
-        accounts::create_user(
+        let user = accounts::create_user(
             &mut conn,
             NewUser {
                 email: self.email.trim(),
@@ -244,7 +251,17 @@ impl UserBuilder {
             },
         )
         .await
-        .expect("create user")
+        .expect("create user");
+        if !self.verified {
+            return user;
+        }
+        use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
+        diesel::update(crate::schema::users::table.find(user.id))
+            .set(crate::schema::users::email_verified_at.eq(time::OffsetDateTime::now_utc()))
+            .returning(User::as_returning())
+            .get_result(&mut conn)
+            .await
+            .expect("verify email")
     }
 }
 

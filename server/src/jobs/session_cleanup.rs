@@ -43,6 +43,11 @@ pub fn spawn(pool: Pool, clock: SharedClock, throttle: SignInThrottle, every: Du
                 fluxi_core::rate_limit::delete_finished(&mut conn, now).await,
             );
             cleaned(
+                "mailed links expired for a week removed",
+                "mailed-link cleanup failed",
+                fluxi_core::accounts::links::delete_expired(&mut conn, now - time::Duration::days(7)).await,
+            );
+            cleaned(
                 "old workspace creations forgotten",
                 "workspace creation log cleanup failed",
                 fluxi_core::workspaces::delete_old_workspace_creations(&mut conn, now).await,

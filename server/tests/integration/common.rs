@@ -176,6 +176,8 @@ pub struct Client {
     pub device_cookie: Option<String>,
     /// A plain form's flash (`__Host-fluxi_flash`), until a page takes it.
     pub flash_cookie: Option<String>,
+    /// Sent as `User-Agent` when set.
+    pub user_agent: Option<String>,
 }
 
 impl Client {
@@ -187,7 +189,14 @@ impl Client {
             .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()
             .unwrap();
-        Self { base: base.to_string(), http, session_cookie: None, device_cookie: None, flash_cookie: None }
+        Self {
+            base: base.to_string(),
+            http,
+            session_cookie: None,
+            device_cookie: None,
+            flash_cookie: None,
+            user_agent: None,
+        }
     }
 
     fn absorb(&mut self, headers: &HeaderMap) {
@@ -220,6 +229,10 @@ impl Client {
             cookies.push(format!("{FLASH_COOKIE}={v}"));
         }
         let req = if cookies.is_empty() { req } else { req.header(COOKIE, cookies.join("; ")) };
+        let req = match &self.user_agent {
+            Some(agent) => req.header(reqwest::header::USER_AGENT, agent),
+            None => req,
+        };
         let res = req.send().await.expect("request");
         let status = res.status();
         let headers = res.headers().clone();

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod account_sessions;
 mod accounts;
 mod audit;
 mod connections;
@@ -14,9 +15,11 @@ mod invitations;
 mod members;
 mod mfa;
 mod outbox;
+mod passwords;
 mod pool;
 mod rendering;
 mod role_matrix;
 mod sessions;
 mod tenancy;
+mod verification;
 mod workspaces;

@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use time::{Duration, OffsetDateTime};
 
 /// What an authenticator app computes from the text key.
-fn app_code(text_key: &str, at: OffsetDateTime) -> String {
+pub(crate) fn app_code(text_key: &str, at: OffsetDateTime) -> String {
     let secret = totp_rs::Secret::try_from_base32(text_key.replace(' ', "")).expect("base 32 key");
     let totp = totp_rs::Builder::new().with_secret(secret).build_noncompliant();
     totp.generate(at.unix_timestamp() as u64).to_string()
@@ -38,7 +38,7 @@ async fn start_setup(client: &mut Client) -> String {
 }
 
 /// A person with two-factor authentication on; returns the text key and the recovery codes.
-async fn enrolled(app: &TestApp, name: &str) -> (Person, String, Vec<String>) {
+pub(crate) async fn enrolled(app: &TestApp, name: &str) -> (Person, String, Vec<String>) {
     let mut person = app.person(name).await;
     let key = start_setup(&mut person.client).await;
     let code = app_code(&key, app.clock.now());

@@ -48,6 +48,16 @@ const OTHER_FUNCTIONS: &[&str] = &[
     "disable_two_factor",
     "second_step",
     "verify_sign_in",
+    "signed_in_sessions",
+    "sign_out_session",
+    "sign_out_other_sessions",
+    "verification_link",
+    "verify_email",
+    "resend_verification",
+    "change_password",
+    "request_password_reset",
+    "reset_link",
+    "reset_password",
 ];
 
 #[test]

@@ -1,12 +1,16 @@
 //! Accounts: input rules, password hashing, sign-in throttling and the `users` queries.
 
+pub mod credentials;
 pub mod familiar;
+pub mod links;
 mod password;
 mod queries;
 mod rules;
 mod sign_in;
 mod throttle;
+pub mod verification;
 
+pub use links::{LinkProblem, LinkPurpose};
 pub use password::{HashError, PasswordHasher, PasswordHasherConfig};
 pub use queries::{
     create_user, find_login_by_email, find_password_hash, find_user_by_id, update_password_hash, CreateUserError,

@@ -20,6 +20,9 @@ pub struct User {
     pub display_name: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// When the account proved it receives mail at `email` (`None`: not yet).
+    #[serde(default)]
+    pub email_verified_at: Option<OffsetDateTime>,
 }
 
 /// A stored password hash (PHC string). Its `Debug` output is redacted, so that a

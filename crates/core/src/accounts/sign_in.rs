@@ -664,12 +664,14 @@ pub struct SignUpFrom<'a> {
     /// `None` when the server could not tell; then only the overall limit applies.
     pub client_network: Option<&'a str>,
     pub now: time::OffsetDateTime,
+    /// For the link in the verification mail.
+    pub base_url: &'a str,
 }
 
 /// Creates an account from a sign-up form: every field validated (all errors at once),
 /// the sign-up counted against its network's and the overall limit, the password hashed
 /// (on the new-password permits, so that sign-ups cannot crowd out sign-ins), and the
-/// email checked for uniqueness by the database.
+/// email checked for uniqueness by the database. The verification mail is queued with it.
 pub async fn sign_up(
     pool: &Pool,
     hasher: &PasswordHasher,
@@ -722,13 +724,16 @@ pub async fn sign_up(
         display_name: &name,
         password_hash: &hash,
     };
+    let (base_url, now) = (from.base_url, from.now);
     let created = conn
         .transaction::<_, CreateUserError, _>(|c| {
             async move {
                 let user = create_user(c, new).await?;
                 let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
                 let event = Event::account(Some(user.id), Action::SignedUp, Outcome::Succeeded, Detail::None);
-                audit.as_actor(actor).record(c, event).await?;
+                let audit = audit.as_actor(actor);
+                audit.record(c, event).await?;
+                super::verification::send_verification_mail(c, &audit, &user, base_url, now).await?;
                 Ok(user)
             }
             .scope_boxed()

@@ -62,6 +62,13 @@ macro_rules! actions {
 
 actions! {
     SignedUp = "account.signed_up", Accounts, "Signed up";
+    EmailVerificationSent = "account.email_verification_sent", Accounts, "Verification mail sent";
+    EmailVerified = "account.email_verified", Accounts, "Verified their email address";
+    EmailVerificationRefused = "account.email_verification_refused", Accounts, "Email verification link refused";
+    PasswordChanged = "account.password_changed", Accounts, "Changed their password";
+    PasswordResetRequested = "account.password_reset_requested", Accounts, "Password reset link requested";
+    PasswordResetCompleted = "account.password_reset", Accounts, "Reset their password with a mailed link";
+    PasswordResetRefused = "account.password_reset_refused", Accounts, "Password reset link refused";
     SignInSucceeded = "sign_in.succeeded", SignIn, "Signed in";
     SignInFailed = "sign_in.failed", SignIn, "Sign-in failed";
     SignInThrottledAccount = "sign_in.throttled_account", SignIn, "Sign-in refused: too many tries for the account";
@@ -331,6 +338,10 @@ pub enum Detail {
     /// Recovery codes left after a use or a regeneration.
     RecoveryCodes {
         remaining: u32,
+    },
+    /// Why a mailed link (verification, reset) did nothing.
+    Link {
+        problem: crate::accounts::LinkProblem,
     },
 }
 

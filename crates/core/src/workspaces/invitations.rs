@@ -5,9 +5,7 @@
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -18,6 +16,7 @@ use crate::accounts::{normalize_email, validate_email};
 use crate::outbox;
 use crate::rate_limit::{self, RateLimit};
 use crate::schema::{invitations, memberships, outbox_emails, users, workspaces};
+use crate::tokens::{new_token, token_hash, well_formed};
 
 pub const DEFAULT_TTL: Duration = Duration::days(7);
 
@@ -70,25 +69,6 @@ pub enum MailLimit {
     Recipient,
     Network,
     Overall,
-}
-
-fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-/// Length of a token: 256 random bits as hex.
-const TOKEN_CHARS: usize = 64;
-
-/// Whether `token` has the shape of one we issue; anything else is not looked up at all.
-fn well_formed(token: &str) -> bool {
-    token.len() == TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// 256 random bits, URL-safe hex.
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -410,6 +390,8 @@ pub enum InvitationProblem {
     AlreadyUsed,
     #[error("This invitation was sent to a different email address. Sign in with the invited account.")]
     WrongAccount,
+    #[error("Confirm your email address first: open the link we mailed you when you signed up, or send a new one from the banner at the top of the page.")]
+    EmailNotVerified,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -518,9 +500,15 @@ pub async fn accept(
             if !inviter_still_manages(c, &found).await? {
                 return Err(InvitationProblem::Revoked.into());
             }
-            let email: String = users::table.find(user_id).select(users::email_normalized).first(c).await?;
+            let (email, verified_at): (String, Option<OffsetDateTime>) =
+                users::table.find(user_id).select((users::email_normalized, users::email_verified_at)).first(c).await?;
             if email != found.email_normalized {
                 return Err(InvitationProblem::WrongAccount.into());
+            }
+            // The invitation went to a mailbox: only an account that proved it holds that
+            // mailbox may take it (anyone can sign up with an address they do not own).
+            if verified_at.is_none() {
+                return Err(InvitationProblem::EmailNotVerified.into());
             }
             let joined = diesel::insert_into(memberships::table)
                 .values((

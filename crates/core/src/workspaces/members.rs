@@ -29,6 +29,8 @@ pub struct Member {
     pub role: Role,
     /// Has two-factor authentication on.
     pub has_mfa: bool,
+    /// Has verified their email address.
+    pub email_verified: bool,
 }
 
 /// Takes a shared connection so it can be pipelined with other reads (diesel-async sends
@@ -38,7 +40,7 @@ pub async fn list_members(
     access: &WorkspaceAccess,
 ) -> Result<Vec<Member>, WorkspaceError> {
     access.require(Permission::Read)?;
-    let rows: Vec<(Uuid, String, String, String, bool)> = memberships::table
+    let rows: Vec<(Uuid, String, String, String, bool, bool)> = memberships::table
         .inner_join(users::table)
         .filter(memberships::workspace_id.eq(access.workspace_id()))
         .select((
@@ -49,14 +51,15 @@ pub async fn list_members(
             diesel::dsl::exists(
                 mfa_totp::table.filter(mfa_totp::user_id.eq(users::id)).filter(mfa_totp::confirmed_at.is_not_null()),
             ),
+            users::email_verified_at.is_not_null(),
         ))
         .order((users::display_name.asc(), users::id.asc()))
         .load(&mut conn)
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(user_id, display_name, email, role, has_mfa)| {
-            Some(Member { user_id, display_name, email, role: Role::parse(&role)?, has_mfa })
+        .filter_map(|(user_id, display_name, email, role, has_mfa, email_verified)| {
+            Some(Member { user_id, display_name, email, role: Role::parse(&role)?, has_mfa, email_verified })
         })
         .collect())
 }

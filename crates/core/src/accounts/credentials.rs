@@ -1,0 +1,211 @@
+//! Changing the password (signed in, after a step-up) and resetting it with a mailed link.
+//!
+//! A reset must not become the weakest door: the link is single use, works for 30
+//! minutes, and is stored only as a hash; asking for one answers the same whether or not
+//! the account exists (the mail is prepared off the request, see `queue_reset_link`);
+//! with two-factor authentication on, a reset still needs a code; and it signs out every
+//! session of the account.
+
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use time::{Duration, OffsetDateTime};
+use tower_sessions::session::Id;
+use uuid::Uuid;
+
+use super::links::{self, LinkProblem, LinkPurpose};
+use super::{
+    find_login_by_email, find_user_by_id, normalize_email, update_password_hash, validate_email, validate_password,
+    AccountError, PasswordHasher, User,
+};
+use crate::audit::{Action, Actor, Audit, Detail, Event, Outcome};
+use crate::db::Pool;
+use crate::notifications::{notify, notify_address, Notice};
+use crate::pseudonym::PseudonymKeys;
+use crate::rate_limit::{self, RateLimit};
+
+/// How long a reset link works.
+pub const RESET_LINK_VALID_FOR: Duration = Duration::minutes(30);
+/// Reset mails per account and hour (more are dropped silently: the answer never says).
+pub const RESET_MAILS_PER_ACCOUNT: RateLimit = RateLimit::per_hour(3);
+/// Reset requests per client network and hour.
+pub const RESET_REQUESTS_PER_NETWORK: RateLimit = RateLimit::per_hour(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    #[error(transparent)]
+    Link(LinkProblem),
+    #[error("too many reset requests from this network")]
+    NetworkLimited(Duration),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+}
+
+impl From<diesel::result::Error> for ResetError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Account(AccountError::Database(e))
+    }
+}
+
+/// Changes the signed-in `user`'s password (the caller has checked the current one with a
+/// step-up): the same rules as sign-up, a new hash, and — when `keep` is given — every
+/// other session of the account signed out, with the event and the notice, in one
+/// transaction. Returns how many sessions ended.
+pub async fn change_password(
+    pool: &Pool,
+    hasher: &PasswordHasher,
+    audit: &Audit<'_>,
+    user: &User,
+    new_password: &str,
+    sign_out_others_but: Option<&Id>,
+) -> Result<u64, AccountError> {
+    validate_password(new_password).map_err(|e| AccountError::Invalid(vec![e]))?;
+    let hash = hasher.hash(new_password).await?;
+    let now = audit.clock.now();
+    let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
+    let ended = conn
+        .transaction::<_, diesel::result::Error, _>(|c| {
+            async move {
+                update_password_hash(c, user.id, &hash).await?;
+                let ended = match sign_out_others_but {
+                    Some(keep) => crate::sessions::revoke_other_sessions(c, audit, user.id, Some(keep), now).await?,
+                    None => 0,
+                };
+                let event = Event::account(Some(user.id), Action::PasswordChanged, Outcome::Succeeded, Detail::None);
+                audit.record(c, event).await?;
+                notify(c, audit, user.id, Notice::PasswordChanged).await?;
+                Ok(ended)
+            }
+            .scope_boxed()
+        })
+        .await?;
+    Ok(ended)
+}
+
+/// "Send reset link", the part that answers: the email's shape and the network's limit.
+/// Whether an account exists is not looked at here; [`queue_reset_link`] does that after
+/// the answer has gone.
+pub async fn accept_reset_request(
+    conn: &mut AsyncPgConnection,
+    pseudonyms: &PseudonymKeys,
+    email: &str,
+    network: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<String, ResetError> {
+    let email = validate_email(email).map_err(|e| AccountError::Invalid(vec![e]))?;
+    if let Some(network) = network {
+        let key = pseudonyms.current().pseudonym("reset-network", network);
+        if let Err(wait) = rate_limit::take(conn, &key, RESET_REQUESTS_PER_NETWORK, now).await? {
+            return Err(ResetError::NetworkLimited(wait));
+        }
+    }
+    Ok(normalize_email(&email))
+}
+
+/// Mails a reset link to the account with this normalized email, if there is one and it
+/// has not had [`RESET_MAILS_PER_ACCOUNT`] this hour, with its event and the link in one
+/// transaction. An unknown address is recorded as a failed request.
+pub async fn queue_reset_link(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    pseudonyms: &PseudonymKeys,
+    email_normalized: &str,
+    base_url: &str,
+    now: OffsetDateTime,
+) -> diesel::QueryResult<()> {
+    let Some((user, _, _)) = find_login_by_email(conn, email_normalized).await? else {
+        let audit = audit.as_actor(Actor::Anonymous { email_normalized: Some(email_normalized) });
+        let detail = Detail::SignInFailure { known_account: false };
+        return audit.record(conn, Event::account(None, Action::PasswordResetRequested, Outcome::Failed, detail)).await;
+    };
+    let key = pseudonyms.current().pseudonym("reset-account", email_normalized);
+    let user = &user;
+    conn.transaction(|c| {
+        async move {
+            let audit = audit.as_actor(Actor::Anonymous { email_normalized: Some(&user.email_normalized) });
+            if let Err(wait) = rate_limit::take(c, &key, RESET_MAILS_PER_ACCOUNT, now).await? {
+                let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
+                let event = Event::account(Some(user.id), Action::PasswordResetRequested, Outcome::Denied, detail);
+                return audit.record(c, event).await;
+            }
+            let token = links::issue(c, user.id, LinkPurpose::ResetPassword, RESET_LINK_VALID_FOR, now).await?;
+            let link = format!("{}/reset-password/{token}", base_url.trim_end_matches('/'));
+            notify_address(c, &audit, &user.email, Notice::PasswordResetRequested, Some(&link)).await?;
+            let event = Event::account(Some(user.id), Action::PasswordResetRequested, Outcome::Succeeded, Detail::None);
+            audit.record(c, event).await
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+/// The account a reset link is for and whether it has two-factor authentication on,
+/// without using the link up.
+pub async fn reset_link_account(
+    conn: &mut AsyncPgConnection,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<(User, bool), ResetError> {
+    let owner = links::inspect(conn, token, LinkPurpose::ResetPassword, now).await?.map_err(ResetError::Link)?;
+    let user = find_user_by_id(conn, owner).await?.ok_or(ResetError::Link(LinkProblem::Unknown))?;
+    let mfa = crate::mfa::is_enabled(conn, owner).await?;
+    Ok((user, mfa))
+}
+
+/// Sets a new password with the reset link `token` (the caller has checked the second
+/// factor when the account has one): the link used up, the hash replaced, every session
+/// of the account signed out, the event and the notice — one transaction. A link that
+/// does not work changes nothing and is recorded as refused.
+pub async fn reset_password(
+    pool: &Pool,
+    hasher: &PasswordHasher,
+    audit: &Audit<'_>,
+    token: &str,
+    new_password: &str,
+) -> Result<User, ResetError> {
+    validate_password(new_password).map_err(|e| AccountError::Invalid(vec![e]))?;
+    let now = audit.clock.now();
+    let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
+    let (user, _) = match reset_link_account(&mut conn, token, now).await {
+        Err(ResetError::Link(problem)) => return Err(refused(&mut conn, audit, None, problem).await?),
+        other => other?,
+    };
+    drop(conn);
+    let hash = hasher.hash(new_password).await.map_err(AccountError::from)?;
+    let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
+    let user_ref = &user;
+    let outcome = conn
+        .transaction::<_, diesel::result::Error, _>(|c| {
+            async move {
+                let user = user_ref;
+                if let Err(problem) = links::redeem(c, token, LinkPurpose::ResetPassword, Some(user.id), now).await? {
+                    return Ok(Err(problem));
+                }
+                update_password_hash(c, user.id, &hash).await?;
+                let audit = audit.as_actor(Actor::User { id: user.id, email_normalized: &user.email_normalized });
+                crate::sessions::revoke_other_sessions(c, &audit, user.id, None, now).await?;
+                let event =
+                    Event::account(Some(user.id), Action::PasswordResetCompleted, Outcome::Succeeded, Detail::None);
+                audit.record(c, event).await?;
+                notify(c, &audit, user.id, Notice::PasswordReset).await?;
+                Ok(Ok(()))
+            }
+            .scope_boxed()
+        })
+        .await?;
+    match outcome {
+        Ok(()) => Ok(user),
+        Err(problem) => Err(refused(&mut conn, audit, Some(user.id), problem).await?),
+    }
+}
+
+/// Records a refused reset link and returns the error to answer with.
+async fn refused(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    account: Option<Uuid>,
+    problem: LinkProblem,
+) -> Result<ResetError, ResetError> {
+    let event = Event::account(account, Action::PasswordResetRefused, Outcome::Denied, Detail::Link { problem });
+    audit.record(conn, event).await?;
+    Ok(ResetError::Link(problem))
+}

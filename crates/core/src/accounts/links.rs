@@ -1,0 +1,153 @@
+//! Single-use links mailed to an account (`account_links`): issued with a purpose and a
+//! lifetime, used at most once — also when two requests present the same token at the
+//! same instant, because using one is a single conditional update.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::schema::account_links;
+use crate::tokens::{new_token, token_hash, well_formed};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl LinkPurpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            LinkPurpose::VerifyEmail => "verify_email",
+            LinkPurpose::ResetPassword => "reset_password",
+        }
+    }
+}
+
+/// Why a link does nothing. Also an audit detail, so it holds no text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkProblem {
+    /// Not a token we issued for this purpose (forged, truncated, mistyped).
+    #[error("This link is not valid. Check that you copied all of it.")]
+    Unknown,
+    #[error("This link has expired.")]
+    Expired,
+    #[error("This link has already been used.")]
+    Used,
+    /// Issued to another account than the one signed in.
+    #[error("This link is for another account. Sign out, then sign in as that account and open the link again.")]
+    OtherAccount,
+    /// A newer link of the same kind replaced it.
+    #[error("A newer link replaced this one. Use the most recent mail.")]
+    Replaced,
+}
+
+/// Issues a link token for `user` (returned for the mail; only its hash is stored).
+/// Earlier unused links of the same purpose stop working: only the newest mail counts.
+pub async fn issue(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    purpose: LinkPurpose,
+    valid_for: Duration,
+    now: OffsetDateTime,
+) -> QueryResult<String> {
+    // Replaced links are kept, marked, so that opening one says why it does nothing.
+    diesel::update(
+        account_links::table
+            .filter(account_links::user_id.eq(user))
+            .filter(account_links::purpose.eq(purpose.as_str()))
+            .filter(account_links::used_at.is_null())
+            .filter(account_links::replaced_at.is_null()),
+    )
+    .set(account_links::replaced_at.eq(now))
+    .execute(conn)
+    .await?;
+    let token = new_token();
+    diesel::insert_into(account_links::table)
+        .values((
+            account_links::token_hash.eq(token_hash(&token)),
+            account_links::user_id.eq(user),
+            account_links::purpose.eq(purpose.as_str()),
+            account_links::created_at.eq(now),
+            account_links::expires_at.eq(now + valid_for),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(token)
+}
+
+/// The account a usable link belongs to, without using it up (the page that asks
+/// "Verify?" before the click that does).
+pub async fn inspect(
+    conn: &mut AsyncPgConnection,
+    token: &str,
+    purpose: LinkPurpose,
+    now: OffsetDateTime,
+) -> QueryResult<Result<Uuid, LinkProblem>> {
+    if !well_formed(token) {
+        return Ok(Err(LinkProblem::Unknown));
+    }
+    type Found = (Uuid, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>);
+    let found: Option<Found> = account_links::table
+        .filter(account_links::token_hash.eq(token_hash(token)))
+        .filter(account_links::purpose.eq(purpose.as_str()))
+        .select((account_links::user_id, account_links::expires_at, account_links::used_at, account_links::replaced_at))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match found {
+        None => Err(LinkProblem::Unknown),
+        Some((_, _, Some(_), _)) => Err(LinkProblem::Used),
+        Some((_, _, None, Some(_))) => Err(LinkProblem::Replaced),
+        Some((_, expires_at, None, None)) if expires_at <= now => Err(LinkProblem::Expired),
+        Some((user, _, None, None)) => Ok(user),
+    })
+}
+
+/// Uses the link `token` for `purpose`, if it is `user`'s (when given) and still good;
+/// returns its account. A link of another account is not used up.
+pub async fn redeem(
+    conn: &mut AsyncPgConnection,
+    token: &str,
+    purpose: LinkPurpose,
+    user: Option<Uuid>,
+    now: OffsetDateTime,
+) -> QueryResult<Result<Uuid, LinkProblem>> {
+    if !well_formed(token) {
+        return Ok(Err(LinkProblem::Unknown));
+    }
+    let mut query = diesel::update(account_links::table)
+        .filter(account_links::token_hash.eq(token_hash(token)))
+        .filter(account_links::purpose.eq(purpose.as_str()))
+        .filter(account_links::used_at.is_null())
+        .filter(account_links::replaced_at.is_null())
+        .filter(account_links::expires_at.gt(now))
+        .into_boxed();
+    if let Some(user) = user {
+        query = query.filter(account_links::user_id.eq(user));
+    }
+    let used: Option<Uuid> = query
+        .set(account_links::used_at.eq(now))
+        .returning(account_links::user_id)
+        .get_result(conn)
+        .await
+        .optional()?;
+    if let Some(owner) = used {
+        return Ok(Ok(owner));
+    }
+    // Not used: say why.
+    Ok(match inspect(conn, token, purpose, now).await? {
+        Ok(owner) if Some(owner) != user => Err(LinkProblem::OtherAccount),
+        Ok(_) => Err(LinkProblem::Used),
+        Err(problem) => Err(problem),
+    })
+}
+
+/// Deletes links that expired before `before` (the clean-up job; a week's grace keeps
+/// "expired" answers for a while rather than "not valid").
+pub async fn delete_expired(conn: &mut AsyncPgConnection, before: OffsetDateTime) -> QueryResult<usize> {
+    diesel::delete(account_links::table.filter(account_links::expires_at.lt(before))).execute(conn).await
+}

@@ -1,0 +1,124 @@
+//! Security notifications: a mail to the account's own address when something changed
+//! about its security, queued through the outbox in the transaction of the change (so it
+//! goes out exactly when the change committed). Each says what happened, when, from
+//! where (approximately), and what to do if it was not the reader. Only a mail whose
+//! purpose is a link (the reset link) carries a token.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::outbox;
+use crate::schema::users;
+use crate::sessions::approximate_network;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    PasswordChanged,
+    PasswordResetRequested,
+    PasswordReset,
+    TwoFactorEnabled,
+    TwoFactorDisabled,
+    RecoveryCodesRegenerated,
+    /// Few recovery codes are left after one was used.
+    RecoveryCodesLow {
+        remaining: u32,
+    },
+    /// An authenticator code was offered a second time (someone may have seen it).
+    CodeReused,
+}
+
+impl Notice {
+    fn subject(self) -> &'static str {
+        match self {
+            Notice::PasswordChanged => "Your Fluxi password was changed",
+            Notice::PasswordResetRequested => "Reset your Fluxi password",
+            Notice::PasswordReset => "Your Fluxi password was reset",
+            Notice::TwoFactorEnabled => "Two-factor authentication is on for your Fluxi account",
+            Notice::TwoFactorDisabled => "Two-factor authentication was turned off for your Fluxi account",
+            Notice::RecoveryCodesRegenerated => "New recovery codes were made for your Fluxi account",
+            Notice::RecoveryCodesLow { .. } => "Your Fluxi account is running out of recovery codes",
+            Notice::CodeReused => "An authentication code for your Fluxi account was used twice",
+        }
+    }
+
+    fn what(self) -> String {
+        match self {
+            Notice::PasswordChanged => "The password of your Fluxi account was changed.".into(),
+            Notice::PasswordResetRequested => {
+                "Someone asked to reset the password of your Fluxi account. To choose a new \
+                 password, open this link; it works once, for 30 minutes, and signs out every \
+                 session of the account:"
+                    .into()
+            }
+            Notice::PasswordReset => "The password of your Fluxi account was reset with a link from a mail, and every \
+                 session of the account was signed out."
+                .into(),
+            Notice::TwoFactorEnabled => {
+                "Two-factor authentication was turned on: signing in now also asks for a code from \
+                 an authenticator app."
+                    .into()
+            }
+            Notice::TwoFactorDisabled => {
+                "Two-factor authentication was turned off: signing in now asks for the password only.".into()
+            }
+            Notice::RecoveryCodesRegenerated => {
+                "New recovery codes were made for your account; the old ones no longer work.".into()
+            }
+            Notice::RecoveryCodesLow { remaining } => format!(
+                "A recovery code was used to sign in. {remaining} recovery code{} left: make new ones on \
+                 the Security page so that you are not locked out.",
+                if remaining == 1 { " is" } else { "s are" }
+            ),
+            Notice::CodeReused => {
+                "An authentication code that had already been used was offered again, and refused. If \
+                 you did not just sign in twice with the same code, someone may know your password and \
+                 have seen a code."
+                    .into()
+            }
+        }
+    }
+
+    fn if_not_you(self) -> &'static str {
+        match self {
+            Notice::PasswordResetRequested => {
+                "If you did not ask for it, ignore this mail: your password stays as it is."
+            }
+            _ => {
+                "If this was not you, reset your password now (\"Forgot your password?\" on the \
+                 sign-in page), then check \"Where you're signed in\" on the Security page."
+            }
+        }
+    }
+}
+
+/// Queues `notice` to the address of `account`, in the caller's transaction. When and
+/// from where come from `audit` (its clock, and its request's network, truncated).
+pub async fn notify(conn: &mut AsyncPgConnection, audit: &Audit<'_>, account: Uuid, notice: Notice) -> QueryResult<()> {
+    let email: String = users::table.find(account).select(users::email).first(conn).await?;
+    notify_address(conn, audit, &email, notice, None).await
+}
+
+/// Queues `notice` to `email`, with `link` (for the mails whose purpose is a link).
+pub async fn notify_address(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    email: &str,
+    notice: Notice,
+    link: Option<&str>,
+) -> QueryResult<()> {
+    let when = audit
+        .clock
+        .now()
+        .format(&time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"))
+        .unwrap_or_default();
+    let from = match audit.origin.network.as_deref().and_then(approximate_network) {
+        Some(network) => format!("From: network {network} (approximate)"),
+        None => "From: an unknown network".to_string(),
+    };
+    let link = link.map(|l| format!("{l}\n\n")).unwrap_or_default();
+    let body = format!("{}\n\n{link}When: {when}\n{from}\n\n{}\n", notice.what(), notice.if_not_you());
+    outbox::enqueue(conn, email, notice.subject(), &body).await.map(|_| ())
+}

@@ -1,0 +1,74 @@
+import { expect } from '@playwright/test';
+import { PASSWORD, ready, signIn, signUp, test, uniqueEmail, verifyEmail, watchErrors } from './helpers';
+
+test('see where you are signed in, and sign another browser out', async ({ browser, a11y }) => {
+  const email = uniqueEmail('sessions');
+  const first = await (await browser.newContext()).newPage();
+  const second = await (await browser.newContext()).newPage();
+  for (const p of [first, second]) await a11y.watchPage(p);
+  const errors = [watchErrors(first), watchErrors(second)];
+  await signUp(first, 'Sam Sessions', email);
+  await second.goto('/login');
+  await ready(second);
+  await signIn(second, email);
+  await expect(second).toHaveURL(/\/account$/);
+
+  await first.goto('/account/security');
+  await ready(first);
+  const sessions = first.getByRole('region', { name: "Where you're signed in" }).getByRole('listitem');
+  await expect(sessions).toHaveCount(2);
+  const mine = sessions.filter({ hasText: 'This device' });
+  await expect(mine).toHaveCount(1);
+  await expect(mine).toContainText('Network 127.0.0.0/24 (approximate)');
+  await expect(mine).toContainText(/Chrome \d+ on Linux/);
+  const other = sessions.filter({ hasNotText: 'This device' });
+  await other.getByRole('button', { name: /^Sign out Chrome/ }).click();
+  await expect(sessions).toHaveCount(1);
+  await expect(first).toHaveURL(/\/account\/security(#sessions)?$/);
+
+  // The other browser is signed out on its next navigation.
+  await second.goto('/account');
+  await expect(second).toHaveURL(/\/login\?next=%2Faccount$/);
+  // This one is still signed in.
+  await first.goto('/account');
+  await expect(first.getByRole('heading', { name: 'Your account' })).toBeVisible();
+  errors.forEach((e) => e.check());
+});
+
+test('sign out all other sessions asks for the password', async ({ browser, a11y }) => {
+  const email = uniqueEmail('others');
+  const first = await (await browser.newContext()).newPage();
+  const second = await (await browser.newContext()).newPage();
+  for (const p of [first, second]) await a11y.watchPage(p);
+  await signUp(first, 'Olga Others', email);
+  await second.goto('/login');
+  await ready(second);
+  await signIn(second, email);
+  await expect(second).toHaveURL(/\/account$/);
+
+  await first.goto('/account/security');
+  await ready(first);
+  const section = first.getByRole('region', { name: "Where you're signed in" });
+  await section.getByRole('button', { name: 'Sign out all other sessions' }).click();
+  await expect(section.getByText('Enter your current password.')).toBeVisible();
+  await section.getByLabel('Current password').fill(PASSWORD);
+  await section.getByRole('button', { name: 'Sign out all other sessions' }).click();
+  await expect(section.getByRole('listitem')).toHaveCount(1);
+  await second.goto('/account');
+  await expect(second).toHaveURL(/\/login\?next=%2Faccount$/);
+});
+
+test('confirm the email address from the mail, after asking for a new link', async ({ page }) => {
+  const email = uniqueEmail('verify');
+  await signUp(page, 'Vic Verify', email);
+  const banner = page.getByRole('region', { name: 'Email not confirmed' });
+  await expect(banner).toContainText(email);
+  await banner.getByRole('link', { name: 'Send a new link' }).click();
+  await expect(page).toHaveURL(/\/account#email$/);
+  await ready(page);
+  await page.getByRole('button', { name: 'Send a new link' }).click();
+  await expect(page.getByRole('status').filter({ hasText: 'We sent a new link' })).toBeVisible();
+  await verifyEmail(page, email);
+  await expect(banner).toHaveCount(0);
+  await expect(page.getByText('Confirmed', { exact: true })).toBeVisible();
+});
