@@ -1,5 +1,5 @@
 import { expect } from '@playwright/test';
-import { PASSWORD, ready, signIn, signUp, test, uniqueEmail, verifyEmail, watchErrors } from './helpers';
+import { PASSWORD, ready, resetLinkFor, signIn, signUp, test, uniqueEmail, verifyEmail, watchErrors } from './helpers';
 
 test('see where you are signed in, and sign another browser out', async ({ browser, a11y }) => {
   const email = uniqueEmail('sessions');
@@ -61,14 +61,65 @@ test('sign out all other sessions asks for the password', async ({ browser, a11y
 test('confirm the email address from the mail, after asking for a new link', async ({ page }) => {
   const email = uniqueEmail('verify');
   await signUp(page, 'Vic Verify', email);
-  const banner = page.getByRole('region', { name: 'Email not confirmed' });
+  const banner = page.getByRole('region', { name: 'Address not confirmed' });
   await expect(banner).toContainText(email);
   await banner.getByRole('link', { name: 'Send a new link' }).click();
   await expect(page).toHaveURL(/\/account#email$/);
   await ready(page);
   await page.getByRole('button', { name: 'Send a new link' }).click();
   await expect(page.getByRole('status').filter({ hasText: 'We sent a new link' })).toBeVisible();
-  await verifyEmail(page, email);
+  await verifyEmail(page, email, 2);
   await expect(banner).toHaveCount(0);
   await expect(page.getByText('Confirmed', { exact: true })).toBeVisible();
+});
+
+test('forgot password: reset it from the mail, then sign in with the new one', async ({ page, browser, a11y }) => {
+  const email = uniqueEmail('reset');
+  const NEW = 'a completely new passphrase 7';
+  const other = await (await browser.newContext()).newPage();
+  await a11y.watchPage(other);
+  await signUp(other, 'Rita Reset', email);
+
+  await page.goto('/login');
+  await ready(page);
+  await page.getByRole('link', { name: 'Forgot your password?' }).click();
+  await expect(page).toHaveURL(/\/forgot-password$/);
+  await ready(page);
+  await page.getByLabel('Email').fill(email);
+  await page.getByRole('button', { name: 'Send reset link' }).click();
+  await expect(page.getByRole('status')).toContainText('If an account uses that address');
+
+  await page.goto(await resetLinkFor(page, email));
+  await ready(page);
+  await page.getByLabel('New password').fill('short');
+  await page.getByRole('button', { name: 'Set new password' }).click();
+  await expect(page.getByText('Password must be at least 12 characters.')).toBeVisible();
+  await page.getByLabel('New password').fill(NEW);
+  await page.getByRole('button', { name: 'Set new password' }).click();
+  await expect(page).toHaveURL(/\/account$/);
+  await expect(page.getByRole('heading', { name: 'Your account' })).toBeVisible();
+
+  // The browser that was signed in before is signed out; the new password works there.
+  await other.goto('/account');
+  await expect(other).toHaveURL(/\/login\?next=%2Faccount$/);
+  await ready(other);
+  await signIn(other, email, NEW);
+  await expect(other).toHaveURL(/\/account$/);
+});
+
+test('change the password on the security page', async ({ page }) => {
+  const email = uniqueEmail('change');
+  const NEW = 'another fresh passphrase 9';
+  await signUp(page, 'Carl Change', email);
+  await page.goto('/account/security');
+  await ready(page);
+  const section = page.getByRole('region', { name: 'Password' });
+  await expect(section.getByLabel('Sign out all other sessions')).toBeChecked();
+  await section.getByLabel('New password').fill(NEW);
+  await section.getByRole('button', { name: 'Change password' }).click();
+  await expect(section.getByText('Enter your current password.')).toBeVisible();
+  await section.getByLabel('Current password').fill(PASSWORD);
+  await section.getByLabel('New password').fill(NEW);
+  await section.getByRole('button', { name: 'Change password' }).click();
+  await expect(page.getByRole('status').filter({ hasText: 'Your password was changed.' })).toBeVisible();
 });

@@ -6,7 +6,7 @@ test('sign up, sign out, sign in, see the account page', async ({ page }) => {
   await signUp(page, 'Grace Hopper', email);
   await expect(page.getByRole('heading', { name: 'Your account' })).toBeVisible();
   await expect(page.getByText('Grace Hopper')).toBeVisible();
-  await expect(page.getByText(email)).toBeVisible();
+  await expect(page.getByRole('main').getByText(email)).toBeVisible();
 
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page).toHaveURL(/\/login$/);

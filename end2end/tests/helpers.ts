@@ -82,22 +82,27 @@ export async function invitationLinkFor(page: Page, email: string): Promise<stri
 }
 
 /** The email verification link sent to `email` at sign-up (or the newest one). */
-export async function verificationLinkFor(page: Page, email: string): Promise<string> {
-  return linkInMailTo(page, email, /\/verify-email\/([0-9a-f]{64})/, '/verify-email/');
+export async function verificationLinkFor(page: Page, email: string, mails = 1): Promise<string> {
+  return linkInMailTo(page, email, /\/verify-email\/([0-9a-f]{64})/, '/verify-email/', mails);
+}
+
+/** The newest password reset link sent to `email`. */
+export async function resetLinkFor(page: Page, email: string): Promise<string> {
+  return linkInMailTo(page, email, /\/reset-password\/([0-9a-f]{64})/, '/reset-password/');
 }
 
 /** Confirms the signed-in person's address with the link from their mail. */
-export async function verifyEmail(page: Page, email: string): Promise<void> {
-  await page.goto(await verificationLinkFor(page, email));
+export async function verifyEmail(page: Page, email: string, mails = 1): Promise<void> {
+  await page.goto(await verificationLinkFor(page, email, mails));
   await ready(page);
   await page.getByRole('button', { name: 'Confirm email address' }).click();
   await expect(page).toHaveURL(/\/account\?email=verified$/);
   await expect(page.getByRole('status').filter({ hasText: 'your email address is confirmed' })).toBeVisible();
 }
 
-/** Waits for a mail to `email` whose text matches `pattern` and returns `prefix` plus the
- *  first group of the last match (the newest link). */
-async function linkInMailTo(page: Page, email: string, pattern: RegExp, prefix: string): Promise<string> {
+/** Waits for `mails` links matching `pattern` in the mail to `email` and returns `prefix`
+ *  plus the first group of the last match (the newest link). */
+async function linkInMailTo(page: Page, email: string, pattern: RegExp, prefix: string, mails = 1): Promise<string> {
   let link = '';
   await expect
     .poll(
@@ -107,7 +112,7 @@ async function linkInMailTo(page: Page, email: string, pattern: RegExp, prefix: 
         const text = messages.map((m) => m.data.replace(/=\r?\n/g, '')).join('\n');
         const global = new RegExp(pattern.source, 'g');
         const matches = [...text.matchAll(global)];
-        link = matches.length > 0 ? `${prefix}${matches[matches.length - 1][1]}` : '';
+        link = matches.length >= mails ? `${prefix}${matches[matches.length - 1][1]}` : '';
         return link;
       },
       { timeout: 60_000 },

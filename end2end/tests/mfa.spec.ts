@@ -24,8 +24,9 @@ async function enrol(page: Page): Promise<{ key: string; codes: string[] }> {
   await expect(page.getByRole('img', { name: 'QR code for your authenticator app' })).toBeVisible();
   await ready(page);
   const key = await page.getByLabel('Text key').inputValue();
-  await page.getByLabel('Authentication code').fill(totp(key));
-  await page.getByLabel('Current password').fill(PASSWORD);
+  const twoFactor = page.getByRole('region', { name: 'Two-factor authentication' });
+  await twoFactor.getByLabel('Authentication code').fill(totp(key));
+  await twoFactor.getByLabel('Current password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Enable two-factor authentication' }).click();
   const list = page.getByRole('list', { name: 'Recovery codes' });
   await expect(list.getByRole('listitem')).toHaveCount(10);
@@ -43,6 +44,7 @@ async function signOut(page: Page): Promise<void> {
 test('enrol an authenticator app, sign in with a code and with a recovery code, regenerate codes', async ({ page }) => {
   const email = uniqueEmail('mfa');
   await signUp(page, 'Mia Factor', email);
+  await verifyEmail(page, email);
   const { key, codes } = await enrol(page);
   expect(codes.every((c) => /^[0-9a-z]{5}-[0-9a-z]{5}$/.test(c))).toBe(true);
   await page.goto('/account/security');
@@ -80,8 +82,9 @@ test('enrol an authenticator app, sign in with a code and with a recovery code, 
   await page.goto('/account/security');
   await ready(page);
   await expect(page.getByText('Recovery codes left: 9')).toBeVisible();
-  await page.getByLabel('Current password').first().fill(PASSWORD);
-  await page.getByLabel('Authentication code').first().fill(codes[1]);
+  const twoFactor = page.getByRole('region', { name: 'Two-factor authentication' });
+  await twoFactor.getByLabel('Current password').first().fill(PASSWORD);
+  await twoFactor.getByLabel('Authentication code').first().fill(codes[1]);
   await page.getByRole('button', { name: 'Regenerate recovery codes' }).click();
   const fresh = page.getByRole('list', { name: 'Recovery codes' }).getByRole('listitem');
   await expect(fresh).toHaveCount(10);
@@ -94,7 +97,9 @@ test('a workspace that requires two-factor authentication leads a member without
   const watchers = [watchErrors(owner), watchErrors(guest)];
   const suffix = Math.random().toString(36).slice(2, 8);
   const guestEmail = uniqueEmail('mfa-guest');
-  await signUp(owner, 'Ora Owner', uniqueEmail('mfa-owner'));
+  const ownerEmail = uniqueEmail('mfa-owner');
+  await signUp(owner, 'Ora Owner', ownerEmail);
+  await verifyEmail(owner, ownerEmail);
   const { key } = await enrol(owner);
   await owner.goto('/workspaces');
   await ready(owner);
@@ -141,8 +146,9 @@ test('a workspace that requires two-factor authentication leads a member without
   await expect(guest.getByLabel('Text key')).toBeVisible();
   await ready(guest);
   const guestKey = await guest.getByLabel('Text key').inputValue();
-  await guest.getByLabel('Authentication code').fill(totp(guestKey));
-  await guest.getByLabel('Current password').fill(PASSWORD);
+  const twoFactor = guest.getByRole('region', { name: 'Two-factor authentication' });
+  await twoFactor.getByLabel('Authentication code').fill(totp(guestKey));
+  await twoFactor.getByLabel('Current password').fill(PASSWORD);
   await guest.getByRole('button', { name: 'Enable two-factor authentication' }).click();
   await expect(guest.getByRole('list', { name: 'Recovery codes' })).toBeVisible();
   await guest.getByRole('link', { name: 'Continue where you were' }).click();

@@ -42,14 +42,14 @@ test('create a workspace, invite, accept, change role, read-only view, remove', 
   }).toPass();
   await signUp(guest, guestName, guestEmail);
   // Until the address is confirmed, the invitation cannot be taken.
-  await expect(guest.getByRole('region', { name: 'Email not confirmed' })).toContainText(guestEmail);
+  await expect(guest.getByRole('region', { name: 'Address not confirmed' })).toContainText(guestEmail);
   await guest.goto(link);
   await ready(guest);
   await expect(guest.getByText(`You are invited to join Team ${suffix} as member.`)).toBeVisible();
   await guest.getByRole('button', { name: 'Accept invitation' }).click();
   await expect(guest.getByRole('alert').filter({ hasText: 'Confirm your email address first' })).toBeVisible();
   await verifyEmail(guest, guestEmail);
-  await expect(guest.getByRole('region', { name: 'Email not confirmed' })).toHaveCount(0);
+  await expect(guest.getByRole('region', { name: 'Address not confirmed' })).toHaveCount(0);
   await guest.goto(link);
   await ready(guest);
   await guest.getByRole('button', { name: 'Accept invitation' }).click();

@@ -11,14 +11,15 @@ use crate::verification::ResendVerificationForm;
 pub fn AccountPage() -> impl IntoView {
     let user = expect_context::<AuthContext>().user;
     let query = use_query_map();
-    // Where a verification form sent the person back to.
-    let email_note = move || query.read_untracked().get("email");
     view! {
         <Suspense>
-            {move || Suspend::new(async move {
+            {move || {
+                // Where a verification form sent the person back to (tracked: with
+                // JavaScript the form's redirect changes only the query).
+                let note = query.read().get("email");
+                Suspend::new(async move {
                 match user.await {
                     Ok(Some(me)) => {
-                        let note = email_note();
                         let email_state = if me.email_verified {
                             let just = note.as_deref() == Some("verified");
                             view! {
@@ -50,7 +51,7 @@ pub fn AccountPage() -> impl IntoView {
                     }
                     _ => view! { <Redirect path="/login?next=%2Faccount"/> }.into_any(),
                 }
-            })}
+            })}}
         </Suspense>
     }
 }

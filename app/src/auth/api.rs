@@ -47,17 +47,20 @@ pub async fn signup(display_name: String, email: String, password: String) -> Re
     let origin = ssr::origin(&state);
     let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
     let network = ssr::client_network(&state);
+    let device = ssr::device(&state);
     let from = fluxi_core::accounts::SignUpFrom {
         limits: &state.sign_up_limits,
         pseudonyms: &state.pseudonyms,
         client_network: network.as_deref(),
         now: state.clock.now(),
         base_url: &state.base_url,
+        device: Some(&device),
     };
     let user =
         fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &audit, from, &display_name, &email, &password)
             .await?;
     ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?;
+    ssr::remember_device(&state, &device);
     leptos_axum::redirect("/account");
     Ok(())
 }

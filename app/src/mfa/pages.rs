@@ -220,10 +220,12 @@ fn two_factor_section(
         view! { <p class="mt-6"><a href=n class=LINK>"Continue where you were"</a></p> }
     });
     view! {
-        <h2 class="mb-3 text-lg font-semibold">"Two-factor authentication"</h2>
-        {fresh}
-        {body}
-        {carry_on}
+        <section aria-labelledby="two-factor-heading">
+            <h2 id="two-factor-heading" class="mb-3 text-lg font-semibold">"Two-factor authentication"</h2>
+            {fresh}
+            {body}
+            {carry_on}
+        </section>
     }
 }
 

@@ -46,7 +46,7 @@ pub async fn change_password(
     let origin = ssr::origin(&state);
     let audit = ssr::audit_as(&state, &origin, &user);
     let keep = session.id().filter(|_| sign_out_others.is_some());
-    fluxi_core::accounts::credentials::change_password(
+    let epoch = fluxi_core::accounts::credentials::change_password(
         &state.pool,
         &state.hasher,
         &audit,
@@ -55,6 +55,9 @@ pub async fn change_password(
         keep.as_ref(),
     )
     .await?;
+    if let Some(epoch) = epoch {
+        ssr::adopt_sessions_epoch(&session, epoch).await?;
+    }
     leptos_axum::redirect("/account/security?password=changed#password");
     Ok(())
 }
@@ -79,7 +82,9 @@ pub async fn request_password_reset(email: String) -> Result<(), AppError> {
         let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
         let queued = match state.pool.get().await {
             Ok(mut conn) => {
-                queue_reset_link(&mut conn, &audit, &state.pseudonyms, &email_normalized, &state.base_url, now)
+                let network = origin.network.as_deref();
+                let (keys, base) = (&state.pseudonyms, &state.base_url);
+                queue_reset_link(&mut conn, &audit, keys, &email_normalized, network, base, now)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -138,6 +143,7 @@ pub async fn reset_password(token: String, new_password: String, code: Option<St
             None => SecondFactor::RecoveryCode(code),
         };
         let mut pending = PendingSecondFactor::new(user.id, now);
+        pending.sessions_epoch = user.sessions_epoch;
         pending.device = Some(device.clone());
         state.password_gate(&origin).second_factor(&mut pending, proof).await.map_err(|e| match e {
             // One try per submission: a wrong code is just wrong here.

@@ -17,13 +17,14 @@ use crate::components::{
 pub fn ChangePasswordSection(mfa: bool, fresh: bool) -> impl IntoView {
     let change = ServerAction::<ChangePassword>::new();
     let query = use_query_map();
-    let changed = query.read_untracked().get("password").as_deref() == Some("changed");
+    // Tracked: with JavaScript the form's redirect changes only the query.
+    let changed = move || query.read().get("password").as_deref() == Some("changed");
     let flash =
         crate::page_data::page_data(|| (), |_| async { take_flash("change_password".into()).await.ok().flatten() });
     view! {
         <section id="password" aria-labelledby="password-heading" class="mt-10">
             <h2 id="password-heading" class="mb-3 text-lg font-semibold">"Password"</h2>
-            {changed.then(|| view! { <p role="status" class="mb-3 text-sm text-slate-800">"Your password was changed."</p> })}
+            {move || changed().then(|| view! { <p role="status" class="mb-3 text-sm text-slate-800">"Your password was changed."</p> })}
             <Suspense>
                 {move || Suspend::new(async move {
                     let error = submission_error(change, flash.await.map(|f| f.error));
@@ -49,14 +50,14 @@ pub fn ChangePasswordSection(mfa: bool, fresh: bool) -> impl IntoView {
 pub fn ForgotPasswordPage() -> impl IntoView {
     let request = ServerAction::<RequestPasswordReset>::new();
     let query = use_query_map();
-    let sent = query.read_untracked().get("sent").is_some();
+    let sent = move || query.read().get("sent").is_some();
     let flash = crate::page_data::page_data(
         || (),
         |_| async { take_flash("request_password_reset".into()).await.ok().flatten() },
     );
     view! {
         <Card title="Reset your password">
-            {sent.then(|| view! {
+            {move || sent().then(|| view! {
                 <p role="status" class="mb-4 rounded-md border border-emerald-300 bg-emerald-50 px-3 py-2 text-sm text-emerald-900">
                     "If an account uses that address, we sent it a link to choose a new password. The link works for 30 minutes."
                 </p>

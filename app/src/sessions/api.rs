@@ -19,6 +19,9 @@ pub struct SessionEntry {
     pub signed_in_at_utc: String,
     pub last_active_utc: String,
     pub this_device: bool,
+    /// Signed in before this device: "Sign out" asks for the password (unless this
+    /// session confirmed it recently).
+    pub older: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +56,7 @@ pub async fn signed_in_sessions() -> Result<SessionsView, AppError> {
                 signed_in_at_utc: when(s.signed_in_at),
                 last_active_utc: when(s.last_active_at),
                 this_device: s.current,
+                older: s.older_than_current,
             })
             .collect(),
         mfa_enabled,
@@ -60,8 +64,10 @@ pub async fn signed_in_sessions() -> Result<SessionsView, AppError> {
     })
 }
 
-/// "Sign out" of one other session. Needs no step-up: it only ever ends access, and a
-/// person who sees a session they do not know must be able to end it at once.
+/// "Sign out" of one other session. A session that signed in after this one ends at once
+/// (someone who sees a session they do not know must be able to stop it); ending an older
+/// one needs a recent step-up ("Confirm it's you"), or a stolen session could throw its
+/// owner out.
 #[server(prefix = "/api", endpoint = "sign_out_session")]
 pub async fn sign_out_session(session: String) -> Result<(), AppError> {
     use crate::ssr;
@@ -72,9 +78,25 @@ pub async fn sign_out_session(session: String) -> Result<(), AppError> {
     let current = ssr::session().await?;
     let origin = ssr::origin(&state);
     let audit = ssr::audit_as(&state, &origin, &user);
-    let mut conn = ssr::conn(&state).await?;
     let now = state.clock.now();
-    fluxi_core::sessions::revoke_session(&mut conn, &audit, user.id, handle, current.id().as_ref(), now).await?;
+    let stepped_up = ssr::step_up_fresh(&state, &current).await?;
+    let mut conn = ssr::conn(&state).await?;
+    let current = current.id();
+    fluxi_core::sessions::revoke_session(&mut conn, &audit, user.id, handle, current.as_ref(), now, stepped_up).await?;
+    leptos_axum::redirect("/account/security#sessions");
+    Ok(())
+}
+
+/// "Confirm it's you": a step-up on its own, after which older sessions can be signed out
+/// for the step-up window.
+#[server(prefix = "/api", endpoint = "confirm_identity")]
+pub async fn confirm_identity(password: String, code: Option<String>) -> Result<(), AppError> {
+    use crate::ssr;
+    let state = ssr::state()?;
+    let user = ssr::require_user(&state).await?;
+    let code = code.filter(|c| !c.trim().is_empty());
+    let purpose = fluxi_core::accounts::StepUpFor::account(fluxi_core::audit::Action::SessionRevoked);
+    ssr::step_up(&state, &user, &password, code.as_deref(), None, purpose).await?;
     leptos_axum::redirect("/account/security#sessions");
     Ok(())
 }
@@ -95,7 +117,9 @@ pub async fn sign_out_other_sessions(password: String, code: Option<String>) -> 
     let audit = ssr::audit_as(&state, &origin, &user);
     let mut conn = ssr::conn(&state).await?;
     let now = state.clock.now();
-    fluxi_core::sessions::revoke_other_sessions(&mut conn, &audit, user.id, current.id().as_ref(), now).await?;
+    let (_, epoch) =
+        fluxi_core::sessions::revoke_other_sessions(&mut conn, &audit, user.id, current.id().as_ref(), now).await?;
+    ssr::adopt_sessions_epoch(&current, epoch).await?;
     leptos_axum::redirect("/account/security#sessions");
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use super::api::{signed_in_sessions, SessionEntry, SignOutOtherSessions, SignOutSession};
+use super::api::{signed_in_sessions, ConfirmIdentity, SessionEntry, SignOutOtherSessions, SignOutSession};
 use crate::auth::api::take_flash;
 use crate::components::{field_message, form_message, submission_error, FormAlert, StepUpFields};
 use crate::error::AppError;
@@ -16,11 +16,12 @@ const DANGER_BUTTON: &str = "inline-flex justify-center rounded-md bg-red-700 px
 pub fn SessionsSection() -> impl IntoView {
     let sign_out = ServerAction::<SignOutSession>::new();
     let sign_out_others = ServerAction::<SignOutOtherSessions>::new();
+    let confirm = ServerAction::<ConfirmIdentity>::new();
     let page = page_data(
-        move || (sign_out.version().get(), sign_out_others.version().get()),
+        move || (sign_out.version().get(), sign_out_others.version().get(), confirm.version().get()),
         |_| async {
             let mut flash = None;
-            for form in ["sign_out_session", "sign_out_other_sessions"] {
+            for form in ["sign_out_session", "sign_out_other_sessions", "confirm_identity"] {
                 if let Ok(Some(f)) = take_flash(form.into()).await {
                     flash = Some((form.to_string(), f.error));
                 }
@@ -42,7 +43,18 @@ pub fn SessionsSection() -> impl IntoView {
                         Ok(view) => {
                             let sign_out_error = submission_error(sign_out, flash_for("sign_out_session"));
                             let others_error = submission_error(sign_out_others, flash_for("sign_out_other_sessions"));
+                            let confirm_error = submission_error(confirm, flash_for("confirm_identity"));
                             let others = view.sessions.iter().filter(|s| !s.this_device).count();
+                            let older = view.sessions.iter().any(|s| s.older);
+                            let confirm_form = (older && !view.step_up_fresh).then(|| view! {
+                                <h3 class="mt-6 font-semibold">"Confirm it's you"</h3>
+                                <p class="text-sm text-slate-700">"Sessions that signed in before this one can be signed out once you confirm it's you."</p>
+                                <ActionForm action=confirm attr:class="mt-2 max-w-md space-y-3" attr:novalidate=true>
+                                    <FormAlert message=form_message(confirm_error)/>
+                                    <StepUpFields password_label="Current password" password_id="confirm-password" code_id="confirm-code" mfa=view.mfa_enabled fresh=false password_error=field_message(confirm_error, "password") code_error=field_message(confirm_error, "code")/>
+                                    <button type="submit" class=SMALL_BUTTON>"Confirm it's me"</button>
+                                </ActionForm>
+                            });
                             let rows = view.sessions.into_iter().map(|s| session_row(s, sign_out)).collect_view();
                             let sign_out_all = (others > 0).then(|| view! {
                                 <h3 class="mt-6 font-semibold">"Sign out all other sessions"</h3>
@@ -56,6 +68,7 @@ pub fn SessionsSection() -> impl IntoView {
                             view! {
                                 <FormAlert message=form_message(sign_out_error)/>
                                 <ul class="divide-y divide-slate-200 rounded-md ring-1 ring-slate-200">{rows}</ul>
+                                {confirm_form}
                                 {sign_out_all}
                             }
                             .into_any()

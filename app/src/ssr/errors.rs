@@ -86,6 +86,10 @@ impl From<MfaError> for AppError {
                 AppError::field("recovery_code", "That recovery code is not right, or it was already used.")
             }
             MfaError::AlreadyEnabled => AppError::Rejected("Two-factor authentication is already on.".into()),
+            MfaError::EmailNotVerified => AppError::Rejected(
+                "Confirm your email address first (the link we mailed you, or \"Send a new link\" on your account page)."
+                    .into(),
+            ),
             MfaError::NotEnabled => AppError::Rejected("Two-factor authentication is not on.".into()),
             MfaError::NoPendingEnrolment => AppError::Rejected(
                 "This set-up expired or was replaced. Start again with \"Set up authenticator app\".".into(),
@@ -187,7 +191,9 @@ impl From<ResetError> for AppError {
 impl From<RevokeError> for AppError {
     fn from(e: RevokeError) -> Self {
         match e {
-            RevokeError::NotFound | RevokeError::Current => AppError::Rejected(e.to_string()),
+            RevokeError::NotFound | RevokeError::Current | RevokeError::StepUpNeeded => {
+                AppError::Rejected(e.to_string())
+            }
             RevokeError::Database(e) => AppError::internal(e),
         }
     }

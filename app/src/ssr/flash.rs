@@ -36,7 +36,7 @@ pub struct StoredFlash {
 /// password, and never `next`, which can carry an invitation link's token (the page
 /// reads it from its own address again).
 /// The two-factor forms keep no value at all: codes are never stored.
-const FLASHED_FORMS: [(&str, &[&str]); 7] = [
+const FLASHED_FORMS: [(&str, &[&str]); 15] = [
     ("signup", &["display_name", "email"]),
     ("login", &["email"]),
     ("verify_sign_in", &[]),
@@ -44,6 +44,15 @@ const FLASHED_FORMS: [(&str, &[&str]); 7] = [
     ("confirm_totp_setup", &[]),
     ("regenerate_recovery_codes", &[]),
     ("disable_two_factor", &[]),
+    ("sign_out_session", &[]),
+    ("sign_out_other_sessions", &[]),
+    ("confirm_identity", &[]),
+    ("change_password", &[]),
+    ("request_password_reset", &["email"]),
+    // Never the token: it stays in the page's own address.
+    ("reset_password", &[]),
+    ("verify_email", &[]),
+    ("resend_verification", &[]),
 ];
 
 /// The values a flash of `form` keeps, or `None` when `form` gets no flash.

@@ -18,8 +18,8 @@ pub use request::{
     RequestId,
 };
 pub use session::{
-    current_user, end_session, forget_cached_user, note_second_factor, require_user, session, signed_in_with,
-    start_session, step_up_fresh, workspace_access, RequestCache,
+    adopt_sessions_epoch, current_user, end_session, forget_cached_user, note_second_factor, require_user, session,
+    signed_in_with, start_session, step_up_fresh, workspace_access, RequestCache,
 };
 pub use state::{conn, state, AppServices, AppState};
 pub use step_up::step_up;

@@ -82,19 +82,43 @@ async fn load_current_user(state: &AppState, session: &Session) -> Result<Option
         SessionCheck::Active { touch: false } => {}
     }
     // Normally the session store read the account row together with the session.
-    if let Some(user) = session.get::<User>(SIGNED_IN_USER_KEY).await? {
-        if user.id == auth.user_id {
-            return Ok(Some(user));
-        }
-    }
-    let mut conn = conn(state).await?;
-    match accounts::find_user_by_id(&mut conn, auth.user_id).await? {
-        Some(user) => Ok(Some(user)),
+    let user = match session.get::<User>(SIGNED_IN_USER_KEY).await?.filter(|u| u.id == auth.user_id) {
+        Some(user) => user,
         None => {
-            session.flush().await?;
-            Ok(None)
+            let mut conn = conn(state).await?;
+            match accounts::find_user_by_id(&mut conn, auth.user_id).await? {
+                Some(user) => user,
+                None => {
+                    session.flush().await?;
+                    return Ok(None);
+                }
+            }
         }
+    };
+    // Every other session was signed out after this one was made (its row may have been
+    // written back by a request that was in flight, or by a sign-in under way).
+    if user.sessions_epoch != auth.sessions_epoch {
+        let actor = Actor::System(fluxi_core::audit::SystemJob::SessionCleanup);
+        end_session(state, session, auth.user_id, Action::SessionRevoked, actor).await?;
+        return Ok(None);
     }
+    Ok(Some(user))
+}
+
+/// This session survives signing out every other one: it takes on the account's new
+/// `sessions_epoch`.
+pub async fn adopt_sessions_epoch(session: &Session, sessions_epoch: i32) -> Result<(), AppError> {
+    if let Some(mut auth) = session.get::<AuthState>(AUTH_KEY).await? {
+        auth.sessions_epoch = sessions_epoch;
+        session.insert(AUTH_KEY, auth).await?;
+    }
+    // The account row this request loaded is older than the bump.
+    if let Some(mut user) = session.get::<User>(SIGNED_IN_USER_KEY).await? {
+        user.sessions_epoch = sessions_epoch;
+        session.insert(SIGNED_IN_USER_KEY, user).await?;
+    }
+    forget_cached_user();
+    Ok(())
 }
 
 /// Ends this signed-in session (signed out, or found expired) with its audit event, then
@@ -148,6 +172,7 @@ pub async fn start_session(
                 last_seen_at: now,
                 second_factor,
                 stepped_up_at: None,
+                sessions_epoch: user.sessions_epoch,
             },
         )
         .await?;

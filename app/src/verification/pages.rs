@@ -70,7 +70,7 @@ pub fn VerifyEmailBanner() -> impl IntoView {
         <Transition>
             {move || Suspend::new(async move {
                 user.await.ok().flatten().filter(|u| !u.email_verified).map(|u| view! {
-                    <div role="region" aria-label="Email not confirmed" class="border-b border-amber-300 bg-amber-50 px-4 py-2 text-center text-sm text-amber-950">
+                    <div role="region" aria-label="Address not confirmed" class="border-b border-amber-300 bg-amber-50 px-4 py-2 text-center text-sm text-amber-950">
                         "Confirm your email address: open the link we sent to "
                         <strong class="break-all">{u.email}</strong>
                         ". Until then you cannot accept invitations. "

@@ -61,6 +61,8 @@ pub enum MfaError {
     /// No enrolment waiting, it expired, or another one replaced it meanwhile.
     #[error("no set-up is waiting for a code, or it expired")]
     NoPendingEnrolment,
+    #[error("confirm the account's email address first")]
+    EmailNotVerified,
     /// The stored secret does not open (key version not configured, or tampered with).
     #[error("the stored secret could not be opened: {0}")]
     Sealed(#[from] OpenError),
@@ -210,6 +212,12 @@ pub async fn start_enrolment(
     user: Uuid,
     email: &str,
 ) -> Result<Enrolment, MfaError> {
+    // A second factor on an unconfirmed address would let someone who signed up with
+    // another person's address keep it from them: a reset from the mailbox would still
+    // ask for the impostor's code.
+    if !crate::accounts::verification::is_verified(conn, user).await? {
+        return Err(MfaError::EmailNotVerified);
+    }
     let secret = Zeroizing::new(rand::random::<[u8; SECRET_BYTES]>());
     let sealed = keyring.seal(Purpose::TotpSecret, &owner(&user), secret.as_slice());
     let expires_at = now + ENROLMENT_VALID_FOR;

@@ -28,6 +28,8 @@ pub enum Notice {
     },
     /// An authenticator code was offered a second time (someone may have seen it).
     CodeReused,
+    /// A sign-in from a browser and a network that had never signed in to the account.
+    NewPlace,
 }
 
 impl Notice {
@@ -41,6 +43,7 @@ impl Notice {
             Notice::RecoveryCodesRegenerated => "New recovery codes were made for your Fluxi account",
             Notice::RecoveryCodesLow { .. } => "Your Fluxi account is running out of recovery codes",
             Notice::CodeReused => "An authentication code for your Fluxi account was used twice",
+            Notice::NewPlace => "New sign-in to your Fluxi account",
         }
     }
 
@@ -68,7 +71,7 @@ impl Notice {
                 "New recovery codes were made for your account; the old ones no longer work.".into()
             }
             Notice::RecoveryCodesLow { remaining } => format!(
-                "A recovery code was used to sign in. {remaining} recovery code{} left: make new ones on \
+                "A recovery code was used. {remaining} recovery code{} left: make new ones on \
                  the Security page so that you are not locked out.",
                 if remaining == 1 { " is" } else { "s are" }
             ),
@@ -78,6 +81,9 @@ impl Notice {
                  have seen a code."
                     .into()
             }
+            Notice::NewPlace => "Your Fluxi account was signed in to from a browser and a network it had not been \
+                 signed in from before."
+                .into(),
         }
     }
 

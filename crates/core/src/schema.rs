@@ -188,6 +188,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         email_verified_at -> Nullable<Timestamptz>,
+        sessions_epoch -> Int4,
     }
 }
 

@@ -1,2 +1,3 @@
 DROP TABLE account_links;
+ALTER TABLE users DROP COLUMN sessions_epoch;
 ALTER TABLE users DROP COLUMN email_verified_at;

@@ -162,3 +162,107 @@ async fn the_forms_work_as_plain_posts() {
     assert_eq!(res.location(), Some("/account/security#sessions"));
     assert_eq!(other.get("/account").await.status, StatusCode::FOUND);
 }
+
+/// How many "new sign-in" notices went to `email`.
+async fn notices(app: &TestApp, email: &str) -> i64 {
+    use fluxi_core::schema::outbox_emails;
+    let mut conn = app.db.conn().await;
+    outbox_emails::table
+        .filter(outbox_emails::recipient.eq(email))
+        .filter(outbox_emails::subject.eq("New sign-in to your Fluxi account"))
+        .count()
+        .get_result::<i64>(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A sign-in from a browser and a network the account has never used is mailed to its
+/// owner; the browser it signed up in, and a known network, are not news.
+#[tokio::test]
+async fn a_sign_in_from_a_new_browser_and_network_is_mailed_to_the_owner() {
+    use reqwest::header::{ACCEPT, CONTENT_TYPE};
+    let app = TestApp::spawn_with(crate::common::Options { trusted_proxies: 1, ..Default::default() }).await;
+    let (_, email) = app.signed_up("Placed").await;
+    let from = |network: &'static str| {
+        let mut c = app.client();
+        let body = crate::common::encode(&[("email", &email), ("password", crate::common::PASSWORD)]);
+        let req = c
+            .http()
+            .post(c.url("/api/login"))
+            .header("x-forwarded-for", network)
+            .header(ACCEPT, "application/json")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        async move { c.raw(req).await.status }
+    };
+    // Sign-up's network, another browser: known network.
+    assert_eq!(from("127.0.0.1").await, StatusCode::OK);
+    assert_eq!(notices(&app, &email).await, 0);
+    // A new browser on a new network.
+    assert_eq!(from("203.0.113.9").await, StatusCode::OK);
+    assert_eq!(notices(&app, &email).await, 1);
+    // That network is known now.
+    assert_eq!(from("203.0.113.9").await, StatusCode::OK);
+    assert_eq!(notices(&app, &email).await, 1);
+    let mut conn = app.db.conn().await;
+    use fluxi_core::schema::outbox_emails;
+    let body: String = outbox_emails::table
+        .filter(outbox_emails::subject.eq("New sign-in to your Fluxi account"))
+        .select(outbox_emails::body)
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert!(body.contains("From: network 203.0.113.0/24 (approximate)"), "{body}");
+}
+
+/// A newer session (say, a stolen one) cannot throw out the one that signed in before it
+/// without the password; once it confirms, it can.
+#[tokio::test]
+async fn ending_an_older_session_needs_the_password() {
+    let app = TestApp::spawn().await;
+    let (mut owner, email) = app.signed_up("Older").await;
+    app.clock.advance(time::Duration::minutes(11));
+    let mut newer = signed_in(&app, &email, FIREFOX).await;
+    let view = list(&mut newer).await;
+    let owners = view.sessions.iter().find(|s| !s.this_device).unwrap();
+    assert!(owners.older, "signed in before");
+    let owners = owners.handle.clone();
+    let res = newer.call("sign_out_session", &[("session", &owners)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("confirm it's you")), "{}", res.body);
+    assert_eq!(owner.get("/account").await.status, StatusCode::OK, "still signed in");
+
+    let res = newer.call("confirm_identity", &[("password", "not the password at all")]).await;
+    assert!(res.error().message_for("password").is_some(), "{}", res.body);
+    assert_eq!(newer.call("confirm_identity", &[("password", PASSWORD)]).await.status, StatusCode::OK);
+    let res = newer.call("sign_out_session", &[("session", &owners)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(owner.get("/account").await.status, StatusCode::FOUND);
+}
+
+/// A request that was under way when every other session was signed out, and writes its
+/// session back under a new id (as renewing the id does), finds it signed out.
+#[tokio::test]
+async fn a_session_written_back_after_sign_out_everywhere_stays_signed_out() {
+    use tower_sessions::SessionStore;
+    let app = TestApp::spawn().await;
+    let (mut mine, email) = app.signed_up("Everywhere").await;
+    let mut other = signed_in(&app, &email, FIREFOX).await;
+    let store = fluxi_core::sessions::DieselSessionStore::new(
+        app.state.pool.clone(),
+        app.state.clock.clone(),
+        app.state.session_policy,
+    );
+    let id: tower_sessions::session::Id = other.session_cookie.clone().unwrap().parse().unwrap();
+    let mut in_flight = SessionStore::load(&store, &id).await.unwrap().expect("loaded");
+
+    let res = mine.call("sign_out_other_sessions", &[("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // The request under way renews its id: its record is created again.
+    in_flight.id = tower_sessions::session::Id::default();
+    SessionStore::create(&store, &mut in_flight).await.unwrap();
+    other.session_cookie = Some(in_flight.id.to_string());
+    let res = other.get("/account").await;
+    assert_eq!(res.status, StatusCode::FOUND, "signed out");
+    assert_eq!(mine.get("/account").await.status, StatusCode::OK, "the session that asked stays");
+    assert_eq!(list(&mut mine).await.sessions.len(), 1);
+}

@@ -316,6 +316,14 @@ impl TestApp {
             .password(PASSWORD)
             .create(&self.db.pool, &self.state.hasher)
             .await;
+        // As if they had signed up from here: their first sign-in is no news (no notice).
+        {
+            use fluxi_core::accounts::familiar;
+            use fluxi_core::clock::Clock;
+            let network = familiar::network_pseudonym(self.state.pseudonyms.current(), "127.0.0.1");
+            let mut conn = self.db.conn().await;
+            familiar::remember(&mut conn, user.id, None, Some(&network), self.clock.now()).await.unwrap();
+        }
         let mut client = self.client();
         let res = client.call("login", &[("email", &email), ("password", PASSWORD)]).await;
         assert_eq!(res.status, StatusCode::OK, "login failed: {}", res.body);

@@ -304,3 +304,37 @@ async fn each_security_notice_is_mailed_once() {
         assert!(!m.contains("/reset-password/") && !m.contains("/verify-email/"), "no link in a notice: {m}");
     }
 }
+
+/// A sign-in waiting for its code when the password is reset cannot finish with the old
+/// password.
+#[tokio::test]
+async fn a_reset_ends_sign_ins_waiting_for_their_code() {
+    let app = TestApp::spawn().await;
+    let (person, key, _) = enrolled(&app, "Waiting").await;
+    let email = person.user.email.clone();
+    let mut thief = app.client();
+    let res = thief.call("login", &[("email", &email), ("password", PASSWORD)]).await;
+    assert_eq!(res.location(), Some("/login/mfa"), "{}", res.body);
+
+    app.client().call("request_password_reset", &[("email", &email)]).await;
+    let token = reset_token(&app, &email, 0).await;
+    let code = app_code(&key, app.clock.now());
+    let form = [("token", token.as_str()), ("new_password", NEW_PASSWORD), ("code", code.as_str())];
+    assert_eq!(app.client().call("reset_password", &form).await.status, StatusCode::OK);
+
+    app.clock.advance(Duration::seconds(30));
+    let code = app_code(&key, app.clock.now());
+    let res = thief.call("verify_sign_in", &[("code", &code)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("took too long")), "{}", res.body);
+    assert!(!signed_in(&mut thief).await);
+}
+
+/// Two-factor authentication waits for a confirmed address (else someone who signed up
+/// with another person's address could keep it with their own second factor).
+#[tokio::test]
+async fn two_factor_set_up_waits_for_a_confirmed_address() {
+    let app = TestApp::spawn().await;
+    let (mut c, _) = app.signed_up("Early").await;
+    let res = c.call("start_totp_setup", &[]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("Confirm your email address")), "{}", res.body);
+}

@@ -51,6 +51,7 @@ const OTHER_FUNCTIONS: &[&str] = &[
     "signed_in_sessions",
     "sign_out_session",
     "sign_out_other_sessions",
+    "confirm_identity",
     "verification_link",
     "verify_email",
     "resend_verification",

@@ -93,7 +93,7 @@ async fn links_that_do_not_work_say_why_and_change_nothing() {
     let newer = verification_token(&app, &email).await;
     assert_ne!(newer, token);
     let res = owner.call("verify_email", &[("token", &token)]).await;
-    assert!(rejected_with(&res, "newer link"), "{}", res.body);
+    assert!(rejected_with(&res, "replaced by a newer one"), "{}", res.body);
     // Expired after 24 hours.
     app.clock.advance(Duration::hours(24));
     let res = owner.call("verify_email", &[("token", &newer)]).await;

@@ -25,10 +25,14 @@ use crate::rate_limit::{self, RateLimit};
 
 /// How long a reset link works.
 pub const RESET_LINK_VALID_FOR: Duration = Duration::minutes(30);
-/// Reset mails per account and hour (more are dropped silently: the answer never says).
-pub const RESET_MAILS_PER_ACCOUNT: RateLimit = RateLimit::per_hour(3);
-/// Reset requests per client network and hour.
+/// Reset mails per account and hour from one client network, and from all together (more
+/// are dropped silently: the answer never says). Someone asking in another person's name
+/// from one network uses up only that network's share; earlier links keep working.
+pub const RESET_MAILS_PER_ACCOUNT_AND_NETWORK: RateLimit = RateLimit::per_hour(3);
+pub const RESET_MAILS_PER_ACCOUNT: RateLimit = RateLimit::per_hour(10);
+/// Reset requests per client network and hour, and overall.
 pub const RESET_REQUESTS_PER_NETWORK: RateLimit = RateLimit::per_hour(20);
+pub const RESET_REQUESTS_OVERALL: RateLimit = RateLimit::per_hour(1_000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResetError {
@@ -47,9 +51,10 @@ impl From<diesel::result::Error> for ResetError {
 }
 
 /// Changes the signed-in `user`'s password (the caller has checked the current one with a
-/// step-up): the same rules as sign-up, a new hash, and — when `keep` is given — every
-/// other session of the account signed out, with the event and the notice, in one
-/// transaction. Returns how many sessions ended.
+/// step-up): the same rules as sign-up, a new hash, and — when `sign_out_others_but` is
+/// given — every other session of the account signed out, with the event and the notice,
+/// in one transaction; reset links still out stop working. Returns the account's new
+/// `sessions_epoch` when other sessions were signed out (the kept session takes it on).
 pub async fn change_password(
     pool: &Pool,
     hasher: &PasswordHasher,
@@ -57,28 +62,31 @@ pub async fn change_password(
     user: &User,
     new_password: &str,
     sign_out_others_but: Option<&Id>,
-) -> Result<u64, AccountError> {
+) -> Result<Option<i32>, AccountError> {
     validate_password(new_password).map_err(|e| AccountError::Invalid(vec![e]))?;
     let hash = hasher.hash(new_password).await?;
     let now = audit.clock.now();
     let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
-    let ended = conn
+    let epoch = conn
         .transaction::<_, diesel::result::Error, _>(|c| {
             async move {
                 update_password_hash(c, user.id, &hash).await?;
-                let ended = match sign_out_others_but {
-                    Some(keep) => crate::sessions::revoke_other_sessions(c, audit, user.id, Some(keep), now).await?,
-                    None => 0,
+                links::withdraw(c, user.id, LinkPurpose::ResetPassword, now).await?;
+                let epoch = match sign_out_others_but {
+                    Some(keep) => {
+                        Some(crate::sessions::revoke_other_sessions(c, audit, user.id, Some(keep), now).await?.1)
+                    }
+                    None => None,
                 };
                 let event = Event::account(Some(user.id), Action::PasswordChanged, Outcome::Succeeded, Detail::None);
                 audit.record(c, event).await?;
                 notify(c, audit, user.id, Notice::PasswordChanged).await?;
-                Ok(ended)
+                Ok(epoch)
             }
             .scope_boxed()
         })
         .await?;
-    Ok(ended)
+    Ok(epoch)
 }
 
 /// "Send reset link", the part that answers: the email's shape and the network's limit.
@@ -98,6 +106,10 @@ pub async fn accept_reset_request(
             return Err(ResetError::NetworkLimited(wait));
         }
     }
+    // Also bounds requests whose network is unknown, and the tasks they start.
+    if let Err(wait) = rate_limit::take(conn, b"reset-overall", RESET_REQUESTS_OVERALL, now).await? {
+        return Err(ResetError::NetworkLimited(wait));
+    }
     Ok(normalize_email(&email))
 }
 
@@ -109,6 +121,7 @@ pub async fn queue_reset_link(
     audit: &Audit<'_>,
     pseudonyms: &PseudonymKeys,
     email_normalized: &str,
+    network: Option<&str>,
     base_url: &str,
     now: OffsetDateTime,
 ) -> diesel::QueryResult<()> {
@@ -117,15 +130,25 @@ pub async fn queue_reset_link(
         let detail = Detail::SignInFailure { known_account: false };
         return audit.record(conn, Event::account(None, Action::PasswordResetRequested, Outcome::Failed, detail)).await;
     };
-    let key = pseudonyms.current().pseudonym("reset-account", email_normalized);
+    let keys = pseudonyms.current();
+    let limits = [
+        (keys.pseudonym("reset-account", email_normalized), RESET_MAILS_PER_ACCOUNT),
+        (
+            keys.pseudonym("reset-account-network", &format!("{email_normalized}\n{}", network.unwrap_or("-"))),
+            RESET_MAILS_PER_ACCOUNT_AND_NETWORK,
+        ),
+    ];
     let user = &user;
     conn.transaction(|c| {
         async move {
             let audit = audit.as_actor(Actor::Anonymous { email_normalized: Some(&user.email_normalized) });
-            if let Err(wait) = rate_limit::take(c, &key, RESET_MAILS_PER_ACCOUNT, now).await? {
-                let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
-                let event = Event::account(Some(user.id), Action::PasswordResetRequested, Outcome::Denied, detail);
-                return audit.record(c, event).await;
+            // The network's share first: a network already refused must not use up the account's.
+            for (key, limit) in limits.iter().rev() {
+                if let Err(wait) = rate_limit::take(c, key, *limit, now).await? {
+                    let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
+                    let event = Event::account(Some(user.id), Action::PasswordResetRequested, Outcome::Denied, detail);
+                    return audit.record(c, event).await;
+                }
             }
             let token = links::issue(c, user.id, LinkPurpose::ResetPassword, RESET_LINK_VALID_FOR, now).await?;
             let link = format!("{}/reset-password/{token}", base_url.trim_end_matches('/'));
@@ -182,18 +205,18 @@ pub async fn reset_password(
                 }
                 update_password_hash(c, user.id, &hash).await?;
                 let audit = audit.as_actor(Actor::User { id: user.id, email_normalized: &user.email_normalized });
-                crate::sessions::revoke_other_sessions(c, &audit, user.id, None, now).await?;
+                let (_, epoch) = crate::sessions::revoke_other_sessions(c, &audit, user.id, None, now).await?;
                 let event =
                     Event::account(Some(user.id), Action::PasswordResetCompleted, Outcome::Succeeded, Detail::None);
                 audit.record(c, event).await?;
                 notify(c, &audit, user.id, Notice::PasswordReset).await?;
-                Ok(Ok(()))
+                Ok(Ok(epoch))
             }
             .scope_boxed()
         })
         .await?;
     match outcome {
-        Ok(()) => Ok(user),
+        Ok(sessions_epoch) => Ok(User { sessions_epoch, ..user }),
         Err(problem) => Err(refused(&mut conn, audit, Some(user.id), problem).await?),
     }
 }

@@ -123,16 +123,21 @@ pub async fn familiarity(
     })
 }
 
-/// Remembers a successful sign-in's browser and network for `user`.
+/// Remembers a successful sign-in's browser and network for `user`. Returns true when
+/// neither had signed in to the account before (a sign-in from a new place, which the
+/// account's owner is told about).
 pub async fn remember(
     conn: &mut AsyncPgConnection,
     user: Uuid,
     device: Option<&DeviceId>,
     network: Option<&[u8]>,
     now: OffsetDateTime,
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
+    // `xmax = 0` holds for a row this statement inserted, not for one it updated.
+    let inserted = || diesel::dsl::sql::<diesel::sql_types::Bool>("xmax = 0");
+    let mut new_device = true;
     if let Some(device) = device {
-        diesel::insert_into(familiar_devices::table)
+        new_device = diesel::insert_into(familiar_devices::table)
             .values((
                 familiar_devices::user_id.eq(user),
                 familiar_devices::device_hash.eq(device.stored()),
@@ -141,11 +146,13 @@ pub async fn remember(
             .on_conflict((familiar_devices::user_id, familiar_devices::device_hash))
             .do_update()
             .set(familiar_devices::last_signed_in_at.eq(now))
-            .execute(conn)
+            .returning(inserted())
+            .get_result(conn)
             .await?;
     }
+    let mut new_network = true;
     if let Some(network) = network {
-        diesel::insert_into(familiar_networks::table)
+        new_network = diesel::insert_into(familiar_networks::table)
             .values((
                 familiar_networks::user_id.eq(user),
                 familiar_networks::network_pn.eq(network),
@@ -154,10 +161,11 @@ pub async fn remember(
             .on_conflict((familiar_networks::user_id, familiar_networks::network_pn))
             .do_update()
             .set(familiar_networks::last_signed_in_at.eq(now))
-            .execute(conn)
+            .returning(inserted())
+            .get_result(conn)
             .await?;
     }
-    Ok(())
+    Ok(new_device && new_network)
 }
 
 /// Forgets browsers and networks not signed in from for [`REMEMBERED_FOR`]; run with the

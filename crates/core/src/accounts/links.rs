@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::schema::account_links;
+use crate::schema::{account_links, users};
 use crate::tokens::{new_token, token_hash, well_formed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +40,15 @@ pub enum LinkProblem {
     /// Issued to another account than the one signed in.
     #[error("This link is for another account. Sign out, then sign in as that account and open the link again.")]
     OtherAccount,
-    /// A newer link of the same kind replaced it.
-    #[error("A newer link replaced this one. Use the most recent mail.")]
+    /// A newer link of the same kind, or a password change, replaced it.
+    #[error("This link was replaced by a newer one or by a password change. Use the most recent mail.")]
     Replaced,
 }
 
 /// Issues a link token for `user` (returned for the mail; only its hash is stored).
-/// Earlier unused links of the same purpose stop working: only the newest mail counts.
+/// Verification links replace the earlier ones (only the newest mail counts); reset links
+/// do not, so that someone asking for resets in another person's name cannot void the
+/// link that person is about to use.
 pub async fn issue(
     conn: &mut AsyncPgConnection,
     user: Uuid,
@@ -54,17 +56,11 @@ pub async fn issue(
     valid_for: Duration,
     now: OffsetDateTime,
 ) -> QueryResult<String> {
-    // Replaced links are kept, marked, so that opening one says why it does nothing.
-    diesel::update(
-        account_links::table
-            .filter(account_links::user_id.eq(user))
-            .filter(account_links::purpose.eq(purpose.as_str()))
-            .filter(account_links::used_at.is_null())
-            .filter(account_links::replaced_at.is_null()),
-    )
-    .set(account_links::replaced_at.eq(now))
-    .execute(conn)
-    .await?;
+    // One issue at a time per account: two at once would each miss the other's new link.
+    users::table.find(user).select(users::id).for_update().first::<Uuid>(conn).await?;
+    if purpose == LinkPurpose::VerifyEmail {
+        withdraw(conn, user, purpose, now).await?;
+    }
     let token = new_token();
     diesel::insert_into(account_links::table)
         .values((
@@ -77,6 +73,26 @@ pub async fn issue(
         .execute(conn)
         .await?;
     Ok(token)
+}
+
+/// Stops `user`'s unused links of `purpose` from working (marked replaced): a password
+/// change makes reset links already mailed useless.
+pub async fn withdraw(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    purpose: LinkPurpose,
+    now: OffsetDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        account_links::table
+            .filter(account_links::user_id.eq(user))
+            .filter(account_links::purpose.eq(purpose.as_str()))
+            .filter(account_links::used_at.is_null())
+            .filter(account_links::replaced_at.is_null()),
+    )
+    .set(account_links::replaced_at.eq(now))
+    .execute(conn)
+    .await
 }
 
 /// The account a usable link belongs to, without using it up (the page that asks

@@ -23,6 +23,9 @@ pub struct User {
     /// When the account proved it receives mail at `email` (`None`: not yet).
     #[serde(default)]
     pub email_verified_at: Option<OffsetDateTime>,
+    /// Sessions made under an older value have ended (`crate::sessions` bumps it).
+    #[serde(default)]
+    pub sessions_epoch: i32,
 }
 
 /// A stored password hash (PHC string). Its `Debug` output is redacted, so that a
@@ -102,6 +105,21 @@ pub async fn find_password_hash(conn: &mut AsyncPgConnection, id: Uuid) -> Query
 
 pub async fn find_user_by_id(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
     users::table.find(id).select(User::as_select()).first(conn).await.optional()
+}
+
+/// Replaces the hash of `id` only if it is still `old` (a rehash at sign-in must not undo a
+/// password change or reset that committed meanwhile).
+pub async fn replace_password_hash_if_unchanged(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    old: &str,
+    phc: &str,
+) -> QueryResult<()> {
+    diesel::update(users::table.find(id).filter(users::password_hash.eq(old)))
+        .set((users::password_hash.eq(phc), users::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 pub async fn update_password_hash(conn: &mut AsyncPgConnection, id: Uuid, phc: &str) -> QueryResult<()> {

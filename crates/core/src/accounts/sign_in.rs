@@ -12,13 +12,14 @@ use uuid::Uuid;
 use super::familiar::{self, DeviceId, Familiarity};
 use super::{
     clear_failed_sign_ins, client_sign_in_key, conclude_failure, create_user, find_login_by_email, find_password_hash,
-    normalize_email, refund_attempt, reserve_attempt, reserve_attempts, sign_in_key, update_password_hash,
-    validate_display_name, validate_email, validate_password, CreateUserError, HashError, InputError, NewUser,
-    PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
+    normalize_email, refund_attempt, replace_password_hash_if_unchanged, reserve_attempt, reserve_attempts,
+    sign_in_key, validate_display_name, validate_email, validate_password, CreateUserError, HashError, InputError,
+    NewUser, PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
 };
 use crate::audit::{Action, Actor, Audit, Detail, Event, Origin, Outcome, Target};
 use crate::clock::Clock;
 use crate::db::{Pool, PooledConn};
+use crate::notifications::{notify, Notice};
 use crate::pseudonym::PseudonymKeys;
 use crate::rate_limit::{self, RateLimit};
 use diesel_async::scoped_futures::ScopedFutureExt;
@@ -104,6 +105,10 @@ pub struct PendingSecondFactor {
     pub device: Option<DeviceId>,
     #[serde(default)]
     pub network_pn: Option<String>,
+    /// The account's `sessions_epoch` when the password was checked: a password change or
+    /// reset since then ends this sign-in too.
+    #[serde(default)]
+    pub sessions_epoch: i32,
 }
 
 impl PendingSecondFactor {
@@ -114,7 +119,7 @@ impl PendingSecondFactor {
     pub const MAX_FAILURES: u8 = 3;
 
     pub fn new(user_id: Uuid, now: time::OffsetDateTime) -> Self {
-        Self { user_id, started_at: now, failures: 0, device: None, network_pn: None }
+        Self { user_id, started_at: now, failures: 0, device: None, network_pn: None, sessions_epoch: 0 }
     }
 
     pub fn expired(&self, now: time::OffsetDateTime) -> bool {
@@ -271,17 +276,29 @@ impl<'a> PasswordGate<'a> {
             return Err(AccountError::WrongCredentials);
         };
         if PasswordHasher::needs_rehash(stored.as_str()) {
-            self.rehash(user.id, password).await;
+            self.rehash(user.id, stored.as_str(), password).await;
         }
         let network_pn = place.network.map(|n| familiar::network_pseudonym(self.pseudonyms.current(), n));
         if second_factor {
             let mut pending = PendingSecondFactor::new(user.id, self.clock.now());
+            pending.sessions_epoch = user.sessions_epoch;
             pending.device = place.device.cloned();
             pending.network_pn = network_pn.map(hex::encode);
             return Ok(SignInOutcome::SecondFactorRequired(pending));
         }
         let mut conn = self.conn().await?;
-        familiar::remember(&mut conn, user.id, place.device, network_pn.as_deref(), self.clock.now()).await?;
+        let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
+        let (now, device, user_id) = (self.clock.now(), place.device, user.id);
+        conn.transaction::<_, diesel::result::Error, _>(|c| {
+            async move {
+                if familiar::remember(c, user_id, device, network_pn.as_deref(), now).await? {
+                    notify(c, &audit, user_id, Notice::NewPlace).await?;
+                }
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await?;
         Ok(SignInOutcome::SignedIn(user))
     }
 
@@ -301,8 +318,10 @@ impl<'a> PasswordGate<'a> {
             return Err(AccountError::SecondFactorExpired);
         }
         let mut conn = self.conn().await?;
-        let user =
-            super::find_user_by_id(&mut conn, pending.user_id).await?.ok_or(AccountError::SecondFactorExpired)?;
+        let user = super::find_user_by_id(&mut conn, pending.user_id)
+            .await?
+            .filter(|u| u.sessions_epoch == pending.sessions_epoch)
+            .ok_or(AccountError::SecondFactorExpired)?;
         // Wrong codes count on a browser that has signed in before on that browser's own
         // count, and elsewhere on the account's count for codes from everywhere else, which
         // slows down rather than shuts out: someone who has the password can neither block
@@ -344,7 +363,9 @@ impl<'a> PasswordGate<'a> {
                     async move {
                         clear_failed_sign_ins(c, account_key).await?;
                         let network_pn = pending_network.and_then(|n| hex::decode(n).ok());
-                        familiar::remember(c, user.id, pending_device, network_pn.as_deref(), now).await?;
+                        if familiar::remember(c, user.id, pending_device, network_pn.as_deref(), now).await? {
+                            notify(c, audit, user.id, Notice::NewPlace).await?;
+                        }
                         let detail = Detail::SecondFactor { method };
                         let event = Event::account(Some(user.id), Action::SignInSucceeded, Outcome::Succeeded, detail);
                         audit.record(c, event).await?;
@@ -629,10 +650,12 @@ impl<'a> PasswordGate<'a> {
     }
 
     /// Replaces an outdated hash; a failure only delays the upgrade to the next sign-in.
-    async fn rehash(&self, id: Uuid, password: &str) {
+    async fn rehash(&self, id: Uuid, old: &str, password: &str) {
         let Ok(new_hash) = self.hasher.hash(password).await else { return };
         let updated = match self.conn().await {
-            Ok(mut conn) => update_password_hash(&mut conn, id, &new_hash).await.map_err(|e| e.to_string()),
+            Ok(mut conn) => {
+                replace_password_hash_if_unchanged(&mut conn, id, old, &new_hash).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = updated {
@@ -666,6 +689,9 @@ pub struct SignUpFrom<'a> {
     pub now: time::OffsetDateTime,
     /// For the link in the verification mail.
     pub base_url: &'a str,
+    /// The browser signing up: it and the network count as familiar to the new account
+    /// (its first sign-in there is not news to anyone).
+    pub device: Option<&'a DeviceId>,
 }
 
 /// Creates an account from a sign-up form: every field validated (all errors at once),
@@ -724,7 +750,8 @@ pub async fn sign_up(
         display_name: &name,
         password_hash: &hash,
     };
-    let (base_url, now) = (from.base_url, from.now);
+    let (base_url, now, device) = (from.base_url, from.now, from.device);
+    let network_pn = from.client_network.map(|n| familiar::network_pseudonym(from.pseudonyms.current(), n));
     let created = conn
         .transaction::<_, CreateUserError, _>(|c| {
             async move {
@@ -734,6 +761,7 @@ pub async fn sign_up(
                 let audit = audit.as_actor(actor);
                 audit.record(c, event).await?;
                 super::verification::send_verification_mail(c, &audit, &user, base_url, now).await?;
+                familiar::remember(c, user.id, device, network_pn.as_deref(), now).await?;
                 Ok(user)
             }
             .scope_boxed()

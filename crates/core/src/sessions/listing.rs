@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::policy::{AuthState, AUTH_KEY};
 use super::store::session_id_hash;
 use crate::audit::{Action, Audit, Detail, Event, Outcome};
-use crate::schema::sessions;
+use crate::schema::{sessions, users};
 
 /// Session data key of [`SessionOrigin`].
 pub const ORIGIN_KEY: &str = "origin";
@@ -105,6 +105,9 @@ pub struct ActiveSession {
     pub last_active_at: OffsetDateTime,
     /// The session of the request asking.
     pub current: bool,
+    /// Signed in before the session asking: ending it needs a step-up (see
+    /// [`revoke_session`]).
+    pub older_than_current: bool,
 }
 
 /// A session row of `account`, with what its data says.
@@ -141,11 +144,13 @@ pub async fn active_sessions(
     now: OffsetDateTime,
 ) -> QueryResult<Vec<ActiveSession>> {
     let current = current.map(session_id_hash);
-    let mut list: Vec<ActiveSession> = rows_of(conn, account, now)
-        .await?
+    let rows = rows_of(conn, account, now).await?;
+    let current_since = rows.iter().find(|r| current.as_ref() == Some(&r.id_hash)).map(|r| r.auth.authenticated_at);
+    let mut list: Vec<ActiveSession> = rows
         .into_iter()
         .map(|row| ActiveSession {
             current: current.as_ref() == Some(&row.id_hash),
+            older_than_current: current_since.is_some_and(|since| row.auth.authenticated_at < since),
             // Sessions started before origins were kept: listed, and still revocable.
             origin: row.origin.unwrap_or_else(|| SessionOrigin {
                 handle: handle_of_hash(&row.id_hash),
@@ -180,13 +185,19 @@ pub enum RevokeError {
     /// The list's own session is signed out with "Sign out", which also clears the cookie.
     #[error("This is the session you are using: use “Sign out” instead.")]
     Current,
+    /// The session to end signed in before the one asking: a stolen, newer session must
+    /// not be able to throw its owner out without the password.
+    #[error("That session signed in before this one: confirm it's you first (below the list).")]
+    StepUpNeeded,
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
 
 /// Signs out `account`'s session `handle` (not the `current` one), with its
 /// `session.revoked` event in the same transaction. The session's next request finds no
-/// row and is signed out, whichever server instance it reaches.
+/// row and is signed out, whichever server instance it reaches. Ending a session that
+/// signed in before the current one needs `stepped_up` (newer ones can be ended at once:
+/// someone who sees a session they do not know must be able to stop it).
 pub async fn revoke_session(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -194,6 +205,7 @@ pub async fn revoke_session(
     handle_to_end: Uuid,
     current: Option<&Id>,
     now: OffsetDateTime,
+    stepped_up: bool,
 ) -> Result<(), RevokeError> {
     let current = current.map(session_id_hash);
     conn.transaction::<_, RevokeError, _>(|c| {
@@ -202,6 +214,11 @@ pub async fn revoke_session(
             let row = rows.iter().find(|r| handle(r) == handle_to_end).ok_or(RevokeError::NotFound)?;
             if current.as_ref() == Some(&row.id_hash) {
                 return Err(RevokeError::Current);
+            }
+            let current_since =
+                rows.iter().find(|r| current.as_ref() == Some(&r.id_hash)).map(|r| r.auth.authenticated_at);
+            if !stepped_up && current_since.is_none_or(|since| row.auth.authenticated_at < since) {
+                return Err(RevokeError::StepUpNeeded);
             }
             let deleted = diesel::delete(sessions::table.find(&row.id_hash)).execute(c).await?;
             if deleted == 0 {
@@ -217,16 +234,18 @@ pub async fn revoke_session(
 }
 
 /// Signs out every signed-in session of `account` but `keep` (none when `None`: all of
-/// them), with one `session.revoked` event counting them, in the same transaction.
-/// Returns how many ended. (Rows already expired are left to the clean-up job, which
-/// records them as expired.)
+/// them), with one `session.revoked` event counting them, in the same transaction, and
+/// bumps the account's `sessions_epoch`, so that a session a request in flight (or a
+/// sign-in under way) writes back afterwards is signed out too. Returns how many ended
+/// and the new epoch, which the kept session takes on. (Rows already expired are left to
+/// the clean-up job, which records them as expired.)
 pub async fn revoke_other_sessions(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
     account: Uuid,
     keep: Option<&Id>,
     now: OffsetDateTime,
-) -> QueryResult<u64> {
+) -> QueryResult<(u64, i32)> {
     let keep = keep.map(session_id_hash);
     conn.transaction(|c| {
         async move {
@@ -238,13 +257,18 @@ pub async fn revoke_other_sessions(
                 query = query.filter(sessions::id_hash.ne(keep));
             }
             let ended = query.execute(c).await? as u64;
+            let epoch: i32 = diesel::update(users::table.find(account))
+                .set(users::sessions_epoch.eq(users::sessions_epoch + 1))
+                .returning(users::sessions_epoch)
+                .get_result(c)
+                .await?;
             if ended > 0 {
                 let detail = Detail::SessionsEnded { count: ended };
                 audit
                     .record(c, Event::account(Some(account), Action::SessionRevoked, Outcome::Succeeded, detail))
                     .await?;
             }
-            Ok(ended)
+            Ok((ended, epoch))
         }
         .scope_boxed()
     })

@@ -24,6 +24,10 @@ pub struct AuthState {
     /// sensitive action; the next ones within the step-up window need not ask again.
     #[serde(default, with = "time::serde::timestamp::option")]
     pub stepped_up_at: Option<OffsetDateTime>,
+    /// The account's `sessions_epoch` this session was made under; a newer one on the
+    /// account means it was signed out.
+    #[serde(default)]
+    pub sessions_epoch: i32,
 }
 
 impl AuthState {
@@ -114,6 +118,7 @@ mod tests {
             last_seen_at: at,
             second_factor: false,
             stepped_up_at: None,
+            sessions_epoch: 0,
         }
     }
 

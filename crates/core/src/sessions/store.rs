@@ -206,7 +206,11 @@ pub async fn end_session(
     let id_hash = session_id_hash(id);
     conn.transaction(|c| {
         async move {
-            diesel::delete(sessions::table.filter(sessions::id_hash.eq(id_hash))).execute(c).await?;
+            let deleted = diesel::delete(sessions::table.filter(sessions::id_hash.eq(id_hash))).execute(c).await?;
+            // Already gone (signed out everywhere meanwhile): that was recorded then.
+            if deleted == 0 {
+                return Ok(());
+            }
             audit.record(c, Event::account(Some(account), action, Outcome::Succeeded, Detail::None)).await
         }
         .scope_boxed()
