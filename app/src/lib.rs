@@ -60,6 +60,7 @@ pub fn App() -> impl IntoView {
     let logout = ServerAction::<Logout>::new();
     let verify = ServerAction::<mfa::api::VerifySignIn>::new();
     let verify_email = ServerAction::<verification::api::VerifyEmail>::new();
+    let reset_password = ServerAction::<passwords::api::ResetPassword>::new();
     let user = page_data(
         move || {
             (
@@ -68,11 +69,12 @@ pub fn App() -> impl IntoView {
                 logout.version().get(),
                 verify.version().get(),
                 verify_email.version().get(),
+                reset_password.version().get(),
             )
         },
         |_| auth::api::fetch_current_user(),
     );
-    provide_context(AuthContext { signup, login, logout, verify, verify_email, user });
+    provide_context(AuthContext { signup, login, logout, verify, verify_email, reset_password, user });
     // Effects run only in the browser, after hydration: mark the page as interactive
     // (end-to-end tests wait for this instead of guessing with timeouts).
     Effect::new(move |_| {

@@ -16,5 +16,7 @@ pub struct AuthContext {
     pub verify: ServerAction<crate::mfa::api::VerifySignIn>,
     /// "Confirm email address" (`/verify-email/:token`).
     pub verify_email: ServerAction<crate::verification::api::VerifyEmail>,
+    /// "Set new password" (`/reset-password/:token`), which signs the person in.
+    pub reset_password: ServerAction<crate::passwords::api::ResetPassword>,
     pub user: PageData<Result<Option<CurrentUser>, AppError>>,
 }

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-use super::api::{reset_link, ChangePassword, RequestPasswordReset, ResetLinkState, ResetPassword};
+use super::api::{reset_link, ChangePassword, RequestPasswordReset, ResetLinkState};
 use crate::auth::api::take_flash;
 use crate::components::{
     field_message, form_message, submission_error, Card, FormAlert, StepUpCodeField, StepUpFields, TextField,
@@ -85,7 +85,8 @@ pub fn ForgotPasswordPage() -> impl IntoView {
 pub fn ResetPasswordPage() -> impl IntoView {
     let params = use_params_map();
     let token = move || params.read().get("token").unwrap_or_default();
-    let reset = ServerAction::<ResetPassword>::new();
+    // Shared with the navigation, whose signed-in person refetches when it completes.
+    let reset = expect_context::<crate::auth::AuthContext>().reset_password;
     let page = crate::page_data::page_data(token, |token| async move {
         (reset_link(token).await, take_flash("reset_password".into()).await.ok().flatten())
     });

@@ -7,7 +7,7 @@ ALTER TABLE users ADD COLUMN email_verified_at TIMESTAMPTZ;
 -- signed out on its next request, even one that was in flight when the rows were deleted.
 ALTER TABLE users ADD COLUMN sessions_epoch INTEGER NOT NULL DEFAULT 0;
 
--- Single-use links mailed to an account (verify the email; later: reset the password).
+-- Single-use links mailed to an account: verify the email, reset the password.
 -- Only the SHA-256 of a token is stored; reading the table yields no usable link.
 CREATE TABLE account_links (
     token_hash BYTEA PRIMARY KEY,
