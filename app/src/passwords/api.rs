@@ -76,15 +76,16 @@ pub async fn request_password_reset(email: String) -> Result<(), AppError> {
     let email_normalized =
         accept_reset_request(&mut conn, &state.pseudonyms, &email, origin.network.as_deref(), now).await?;
     drop(conn);
+    let device = ssr::device(&state);
     let task_state = state.clone();
     tokio::spawn(async move {
         let state = task_state;
         let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
         let queued = match state.pool.get().await {
             Ok(mut conn) => {
-                let network = origin.network.as_deref();
+                let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };
                 let (keys, base) = (&state.pseudonyms, &state.base_url);
-                queue_reset_link(&mut conn, &audit, keys, &email_normalized, network, base, now)
+                queue_reset_link(&mut conn, &audit, keys, &email_normalized, place, base, now)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -142,9 +143,10 @@ pub async fn reset_password(token: String, new_password: String, code: Option<St
             Some(_) => SecondFactor::Code(code),
             None => SecondFactor::RecoveryCode(code),
         };
+        // No browser or network on it: the reset itself remembers them, once it has worked
+        // (so a failed reset tells nobody of a "new sign-in").
         let mut pending = PendingSecondFactor::new(user.id, now);
         pending.sessions_epoch = user.sessions_epoch;
-        pending.device = Some(device.clone());
         state.password_gate(&origin).second_factor(&mut pending, proof).await.map_err(|e| match e {
             // One try per submission: a wrong code is just wrong here.
             AccountError::TooManyCodes => AccountError::SecondFactor(fluxi_core::mfa::MfaError::WrongCode),
@@ -152,7 +154,8 @@ pub async fn reset_password(token: String, new_password: String, code: Option<St
         })?;
     }
     let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
-    let user = reset_password(&state.pool, &state.hasher, &audit, token, &new_password).await?;
+    let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };
+    let user = reset_password(&state.pool, &state.hasher, &audit, token, &new_password, place).await?;
     let signed_in_with = if mfa.is_some() { SignedInWith::SecondFactor } else { SignedInWith::PasswordOnly };
     ssr::start_session(&state, &session, &user, signed_in_with).await?;
     ssr::remember_device(&state, &device);

@@ -183,6 +183,10 @@ impl From<ResetError> for AppError {
                 format!("Too many reset requests from your network. Try again in {}.", in_minutes(wait)),
                 wait,
             ),
+            ResetError::Paused(wait) => too_many_for(
+                format!("Password resets are paused for a while. Try again in {}.", in_minutes(wait)),
+                wait,
+            ),
             ResetError::Account(e) => e.into(),
         }
     }

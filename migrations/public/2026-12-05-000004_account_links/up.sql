@@ -2,11 +2,6 @@
 -- Accounts from before verification existed start unverified: nothing vouched for them.
 ALTER TABLE users ADD COLUMN email_verified_at TIMESTAMPTZ;
 
--- Bumped when every other session of the account must end (sign out all, password
--- change or reset): a session, or a sign-in under way, made under an older value is
--- signed out on its next request, even one that was in flight when the rows were deleted.
-ALTER TABLE users ADD COLUMN sessions_epoch INTEGER NOT NULL DEFAULT 0;
-
 -- Single-use links mailed to an account: verify the email, reset the password.
 -- Only the SHA-256 of a token is stored; reading the table yields no usable link.
 CREATE TABLE account_links (

@@ -177,12 +177,13 @@ async fn notices(app: &TestApp, email: &str) -> i64 {
 }
 
 /// A sign-in from a browser and a network the account has never used is mailed to its
-/// owner; the browser it signed up in, and a known network, are not news.
+/// owner; the browser it signed up in, and a known network, are not news; nor is an
+/// address that was never confirmed mailed (anyone can sign up with someone else's).
 #[tokio::test]
 async fn a_sign_in_from_a_new_browser_and_network_is_mailed_to_the_owner() {
     use reqwest::header::{ACCEPT, CONTENT_TYPE};
     let app = TestApp::spawn_with(crate::common::Options { trusted_proxies: 1, ..Default::default() }).await;
-    let (_, email) = app.signed_up("Placed").await;
+    let (mut owner, email) = app.signed_up("Placed").await;
     let from = |network: &'static str| {
         let mut c = app.client();
         let body = crate::common::encode(&[("email", &email), ("password", crate::common::PASSWORD)]);
@@ -195,6 +196,13 @@ async fn a_sign_in_from_a_new_browser_and_network_is_mailed_to_the_owner() {
             .body(body);
         async move { c.raw(req).await.status }
     };
+    // Not confirmed yet: no mail, even from a new place.
+    assert_eq!(from("192.0.2.44").await, StatusCode::OK);
+    assert_eq!(notices(&app, &email).await, 0);
+    let body = crate::common::outbox_body_for(&app, &email).await;
+    let start = body.find("/verify-email/").expect("verification mail") + "/verify-email/".len();
+    let res = owner.call("verify_email", &[("token", &body[start..start + 64])]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     // Sign-up's network, another browser: known network.
     assert_eq!(from("127.0.0.1").await, StatusCode::OK);
     assert_eq!(notices(&app, &email).await, 0);
@@ -265,4 +273,25 @@ async fn a_session_written_back_after_sign_out_everywhere_stays_signed_out() {
     assert_eq!(res.status, StatusCode::FOUND, "signed out");
     assert_eq!(mine.get("/account").await.status, StatusCode::OK, "the session that asked stays");
     assert_eq!(list(&mut mine).await.sessions.len(), 1);
+}
+
+/// A request of the kept session that loaded it before "sign out all other sessions" and
+/// saves it afterwards (say, refreshing "last active") does not sign it out.
+#[tokio::test]
+async fn the_kept_session_survives_its_own_requests_in_flight() {
+    use tower_sessions::SessionStore;
+    let app = TestApp::spawn().await;
+    let (mut mine, email) = app.signed_up("Kept").await;
+    let _other = signed_in(&app, &email, FIREFOX).await;
+    let store = fluxi_core::sessions::DieselSessionStore::new(
+        app.state.pool.clone(),
+        app.state.clock.clone(),
+        app.state.session_policy,
+    );
+    let id: tower_sessions::session::Id = mine.session_cookie.clone().unwrap().parse().unwrap();
+    let stale = SessionStore::load(&store, &id).await.unwrap().expect("loaded");
+    let res = mine.call("sign_out_other_sessions", &[("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    SessionStore::save(&store, &stale).await.unwrap();
+    assert_eq!(mine.get("/account").await.status, StatusCode::OK, "still signed in");
 }

@@ -177,6 +177,9 @@ async fn a_reset_link_works_once_signs_out_everywhere_and_signs_in_here() {
     let mut c = app.client();
     c.call("request_password_reset", &[("email", &email)]).await;
     let token = reset_token(&app, &email, 0).await;
+    // A second request (anyone's) does not void the first link...
+    app.client().call("request_password_reset", &[("email", &email)]).await;
+    let second = reset_token(&app, &email, 1).await;
 
     let state: ResetLinkState = serde_json::from_str(&c.call("reset_link", &[("token", &token)]).await.body).unwrap();
     assert_eq!(state, ResetLinkState::Usable { mfa: false });
@@ -195,6 +198,9 @@ async fn a_reset_link_works_once_signs_out_everywhere_and_signs_in_here() {
         subjects_to(&app, &email).await.into_iter().filter(|s| s == "Your Fluxi password was reset").collect();
     assert_eq!(notices.len(), 1);
 
+    // ...but using one voids the others.
+    let res = app.client().call("reset_password", &[("token", &second), ("new_password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("replaced")), "{}", res.body);
     // Used: says so, changes nothing.
     let res =
         app.client().call("reset_password", &[("token", &token), ("new_password", "yet another passphrase")]).await;
@@ -209,7 +215,7 @@ async fn a_reset_link_works_once_signs_out_everywhere_and_signs_in_here() {
 
     // Expired after 30 minutes.
     c.call("request_password_reset", &[("email", &email)]).await;
-    let late = reset_token(&app, &email, 1).await;
+    let late = reset_token(&app, &email, 2).await;
     app.clock.advance(Duration::minutes(30));
     let res = app.client().call("reset_password", &[("token", &late), ("new_password", PASSWORD)]).await;
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("expired")), "{}", res.body);
@@ -337,4 +343,39 @@ async fn two_factor_set_up_waits_for_a_confirmed_address() {
     let (mut c, _) = app.signed_up("Early").await;
     let res = c.call("start_totp_setup", &[]).await;
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("Confirm your email address")), "{}", res.body);
+}
+
+/// Requests in the owner's name from networks the account does not know cannot use up the
+/// mails the owner asks for from their own network.
+#[tokio::test]
+async fn requests_from_elsewhere_cannot_use_up_the_owners_reset_mails() {
+    use reqwest::header::{ACCEPT, CONTENT_TYPE};
+    let app = TestApp::spawn_with(crate::common::Options { trusted_proxies: 1, ..Default::default() }).await;
+    // The fixture account has signed in from 127.0.0.1 (no forwarded header: the peer).
+    let email = app.person("Owner").await.user.email;
+    for network in 1..=5 {
+        for _ in 0..3 {
+            let mut c = app.client();
+            let req = c
+                .http()
+                .post(c.url("/api/request_password_reset"))
+                .header("x-forwarded-for", format!("198.51.100.{network}"))
+                .header(ACCEPT, "application/json")
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(crate::common::encode(&[("email", &email)]));
+            assert_eq!(c.raw(req).await.status, StatusCode::OK);
+        }
+    }
+    // 10 of those 15 were mailed; the rest dropped.
+    reset_token(&app, &email, 9).await;
+    for _ in 0..200 {
+        if recorded(&app, Action::PasswordResetRequested).await.len() >= 15 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(subjects_to(&app, &email).await.len(), 10);
+    // The owner, from their own network, still gets one.
+    app.client().call("request_password_reset", &[("email", &email)]).await;
+    reset_token(&app, &email, 10).await;
 }

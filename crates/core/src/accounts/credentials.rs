@@ -12,16 +12,20 @@ use time::{Duration, OffsetDateTime};
 use tower_sessions::session::Id;
 use uuid::Uuid;
 
+use super::familiar::{self, Familiarity};
 use super::links::{self, LinkProblem, LinkPurpose};
 use super::{
     find_login_by_email, find_user_by_id, normalize_email, update_password_hash, validate_email, validate_password,
-    AccountError, PasswordHasher, User,
+    AccountError, PasswordHasher, Place, User,
 };
 use crate::audit::{Action, Actor, Audit, Detail, Event, Outcome};
 use crate::db::Pool;
 use crate::notifications::{notify, notify_address, Notice};
 use crate::pseudonym::PseudonymKeys;
 use crate::rate_limit::{self, RateLimit};
+use crate::schema::users;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 
 /// How long a reset link works.
 pub const RESET_LINK_VALID_FOR: Duration = Duration::minutes(30);
@@ -30,7 +34,8 @@ pub const RESET_LINK_VALID_FOR: Duration = Duration::minutes(30);
 /// from one network uses up only that network's share; earlier links keep working.
 pub const RESET_MAILS_PER_ACCOUNT_AND_NETWORK: RateLimit = RateLimit::per_hour(3);
 pub const RESET_MAILS_PER_ACCOUNT: RateLimit = RateLimit::per_hour(10);
-/// Reset requests per client network and hour, and overall.
+/// Reset requests per client network and hour, and from clients whose network is unknown
+/// (together).
 pub const RESET_REQUESTS_PER_NETWORK: RateLimit = RateLimit::per_hour(20);
 pub const RESET_REQUESTS_OVERALL: RateLimit = RateLimit::per_hour(1_000);
 
@@ -40,6 +45,8 @@ pub enum ResetError {
     Link(LinkProblem),
     #[error("too many reset requests from this network")]
     NetworkLimited(Duration),
+    #[error("reset requests are paused for a while")]
+    Paused(Duration),
     #[error(transparent)]
     Account(#[from] AccountError),
 }
@@ -106,44 +113,52 @@ pub async fn accept_reset_request(
             return Err(ResetError::NetworkLimited(wait));
         }
     }
-    // Also bounds requests whose network is unknown, and the tasks they start.
-    if let Err(wait) = rate_limit::take(conn, b"reset-overall", RESET_REQUESTS_OVERALL, now).await? {
-        return Err(ResetError::NetworkLimited(wait));
+    // Requests whose network is unknown have no network's share: they share this one.
+    if network.is_none() {
+        if let Err(wait) = rate_limit::take(conn, b"reset-unknown-network", RESET_REQUESTS_OVERALL, now).await? {
+            return Err(ResetError::Paused(wait));
+        }
     }
     Ok(normalize_email(&email))
 }
 
-/// Mails a reset link to the account with this normalized email, if there is one and it
-/// has not had [`RESET_MAILS_PER_ACCOUNT`] this hour, with its event and the link in one
-/// transaction. An unknown address is recorded as a failed request.
+/// Mails a reset link to the account with this normalized email, if there is one and the
+/// limits allow, with its event and the link in one transaction. From a browser or network
+/// the account has signed in from, only that place's share counts; from elsewhere, the
+/// account's share for everywhere unfamiliar too — so requests in the owner's name from
+/// elsewhere cannot use up the owner's own. An unknown address is recorded as a failed
+/// request.
 pub async fn queue_reset_link(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
     pseudonyms: &PseudonymKeys,
     email_normalized: &str,
-    network: Option<&str>,
+    place: Place<'_>,
     base_url: &str,
     now: OffsetDateTime,
 ) -> diesel::QueryResult<()> {
+    let network = place.network;
     let Some((user, _, _)) = find_login_by_email(conn, email_normalized).await? else {
         let audit = audit.as_actor(Actor::Anonymous { email_normalized: Some(email_normalized) });
         let detail = Detail::SignInFailure { known_account: false };
         return audit.record(conn, Event::account(None, Action::PasswordResetRequested, Outcome::Failed, detail)).await;
     };
     let keys = pseudonyms.current();
-    let limits = [
-        (keys.pseudonym("reset-account", email_normalized), RESET_MAILS_PER_ACCOUNT),
-        (
-            keys.pseudonym("reset-account-network", &format!("{email_normalized}\n{}", network.unwrap_or("-"))),
-            RESET_MAILS_PER_ACCOUNT_AND_NETWORK,
-        ),
-    ];
+    let network_pn = network.map(|n| familiar::network_pseudonym(keys, n));
+    let familiar = familiar::familiarity(conn, Some(user.id), place.device, network_pn.as_deref()).await?;
+    let mut limits = vec![(
+        keys.pseudonym("reset-account-network", &format!("{email_normalized}\n{}", network.unwrap_or("-"))),
+        RESET_MAILS_PER_ACCOUNT_AND_NETWORK,
+    )];
+    if familiar == Familiarity::Unfamiliar {
+        limits.push((keys.pseudonym("reset-account", email_normalized), RESET_MAILS_PER_ACCOUNT));
+    }
     let user = &user;
     conn.transaction(|c| {
         async move {
             let audit = audit.as_actor(Actor::Anonymous { email_normalized: Some(&user.email_normalized) });
             // The network's share first: a network already refused must not use up the account's.
-            for (key, limit) in limits.iter().rev() {
+            for (key, limit) in &limits {
                 if let Err(wait) = rate_limit::take(c, key, *limit, now).await? {
                     let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
                     let event = Event::account(Some(user.id), Action::PasswordResetRequested, Outcome::Denied, detail);
@@ -184,6 +199,7 @@ pub async fn reset_password(
     audit: &Audit<'_>,
     token: &str,
     new_password: &str,
+    place: Place<'_>,
 ) -> Result<User, ResetError> {
     validate_password(new_password).map_err(|e| AccountError::Invalid(vec![e]))?;
     let now = audit.clock.now();
@@ -196,14 +212,24 @@ pub async fn reset_password(
     let hash = hasher.hash(new_password).await.map_err(AccountError::from)?;
     let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
     let user_ref = &user;
+    let place_network = place.network.and_then(|n| audit.keys.map(|k| familiar::network_pseudonym(k.current(), n)));
+    let place_network = &place_network;
     let outcome = conn
         .transaction::<_, diesel::result::Error, _>(|c| {
             async move {
                 let user = user_ref;
+                // The account row first, as every other writer of these rows does (no deadlock).
+                users::table.find(user.id).select(users::id).for_update().first::<Uuid>(c).await?;
                 if let Err(problem) = links::redeem(c, token, LinkPurpose::ResetPassword, Some(user.id), now).await? {
                     return Ok(Err(problem));
                 }
+                // The other reset links mailed meanwhile stop working too.
+                links::withdraw(c, user.id, LinkPurpose::ResetPassword, now).await?;
                 update_password_hash(c, user.id, &hash).await?;
+                // Whoever held the account may have made their browsers and networks familiar
+                // to it; from here only this one is.
+                familiar::forget_account(c, user.id).await?;
+                familiar::remember(c, user.id, place.device, place_network.as_deref(), now).await?;
                 let audit = audit.as_actor(Actor::User { id: user.id, email_normalized: &user.email_normalized });
                 let (_, epoch) = crate::sessions::revoke_other_sessions(c, &audit, user.id, None, now).await?;
                 let event =

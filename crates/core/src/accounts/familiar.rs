@@ -124,8 +124,8 @@ pub async fn familiarity(
 }
 
 /// Remembers a successful sign-in's browser and network for `user`. Returns true when
-/// neither had signed in to the account before (a sign-in from a new place, which the
-/// account's owner is told about).
+/// both are known and neither had signed in to the account before (a sign-in from a new
+/// place, which the account's owner is told about).
 pub async fn remember(
     conn: &mut AsyncPgConnection,
     user: Uuid,
@@ -135,7 +135,7 @@ pub async fn remember(
 ) -> QueryResult<bool> {
     // `xmax = 0` holds for a row this statement inserted, not for one it updated.
     let inserted = || diesel::dsl::sql::<diesel::sql_types::Bool>("xmax = 0");
-    let mut new_device = true;
+    let mut new_device = false;
     if let Some(device) = device {
         new_device = diesel::insert_into(familiar_devices::table)
             .values((
@@ -150,7 +150,7 @@ pub async fn remember(
             .get_result(conn)
             .await?;
     }
-    let mut new_network = true;
+    let mut new_network = false;
     if let Some(network) = network {
         new_network = diesel::insert_into(familiar_networks::table)
             .values((
@@ -166,6 +166,16 @@ pub async fn remember(
             .await?;
     }
     Ok(new_device && new_network)
+}
+
+/// Forgets every browser and network of `user` (a password reset: whoever held the account
+/// may have made theirs familiar).
+pub async fn forget_account(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<usize> {
+    let devices =
+        diesel::delete(familiar_devices::table.filter(familiar_devices::user_id.eq(user))).execute(conn).await?;
+    let networks =
+        diesel::delete(familiar_networks::table.filter(familiar_networks::user_id.eq(user))).execute(conn).await?;
+    Ok(devices + networks)
 }
 
 /// Forgets browsers and networks not signed in from for [`REMEMBERED_FOR`]; run with the

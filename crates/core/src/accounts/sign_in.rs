@@ -105,8 +105,9 @@ pub struct PendingSecondFactor {
     pub device: Option<DeviceId>,
     #[serde(default)]
     pub network_pn: Option<String>,
-    /// The account's `sessions_epoch` when the password was checked: a password change or
-    /// reset since then ends this sign-in too.
+    /// The account's `sessions_epoch` when the password was checked: signing out
+    /// everywhere since then (also by a reset, or a password change that signs out the
+    /// others) ends this sign-in too.
     #[serde(default)]
     pub sessions_epoch: i32,
 }
@@ -289,9 +290,12 @@ impl<'a> PasswordGate<'a> {
         let mut conn = self.conn().await?;
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
         let (now, device, user_id) = (self.clock.now(), place.device, user.id);
+        // Only a confirmed address is told: anyone can sign up with someone else's address
+        // and would otherwise have us mail it at will.
+        let verified = user.email_verified_at.is_some();
         conn.transaction::<_, diesel::result::Error, _>(|c| {
             async move {
-                if familiar::remember(c, user_id, device, network_pn.as_deref(), now).await? {
+                if familiar::remember(c, user_id, device, network_pn.as_deref(), now).await? && verified {
                     notify(c, &audit, user_id, Notice::NewPlace).await?;
                 }
                 Ok(())
@@ -363,7 +367,9 @@ impl<'a> PasswordGate<'a> {
                     async move {
                         clear_failed_sign_ins(c, account_key).await?;
                         let network_pn = pending_network.and_then(|n| hex::decode(n).ok());
-                        if familiar::remember(c, user.id, pending_device, network_pn.as_deref(), now).await? {
+                        let new_place =
+                            familiar::remember(c, user.id, pending_device, network_pn.as_deref(), now).await?;
+                        if new_place && user.email_verified_at.is_some() {
                             notify(c, audit, user.id, Notice::NewPlace).await?;
                         }
                         let detail = Detail::SecondFactor { method };

@@ -262,6 +262,18 @@ pub async fn revoke_other_sessions(
                 .returning(users::sessions_epoch)
                 .get_result(c)
                 .await?;
+            // The kept session takes it on in the same transaction: a request of its own
+            // that starts in between must not find it behind.
+            if let Some(keep) = &keep {
+                diesel::sql_query(
+                    "UPDATE sessions SET data = jsonb_set(data, '{auth,sessions_epoch}', to_jsonb($1::int)) \
+                     WHERE id_hash = $2 AND data ? 'auth'",
+                )
+                .bind::<diesel::sql_types::Integer, _>(epoch)
+                .bind::<diesel::sql_types::Bytea, _>(keep)
+                .execute(c)
+                .await?;
+            }
             if ended > 0 {
                 let detail = Detail::SessionsEnded { count: ended };
                 audit

@@ -108,19 +108,28 @@ impl SessionStore for DieselSessionStore {
     }
 
     /// Updates the row only: a session that was deleted (signed out, revoked, expired)
-    /// while a request that had loaded it was still running stays deleted.
+    /// while a request that had loaded it was still running stays deleted. Nor does such a
+    /// request lower the session's `sessions_epoch` (the kept session of a "sign out
+    /// everywhere" is moved to the new one while other requests of it may be running).
     async fn save(&self, record: &Record) -> session_store::Result<()> {
+        use diesel::sql_types::{Bytea, Jsonb, Nullable, Timestamptz, Uuid as SqlUuid};
         let row = self.row(record)?;
         let mut conn = self.pool.get().await.map_err(backend)?;
-        diesel::update(sessions::table.find(&row.id_hash))
-            .set((
-                sessions::user_id.eq(row.user_id),
-                sessions::data.eq(&row.data),
-                sessions::expires_at.eq(row.expires_at),
-            ))
-            .execute(&mut conn)
-            .await
-            .map_err(backend)?;
+        diesel::sql_query(
+            "UPDATE sessions SET user_id = $2, expires_at = $4, data = CASE \
+               WHEN $3 ? 'auth' AND sessions.data ? 'auth' THEN jsonb_set($3, '{auth,sessions_epoch}', to_jsonb(GREATEST( \
+                 COALESCE((sessions.data #>> '{auth,sessions_epoch}')::int, 0), \
+                 COALESCE(($3 #>> '{auth,sessions_epoch}')::int, 0)))) \
+               ELSE $3 END \
+             WHERE id_hash = $1",
+        )
+        .bind::<Bytea, _>(&row.id_hash)
+        .bind::<Nullable<SqlUuid>, _>(row.user_id)
+        .bind::<Jsonb, _>(&row.data)
+        .bind::<Timestamptz, _>(row.expires_at)
+        .execute(&mut conn)
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 
