@@ -1,17 +1,23 @@
-import { expect } from '@playwright/test';
+import { expect, type Browser, type Page } from '@playwright/test';
+import { A11yWatch } from './a11y';
 import { PASSWORD, ready, resetLinkFor, signIn, signUp, test, uniqueEmail, verifyEmail, watchErrors } from './helpers';
 
-test('see where you are signed in, and sign another browser out', async ({ browser, a11y }) => {
-  const email = uniqueEmail('sessions');
+/** One account signed in from two browsers: it signed up in the first. */
+async function signedInTwice(browser: Browser, a11y: A11yWatch, name: string, email: string): Promise<[Page, Page]> {
   const first = await (await browser.newContext()).newPage();
   const second = await (await browser.newContext()).newPage();
   for (const p of [first, second]) await a11y.watchPage(p);
-  const errors = [watchErrors(first), watchErrors(second)];
-  await signUp(first, 'Sam Sessions', email);
+  await signUp(first, name, email);
   await second.goto('/login');
   await ready(second);
   await signIn(second, email);
   await expect(second).toHaveURL(/\/account$/);
+  return [first, second];
+}
+
+test('see where you are signed in, and sign another browser out', async ({ browser, a11y }) => {
+  const [first, second] = await signedInTwice(browser, a11y, 'Sam Sessions', uniqueEmail('sessions'));
+  const errors = [watchErrors(first), watchErrors(second)];
 
   await first.goto('/account/security');
   await ready(first);
@@ -36,15 +42,7 @@ test('see where you are signed in, and sign another browser out', async ({ brows
 });
 
 test('sign out all other sessions asks for the password', async ({ browser, a11y }) => {
-  const email = uniqueEmail('others');
-  const first = await (await browser.newContext()).newPage();
-  const second = await (await browser.newContext()).newPage();
-  for (const p of [first, second]) await a11y.watchPage(p);
-  await signUp(first, 'Olga Others', email);
-  await second.goto('/login');
-  await ready(second);
-  await signIn(second, email);
-  await expect(second).toHaveURL(/\/account$/);
+  const [first, second] = await signedInTwice(browser, a11y, 'Olga Others', uniqueEmail('others'));
 
   await first.goto('/account/security');
   await ready(first);

@@ -138,6 +138,8 @@ pub async fn verify_email(
     let outcome = conn
         .transaction::<_, VerificationError, _>(|c| {
             async move {
+                // The account row first, as "Send a new link" takes it (no deadlock).
+                users::table.find(user).select(users::id).for_update().first::<Uuid>(c).await?;
                 if is_verified(c, user).await? {
                     return Ok(Err(VerificationError::AlreadyVerified));
                 }
