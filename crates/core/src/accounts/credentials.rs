@@ -15,17 +15,14 @@ use uuid::Uuid;
 use super::familiar::{self, Familiarity};
 use super::links::{self, LinkProblem, LinkPurpose};
 use super::{
-    find_login_by_email, find_user_by_id, normalize_email, update_password_hash, validate_email, validate_password,
-    AccountError, PasswordHasher, Place, User,
+    find_login_by_email, find_user_by_id, lock_account, normalize_email, update_password_hash, validate_email,
+    validate_password, AccountError, PasswordHasher, Place, User,
 };
 use crate::audit::{Action, Actor, Audit, Detail, Event, Outcome};
 use crate::db::Pool;
 use crate::notifications::{notify, notify_address, Notice};
 use crate::pseudonym::PseudonymKeys;
 use crate::rate_limit::{self, RateLimit};
-use crate::schema::users;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 
 /// How long a reset link works.
 pub const RESET_LINK_VALID_FOR: Duration = Duration::minutes(30);
@@ -218,8 +215,7 @@ pub async fn reset_password(
         .transaction::<_, diesel::result::Error, _>(|c| {
             async move {
                 let user = user_ref;
-                // The account row first, as every other writer of these rows does (no deadlock).
-                users::table.find(user.id).select(users::id).for_update().first::<Uuid>(c).await?;
+                lock_account(c, user.id).await?;
                 if let Err(problem) = links::redeem(c, token, LinkPurpose::ResetPassword, Some(user.id), now).await? {
                     return Ok(Err(problem));
                 }

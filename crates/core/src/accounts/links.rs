@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::schema::{account_links, users};
+use crate::schema::account_links;
 use crate::tokens::{new_token, token_hash, well_formed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub async fn issue(
     now: OffsetDateTime,
 ) -> QueryResult<String> {
     // One issue at a time per account: two at once would each miss the other's new link.
-    users::table.find(user).select(users::id).for_update().first::<Uuid>(conn).await?;
+    super::lock_account(conn, user).await?;
     if purpose == LinkPurpose::VerifyEmail {
         withdraw(conn, user, purpose, now).await?;
     }

@@ -13,8 +13,8 @@ pub mod verification;
 pub use links::{LinkProblem, LinkPurpose};
 pub use password::{HashError, PasswordHasher, PasswordHasherConfig};
 pub use queries::{
-    create_user, find_login_by_email, find_password_hash, find_user_by_id, replace_password_hash_if_unchanged,
-    update_password_hash, CreateUserError, NewUser, StoredPasswordHash, User,
+    create_user, find_login_by_email, find_password_hash, find_user_by_id, lock_account,
+    replace_password_hash_if_unchanged, update_password_hash, CreateUserError, NewUser, StoredPasswordHash, User,
 };
 pub use rules::{
     is_common_password, normalize_email, validate_display_name, validate_email, validate_password, InputError,

@@ -107,6 +107,12 @@ pub async fn find_user_by_id(conn: &mut AsyncPgConnection, id: Uuid) -> QueryRes
     users::table.find(id).select(User::as_select()).first(conn).await.optional()
 }
 
+/// Locks the account row of `id` until the transaction ends. Writers of an account's links
+/// and password take it first, so that they queue behind each other instead of deadlocking.
+pub async fn lock_account(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
+    users::table.find(id).select(users::id).for_update().first::<Uuid>(conn).await.map(|_| ())
+}
+
 /// Replaces the hash of `id` only if it is still `old` (a rehash at sign-in must not undo a
 /// password change or reset that committed meanwhile).
 pub async fn replace_password_hash_if_unchanged(

@@ -112,13 +112,7 @@ pub async fn check_verification_link(
     }
     match links::inspect(conn, token, LinkPurpose::VerifyEmail, now).await? {
         Ok(owner) if owner == user => Ok(()),
-        Ok(_) => {
-            let problem = LinkProblem::OtherAccount;
-            let event =
-                Event::account(Some(user), Action::EmailVerificationRefused, Outcome::Denied, Detail::Link { problem });
-            audit.record(conn, event).await?;
-            Err(VerificationError::Link(problem))
-        }
+        Ok(_) => Err(refused(conn, audit, user, LinkProblem::OtherAccount).await?),
         Err(problem) => Err(VerificationError::Link(problem)),
     }
 }
@@ -138,8 +132,7 @@ pub async fn verify_email(
     let outcome = conn
         .transaction::<_, VerificationError, _>(|c| {
             async move {
-                // The account row first, as "Send a new link" takes it (no deadlock).
-                users::table.find(user).select(users::id).for_update().first::<Uuid>(c).await?;
+                super::lock_account(c, user).await?;
                 if is_verified(c, user).await? {
                     return Ok(Err(VerificationError::AlreadyVerified));
                 }
@@ -154,20 +147,23 @@ pub async fn verify_email(
                         Ok(Ok(()))
                     }
                     // The refusal is recorded, and committed: the error goes back afterwards.
-                    Err(problem) => {
-                        let event = Event::account(
-                            Some(user),
-                            Action::EmailVerificationRefused,
-                            Outcome::Denied,
-                            Detail::Link { problem },
-                        );
-                        audit.record(c, event).await?;
-                        Ok(Err(VerificationError::Link(problem)))
-                    }
+                    Err(problem) => Ok(Err(refused(c, audit, user, problem).await?)),
                 }
             }
             .scope_boxed()
         })
         .await?;
     outcome
+}
+
+/// Records a verification link refused to `user` and returns the error to answer with.
+async fn refused(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    user: Uuid,
+    problem: LinkProblem,
+) -> QueryResult<VerificationError> {
+    let event = Event::account(Some(user), Action::EmailVerificationRefused, Outcome::Denied, Detail::Link { problem });
+    audit.record(conn, event).await?;
+    Ok(VerificationError::Link(problem))
 }

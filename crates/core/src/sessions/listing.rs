@@ -145,7 +145,7 @@ pub async fn active_sessions(
 ) -> QueryResult<Vec<ActiveSession>> {
     let current = current.map(session_id_hash);
     let rows = rows_of(conn, account, now).await?;
-    let current_since = rows.iter().find(|r| current.as_ref() == Some(&r.id_hash)).map(|r| r.auth.authenticated_at);
+    let current_since = signed_in_at(&rows, current.as_deref());
     let mut list: Vec<ActiveSession> = rows
         .into_iter()
         .map(|row| ActiveSession {
@@ -172,6 +172,11 @@ fn handle_of_hash(id_hash: &[u8]) -> Uuid {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&id_hash[..16]);
     uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// When the session keyed `id_hash` signed in, if it is among `rows`.
+fn signed_in_at(rows: &[Row], id_hash: Option<&[u8]>) -> Option<OffsetDateTime> {
+    rows.iter().find(|r| Some(r.id_hash.as_slice()) == id_hash).map(|r| r.auth.authenticated_at)
 }
 
 fn handle(row: &Row) -> Uuid {
@@ -215,8 +220,7 @@ pub async fn revoke_session(
             if current.as_ref() == Some(&row.id_hash) {
                 return Err(RevokeError::Current);
             }
-            let current_since =
-                rows.iter().find(|r| current.as_ref() == Some(&r.id_hash)).map(|r| r.auth.authenticated_at);
+            let current_since = signed_in_at(&rows, current.as_deref());
             if !stepped_up && current_since.is_none_or(|since| row.auth.authenticated_at < since) {
                 return Err(RevokeError::StepUpNeeded);
             }
