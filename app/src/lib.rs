@@ -7,6 +7,7 @@ pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod components;
+pub mod email_change;
 pub mod error;
 pub mod mfa;
 pub mod page_data;
@@ -61,6 +62,8 @@ pub fn App() -> impl IntoView {
     let verify = ServerAction::<mfa::api::VerifySignIn>::new();
     let verify_email = ServerAction::<verification::api::VerifyEmail>::new();
     let reset_password = ServerAction::<passwords::api::ResetPassword>::new();
+    let confirm_email = ServerAction::<email_change::api::ConfirmEmailChange>::new();
+    let revert_email = ServerAction::<email_change::api::RevertEmailChange>::new();
     let user = page_data(
         move || {
             (
@@ -70,11 +73,23 @@ pub fn App() -> impl IntoView {
                 verify.version().get(),
                 verify_email.version().get(),
                 reset_password.version().get(),
+                confirm_email.version().get(),
+                revert_email.version().get(),
             )
         },
         |_| auth::api::fetch_current_user(),
     );
-    provide_context(AuthContext { signup, login, logout, verify, verify_email, reset_password, user });
+    provide_context(AuthContext {
+        signup,
+        login,
+        logout,
+        verify,
+        verify_email,
+        reset_password,
+        confirm_email,
+        revert_email,
+        user,
+    });
     // Effects run only in the browser, after hydration: mark the page as interactive
     // (end-to-end tests wait for this instead of guessing with timeouts).
     Effect::new(move |_| {
@@ -104,6 +119,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/verify-email/:token") view=verification::VerifyEmailPage ssr=SsrMode::Async/>
                     <Route path=path!("/forgot-password") view=passwords::ForgotPasswordPage ssr=SsrMode::Async/>
                     <Route path=path!("/reset-password/:token") view=passwords::ResetPasswordPage ssr=SsrMode::Async/>
+                    <Route path=path!("/confirm-email/:token") view=email_change::ConfirmEmailPage ssr=SsrMode::Async/>
+                    <Route path=path!("/revert-email/:token") view=email_change::RevertEmailPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

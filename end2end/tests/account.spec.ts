@@ -1,6 +1,17 @@
 import { expect, type Browser, type Page } from '@playwright/test';
 import { A11yWatch } from './a11y';
-import { PASSWORD, ready, resetLinkFor, signIn, signUp, test, uniqueEmail, verifyEmail, watchErrors } from './helpers';
+import {
+  mailedLinkFor,
+  PASSWORD,
+  ready,
+  resetLinkFor,
+  signIn,
+  signUp,
+  test,
+  uniqueEmail,
+  verifyEmail,
+  watchErrors,
+} from './helpers';
 
 /** One account signed in from two browsers: it signed up in the first. */
 async function signedInTwice(browser: Browser, a11y: A11yWatch, name: string, email: string): Promise<[Page, Page]> {
@@ -120,4 +131,47 @@ test('change the password on the security page', async ({ page }) => {
   await section.getByLabel('New password').fill(NEW);
   await section.getByRole('button', { name: 'Change password' }).click();
   await expect(page.getByRole('status').filter({ hasText: 'Your password was changed.' })).toBeVisible();
+});
+
+test('change the email address, confirm it from the new mailbox, undo it from the old one', async ({ page, a11y }) => {
+  const old = uniqueEmail('mover');
+  const moved = uniqueEmail('moved');
+  const NEW = 'the passphrase after undo 3';
+  await signUp(page, 'Mia Mover', old);
+  await page.goto('/account/security');
+  await ready(page);
+  const section = page.getByRole('region', { name: 'Email address' });
+  await expect(section).toContainText(old);
+  await section.getByLabel('New email address').fill(moved);
+  await section.getByRole('button', { name: 'Change email address' }).click();
+  await expect(section.getByText('Enter your current password.')).toBeVisible();
+  await expect(section.getByLabel('New email address')).toHaveValue(moved);
+  await section.getByLabel('Current password').fill(PASSWORD);
+  await section.getByRole('button', { name: 'Change email address' }).click();
+  await expect(section.getByRole('status')).toContainText('We sent a link to the new address');
+
+  await page.goto(await mailedLinkFor(page, moved, '/confirm-email/'));
+  await ready(page);
+  await expect(page.getByText(moved)).toBeVisible();
+  await page.getByRole('button', { name: 'Confirm new address' }).click();
+  await expect(page).toHaveURL(/\/account\?email=changed$/);
+  await expect(page.getByRole('status').filter({ hasText: 'Your email address was changed.' })).toBeVisible();
+  await expect(page.locator('#email')).toContainText(moved);
+
+  // The old mailbox's way back: a new password, and the old address again.
+  const undo = await (await page.context().browser()!.newContext()).newPage();
+  await a11y.watchPage(undo);
+  await undo.goto(await mailedLinkFor(undo, old, '/revert-email/'));
+  await ready(undo);
+  await undo.getByLabel('New password').fill(NEW);
+  await undo.getByRole('button', { name: 'Restore address and set password' }).click();
+  await expect(undo).toHaveURL(/\/account\?email=restored$/);
+  await expect(undo.locator('#email')).toContainText(old);
+
+  // The browser that made the change is signed out.
+  await page.goto('/account');
+  await expect(page).toHaveURL(/\/login\?next=%2Faccount$/);
+  await ready(page);
+  await signIn(page, old, NEW);
+  await expect(page).toHaveURL(/\/account$/);
 });

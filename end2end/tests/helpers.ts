@@ -91,6 +91,11 @@ export async function resetLinkFor(page: Page, email: string): Promise<string> {
   return linkInMailTo(page, email, /\/reset-password\/([0-9a-f]{64})/, '/reset-password/');
 }
 
+/** The newest link of `path` (e.g. `/confirm-email/`) mailed to `email`. */
+export async function mailedLinkFor(page: Page, email: string, path: string): Promise<string> {
+  return linkInMailTo(page, email, new RegExp(`${path}([0-9a-f]{64})`), path);
+}
+
 /** Confirms the signed-in person's address with the link from their mail. */
 export async function verifyEmail(page: Page, email: string, mails = 1): Promise<void> {
   await page.goto(await verificationLinkFor(page, email, mails));

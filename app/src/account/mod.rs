@@ -21,10 +21,15 @@ pub fn AccountPage() -> impl IntoView {
                 match user.await {
                     Ok(Some(me)) => {
                         let email_state = if me.email_verified {
-                            let just = note.as_deref() == Some("verified");
+                            let just = match note.as_deref() {
+                                Some("verified") => Some("Thank you: your email address is confirmed."),
+                                Some("changed") => Some("Your email address was changed."),
+                                Some("restored") => Some("Your email address was restored and your password replaced. Every other session was signed out."),
+                                _ => None,
+                            };
                             view! {
                                 <p class="text-sm text-emerald-800">"Confirmed"</p>
-                                {just.then(|| view! { <p role="status" class="mt-1 text-sm text-slate-800">"Thank you: your email address is confirmed."</p> })}
+                                {just.map(|message| view! { <p role="status" class="mt-1 text-sm text-slate-800">{message}</p> })}
                             }
                             .into_any()
                         } else {

@@ -18,5 +18,9 @@ pub struct AuthContext {
     pub verify_email: ServerAction<crate::verification::api::VerifyEmail>,
     /// "Set new password" (`/reset-password/:token`), which signs the person in.
     pub reset_password: ServerAction<crate::passwords::api::ResetPassword>,
+    /// "Confirm new address" (`/confirm-email/:token`).
+    pub confirm_email: ServerAction<crate::email_change::api::ConfirmEmailChange>,
+    /// "Restore address and set password" (`/revert-email/:token`), which signs the person in.
+    pub revert_email: ServerAction<crate::email_change::api::RevertEmailChange>,
     pub user: PageData<Result<Option<CurrentUser>, AppError>>,
 }

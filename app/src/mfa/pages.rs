@@ -111,7 +111,7 @@ pub fn SecurityPage() -> impl IntoView {
                         }
                         Err(e) => Either::Left(view! { <p role="alert">{e.to_string()}</p> }.into_any()),
                         Ok(p) => {
-                            let (mfa, fresh) = (p.mfa_enabled, p.step_up_fresh);
+                            let (mfa, fresh, email) = (p.mfa_enabled, p.step_up_fresh, p.email.clone());
                             let two_factor = two_factor_section(
                                 p,
                                 next.get_value(),
@@ -126,6 +126,7 @@ pub fn SecurityPage() -> impl IntoView {
                             Either::Right(view! {
                                 {two_factor}
                                 <crate::passwords::ChangePasswordSection mfa=mfa fresh=fresh/>
+                                <crate::email_change::ChangeEmailSection mfa=mfa fresh=fresh current=email/>
                             })
                         }
                     }

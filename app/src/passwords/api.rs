@@ -119,7 +119,6 @@ pub async fn reset_link(token: String) -> Result<ResetLinkState, AppError> {
 pub async fn reset_password(token: String, new_password: String, code: Option<String>) -> Result<(), AppError> {
     use crate::ssr;
     use fluxi_core::accounts::credentials::{reset_link_account, reset_password, ResetError};
-    use fluxi_core::accounts::{AccountError, PendingSecondFactor, SecondFactor};
     use fluxi_core::sessions::SignedInWith;
     let state = ssr::state()?;
     let session = ssr::session().await?;
@@ -138,20 +137,7 @@ pub async fn reset_password(token: String, new_password: String, code: Option<St
     };
     drop(conn);
     if let Some(user) = &mfa {
-        let code = code.as_deref().map(str::trim).filter(|c| !c.is_empty()).ok_or(AccountError::SecondFactorMissing)?;
-        let proof = match fluxi_core::mfa::normalize_code(code) {
-            Some(_) => SecondFactor::Code(code),
-            None => SecondFactor::RecoveryCode(code),
-        };
-        // No browser or network on it: the reset itself remembers them, once it has worked
-        // (so a failed reset tells nobody of a "new sign-in").
-        let mut pending = PendingSecondFactor::new(user.id, now);
-        pending.sessions_epoch = user.sessions_epoch;
-        state.password_gate(&origin).second_factor(&mut pending, proof).await.map_err(|e| match e {
-            // One try per submission: a wrong code is just wrong here.
-            AccountError::TooManyCodes => AccountError::SecondFactor(fluxi_core::mfa::MfaError::WrongCode),
-            e => e,
-        })?;
+        ssr::check_link_second_factor(&state, &origin, user, code.as_deref()).await?;
     }
     let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
     let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };

@@ -3,6 +3,7 @@
 //! `crate::error`); nothing here touches the response.
 
 use fluxi_core::accounts::credentials::ResetError;
+use fluxi_core::accounts::email_change::EmailChangeError;
 use fluxi_core::accounts::verification::VerificationError;
 use fluxi_core::accounts::AccountError;
 use fluxi_core::mfa::MfaError;
@@ -188,6 +189,23 @@ impl From<ResetError> for AppError {
                 wait,
             ),
             ResetError::Account(e) => e.into(),
+        }
+    }
+}
+
+impl From<EmailChangeError> for AppError {
+    fn from(e: EmailChangeError) -> Self {
+        match e {
+            EmailChangeError::SameAddress => AppError::field("email", e.to_string()),
+            EmailChangeError::AddressTaken | EmailChangeError::Link(_) => AppError::Rejected(e.to_string()),
+            EmailChangeError::TooManyRequests(wait) => too_many_for(
+                format!(
+                    "Several changes of address were asked for in the last hour. Try again in {}.",
+                    in_minutes(wait)
+                ),
+                wait,
+            ),
+            EmailChangeError::Account(e) => e.into(),
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct StoredFlash {
 /// password, and never `next`, which can carry an invitation link's token (the page
 /// reads it from its own address again).
 /// The two-factor forms keep no value at all: codes are never stored.
-const FLASHED_FORMS: [(&str, &[&str]); 15] = [
+const FLASHED_FORMS: [(&str, &[&str]); 18] = [
     ("signup", &["display_name", "email"]),
     ("login", &["email"]),
     ("verify_sign_in", &[]),
@@ -53,6 +53,9 @@ const FLASHED_FORMS: [(&str, &[&str]); 15] = [
     ("reset_password", &[]),
     ("verify_email", &[]),
     ("resend_verification", &[]),
+    ("change_email", &["email"]),
+    ("confirm_email_change", &[]),
+    ("revert_email_change", &[]),
 ];
 
 /// The values a flash of `form` keeps, or `None` when `form` gets no flash.

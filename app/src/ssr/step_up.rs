@@ -42,3 +42,29 @@ pub async fn step_up(
     }
     Ok(())
 }
+
+/// The second factor a mailed link asks for (a reset, an email change's undo) when the
+/// account has one: a code from the app or a recovery code, checked like a sign-in's
+/// second step (same counts, replay refused). One try per submission.
+pub async fn check_link_second_factor(
+    state: &AppState,
+    origin: &fluxi_core::audit::Origin,
+    user: &User,
+    code: Option<&str>,
+) -> Result<(), AppError> {
+    use fluxi_core::accounts::{AccountError, PendingSecondFactor};
+    let code = code.map(str::trim).filter(|c| !c.is_empty()).ok_or(AccountError::SecondFactorMissing)?;
+    let proof = match fluxi_core::mfa::normalize_code(code) {
+        Some(_) => SecondFactor::Code(code),
+        None => SecondFactor::RecoveryCode(code),
+    };
+    // No browser or network on it: the link's action remembers them, once it has worked
+    // (so a failed one tells nobody of a "new sign-in").
+    let mut pending = PendingSecondFactor::new(user.id, state.clock.now());
+    pending.sessions_epoch = user.sessions_epoch;
+    state.password_gate(origin).second_factor(&mut pending, proof).await.map_err(|e| match e {
+        AccountError::TooManyCodes => AccountError::SecondFactor(fluxi_core::mfa::MfaError::WrongCode),
+        e => e,
+    })?;
+    Ok(())
+}

@@ -30,6 +30,9 @@ pub enum Notice {
     CodeReused,
     /// A sign-in from a browser and a network that had never signed in to the account.
     NewPlace,
+    /// To the current address, with the link that undoes the change.
+    EmailChangeRequested,
+    EmailChangeReverted,
 }
 
 impl Notice {
@@ -44,6 +47,8 @@ impl Notice {
             Notice::RecoveryCodesLow { .. } => "Your Fluxi account is running out of recovery codes",
             Notice::CodeReused => "An authentication code for your Fluxi account was used twice",
             Notice::NewPlace => "New sign-in to your Fluxi account",
+            Notice::EmailChangeRequested => "The email address of your Fluxi account is being changed",
+            Notice::EmailChangeReverted => "The email address of your Fluxi account was restored",
         }
     }
 
@@ -84,6 +89,19 @@ impl Notice {
             Notice::NewPlace => "Your Fluxi account was signed in to from a browser and a network it had not been \
                  signed in from before."
                 .into(),
+            Notice::EmailChangeRequested => {
+                "Someone signed in to your Fluxi account asked to change its email address \
+                 to another one. Once the new address is confirmed, mail about the account goes \
+                 there instead of here. If this was not you, open this link: for 7 days it \
+                 undoes the change, signs out every session of the account and asks you for a \
+                 new password:"
+                    .into()
+            }
+            Notice::EmailChangeReverted => {
+                "The email address of your Fluxi account was set back to this one with the link \
+                 from our mail, the password was replaced and every session was signed out."
+                    .into()
+            }
         }
     }
 
@@ -92,6 +110,7 @@ impl Notice {
             Notice::PasswordResetRequested => {
                 "If you did not ask for it, ignore this mail: your password stays as it is."
             }
+            Notice::EmailChangeRequested => "If you asked for the change yourself, there is nothing to do.",
             _ => {
                 "If this was not you, reset your password now (\"Forgot your password?\" on the \
                  sign-in page), then check \"Where you're signed in\" on the Security page."

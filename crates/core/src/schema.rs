@@ -9,6 +9,8 @@ diesel::table! {
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
         replaced_at -> Nullable<Timestamptz>,
+        address -> Nullable<Text>,
+        address_normalized -> Nullable<Text>,
     }
 }
 

@@ -9,6 +9,7 @@ mod account_sessions;
 mod accounts;
 mod audit;
 mod connections;
+mod email_change;
 mod fleet;
 mod fuzz;
 mod invitations;

@@ -40,18 +40,25 @@ async fn start_setup(client: &mut Client) -> String {
 /// A person with two-factor authentication on; returns the text key and the recovery codes.
 pub(crate) async fn enrolled(app: &TestApp, name: &str) -> (Person, String, Vec<String>) {
     let mut person = app.person(name).await;
-    let key = start_setup(&mut person.client).await;
+    let (key, codes) = enrol(app, &mut person.client).await;
+    (person, key, codes)
+}
+
+/// Turns two-factor authentication on for the person signed in to `client`; returns the
+/// text key and the recovery codes.
+pub(crate) async fn enrol(app: &TestApp, client: &mut Client) -> (String, Vec<String>) {
+    let key = start_setup(client).await;
     let code = app_code(&key, app.clock.now());
-    let res = person.client.call("confirm_totp_setup", &[("code", &code), ("password", PASSWORD)]).await;
+    let res = client.call("confirm_totp_setup", &[("code", &code), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    let page = security(&person.client.call("security_page", &[]).await);
+    let page = security(&client.call("security_page", &[]).await);
     assert_eq!(page["mfa_enabled"], true);
     let codes: Vec<String> =
         page["fresh_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     // Past the step-up window the confirmation opened (so later step-ups ask again), and
     // past the step that confirmed enrolment (used up: the next sign-in needs a later code).
     app.clock.advance(Duration::minutes(10) + Duration::seconds(30));
-    (person, key, codes)
+    (key, codes)
 }
 
 /// Signs in with the password; returns the client, left at the second step.

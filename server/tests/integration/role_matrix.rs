@@ -59,6 +59,11 @@ const OTHER_FUNCTIONS: &[&str] = &[
     "request_password_reset",
     "reset_link",
     "reset_password",
+    "change_email",
+    "email_change_link",
+    "confirm_email_change",
+    "revert_email_link",
+    "revert_email_change",
 ];
 
 #[test]

@@ -162,7 +162,7 @@ pub async fn queue_reset_link(
                     return audit.record(c, event).await;
                 }
             }
-            let token = links::issue(c, user.id, LinkPurpose::ResetPassword, RESET_LINK_VALID_FOR, now).await?;
+            let token = links::issue(c, user.id, LinkPurpose::ResetPassword, None, RESET_LINK_VALID_FOR, now).await?;
             let link = format!("{}/reset-password/{token}", base_url.trim_end_matches('/'));
             notify_address(c, &audit, &user.email, Notice::PasswordResetRequested, Some(&link)).await?;
             let event = Event::account(Some(user.id), Action::PasswordResetRequested, Outcome::Succeeded, Detail::None);
@@ -180,7 +180,7 @@ pub async fn reset_link_account(
     token: &str,
     now: OffsetDateTime,
 ) -> Result<(User, bool), ResetError> {
-    let owner = links::inspect(conn, token, LinkPurpose::ResetPassword, now).await?.map_err(ResetError::Link)?;
+    let owner = links::inspect(conn, token, LinkPurpose::ResetPassword, now).await?.map_err(ResetError::Link)?.user;
     let user = find_user_by_id(conn, owner).await?.ok_or(ResetError::Link(LinkProblem::Unknown))?;
     let mfa = crate::mfa::is_enabled(conn, owner).await?;
     Ok((user, mfa))

@@ -15,6 +15,10 @@ use crate::tokens::{new_token, token_hash, well_formed};
 pub enum LinkPurpose {
     VerifyEmail,
     ResetPassword,
+    /// Sent to a new address: confirms that it becomes the account's.
+    ChangeEmail,
+    /// Sent to the old address when a change is asked for: undoes it.
+    RevertEmail,
 }
 
 impl LinkPurpose {
@@ -22,6 +26,8 @@ impl LinkPurpose {
         match self {
             LinkPurpose::VerifyEmail => "verify_email",
             LinkPurpose::ResetPassword => "reset_password",
+            LinkPurpose::ChangeEmail => "change_email",
+            LinkPurpose::RevertEmail => "revert_email",
         }
     }
 }
@@ -45,20 +51,30 @@ pub enum LinkProblem {
     Replaced,
 }
 
-/// Issues a link token for `user` (returned for the mail; only its hash is stored).
-/// Verification links replace the earlier ones (only the newest mail counts); reset links
-/// do not, so that someone asking for resets in another person's name cannot void the
-/// link that person is about to use.
+/// A link that works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub user: Uuid,
+    /// The address an email-change link is about (the new one, or the old one to return to).
+    pub address: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// Issues a link token for `user` (returned for the mail; only its hash is stored);
+/// `address` for the email-change purposes. Verification and email-change links replace
+/// the earlier ones (only the newest mail counts); reset and revert links do not, so that
+/// someone acting in another person's name cannot void the link that person holds.
 pub async fn issue(
     conn: &mut AsyncPgConnection,
     user: Uuid,
     purpose: LinkPurpose,
+    address: Option<&str>,
     valid_for: Duration,
     now: OffsetDateTime,
 ) -> QueryResult<String> {
     // One issue at a time per account: two at once would each miss the other's new link.
     super::lock_account(conn, user).await?;
-    if purpose == LinkPurpose::VerifyEmail {
+    if matches!(purpose, LinkPurpose::VerifyEmail | LinkPurpose::ChangeEmail) {
         withdraw(conn, user, purpose, now).await?;
     }
     let token = new_token();
@@ -69,10 +85,33 @@ pub async fn issue(
             account_links::purpose.eq(purpose.as_str()),
             account_links::created_at.eq(now),
             account_links::expires_at.eq(now + valid_for),
+            account_links::address.eq(address),
+            account_links::address_normalized.eq(address.map(super::normalize_email)),
         ))
         .execute(conn)
         .await?;
     Ok(token)
+}
+
+/// Whether `address_normalized` is held by a revert link of another account than
+/// `except`: that account may take its address back, so nobody else may take it meanwhile.
+pub async fn address_held(
+    conn: &mut AsyncPgConnection,
+    address_normalized: &str,
+    except: Option<Uuid>,
+    now: OffsetDateTime,
+) -> QueryResult<bool> {
+    let mut query = account_links::table
+        .filter(account_links::address_normalized.eq(address_normalized))
+        .filter(account_links::purpose.eq(LinkPurpose::RevertEmail.as_str()))
+        .filter(account_links::used_at.is_null())
+        .filter(account_links::replaced_at.is_null())
+        .filter(account_links::expires_at.gt(now))
+        .into_boxed();
+    if let Some(except) = except {
+        query = query.filter(account_links::user_id.ne(except));
+    }
+    diesel::select(diesel::dsl::exists(query)).get_result(conn).await
 }
 
 /// Stops `user`'s unused links of `purpose` from working (marked replaced): a password
@@ -95,43 +134,50 @@ pub async fn withdraw(
     .await
 }
 
-/// The account a usable link belongs to, without using it up (the page that asks
-/// "Verify?" before the click that does).
+/// A usable link, without using it up (the page that asks "Verify?" before the click
+/// that does).
 pub async fn inspect(
     conn: &mut AsyncPgConnection,
     token: &str,
     purpose: LinkPurpose,
     now: OffsetDateTime,
-) -> QueryResult<Result<Uuid, LinkProblem>> {
+) -> QueryResult<Result<Link, LinkProblem>> {
     if !well_formed(token) {
         return Ok(Err(LinkProblem::Unknown));
     }
-    type Found = (Uuid, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>);
+    type Found = (Uuid, Option<String>, OffsetDateTime, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>);
     let found: Option<Found> = account_links::table
         .filter(account_links::token_hash.eq(token_hash(token)))
         .filter(account_links::purpose.eq(purpose.as_str()))
-        .select((account_links::user_id, account_links::expires_at, account_links::used_at, account_links::replaced_at))
+        .select((
+            account_links::user_id,
+            account_links::address,
+            account_links::created_at,
+            account_links::expires_at,
+            account_links::used_at,
+            account_links::replaced_at,
+        ))
         .first(conn)
         .await
         .optional()?;
     Ok(match found {
         None => Err(LinkProblem::Unknown),
-        Some((_, _, Some(_), _)) => Err(LinkProblem::Used),
-        Some((_, _, None, Some(_))) => Err(LinkProblem::Replaced),
-        Some((_, expires_at, None, None)) if expires_at <= now => Err(LinkProblem::Expired),
-        Some((user, _, None, None)) => Ok(user),
+        Some((_, _, _, _, Some(_), _)) => Err(LinkProblem::Used),
+        Some((_, _, _, _, None, Some(_))) => Err(LinkProblem::Replaced),
+        Some((_, _, _, expires_at, None, None)) if expires_at <= now => Err(LinkProblem::Expired),
+        Some((user, address, created_at, _, None, None)) => Ok(Link { user, address, created_at }),
     })
 }
 
-/// Uses the link `token` for `purpose`, if it is `user`'s (when given) and still good;
-/// returns its account. A link of another account is not used up.
+/// Uses the link `token` for `purpose`, if it is `user`'s (when given) and still good.
+/// A link of another account is not used up.
 pub async fn redeem(
     conn: &mut AsyncPgConnection,
     token: &str,
     purpose: LinkPurpose,
     user: Option<Uuid>,
     now: OffsetDateTime,
-) -> QueryResult<Result<Uuid, LinkProblem>> {
+) -> QueryResult<Result<Link, LinkProblem>> {
     if !well_formed(token) {
         return Ok(Err(LinkProblem::Unknown));
     }
@@ -145,18 +191,18 @@ pub async fn redeem(
     if let Some(user) = user {
         query = query.filter(account_links::user_id.eq(user));
     }
-    let used: Option<Uuid> = query
+    let used: Option<(Uuid, Option<String>, OffsetDateTime)> = query
         .set(account_links::used_at.eq(now))
-        .returning(account_links::user_id)
+        .returning((account_links::user_id, account_links::address, account_links::created_at))
         .get_result(conn)
         .await
         .optional()?;
-    if let Some(owner) = used {
-        return Ok(Ok(owner));
+    if let Some((user, address, created_at)) = used {
+        return Ok(Ok(Link { user, address, created_at }));
     }
     // Not used: say why.
     Ok(match inspect(conn, token, purpose, now).await? {
-        Ok(owner) if Some(owner) != user => Err(LinkProblem::OtherAccount),
+        Ok(link) if Some(link.user) != user => Err(LinkProblem::OtherAccount),
         Ok(_) => Err(LinkProblem::Used),
         Err(problem) => Err(problem),
     })

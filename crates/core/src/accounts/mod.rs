@@ -1,6 +1,7 @@
 //! Accounts: input rules, password hashing, sign-in throttling and the `users` queries.
 
 pub mod credentials;
+pub mod email_change;
 pub mod familiar;
 pub mod links;
 mod password;

@@ -761,6 +761,10 @@ pub async fn sign_up(
     let created = conn
         .transaction::<_, CreateUserError, _>(|c| {
             async move {
+                // An address another account may still take back (an email change's undo link) is not free.
+                if super::links::address_held(c, new.email_normalized, None, now).await? {
+                    return Err(CreateUserError::EmailTaken);
+                }
                 let user = create_user(c, new).await?;
                 let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
                 let event = Event::account(Some(user.id), Action::SignedUp, Outcome::Succeeded, Detail::None);

@@ -49,7 +49,7 @@ pub async fn send_verification_mail(
     base_url: &str,
     now: OffsetDateTime,
 ) -> QueryResult<()> {
-    let token = links::issue(conn, user.id, LinkPurpose::VerifyEmail, VERIFY_LINK_VALID_FOR, now).await?;
+    let token = links::issue(conn, user.id, LinkPurpose::VerifyEmail, None, VERIFY_LINK_VALID_FOR, now).await?;
     let link = format!("{}/verify-email/{token}", base_url.trim_end_matches('/'));
     let body = format!(
         "Confirm that this address belongs to your Fluxi account by opening this link \
@@ -111,7 +111,7 @@ pub async fn check_verification_link(
         return Err(VerificationError::AlreadyVerified);
     }
     match links::inspect(conn, token, LinkPurpose::VerifyEmail, now).await? {
-        Ok(owner) if owner == user => Ok(()),
+        Ok(link) if link.user == user => Ok(()),
         Ok(_) => Err(refused(conn, audit, user, LinkProblem::OtherAccount).await?),
         Err(problem) => Err(VerificationError::Link(problem)),
     }

@@ -69,6 +69,10 @@ actions! {
     PasswordResetRequested = "account.password_reset_requested", Accounts, "Password reset link requested";
     PasswordResetCompleted = "account.password_reset", Accounts, "Reset their password with a mailed link";
     PasswordResetRefused = "account.password_reset_refused", Accounts, "Password reset link refused";
+    EmailChangeRequested = "account.email_change_requested", Accounts, "Asked to change their email address";
+    EmailChanged = "account.email_changed", Accounts, "Changed their email address";
+    EmailChangeRefused = "account.email_change_refused", Accounts, "Email change link refused";
+    EmailChangeReverted = "account.email_change_reverted", Accounts, "Undid a change of their email address";
     SignInSucceeded = "sign_in.succeeded", SignIn, "Signed in";
     SignInFailed = "sign_in.failed", SignIn, "Sign-in failed";
     SignInThrottledAccount = "sign_in.throttled_account", SignIn, "Sign-in refused: too many tries for the account";
