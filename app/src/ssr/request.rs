@@ -120,3 +120,33 @@ pub fn remember_device(state: &AppState, device: &fluxi_core::accounts::familiar
         res.append_header(header::SET_COOKIE, value);
     }
 }
+
+const PASSKEY_COOKIE: &str = "__Host-fluxi_passkey";
+const PASSKEY_PURPOSE: &str = "passkey-ceremony";
+
+/// Binds a passkey ceremony (its stored challenge `id`) to this browser: a signed,
+/// HttpOnly cookie that lasts as long as the challenge.
+pub fn set_passkey_ceremony(state: &AppState, id: uuid::Uuid) {
+    let Some(res) = use_context::<leptos_axum::ResponseOptions>() else { return };
+    let value = state.pseudonyms.current().sign(PASSKEY_PURPOSE, id.as_bytes());
+    let max_age = fluxi_core::passkeys::CHALLENGE_VALID_FOR.whole_seconds();
+    let cookie = format!("{PASSKEY_COOKIE}={value}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=Strict");
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        res.append_header(header::SET_COOKIE, value);
+    }
+}
+
+/// The passkey ceremony this browser started, if its cookie is ours; the response
+/// removes the cookie (a ceremony answers once).
+pub fn take_passkey_ceremony(state: &AppState) -> Option<uuid::Uuid> {
+    let parts = use_context::<Parts>()?;
+    let value = cookie(&parts, PASSKEY_COOKIE)?;
+    let id = state.pseudonyms.current().verify_signed(PASSKEY_PURPOSE, value);
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        let removal = format!("{PASSKEY_COOKIE}=; Max-Age=0; Path=/; Secure; HttpOnly; SameSite=Strict");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&removal) {
+            res.append_header(header::SET_COOKIE, value);
+        }
+    }
+    uuid::Uuid::from_slice(&id?).ok()
+}

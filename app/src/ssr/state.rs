@@ -74,6 +74,11 @@ pub struct AppServices {
 }
 
 impl AppServices {
+    /// The passkey relying party of `base_url` (cheap to build: a parsed URL).
+    pub fn relying_party(&self) -> Result<fluxi_core::passkeys::RelyingParty, fluxi_core::passkeys::PasskeyError> {
+        fluxi_core::passkeys::RelyingParty::new(&self.base_url)
+    }
+
     /// The rule the cleanup job deletes finished sign-in counts by: every kind of count
     /// shares one table, so rows are kept as long as the longest window needs.
     pub fn sign_in_counts_kept(&self) -> SignInThrottle {

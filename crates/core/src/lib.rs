@@ -9,6 +9,7 @@ pub mod db;
 pub mod mfa;
 pub mod notifications;
 pub mod outbox;
+pub mod passkeys;
 pub mod pseudonym;
 pub mod rate_limit;
 pub mod schema;

@@ -33,6 +33,8 @@ pub enum Notice {
     /// To the current address, with the link that undoes the change.
     EmailChangeRequested,
     EmailChangeReverted,
+    PasskeyAdded,
+    PasskeyRemoved,
 }
 
 impl Notice {
@@ -49,6 +51,8 @@ impl Notice {
             Notice::NewPlace => "New sign-in to your Fluxi account",
             Notice::EmailChangeRequested => "The email address of your Fluxi account is being changed",
             Notice::EmailChangeReverted => "The email address of your Fluxi account was restored",
+            Notice::PasskeyAdded => "A passkey was added to your Fluxi account",
+            Notice::PasskeyRemoved => "A passkey was removed from your Fluxi account",
         }
     }
 
@@ -102,6 +106,12 @@ impl Notice {
                  from our mail, the password was replaced and every session was signed out."
                     .into()
             }
+            Notice::PasskeyAdded => {
+                "A passkey was added to your Fluxi account: it signs in to the account without the \
+                 password."
+                    .into()
+            }
+            Notice::PasskeyRemoved => "A passkey was removed from your Fluxi account; it no longer signs in.".into(),
         }
     }
 

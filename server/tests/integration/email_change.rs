@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fluxi_core::audit::Action;
 use fluxi_core::clock::Clock;
-use fluxi_core::schema::{mfa_totp, outbox_emails, users};
+use fluxi_core::schema::{outbox_emails, users};
 use reqwest::StatusCode;
 use time::Duration;
 
@@ -208,16 +208,27 @@ async fn the_old_address_undoes_the_change_signs_out_everywhere_and_sets_a_new_p
     assert!(!recorded(&app, Action::EmailChangeRefused).await.is_empty());
 }
 
+/// Signs in with the password and a code from `key`.
+async fn sign_in_with_code(app: &TestApp, email: &str, password: &str, key: &str) -> Client {
+    let (mut c, status) = sign_in(app, email, password).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = c.call("verify_sign_in", &[("code", &app_code(key, app.clock.now()))]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    c
+}
+
 #[tokio::test]
-async fn the_undo_link_lasts_seven_days_and_asks_for_the_owners_code() {
+async fn the_undo_link_lasts_seven_days_and_asks_for_the_owners_long_standing_code() {
     let app = TestApp::spawn().await;
-    let (mut me, key, _) = enrolled(&app, "Careful").await;
+    let (me, key, _) = enrolled(&app, "Careful").await;
     let old = me.user.email.clone();
     let new = format!("new-{old}");
+    // An authenticator of a week's standing is the owner's.
+    app.clock.advance(fluxi_core::accounts::email_change::OWNERS_FACTOR_AGE + Duration::days(1));
+    let mut me = sign_in_with_code(&app, &old, PASSWORD, &key).await;
+    app.clock.advance(Duration::seconds(31));
     let code = app_code(&key, app.clock.now());
-    let res = me.client.call("change_email", &[("password", PASSWORD), ("email", &new)]).await;
-    assert!(res.error().message_for("code").is_some(), "{}", res.body);
-    let res = me.client.call("change_email", &[("password", PASSWORD), ("code", &code), ("email", &new)]).await;
+    let res = me.call("change_email", &[("password", PASSWORD), ("code", &code), ("email", &new)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let revert = link_token(&app, &old, NOTICE_SUBJECT, "/revert-email/").await;
     let mut c = app.client();
@@ -227,12 +238,14 @@ async fn the_undo_link_lasts_seven_days_and_asks_for_the_owners_code() {
     // Only the mailbox: not enough.
     let res = c.call("revert_email_change", &[("token", &revert), ("new_password", NEW_PASSWORD)]).await;
     assert!(res.error().message_for("code").is_some(), "{}", res.body);
-    assert!(signed_in(&mut me.client).await, "nothing changed");
+    let form = [("token", revert.as_str()), ("new_password", NEW_PASSWORD), ("code", "000000")];
+    assert!(c.call("revert_email_change", &form).await.error().message_for("code").is_some());
+    assert!(signed_in(&mut me).await, "nothing changed");
     app.clock.advance(Duration::minutes(1));
     let code = app_code(&key, app.clock.now());
     let form = [("token", revert.as_str()), ("new_password", NEW_PASSWORD), ("code", code.as_str())];
     assert_eq!(c.call("revert_email_change", &form).await.status, StatusCode::OK);
-    assert!(mfa_on(&app, me.user.id).await, "the owner's stays");
+    assert!(mfa_on(&app, me_id(&app, &old).await).await, "the owner's stays");
     // The pending change went with it.
     let token = link_token(&app, &new, CONFIRM_SUBJECT, "/confirm-email/").await;
     let res = c.call("confirm_email_change", &[("token", &token)]).await;
@@ -252,10 +265,67 @@ async fn the_undo_link_lasts_seven_days_and_asks_for_the_owners_code() {
     let state: RevertLinkState =
         serde_json::from_str(&app.client().call("revert_email_link", &[("token", &late)]).await.body).unwrap();
     assert!(matches!(state, RevertLinkState::Unusable { message } if message.contains("expired")));
+}
+
+async fn me_id(app: &TestApp, email: &str) -> uuid::Uuid {
     let mut conn = app.db.conn().await;
-    let confirmed: Option<time::OffsetDateTime> =
-        mfa_totp::table.find(me.user.id).select(mfa_totp::confirmed_at).first(&mut conn).await.unwrap();
-    assert!(confirmed.is_some());
+    users::table.filter(users::email.eq(email)).select(users::id).first(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_intruder_cannot_void_the_owners_undo_or_hide_behind_a_fresh_authenticator() {
+    let app = TestApp::spawn().await;
+    let mut intruder = app.person("Owner").await;
+    let owners = intruder.user.email.clone();
+    let theirs = format!("theirs-{owners}");
+    let other = format!("other-{owners}");
+    // With the password: an authenticator of their own first, then the move.
+    let (key, _) = crate::mfa::enrol(&app, &mut intruder.client).await;
+    let res = intruder.client.call("change_email", &[("password", PASSWORD), ("email", &theirs)]).await;
+    assert!(res.error().message_for("code").is_some(), "{}", res.body);
+    let code = app_code(&key, app.clock.now());
+    let res = intruder.client.call("change_email", &[("password", PASSWORD), ("code", &code), ("email", &theirs)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let token = link_token(&app, &theirs, CONFIRM_SUBJECT, "/confirm-email/").await;
+    assert_eq!(intruder.client.call("confirm_email_change", &[("token", &token)]).await.status, StatusCode::OK);
+    // A second move: its undo link goes to their own mailbox, and they use it.
+    app.clock.advance(Duration::minutes(2));
+    assert_eq!(request_change(&mut intruder.client, &other).await.status, StatusCode::OK);
+    let their_undo = link_token(&app, &theirs, NOTICE_SUBJECT, "/revert-email/").await;
+    let form = [("token", their_undo.as_str()), ("new_password", "the intruders passphrase 1")];
+    let res = app.client().call("revert_email_change", &form).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    // The owner's undo still works, asks for no code (that authenticator is too new to be
+    // the owner's) and removes it.
+    let owners_undo = link_token(&app, &owners, NOTICE_SUBJECT, "/revert-email/").await;
+    let mut c = app.client();
+    let state: RevertLinkState =
+        serde_json::from_str(&c.call("revert_email_link", &[("token", &owners_undo)]).await.body).unwrap();
+    assert_eq!(state, RevertLinkState::Usable { mfa: false });
+    let res = c.call("revert_email_change", &[("token", &owners_undo), ("new_password", NEW_PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(stored_email(&app, intruder.user.id).await, (owners.clone(), true));
+    assert!(!mfa_on(&app, intruder.user.id).await);
+    assert_eq!(sign_in(&app, &owners, NEW_PASSWORD).await.1, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unconfirmed_address_gets_no_way_into_the_account() {
+    let app = TestApp::spawn().await;
+    let typo = format!("typo-{}@example.test", uuid::Uuid::new_v4().simple());
+    let mut c = app.client();
+    let res = c.call("signup", &[("display_name", "Typo"), ("email", &typo), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let right = format!("right-{typo}");
+    assert_eq!(request_change(&mut c, &right).await.status, StatusCode::OK);
+    link_token(&app, &right, CONFIRM_SUBJECT, "/confirm-email/").await;
+    assert!(!mails_to(&app, &typo).await.iter().any(|(s, _)| s == NOTICE_SUBJECT), "no undo link to the stranger");
+    // Nor is the address held: its owner can sign up with it once the account moved.
+    let token = link_token(&app, &right, CONFIRM_SUBJECT, "/confirm-email/").await;
+    assert_eq!(c.call("confirm_email_change", &[("token", &token)]).await.status, StatusCode::OK);
+    let res = app.client().call("signup", &[("display_name", "Tom"), ("email", &typo), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@
 //! over and moved to another mailbox.
 //!
 //! The old address stays held for its account while that link works: nobody else can sign
-//! up with it or move to it meanwhile, so the way back cannot be blocked.
+//! up with it or move to it meanwhile, so the way back cannot be blocked. Only a confirmed
+//! address gets that link (and the hold): an address nobody confirmed may be a stranger's.
 
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
@@ -23,7 +24,7 @@ use crate::db::Pool;
 use crate::notifications::{notify_address, Notice};
 use crate::outbox;
 use crate::rate_limit::{self, RateLimit};
-use crate::schema::{mfa_recovery_codes, mfa_totp, users};
+use crate::schema::{mfa_recovery_codes, mfa_totp, passkeys, users};
 
 /// How long the link to the new address works.
 pub const CHANGE_LINK_VALID_FOR: Duration = Duration::hours(24);
@@ -31,6 +32,11 @@ pub const CHANGE_LINK_VALID_FOR: Duration = Duration::hours(24);
 pub const REVERT_LINK_VALID_FOR: Duration = Duration::days(7);
 /// Change requests per account and hour: each mails an address the requester chose.
 pub const EMAIL_CHANGES: RateLimit = RateLimit::per_hour(3);
+/// A second factor counts as the owner's at the undo only if it was set up this long
+/// before the change was asked for. An intruder holding the password can set one up just
+/// before asking (the owner is mailed about it, but may not act at once); one set up in
+/// that window, or after the request, is not asked for, and the undo removes it.
+pub const OWNERS_FACTOR_AGE: Duration = Duration::days(7);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmailChangeError {
@@ -90,7 +96,8 @@ pub async fn request_email_change(
     conn.transaction::<_, EmailChangeError, _>(|c| {
         async move {
             lock_account(c, user.id).await?;
-            let current: String = users::table.find(user.id).select(users::email).first(c).await?;
+            let (current, verified): (String, Option<OffsetDateTime>) =
+                users::table.find(user.id).select((users::email, users::email_verified_at)).first(c).await?;
             let key = [b"email-change:".as_slice(), user.id.as_bytes()].concat();
             if let Err(wait) = rate_limit::take(c, &key, EMAIL_CHANGES, now).await? {
                 return Err(EmailChangeError::TooManyRequests(wait));
@@ -114,10 +121,15 @@ pub async fn request_email_change(
                 );
                 outbox::enqueue(c, new_email, "Confirm your new email address for Fluxi", &body).await?;
             }
-            let revert =
-                links::issue(c, user.id, LinkPurpose::RevertEmail, Some(&current), REVERT_LINK_VALID_FOR, now).await?;
-            let link = format!("{base}/revert-email/{revert}");
-            notify_address(c, audit, &current, Notice::EmailChangeRequested, Some(&link)).await?;
+            // An unconfirmed address may be a stranger's (a typo at sign-up): it gets no way
+            // into the account, and is not held for it.
+            if verified.is_some() {
+                let revert =
+                    links::issue(c, user.id, LinkPurpose::RevertEmail, Some(&current), REVERT_LINK_VALID_FOR, now)
+                        .await?;
+                let link = format!("{base}/revert-email/{revert}");
+                notify_address(c, audit, &current, Notice::EmailChangeRequested, Some(&link)).await?;
+            }
             let event = Event::account(Some(user.id), Action::EmailChangeRequested, Outcome::Succeeded, Detail::None);
             audit.record(c, event).await?;
             Ok(())
@@ -172,7 +184,9 @@ pub async fn confirm_email_change(
                     Ok(_) => return Ok(Err(refused(c, audit, Some(user), LinkProblem::Unknown).await?)),
                     Err(problem) => return Ok(Err(refused(c, audit, Some(user), problem).await?)),
                 };
-                set_address(c, user, &address, now).await?;
+                if let Err(e) = set_address(c, user, &address, now).await {
+                    return Err(taken_or(e));
+                }
                 links::withdraw(c, user, LinkPurpose::VerifyEmail, now).await?;
                 links::withdraw(c, user, LinkPurpose::ResetPassword, now).await?;
                 let event = Event::account(Some(user), Action::EmailChanged, Outcome::Succeeded, Detail::None);
@@ -183,6 +197,15 @@ pub async fn confirm_email_change(
         })
         .await?;
     outcome
+}
+
+/// An address taken by another account at the same instant (the unique index), or `e`.
+fn taken_or(e: diesel::result::Error) -> EmailChangeError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => EmailChangeError::AddressTaken,
+        e => e.into(),
+    }
 }
 
 /// The address `user` confirmed at `now` (a link to it was opened by the signed-in owner).
@@ -200,9 +223,10 @@ async fn set_address(conn: &mut AsyncPgConnection, user: Uuid, address: &str, no
 }
 
 /// What an undo link asks for: the account, and whether a code is needed — when the
-/// account's authenticator was set up before the change was asked for, it is the owner's,
-/// and asking for it keeps someone who only reads the old mailbox out. One set up after
-/// the request may be the intruder's; the undo removes it instead.
+/// account's authenticator was set up well before the change was asked for
+/// ([`OWNERS_FACTOR_AGE`]), it is the owner's, and asking for it keeps someone who only
+/// reads the old mailbox out. One set up later may be the intruder's; the undo removes it
+/// instead.
 pub async fn revert_link_account(
     conn: &mut AsyncPgConnection,
     token: &str,
@@ -212,14 +236,15 @@ pub async fn revert_link_account(
     let user = find_user_by_id(conn, link.user).await?.ok_or(EmailChangeError::Link(LinkProblem::Unknown))?;
     let confirmed: Option<Option<OffsetDateTime>> =
         mfa_totp::table.find(link.user).select(mfa_totp::confirmed_at).first(conn).await.optional()?;
-    let owners_factor = matches!(confirmed, Some(Some(at)) if at <= link.created_at);
+    let owners_factor = matches!(confirmed, Some(Some(at)) if at <= link.created_at - OWNERS_FACTOR_AGE);
     Ok((user, owners_factor))
 }
 
 /// Undoes an email change with the link mailed to the old address (the caller has checked
 /// the code [`revert_link_account`] asks for): the old address back, confirmed; pending
-/// changes and links voided; a new password; an authenticator set up since the request
-/// removed; every session signed out and the account's familiar places forgotten but this
+/// changes and links voided (but not undo links older than this one: an intruder's own
+/// later change cannot void the owner's way back); a new password; second factors that
+/// are not the owner's (see [`revert_link_account`]) removed; every session signed out and the account's familiar places forgotten but this
 /// one; the event and a notice — one transaction. Returns the account, to sign in here.
 pub async fn revert_email_change(
     pool: &Pool,
@@ -251,28 +276,33 @@ pub async fn revert_email_change(
                 };
                 let Some(address) = link.address else { return Ok(Err(LinkProblem::Unknown)) };
                 // Held for this account since the request: no one else can have taken it.
-                set_address(c, user_id, &address, now).await?;
-                for purpose in [
-                    LinkPurpose::ChangeEmail,
-                    LinkPurpose::RevertEmail,
-                    LinkPurpose::ResetPassword,
-                    LinkPurpose::VerifyEmail,
-                ] {
+                if let Err(e) = set_address(c, user_id, &address, now).await {
+                    return Err(taken_or(e));
+                }
+                for purpose in [LinkPurpose::ChangeEmail, LinkPurpose::ResetPassword, LinkPurpose::VerifyEmail] {
                     links::withdraw(c, user_id, purpose, now).await?;
                 }
+                links::withdraw_since(c, user_id, LinkPurpose::RevertEmail, link.created_at, now).await?;
                 update_password_hash(c, user_id, &hash).await?;
+                let trusted_before = link.created_at - OWNERS_FACTOR_AGE;
                 let removed = diesel::delete(
                     mfa_totp::table
                         .filter(mfa_totp::user_id.eq(user_id))
-                        .filter(mfa_totp::confirmed_at.is_null().or(mfa_totp::confirmed_at.gt(link.created_at))),
+                        .filter(mfa_totp::confirmed_at.is_null().or(mfa_totp::confirmed_at.gt(trusted_before))),
                 )
                 .execute(c)
                 .await?;
+                let codes = mfa_recovery_codes::table.filter(mfa_recovery_codes::user_id.eq(user_id));
                 if removed > 0 {
-                    diesel::delete(mfa_recovery_codes::table.filter(mfa_recovery_codes::user_id.eq(user_id)))
-                        .execute(c)
-                        .await?;
+                    diesel::delete(codes).execute(c).await?;
+                } else {
+                    diesel::delete(codes.filter(mfa_recovery_codes::created_at.gt(trusted_before))).execute(c).await?;
                 }
+                diesel::delete(
+                    passkeys::table.filter(passkeys::user_id.eq(user_id)).filter(passkeys::created_at.gt(trusted_before)),
+                )
+                .execute(c)
+                .await?;
                 familiar::forget_account(c, user_id).await?;
                 familiar::remember(c, user_id, place.device, place_network.as_deref(), now).await?;
                 let user = find_user_by_id(c, user_id).await?.ok_or(diesel::result::Error::NotFound)?;

@@ -134,6 +134,27 @@ pub async fn withdraw(
     .await
 }
 
+/// Stops `user`'s unused links of `purpose` issued at or after `since` from working.
+pub async fn withdraw_since(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    purpose: LinkPurpose,
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        account_links::table
+            .filter(account_links::user_id.eq(user))
+            .filter(account_links::purpose.eq(purpose.as_str()))
+            .filter(account_links::created_at.ge(since))
+            .filter(account_links::used_at.is_null())
+            .filter(account_links::replaced_at.is_null()),
+    )
+    .set(account_links::replaced_at.eq(now))
+    .execute(conn)
+    .await
+}
+
 /// A usable link, without using it up (the page that asks "Verify?" before the click
 /// that does).
 pub async fn inspect(

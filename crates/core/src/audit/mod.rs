@@ -106,6 +106,9 @@ actions! {
     MfaCodeReplayed = "mfa.code_replayed", TwoFactor, "Authentication code refused: already used";
     RecoveryCodeUsed = "mfa.recovery_code_used", TwoFactor, "Used a recovery code";
     RecoveryCodesRegenerated = "mfa.recovery_codes_regenerated", TwoFactor, "Made new recovery codes";
+    PasskeyAdded = "passkey.added", TwoFactor, "Added a passkey";
+    PasskeyRemoved = "passkey.removed", TwoFactor, "Removed a passkey";
+    PasskeyRefused = "passkey.refused", TwoFactor, "Passkey refused";
 }
 
 /// Stored by its name.
@@ -354,6 +357,7 @@ pub enum Detail {
 pub enum SecondFactorMethod {
     AuthenticatorApp,
     RecoveryCode,
+    Passkey,
 }
 
 /// Why an action was refused, in the words of the rule.
