@@ -33,6 +33,8 @@ wasm_bindgen_version() {
 }
 
 ensure_build_tools() {
+  # webauthn-rs (passkeys) checks signatures with OpenSSL: headers and pkg-config to build.
+  if ! pkg-config --exists openssl 2>/dev/null; then apt_install libssl-dev pkg-config; fi
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     log "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown

@@ -11,6 +11,7 @@ pub mod email_change;
 pub mod error;
 pub mod mfa;
 pub mod page_data;
+pub mod passkeys;
 pub mod passwords;
 pub mod render;
 pub mod sessions;

@@ -91,6 +91,7 @@ pub fn LoginPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
+            <crate::passkeys::PasskeySignIn/>
             <p class="mt-6 text-sm"><a href="/forgot-password" class="link">"Forgot your password?"</a></p>
             <p class="mt-2 text-sm text-slate-700">
                 "New to Fluxi? "

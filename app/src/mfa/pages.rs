@@ -127,6 +127,7 @@ pub fn SecurityPage() -> impl IntoView {
                                 {two_factor}
                                 <crate::passwords::ChangePasswordSection mfa=mfa fresh=fresh/>
                                 <crate::email_change::ChangeEmailSection mfa=mfa fresh=fresh current=email/>
+                                <crate::passkeys::PasskeysSection mfa=mfa fresh=fresh/>
                             })
                         }
                     }

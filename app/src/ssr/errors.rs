@@ -7,6 +7,7 @@ use fluxi_core::accounts::email_change::EmailChangeError;
 use fluxi_core::accounts::verification::VerificationError;
 use fluxi_core::accounts::AccountError;
 use fluxi_core::mfa::MfaError;
+use fluxi_core::passkeys::PasskeyError;
 use fluxi_core::sessions::RevokeError;
 use fluxi_core::workspaces::invitations::{AcceptError, InvitationProblem, MailLimit, INVITATIONS_PER_DAY};
 use fluxi_core::workspaces::{InvalidInput, WorkspaceError};
@@ -206,6 +207,21 @@ impl From<EmailChangeError> for AppError {
                 wait,
             ),
             EmailChangeError::Account(e) => e.into(),
+        }
+    }
+}
+
+impl From<PasskeyError> for AppError {
+    fn from(e: PasskeyError) -> Self {
+        match e {
+            PasskeyError::NameMissing | PasskeyError::NameTooLong => AppError::field("name", e.to_string()),
+            PasskeyError::TooMany
+            | PasskeyError::AlreadyRegistered
+            | PasskeyError::NoChallenge
+            | PasskeyError::Refused
+            | PasskeyError::NotFound => AppError::Rejected(e.to_string()),
+            PasskeyError::Config(_) => AppError::internal(e),
+            PasskeyError::Database(e) => AppError::internal(e),
         }
     }
 }

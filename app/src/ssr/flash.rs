@@ -36,7 +36,7 @@ pub struct StoredFlash {
 /// password, and never `next`, which can carry an invitation link's token (the page
 /// reads it from its own address again).
 /// The two-factor forms keep no value at all: codes are never stored.
-const FLASHED_FORMS: [(&str, &[&str]); 18] = [
+const FLASHED_FORMS: [(&str, &[&str]); 19] = [
     ("signup", &["display_name", "email"]),
     ("login", &["email"]),
     ("verify_sign_in", &[]),
@@ -56,6 +56,7 @@ const FLASHED_FORMS: [(&str, &[&str]); 18] = [
     ("change_email", &["email"]),
     ("confirm_email_change", &[]),
     ("revert_email_change", &[]),
+    ("remove_passkey", &[]),
 ];
 
 /// The values a flash of `form` keeps, or `None` when `form` gets no flash.

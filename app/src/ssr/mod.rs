@@ -15,7 +15,7 @@ pub use csp::set_page_csp;
 pub use flash::{flash_cookie, take_flash, StoredFlash};
 pub use request::{
     accepts_html, audit_as, audit_with, client_network, client_network_of, device, origin, origin_of, remember_device,
-    RequestId,
+    set_passkey_ceremony, take_passkey_ceremony, RequestId,
 };
 pub use session::{
     adopt_sessions_epoch, current_user, end_session, forget_cached_user, note_second_factor, require_user, session,

@@ -17,8 +17,8 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url,
+    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, RequestChallengeResponse, Url,
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
@@ -26,6 +26,7 @@ use crate::accounts::familiar;
 use crate::accounts::{find_user_by_id, Place, User};
 use crate::audit::{Action, Actor, Audit, Detail, Event, Outcome, SecondFactorMethod};
 use crate::notifications::{notify, Notice};
+use crate::rate_limit::RateLimit;
 use crate::schema::{passkey_challenges, passkeys};
 
 /// How long a ceremony may take (the browser's prompt included).
@@ -33,6 +34,10 @@ pub const CHALLENGE_VALID_FOR: Duration = Duration::minutes(5);
 /// Passkeys per account: enough for every device a person has, and a bound on the list.
 pub const MAX_PASSKEYS: i64 = 20;
 pub const NAME_MAX_CHARS: usize = 60;
+/// Passkey sign-ins started per client network and hour (each stores a challenge), and
+/// from clients whose network is unknown, together.
+pub const SIGN_IN_STARTS_PER_NETWORK: RateLimit = RateLimit::per_hour(60);
+pub const SIGN_IN_STARTS_UNKNOWN_NETWORK: RateLimit = RateLimit::per_hour(1_000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasskeyError {
@@ -169,11 +174,8 @@ pub async fn delete_expired_challenges(conn: &mut AsyncPgConnection, now: Offset
 }
 
 async fn stored_passkeys(conn: &mut AsyncPgConnection, user: Uuid) -> Result<Vec<(Uuid, Passkey)>, PasskeyError> {
-    let rows: Vec<(Uuid, serde_json::Value)> = passkeys::table
-        .filter(passkeys::user_id.eq(user))
-        .select((passkeys::id, passkeys::passkey))
-        .load(conn)
-        .await?;
+    let rows: Vec<(Uuid, serde_json::Value)> =
+        passkeys::table.filter(passkeys::user_id.eq(user)).select((passkeys::id, passkeys::passkey)).load(conn).await?;
     Ok(rows.into_iter().filter_map(|(id, json)| serde_json::from_value(json).ok().map(|pk| (id, pk))).collect())
 }
 
@@ -220,7 +222,8 @@ pub async fn finish_registration(
     conn.transaction::<_, PasskeyError, _>(|c| {
         async move {
             let state: PasskeyRegistration = take_challenge(c, challenge, Purpose::Register, Some(user), now).await?;
-            let passkey = rp.webauthn.finish_passkey_registration(credential, &state).map_err(|_| PasskeyError::Refused)?;
+            let passkey =
+                rp.webauthn.finish_passkey_registration(credential, &state).map_err(|_| PasskeyError::Refused)?;
             crate::accounts::lock_account(c, user).await?;
             let count: i64 = passkeys::table.filter(passkeys::user_id.eq(user)).count().get_result(c).await?;
             if count >= MAX_PASSKEYS {
@@ -326,7 +329,8 @@ pub async fn finish_sign_in(
         .first(conn)
         .await
         .optional()?;
-    let Some((row, mut passkey)) = found.and_then(|(row, json)| serde_json::from_value::<Passkey>(json).ok().map(|pk| (row, pk)))
+    let Some((row, mut passkey)) =
+        found.and_then(|(row, json)| serde_json::from_value::<Passkey>(json).ok().map(|pk| (row, pk)))
     else {
         return Err(refused(conn, audit, None).await?);
     };
@@ -368,7 +372,11 @@ pub async fn finish_sign_in(
 }
 
 /// Records a refused passkey sign-in (on the account when the passkey is known).
-async fn refused(conn: &mut AsyncPgConnection, audit: &Audit<'_>, user: Option<&User>) -> Result<PasskeyError, PasskeyError> {
+async fn refused(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    user: Option<&User>,
+) -> Result<PasskeyError, PasskeyError> {
     let detail = Detail::SecondFactor { method: SecondFactorMethod::Passkey };
     let event = Event::account(user.map(|u| u.id), Action::PasskeyRefused, Outcome::Denied, detail);
     match user {

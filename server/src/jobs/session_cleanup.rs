@@ -48,6 +48,11 @@ pub fn spawn(pool: Pool, clock: SharedClock, throttle: SignInThrottle, every: Du
                 fluxi_core::accounts::links::delete_expired(&mut conn, now - time::Duration::days(7)).await,
             );
             cleaned(
+                "unanswered passkey ceremonies removed",
+                "passkey ceremony cleanup failed",
+                fluxi_core::passkeys::delete_expired_challenges(&mut conn, now).await,
+            );
+            cleaned(
                 "old workspace creations forgotten",
                 "workspace creation log cleanup failed",
                 fluxi_core::workspaces::delete_old_workspace_creations(&mut conn, now).await,

@@ -47,6 +47,8 @@ pub struct Options {
     pub connection_limits: server::listen::ConnectionLimits,
     /// Serve HTTPS with these files (the base URL is then `https://localhost:PORT`).
     pub tls: Option<server::listen::TlsFiles>,
+    /// Base URL `http://localhost:PORT` instead of the address: WebAuthn needs a domain.
+    pub named_host: bool,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             keyring: fluxi_core::secrets::Keyring::single(fluxi_core::secrets::EncryptionKey::random()),
             connection_limits: server::listen::ConnectionLimits::default(),
             tls: None,
+            named_host: false,
         }
     }
 }
@@ -95,6 +98,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let base = match &opts.tls {
             Some(_) => format!("https://localhost:{}", addr.port()),
+            None if opts.named_host => format!("http://localhost:{}", addr.port()),
             None => format!("http://{addr}"),
         };
         let site_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/site");
@@ -167,6 +171,7 @@ impl Reply {
 
 /// A browser-like client with a one-cookie jar for the session cookie.
 pub const FLASH_COOKIE: &str = "__Host-fluxi_flash";
+pub const PASSKEY_COOKIE: &str = "__Host-fluxi_passkey";
 
 pub struct Client {
     base: String,
@@ -178,6 +183,8 @@ pub struct Client {
     pub flash_cookie: Option<String>,
     /// Sent as `User-Agent` when set.
     pub user_agent: Option<String>,
+    /// The passkey ceremony this browser started (`__Host-fluxi_passkey`).
+    pub passkey_cookie: Option<String>,
 }
 
 impl Client {
@@ -196,6 +203,7 @@ impl Client {
             device_cookie: None,
             flash_cookie: None,
             user_agent: None,
+            passkey_cookie: None,
         }
     }
 
@@ -214,6 +222,10 @@ impl Client {
                 let removed = value.is_empty() || v.to_ascii_lowercase().contains("max-age=0");
                 self.flash_cookie = (!removed).then(|| value.to_string());
             }
+            if let Some(value) = first.strip_prefix(&format!("{PASSKEY_COOKIE}=")) {
+                let removed = value.is_empty() || v.to_ascii_lowercase().contains("max-age=0");
+                self.passkey_cookie = (!removed).then(|| value.to_string());
+            }
         }
     }
 
@@ -227,6 +239,9 @@ impl Client {
         }
         if let Some(v) = &self.flash_cookie {
             cookies.push(format!("{FLASH_COOKIE}={v}"));
+        }
+        if let Some(v) = &self.passkey_cookie {
+            cookies.push(format!("{PASSKEY_COOKIE}={v}"));
         }
         let req = if cookies.is_empty() { req } else { req.header(COOKIE, cookies.join("; ")) };
         let req = match &self.user_agent {

@@ -284,7 +284,8 @@ async fn an_intruder_cannot_void_the_owners_undo_or_hide_behind_a_fresh_authenti
     let res = intruder.client.call("change_email", &[("password", PASSWORD), ("email", &theirs)]).await;
     assert!(res.error().message_for("code").is_some(), "{}", res.body);
     let code = app_code(&key, app.clock.now());
-    let res = intruder.client.call("change_email", &[("password", PASSWORD), ("code", &code), ("email", &theirs)]).await;
+    let res =
+        intruder.client.call("change_email", &[("password", PASSWORD), ("code", &code), ("email", &theirs)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let token = link_token(&app, &theirs, CONFIRM_SUBJECT, "/confirm-email/").await;
     assert_eq!(intruder.client.call("confirm_email_change", &[("token", &token)]).await.status, StatusCode::OK);

@@ -16,6 +16,7 @@ mod invitations;
 mod members;
 mod mfa;
 mod outbox;
+mod passkeys;
 mod passwords;
 mod pool;
 mod rendering;

@@ -64,6 +64,12 @@ const OTHER_FUNCTIONS: &[&str] = &[
     "confirm_email_change",
     "revert_email_link",
     "revert_email_change",
+    "passkeys",
+    "start_passkey_registration",
+    "finish_passkey_registration",
+    "remove_passkey",
+    "start_passkey_sign_in",
+    "finish_passkey_sign_in",
 ];
 
 #[test]

@@ -299,7 +299,9 @@ pub async fn revert_email_change(
                     diesel::delete(codes.filter(mfa_recovery_codes::created_at.gt(trusted_before))).execute(c).await?;
                 }
                 diesel::delete(
-                    passkeys::table.filter(passkeys::user_id.eq(user_id)).filter(passkeys::created_at.gt(trusted_before)),
+                    passkeys::table
+                        .filter(passkeys::user_id.eq(user_id))
+                        .filter(passkeys::created_at.gt(trusted_before)),
                 )
                 .execute(c)
                 .await?;

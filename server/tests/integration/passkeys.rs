@@ -1,0 +1,249 @@
+//! Passkeys through webauthn-rs against a software authenticator in Rust
+//! (`webauthn-authenticator-rs`'s `SoftPasskey`): added after a step-up, listed, signing
+//! in on their own, removed after a step-up; replayed, foreign and unbound answers
+//! refused and recorded.
+
+use crate::common::{recorded, Client, Options, Reply, TestApp, PASSWORD};
+use app::error::AppError;
+use app::passkeys::api::PasskeyView;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use fluxi_core::audit::Action;
+use fluxi_core::schema::{outbox_emails, passkeys};
+use reqwest::StatusCode;
+use time::Duration;
+use url::Url;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs_proto::{AllowCredentials, CreationChallengeResponse, RequestChallengeResponse};
+
+/// WebAuthn needs a domain: the app's base URL is `http://localhost:PORT`.
+async fn spawn() -> TestApp {
+    TestApp::spawn_with(Options { named_host: true, ..Options::default() }).await
+}
+
+fn origin(app: &TestApp) -> Url {
+    Url::parse(&app.base).unwrap()
+}
+
+/// The options a start call returned (a server function's string, holding JSON).
+fn options<T: serde::de::DeserializeOwned>(res: &Reply) -> T {
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let json: String = serde_json::from_str(&res.body).unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
+/// A software authenticator that performs user verification (as a passkey does).
+fn authenticator() -> SoftPasskey {
+    SoftPasskey::new(true)
+}
+
+/// Adds a passkey named `name` for the person signed in to `c` (within the step-up window
+/// or with the password); returns the reply and the new credential's id.
+async fn add_passkey(app: &TestApp, c: &mut Client, auth: &mut SoftPasskey, name: &str) -> (Reply, Vec<u8>) {
+    let (reply, id, _) = add_passkey_answer(app, c, auth, name).await;
+    (reply, id)
+}
+
+/// [`add_passkey`], also returning the authenticator's answer as sent.
+async fn add_passkey_answer(
+    app: &TestApp,
+    c: &mut Client,
+    auth: &mut SoftPasskey,
+    name: &str,
+) -> (Reply, Vec<u8>, String) {
+    let mut request: CreationChallengeResponse =
+        options(&c.call("start_passkey_registration", &[("name", name), ("password", PASSWORD)]).await);
+    let selection = request.public_key.authenticator_selection.as_mut().expect("authenticator selection");
+    assert!(selection.require_resident_key, "a discoverable credential is asked for");
+    // The software authenticator keeps no credentials of its own (it answers from the key
+    // handle in the credential id), so it refuses a request for a resident key.
+    selection.require_resident_key = false;
+    selection.resident_key = None;
+    let credential = auth.do_registration(origin(app), request).expect("registration");
+    let id = credential.raw_id.clone();
+    let json = serde_json::to_string(&credential).unwrap();
+    (c.call("finish_passkey_registration", &[("name", name), ("credential", &json)]).await, id, json)
+}
+
+/// The authenticator's answer to a passkey sign-in started by `c`, as a resident key of
+/// `user` would give it: the software authenticator needs the credential named, and the
+/// account's handle is added as a resident key returns it (it is not signed).
+async fn assertion(
+    app: &TestApp,
+    c: &mut Client,
+    auth: &mut SoftPasskey,
+    credential: &[u8],
+    user: uuid::Uuid,
+) -> String {
+    let mut request: RequestChallengeResponse = options(&c.call("start_passkey_sign_in", &[]).await);
+    assert!(request.public_key.allow_credentials.is_empty(), "discoverable: no account named");
+    request.public_key.allow_credentials =
+        vec![AllowCredentials { type_: "public-key".into(), id: credential.to_vec(), transports: None }];
+    let mut answer = auth.do_authentication(origin(app), request).expect("assertion");
+    answer.response.user_handle = Some(user.as_bytes().to_vec());
+    serde_json::to_string(&answer).unwrap()
+}
+
+async fn signed_in_as(c: &mut Client) -> Option<String> {
+    let res = c.call("current_user", &[]).await;
+    let value: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+    value["email"].as_str().map(str::to_string)
+}
+
+async fn subjects_to(app: &TestApp, email: &str) -> Vec<String> {
+    let mut conn = app.db.conn().await;
+    outbox_emails::table
+        .filter(outbox_emails::recipient.eq(email))
+        .select(outbox_emails::subject)
+        .load(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_passkey_added_after_a_step_up_signs_in_on_its_own() {
+    let app = spawn().await;
+    let mut me = app.person("Keyholder").await;
+    let mut auth = authenticator();
+    app.clock.advance(Duration::minutes(11));
+    let res = me.client.call("start_passkey_registration", &[("name", "  "), ("password", PASSWORD)]).await;
+    assert!(res.error().message_for("name").is_some(), "{}", res.body);
+    let res =
+        me.client.call("start_passkey_registration", &[("name", "Laptop"), ("password", "wrong password!")]).await;
+    assert!(res.error().message_for("password").is_some(), "{}", res.body);
+    assert_eq!(
+        app.client().call("start_passkey_registration", &[("name", "X"), ("password", PASSWORD)]).await.error(),
+        AppError::Unauthenticated
+    );
+
+    let (res, credential, first) = add_passkey_answer(&app, &mut me.client, &mut auth, "Laptop").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let list: Vec<PasskeyView> = serde_json::from_str(&me.client.call("passkeys", &[]).await.body).unwrap();
+    assert_eq!(
+        list.iter().map(|p| (p.name.as_str(), p.last_used.is_none())).collect::<Vec<_>>(),
+        vec![("Laptop", true)]
+    );
+    assert_eq!(recorded(&app, Action::PasskeyAdded).await.len(), 1);
+    let added = subjects_to(&app, &me.user.email).await;
+    assert_eq!(added.iter().filter(|s| *s == "A passkey was added to your Fluxi account").count(), 1);
+    // The answer of that registration, offered to a new one: its challenge was another's.
+    let _ = options::<CreationChallengeResponse>(
+        &me.client.call("start_passkey_registration", &[("name", "Again"), ("password", PASSWORD)]).await,
+    );
+    let res = me.client.call("finish_passkey_registration", &[("name", "Again"), ("credential", &first)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("could not be verified")), "{}", res.body);
+    assert_eq!(serde_json::from_str::<Vec<PasskeyView>>(&me.client.call("passkeys", &[]).await.body).unwrap().len(), 1);
+
+    // Signed out, the passkey alone signs in — as both factors.
+    let mut browser = app.client();
+    let answer = assertion(&app, &mut browser, &mut auth, &credential, me.user.id).await;
+    let res = browser.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(signed_in_as(&mut browser).await.as_deref(), Some(me.user.email.as_str()));
+    let events = recorded(&app, Action::SignInSucceeded).await;
+    assert!(
+        events.iter().any(|e| e.detail.to_string().contains("passkey")),
+        "{:?}",
+        events.iter().map(|e| &e.detail).collect::<Vec<_>>()
+    );
+    let list: Vec<PasskeyView> = serde_json::from_str(&browser.call("passkeys", &[]).await.body).unwrap();
+    assert!(list[0].last_used.is_some());
+    // The signature counter moved, and is kept (a cloned key would fall behind it).
+    let mut conn = app.db.conn().await;
+    let stored: serde_json::Value = passkeys::table.select(passkeys::passkey).first(&mut conn).await.unwrap();
+    assert_ne!(stored["cred"]["counter"], 0, "{stored}");
+}
+
+#[tokio::test]
+async fn replayed_unbound_and_foreign_answers_are_refused() {
+    let app = spawn().await;
+    let mut me = app.person("Guarded Key").await;
+    let other = app.person("Other Key").await;
+    let mut auth = authenticator();
+    let (res, credential) = add_passkey(&app, &mut me.client, &mut auth, "Phone").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    let mut browser = app.client();
+    let answer = assertion(&app, &mut browser, &mut auth, &credential, me.user.id).await;
+    // Another browser, without this one's ceremony: nothing to answer.
+    let res = app.client().call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("expired or was already used")), "{}", res.body);
+    assert_eq!(browser.call("finish_passkey_sign_in", &[("credential", &answer)]).await.status, StatusCode::OK);
+    // The same answer again, even with the ceremony cookie kept: the challenge is gone.
+    let mut replay = app.client();
+    replay.passkey_cookie = browser.passkey_cookie.clone();
+    let res = replay.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    // The old answer to a new challenge: the signature does not cover it.
+    let mut late = app.client();
+    let _ = options::<RequestChallengeResponse>(&late.call("start_passkey_sign_in", &[]).await);
+    let res = late.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("could not be verified")), "{}", res.body);
+    assert!(signed_in_as(&mut late).await.is_none());
+
+    // The passkey presented as another account's (its handle swapped): refused.
+    let mut impostor = app.client();
+    let answer = assertion(&app, &mut impostor, &mut auth, &credential, other.user.id).await;
+    let res = impostor.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert!(signed_in_as(&mut impostor).await.is_none());
+    // Garbage: a clear refusal, no 500.
+    let mut junk = app.client();
+    let _ = options::<RequestChallengeResponse>(&junk.call("start_passkey_sign_in", &[]).await);
+    let res = junk.call("finish_passkey_sign_in", &[("credential", "{\"not\":\"a credential\"}")]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert!(recorded(&app, Action::PasskeyRefused).await.len() >= 2);
+
+    // A registration ceremony is bound to its account too: another account holding this
+    // browser's ceremony cookie cannot finish it.
+    let request: CreationChallengeResponse =
+        options(&me.client.call("start_passkey_registration", &[("name", "Spare"), ("password", PASSWORD)]).await);
+    let mut request = request;
+    if let Some(selection) = request.public_key.authenticator_selection.as_mut() {
+        selection.require_resident_key = false;
+        selection.resident_key = None;
+    }
+    let spare = authenticator().do_registration(origin(&app), request).expect("registration");
+    let mut other_client = other.client;
+    other_client.passkey_cookie = me.client.passkey_cookie.clone();
+    let json = serde_json::to_string(&spare).unwrap();
+    let res = other_client.call("finish_passkey_registration", &[("name", "Spare"), ("credential", &json)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("expired or was already used")), "{}", res.body);
+    let mut conn = app.db.conn().await;
+    let count: i64 = passkeys::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn removing_a_passkey_needs_a_step_up_and_stops_it_signing_in() {
+    let app = spawn().await;
+    let mut me = app.person("Remover").await;
+    let mut stranger = app.person("Stranger Key").await;
+    let mut auth = authenticator();
+    let (res, credential) = add_passkey(&app, &mut me.client, &mut auth, "Old key").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let list: Vec<PasskeyView> = serde_json::from_str(&me.client.call("passkeys", &[]).await.body).unwrap();
+    let id = list[0].id.clone();
+
+    let res = stranger.client.call("remove_passkey", &[("passkey", &id), ("password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("No such passkey")), "{}", res.body);
+    app.clock.advance(Duration::minutes(11));
+    let res = me.client.call("remove_passkey", &[("passkey", &id), ("password", "")]).await;
+    assert!(res.error().message_for("password").is_some(), "{}", res.body);
+    let res = me.client.call("remove_passkey", &[("passkey", "not-an-id"), ("password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    let res = me.client.call("remove_passkey", &[("passkey", &id), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(recorded(&app, Action::PasskeyRemoved).await.len(), 1);
+    assert!(subjects_to(&app, &me.user.email)
+        .await
+        .iter()
+        .any(|s| s == "A passkey was removed from your Fluxi account"));
+
+    let mut browser = app.client();
+    let answer = assertion(&app, &mut browser, &mut auth, &credential, me.user.id).await;
+    let res = browser.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert!(signed_in_as(&mut browser).await.is_none());
+}
