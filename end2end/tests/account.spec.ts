@@ -175,3 +175,48 @@ test('change the email address, confirm it from the new mailbox, undo it from th
   await signIn(page, old, NEW);
   await expect(page).toHaveURL(/\/account$/);
 });
+
+test('add a passkey with the virtual authenticator, sign out, sign in with it', async ({ page }) => {
+  const email = uniqueEmail('passkey');
+  await signUp(page, 'Pia Passkey', email);
+  await page.goto('/account/security');
+  await ready(page);
+  const section = page.getByRole('region', { name: 'Passkeys' });
+  if (test.info().project.name === 'no-js') {
+    // Passkeys need JavaScript: the page says so, and the password path stays.
+    await expect(section).toContainText('Adding a passkey needs JavaScript');
+    await page.goto('/login');
+    await expect(page.getByText('Signing in with a passkey needs JavaScript')).toBeVisible();
+    return;
+  }
+  // Chromium's virtual authenticator: a platform passkey with user verification.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  await expect(section).toContainText('You have no passkeys.');
+  const add = section.getByRole('form', { name: 'Add a passkey' });
+  await add.getByLabel('Passkey name').fill('This laptop');
+  await add.getByRole('button', { name: 'Add a passkey' }).click();
+  await expect(add.getByText('Enter your current password.')).toBeVisible();
+  await add.getByLabel('Current password').fill(PASSWORD);
+  await add.getByRole('button', { name: 'Add a passkey' }).click();
+  await expect(section.getByRole('status')).toContainText('Passkey added');
+  await expect(section.getByRole('list', { name: 'Your passkeys' })).toContainText('This laptop');
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.goto('/login');
+  await ready(page);
+  await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+  await expect(page).toHaveURL(/\/account$/);
+  await expect(page.getByRole('heading', { name: 'Your account' })).toBeVisible();
+  await expect(page.locator('#email')).toContainText(email);
+});

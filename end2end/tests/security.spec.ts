@@ -19,7 +19,7 @@ test('injected markup cannot run script: the page allows only its own nonced scr
   expect(await violation).toMatch(/^script-src/);
   expect(await page.evaluate(() => (window as unknown as { __injected?: boolean }).__injected)).toBeUndefined();
   // The app still works: the form is interactive after hydration.
-  await expect(page.getByRole('button', { name: 'Sign in' })).toBeEnabled();
+  await expect(page.getByRole('button', { name: 'Sign in', exact: true })).toBeEnabled();
 });
 
 test('a display name with markup is shown as text on the members page', async ({ page }) => {

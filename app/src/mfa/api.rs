@@ -33,6 +33,8 @@ pub struct SecurityView {
 pub struct SecondStepState {
     /// A sign-in waits for its second factor in this session.
     pub waiting: bool,
+    /// Its account has a passkey, which can be the second factor.
+    pub passkeys: bool,
 }
 
 #[cfg(feature = "ssr")]
@@ -228,9 +230,52 @@ pub async fn second_step() -> Result<SecondStepState, AppError> {
     use imp::*;
     let state = ssr::state()?;
     let session = ssr::session().await?;
-    let waiting =
-        session.get::<PendingSignIn>(PENDING_KEY).await?.is_some_and(|p| !p.pending.expired(state.clock.now()));
-    Ok(SecondStepState { waiting })
+    let pending = session.get::<PendingSignIn>(PENDING_KEY).await?.filter(|p| !p.pending.expired(state.clock.now()));
+    let passkeys = match &pending {
+        Some(p) => fluxi_core::passkeys::has_passkeys(&mut *ssr::conn(&state).await?, p.pending.user_id).await?,
+        None => false,
+    };
+    Ok(SecondStepState { waiting: pending.is_some(), passkeys })
+}
+
+/// "Use a passkey" on the second step, first half: options for one of the account's
+/// passkeys, as JSON.
+#[server(prefix = "/api", endpoint = "start_passkey_second_step")]
+pub async fn start_passkey_second_step() -> Result<String, AppError> {
+    use fluxi_core::accounts::AccountError;
+    use imp::*;
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    let now = state.clock.now();
+    let Some(PendingSignIn { pending, .. }) =
+        session.get::<PendingSignIn>(PENDING_KEY).await?.filter(|p| !p.pending.expired(now))
+    else {
+        return Err(AccountError::SecondFactorExpired.into());
+    };
+    let rp = state.relying_party()?;
+    let mut conn = ssr::conn(&state).await?;
+    let (ceremony, options) = fluxi_core::passkeys::start_second_factor(&mut conn, &rp, pending.user_id, now)
+        .await?
+        .ok_or_else(|| AppError::Rejected("This account has no passkey. Use a code instead.".into()))?;
+    ssr::set_passkey_ceremony(&state, ceremony);
+    serde_json::to_string(&options).map_err(AppError::internal)
+}
+
+/// "Use a passkey" on the second step, second half: the passkey's answer, checked like a
+/// code (same counts). Returns where to go next.
+#[server(prefix = "/api", endpoint = "finish_passkey_second_step")]
+pub async fn finish_passkey_second_step(credential: String) -> Result<String, AppError> {
+    use fluxi_core::accounts::AccountError;
+    use fluxi_core::mfa::MfaError;
+    use imp::*;
+    let state = ssr::state()?;
+    let challenge = ssr::take_passkey_ceremony(&state).ok_or(AccountError::SecondFactor(MfaError::PasskeyRefused))?;
+    let credential =
+        serde_json::from_str(&credential).map_err(|_| AccountError::SecondFactor(MfaError::PasskeyRefused))?;
+    let rp = state.relying_party()?;
+    let next =
+        finish_second_step(&state, SecondFactor::Passkey { rp: &rp, challenge, credential: &credential }).await?;
+    Ok(next)
 }
 
 /// The second step of a sign-in: "Verify" with a code from the app, or a recovery code.
@@ -240,9 +285,9 @@ pub async fn verify_sign_in(code: Option<String>, recovery_code: Option<String>)
     use imp::*;
     let state = ssr::state()?;
     let session = ssr::session().await?;
-    let Some(PendingSignIn { mut pending, next }) = session.get::<PendingSignIn>(PENDING_KEY).await? else {
+    if session.get::<PendingSignIn>(PENDING_KEY).await?.is_none() {
         return Err(AccountError::SecondFactorExpired.into());
-    };
+    }
     let proof = match (blank(&code), blank(&recovery_code)) {
         (Some(code), _) => SecondFactor::Code(code),
         (None, Some(code)) => SecondFactor::RecoveryCode(code),
@@ -251,17 +296,33 @@ pub async fn verify_sign_in(code: Option<String>, recovery_code: Option<String>)
         }
         (None, None) => return Err(AppError::field("code", "Enter the 6-digit code from your authenticator app.")),
     };
-    let origin = ssr::origin(&state);
+    let next = finish_second_step(&state, proof).await?;
+    leptos_axum::redirect(&next);
+    Ok(())
+}
+
+/// Checks `proof` against the sign-in waiting in this session; on success signs in and
+/// returns where to go next. Too many wrong answers, or an expired sign-in, end the wait.
+#[cfg(feature = "ssr")]
+async fn finish_second_step(
+    state: &crate::ssr::AppState,
+    proof: fluxi_core::accounts::SecondFactor<'_>,
+) -> Result<String, AppError> {
+    use fluxi_core::accounts::AccountError;
+    use imp::*;
+    let session = ssr::session().await?;
+    let Some(PendingSignIn { mut pending, next }) = session.get::<PendingSignIn>(PENDING_KEY).await? else {
+        return Err(AccountError::SecondFactorExpired.into());
+    };
+    let origin = ssr::origin(state);
     match state.password_gate(&origin).second_factor(&mut pending, proof).await {
         Ok(user) => {
             session.remove::<PendingSignIn>(PENDING_KEY).await?;
-            ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::SecondFactor).await?;
+            ssr::start_session(state, &session, &user, fluxi_core::sessions::SignedInWith::SecondFactor).await?;
             if let Some(device) = &pending.device {
-                ssr::remember_device(&state, device);
+                ssr::remember_device(state, device);
             }
-            let next = crate::auth::api::safe_next_path(next.as_deref());
-            leptos_axum::redirect(&next.unwrap_or_else(|| "/account".into()));
-            Ok(())
+            Ok(crate::auth::api::safe_next_path(next.as_deref()).unwrap_or_else(|| "/account".into()))
         }
         Err(e @ (AccountError::TooManyCodes | AccountError::SecondFactorExpired)) => {
             session.remove::<PendingSignIn>(PENDING_KEY).await?;

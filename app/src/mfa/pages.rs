@@ -36,7 +36,7 @@ pub fn SecondStepPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     let (step, flash) = page.await;
                     let flash = flash.ok().flatten().map(|f| f.error);
-                    let waiting = step.map(|s| s.waiting).unwrap_or(false);
+                    let (waiting, passkeys) = step.map(|s| (s.waiting, s.passkeys)).unwrap_or_default();
                     let error = current_error(verify, flash.clone());
                     if !waiting {
                         let message = flash.and_then(|e| e.form_message());
@@ -71,6 +71,7 @@ pub fn SecondStepPage() -> impl IntoView {
                                 Either::Right(view! { <a href="/login/mfa?recovery=1" class=LINK>"Use a recovery code"</a> })
                             }}
                         </p>
+                        {passkeys.then(|| view! { <crate::passkeys::PasskeySecondStep/> })}
                     })
                 })}
             </Suspense>

@@ -7,4 +7,4 @@ pub mod api;
 mod browser;
 mod pages;
 
-pub use pages::{PasskeySignIn, PasskeysSection};
+pub use pages::{PasskeySecondStep, PasskeySignIn, PasskeysSection};

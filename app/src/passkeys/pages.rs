@@ -179,3 +179,52 @@ pub fn PasskeySignIn() -> impl IntoView {
         </div>
     }
 }
+
+/// "Use a passkey" on the second step of a password sign-in (`/login/mfa`), for accounts
+/// that have one.
+#[component]
+pub fn PasskeySecondStep() -> impl IntoView {
+    let hydrated = hydrated();
+    let (error, set_error) = signal(None::<String>);
+    let (busy, set_busy) = signal(false);
+    let use_passkey = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            use crate::mfa::api::{finish_passkey_second_step, start_passkey_second_step};
+            set_busy.set(true);
+            set_error.set(None);
+            leptos::task::spawn_local(async move {
+                let result = async {
+                    let options = start_passkey_second_step().await.map_err(|e| e.to_string())?;
+                    let answer = super::browser::run(super::browser::Ceremony::Get, &options).await?;
+                    finish_passkey_second_step(answer).await.map_err(|e| e.to_string())
+                }
+                .await;
+                match result {
+                    Ok(next) => {
+                        let _ = window().location().set_href(&next);
+                    }
+                    Err(message) => {
+                        set_error.set(Some(message));
+                        set_busy.set(false);
+                    }
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (set_busy, set_error);
+    };
+    view! {
+        <div class="mt-6 border-t border-slate-200 pt-6">
+            {move || if hydrated.get() {
+                view! {
+                    <FormAlert message=error/>
+                    <button type="button" class="btn-sm w-full" on:click=use_passkey disabled=busy>"Use a passkey"</button>
+                }
+                .into_any()
+            } else {
+                view! { <p class="text-sm text-slate-700">"With JavaScript on, you can also use one of your passkeys here."</p> }.into_any()
+            }}
+        </div>
+    }
+}

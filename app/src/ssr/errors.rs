@@ -93,6 +93,9 @@ impl From<MfaError> for AppError {
                     .into(),
             ),
             MfaError::NotEnabled => AppError::Rejected("Two-factor authentication is not on.".into()),
+            MfaError::PasskeyRefused => {
+                AppError::Rejected("The passkey could not be verified, or its request expired. Try again.".into())
+            }
             MfaError::NoPendingEnrolment => AppError::Rejected(
                 "This set-up expired or was replaced. Start again with \"Set up authenticator app\".".into(),
             ),

@@ -63,11 +63,23 @@ pub enum MfaError {
     NoPendingEnrolment,
     #[error("confirm the account's email address first")]
     EmailNotVerified,
+    /// A passkey's answer did not verify, or its ceremony expired or was answered already.
+    #[error("the passkey could not be verified")]
+    PasskeyRefused,
     /// The stored secret does not open (key version not configured, or tampered with).
     #[error("the stored secret could not be opened: {0}")]
     Sealed(#[from] OpenError),
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
+}
+
+impl From<crate::passkeys::PasskeyError> for MfaError {
+    fn from(e: crate::passkeys::PasskeyError) -> Self {
+        match e {
+            crate::passkeys::PasskeyError::Database(e) => MfaError::Database(e),
+            _ => MfaError::PasskeyRefused,
+        }
+    }
 }
 
 /// Whether an account has two-factor authentication, for pages and policy checks.

@@ -17,8 +17,8 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, RequestChallengeResponse, Url,
+    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url,
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
@@ -78,6 +78,7 @@ pub struct PasskeyInfo {
 enum Purpose {
     Register,
     SignIn,
+    SecondFactor,
 }
 
 impl Purpose {
@@ -85,6 +86,7 @@ impl Purpose {
         match self {
             Purpose::Register => "register",
             Purpose::SignIn => "sign_in",
+            Purpose::SecondFactor => "second_factor",
         }
     }
 }
@@ -369,6 +371,64 @@ pub async fn finish_sign_in(
     })
     .await?;
     Ok(user)
+}
+
+/// Starts the second step of a password sign-in with one of `user`'s passkeys; `None`
+/// when the account has none.
+pub async fn start_second_factor(
+    conn: &mut AsyncPgConnection,
+    rp: &RelyingParty,
+    user: Uuid,
+    now: OffsetDateTime,
+) -> Result<Option<(Uuid, RequestChallengeResponse)>, PasskeyError> {
+    let keys: Vec<Passkey> = stored_passkeys(conn, user).await?.into_iter().map(|(_, pk)| pk).collect();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let (options, state) = rp.webauthn.start_passkey_authentication(&keys).map_err(|_| PasskeyError::Refused)?;
+    let id = store_challenge(conn, Purpose::SecondFactor, Some(user), &state, now).await?;
+    Ok(Some((id, options)))
+}
+
+/// Checks a passkey's answer as the second step of `user`'s password sign-in (the caller,
+/// `PasswordGate::second_factor`, counts the attempt and records the outcome); the
+/// passkey's counter, flags and last use are saved.
+pub async fn check_second_factor(
+    conn: &mut AsyncPgConnection,
+    rp: &RelyingParty,
+    user: Uuid,
+    challenge: Uuid,
+    credential: &PublicKeyCredential,
+    now: OffsetDateTime,
+) -> Result<(), PasskeyError> {
+    let state: PasskeyAuthentication = take_challenge(conn, challenge, Purpose::SecondFactor, Some(user), now).await?;
+    let result = rp.webauthn.finish_passkey_authentication(credential, &state).map_err(|_| PasskeyError::Refused)?;
+    let credential_id: &[u8] = result.cred_id().as_ref();
+    let found: Option<(Uuid, serde_json::Value)> = passkeys::table
+        .filter(passkeys::credential_id.eq(credential_id))
+        .filter(passkeys::user_id.eq(user))
+        .select((passkeys::id, passkeys::passkey))
+        .first(conn)
+        .await
+        .optional()?;
+    let (row, mut passkey) = found
+        .and_then(|(row, json)| serde_json::from_value::<Passkey>(json).ok().map(|pk| (row, pk)))
+        .ok_or(PasskeyError::Refused)?;
+    if passkey.update_credential(&result) == Some(true) {
+        let json = serde_json::to_value(&passkey).map_err(|e| PasskeyError::Config(e.to_string()))?;
+        diesel::update(passkeys::table.find(row))
+            .set((passkeys::last_used_at.eq(now), passkeys::passkey.eq(json)))
+            .execute(conn)
+            .await?;
+    } else {
+        diesel::update(passkeys::table.find(row)).set(passkeys::last_used_at.eq(now)).execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// Whether `user` has any passkey (the second step then offers one).
+pub async fn has_passkeys(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(passkeys::table.filter(passkeys::user_id.eq(user)))).get_result(conn).await
 }
 
 /// Records a refused passkey sign-in (on the account when the passkey is known).

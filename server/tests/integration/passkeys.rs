@@ -247,3 +247,50 @@ async fn removing_a_passkey_needs_a_step_up_and_stops_it_signing_in() {
     assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
     assert!(signed_in_as(&mut browser).await.is_none());
 }
+
+#[tokio::test]
+async fn after_a_password_a_passkey_can_be_the_second_factor() {
+    let app = spawn().await;
+    let (mut me, key, _) = crate::mfa::enrolled(&app, "Two Keys").await;
+    let mut auth = authenticator();
+    let code = crate::mfa::app_code(&key, fluxi_core::clock::Clock::now(&app.clock));
+    let mut request: CreationChallengeResponse = options(
+        &me.client
+            .call("start_passkey_registration", &[("name", "Key"), ("password", PASSWORD), ("code", &code)])
+            .await,
+    );
+    if let Some(selection) = request.public_key.authenticator_selection.as_mut() {
+        selection.require_resident_key = false;
+        selection.resident_key = None;
+    }
+    let credential = auth.do_registration(origin(&app), request).expect("registration");
+    let json = serde_json::to_string(&credential).unwrap();
+    let res = me.client.call("finish_passkey_registration", &[("name", "Key"), ("credential", &json)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    let mut browser = app.client();
+    let res = browser.call("login", &[("email", &me.user.email), ("password", PASSWORD)]).await;
+    assert_eq!(res.location(), Some("/login/mfa"), "{}", res.body);
+    let step: serde_json::Value = serde_json::from_str(&browser.call("second_step", &[]).await.body).unwrap();
+    assert_eq!(step["passkeys"], true);
+    let request: RequestChallengeResponse = options(&browser.call("start_passkey_second_step", &[]).await);
+    assert_eq!(request.public_key.allow_credentials.len(), 1, "only this account's passkeys");
+    let answer = serde_json::to_string(&auth.do_authentication(origin(&app), request).expect("assertion")).unwrap();
+    let res = browser.call("finish_passkey_second_step", &[("credential", &answer)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(serde_json::from_str::<String>(&res.body).unwrap(), "/account");
+    assert_eq!(signed_in_as(&mut browser).await.as_deref(), Some(me.user.email.as_str()));
+
+    // Another password sign-in offered the same answer: its challenge is gone.
+    let mut again = app.client();
+    again.call("login", &[("email", &me.user.email), ("password", PASSWORD)]).await;
+    let _ = options::<RequestChallengeResponse>(&again.call("start_passkey_second_step", &[]).await);
+    let res = again.call("finish_passkey_second_step", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("could not be verified")), "{}", res.body);
+    assert!(signed_in_as(&mut again).await.is_none());
+    // No sign-in waiting: nothing to start.
+    assert!(matches!(
+        app.client().call("start_passkey_second_step", &[]).await.error(),
+        AppError::Rejected(_) | AppError::Unauthenticated
+    ));
+}

@@ -70,6 +70,8 @@ const OTHER_FUNCTIONS: &[&str] = &[
     "remove_passkey",
     "start_passkey_sign_in",
     "finish_passkey_sign_in",
+    "start_passkey_second_step",
+    "finish_passkey_second_step",
 ];
 
 #[test]

@@ -134,6 +134,12 @@ pub enum SecondFactor<'a> {
     /// A code from the authenticator app.
     Code(&'a str),
     RecoveryCode(&'a str),
+    /// A passkey's answer to the ceremony `challenge` (second step of a sign-in only).
+    Passkey {
+        rp: &'a crate::passkeys::RelyingParty,
+        challenge: Uuid,
+        credential: &'a webauthn_rs::prelude::PublicKeyCredential,
+    },
 }
 
 impl SecondFactor<'_> {
@@ -358,6 +364,12 @@ impl<'a> PasswordGate<'a> {
                 mfa::use_recovery_code(&mut conn, &audit, self.keyring, user.id, code).await.map(|_| ()),
                 crate::audit::SecondFactorMethod::RecoveryCode,
             ),
+            SecondFactor::Passkey { rp, challenge, credential } => (
+                crate::passkeys::check_second_factor(&mut conn, rp, user.id, challenge, credential, now)
+                    .await
+                    .map_err(MfaError::from),
+                crate::audit::SecondFactorMethod::Passkey,
+            ),
         };
         match checked {
             Ok(()) => {
@@ -382,7 +394,12 @@ impl<'a> PasswordGate<'a> {
                 .await?;
                 Ok(user)
             }
-            Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed | MfaError::WrongRecoveryCode)) => {
+            Err(
+                e @ (MfaError::WrongCode
+                | MfaError::CodeAlreadyUsed
+                | MfaError::WrongRecoveryCode
+                | MfaError::PasskeyRefused),
+            ) => {
                 conclude_failure(&mut conn, code_throttle, &account_key, now).await?;
                 pending.failures += 1;
                 if pending.failures >= PendingSecondFactor::MAX_FAILURES {
@@ -430,6 +447,8 @@ impl<'a> PasswordGate<'a> {
                 SecondFactor::RecoveryCode(code) => {
                     mfa::use_recovery_code(&mut conn, &audit, self.keyring, user.id, code).await.map(|_| ())
                 }
+                // A step-up takes a code: the forms that ask for one have no passkey ceremony.
+                SecondFactor::Passkey { .. } => Err(MfaError::PasskeyRefused),
             };
             match checked {
                 Ok(()) => {}
