@@ -189,7 +189,7 @@ pub async fn get_members_page(slug: String) -> Result<MembersPage, AppError> {
     let (members, invitations) = tokio::try_join!(members, invitations)?;
     let is_owner = access.can(Permission::ManageOwners);
     let mut conn = conn;
-    let i_have_mfa = is_owner && fluxi_core::mfa::is_enabled(&mut conn, user.id).await?;
+    let i_have_mfa = is_owner && fluxi_core::mfa::has_second_factor(&mut conn, user.id).await?;
     let invitations = invitations
         .into_iter()
         .map(|i| InvitationView {

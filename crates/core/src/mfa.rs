@@ -215,6 +215,20 @@ pub async fn is_enabled(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult
     .await
 }
 
+/// Whether the account has any second factor: a confirmed authenticator app or a passkey
+/// (workspace policy: either counts).
+pub async fn has_second_factor(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<bool> {
+    use crate::schema::passkeys;
+    diesel::select(
+        diesel::dsl::exists(
+            mfa_totp::table.filter(mfa_totp::user_id.eq(user)).filter(mfa_totp::confirmed_at.is_not_null()),
+        )
+        .or(diesel::dsl::exists(passkeys::table.filter(passkeys::user_id.eq(user)))),
+    )
+    .get_result(conn)
+    .await
+}
+
 /// Starts (or restarts) setting up an authenticator app: a fresh secret, sealed and kept
 /// pending until a code confirms it.
 pub async fn start_enrolment(

@@ -294,3 +294,25 @@ async fn after_a_password_a_passkey_can_be_the_second_factor() {
         AppError::Rejected(_) | AppError::Unauthenticated
     ));
 }
+
+#[tokio::test]
+async fn a_passkey_sign_in_meets_a_workspace_that_requires_two_factor() {
+    let app = spawn().await;
+    let mut me = app.person("Policy Keeper").await;
+    let slug = app.workspace(&mut me, "Keyed").await;
+    let mut auth = authenticator();
+    let (res, credential) = add_passkey(&app, &mut me.client, &mut auth, "Desk").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // The owner's passkey counts as a second factor for the policy…
+    let mut browser = app.client();
+    let answer = assertion(&app, &mut browser, &mut auth, &credential, me.user.id).await;
+    assert_eq!(browser.call("finish_passkey_sign_in", &[("credential", &answer)]).await.status, StatusCode::OK);
+    let args = [("slug", slug.as_str()), ("required", "on"), ("password", PASSWORD)];
+    let res = browser.call("set_workspace_mfa", &args).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // …and a session signed in with it may enter; one signed in with the password may not.
+    let res = browser.call("workspace_home", &[("slug", &slug)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = me.client.call("workspace_home", &[("slug", &slug)]).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+}

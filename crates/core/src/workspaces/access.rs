@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{allowed, Permission, Role, WorkspaceError};
 use crate::audit::{Action, Audit, Detail, Event, Outcome, Refusal, Target};
-use crate::schema::{memberships, mfa_totp, workspaces};
+use crate::schema::{memberships, mfa_totp, passkeys, workspaces};
 use crate::sessions::SignedInWith;
 use crate::tenancy::{TenantError, TenantIdent};
 
@@ -100,7 +100,8 @@ pub async fn authorize(
                 mfa_totp::table
                     .filter(mfa_totp::user_id.eq(memberships::user_id))
                     .filter(mfa_totp::confirmed_at.is_not_null()),
-            ),
+            )
+            .or(diesel::dsl::exists(passkeys::table.filter(passkeys::user_id.eq(memberships::user_id)))),
         ))
         .first(conn)
         .await

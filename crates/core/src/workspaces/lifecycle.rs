@@ -202,7 +202,7 @@ pub async fn set_mfa_required(
     if access.require(Permission::ManageOwners).is_err() {
         return super::refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
     }
-    if required && !crate::mfa::is_enabled(conn, access.user_id()).await? {
+    if required && !crate::mfa::has_second_factor(conn, access.user_id()).await? {
         return Err(WorkspaceError::OwnerWithoutMfa);
     }
     let id = access.workspace_id();

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{allowed, audited, refused, InvalidInput, Permission, Role, WorkspaceAccess, WorkspaceError};
 use crate::audit::{Action, Audit, Detail, Event, Outcome, Target};
-use crate::schema::{memberships, mfa_totp, users, workspaces};
+use crate::schema::{memberships, mfa_totp, passkeys, users, workspaces};
 
 /// Whether the caller of `access` may change the role of, or remove, the member `target`
 /// who holds `target_role`: never themselves (leaving is separate), only with
@@ -50,7 +50,8 @@ pub async fn list_members(
             memberships::role,
             diesel::dsl::exists(
                 mfa_totp::table.filter(mfa_totp::user_id.eq(users::id)).filter(mfa_totp::confirmed_at.is_not_null()),
-            ),
+            )
+            .or(diesel::dsl::exists(passkeys::table.filter(passkeys::user_id.eq(users::id)))),
             users::email_verified_at.is_not_null(),
         ))
         .order((users::display_name.asc(), users::id.asc()))
