@@ -40,8 +40,9 @@ pub async fn passkeys() -> Result<Vec<PasskeyView>, AppError> {
         .collect())
 }
 
-/// "Add a passkey", first half: the name, and a step-up (a passkey signs in on its own,
-/// so adding one is as sensitive as changing the password). Returns the options for
+/// "Add a passkey", first half: the name, and a step-up every time (a passkey signs in on
+/// its own and outlives every session: a stolen session, even one that just confirmed
+/// who it is, must not be able to add one). Returns the options for
 /// `navigator.credentials.create`, as JSON.
 #[server(prefix = "/api", endpoint = "start_passkey_registration")]
 pub async fn start_passkey_registration(
@@ -56,7 +57,7 @@ pub async fn start_passkey_registration(
     let user = ssr::require_user(&state).await?;
     fluxi_core::passkeys::validate_name(&name)?;
     let code = code.filter(|c| !c.trim().is_empty());
-    ssr::step_up(&state, &user, &password, code.as_deref(), None, StepUpFor::account(Action::PasskeyAdded)).await?;
+    ssr::step_up_now(&state, &user, &password, code.as_deref(), StepUpFor::account(Action::PasskeyAdded)).await?;
     let rp = state.relying_party()?;
     let mut conn = ssr::conn(&state).await?;
     let (ceremony, options) =

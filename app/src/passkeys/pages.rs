@@ -35,8 +35,13 @@ pub fn PasskeysSection(mfa: bool, fresh: bool) -> impl IntoView {
     let (add_error, set_add_error) = signal(None::<AppError>);
     let (busy, set_busy) = signal(false);
     let add_error = Signal::from(add_error);
+    // While a ceremony runs the buttons stay focusable (a disabled button would drop focus
+    // to the page) and further clicks do nothing.
     let on_add = move |ev: SubmitEvent| {
         ev.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
         #[cfg(feature = "hydrate")]
         {
             use js_sys::wasm_bindgen::JsCast;
@@ -84,7 +89,7 @@ pub fn PasskeysSection(mfa: bool, fresh: bool) -> impl IntoView {
                     match list.await {
                         Ok(keys) if keys.is_empty() => view! { <p class="mb-4 text-sm text-slate-700">"You have no passkeys."</p> }.into_any(),
                         Ok(keys) => {
-                            let options = keys.iter().map(|k| view! { <option value=k.id.clone()>{k.name.clone()}</option> }).collect_view();
+                            let options = keys.iter().map(|k| view! { <option value=k.id.clone()>{format!("{} (added {})", k.name, k.added)}</option> }).collect_view();
                             let items = keys
                                 .into_iter()
                                 .map(|k| view! {
@@ -117,8 +122,8 @@ pub fn PasskeysSection(mfa: bool, fresh: bool) -> impl IntoView {
                     <form aria-label="Add a passkey" class="max-w-md space-y-3" novalidate=true on:submit=on_add>
                         <FormAlert message=form_message(add_error)/>
                         <TextField label="Passkey name" name="name" id="passkey-name" hint="For example the device it is on." error=field_message(add_error, "name")/>
-                        <StepUpFields password_label="Current password" password_id="add-passkey-password" code_id="add-passkey-code" mfa=mfa fresh=fresh password_error=field_message(add_error, "password") code_error=field_message(add_error, "code")/>
-                        <button type="submit" class=BUTTON_CLASS disabled=busy>"Add a passkey"</button>
+                        <StepUpFields password_label="Current password" password_id="add-passkey-password" code_id="add-passkey-code" mfa=mfa fresh=false password_error=field_message(add_error, "password") code_error=field_message(add_error, "code")/>
+                        <button type="submit" class=BUTTON_CLASS aria-disabled=move || busy.get().to_string()>"Add a passkey"</button>
                     </form>
                 }
                 .into_any()
@@ -137,6 +142,9 @@ pub fn PasskeySignIn() -> impl IntoView {
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
     let sign_in = move |_| {
+        if busy.get_untracked() {
+            return;
+        }
         let next = crate::auth::api::safe_next_path(query.read_untracked().get("next").as_deref())
             .unwrap_or_else(|| "/account".into());
         #[cfg(feature = "hydrate")]
@@ -170,7 +178,7 @@ pub fn PasskeySignIn() -> impl IntoView {
             {move || if hydrated.get() {
                 view! {
                     <FormAlert message=error/>
-                    <button type="button" class="btn-sm w-full" on:click=sign_in disabled=busy>"Sign in with a passkey"</button>
+                    <button type="button" class="btn-sm w-full" on:click=sign_in aria-disabled=move || busy.get().to_string()>"Sign in with a passkey"</button>
                 }
                 .into_any()
             } else {
@@ -188,6 +196,9 @@ pub fn PasskeySecondStep() -> impl IntoView {
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
     let use_passkey = move |_| {
+        if busy.get_untracked() {
+            return;
+        }
         #[cfg(feature = "hydrate")]
         {
             use crate::mfa::api::{finish_passkey_second_step, start_passkey_second_step};
@@ -219,7 +230,7 @@ pub fn PasskeySecondStep() -> impl IntoView {
             {move || if hydrated.get() {
                 view! {
                     <FormAlert message=error/>
-                    <button type="button" class="btn-sm w-full" on:click=use_passkey disabled=busy>"Use a passkey"</button>
+                    <button type="button" class="btn-sm w-full" on:click=use_passkey aria-disabled=move || busy.get().to_string()>"Use a passkey"</button>
                 }
                 .into_any()
             } else {

@@ -217,7 +217,9 @@ impl From<EmailChangeError> for AppError {
 impl From<PasskeyError> for AppError {
     fn from(e: PasskeyError) -> Self {
         match e {
-            PasskeyError::NameMissing | PasskeyError::NameTooLong => AppError::field("name", e.to_string()),
+            PasskeyError::NameMissing | PasskeyError::NameTooLong | PasskeyError::NameInvalid => {
+                AppError::field("name", e.to_string())
+            }
             PasskeyError::TooMany
             | PasskeyError::AlreadyRegistered
             | PasskeyError::NoChallenge

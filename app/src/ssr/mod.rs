@@ -22,4 +22,4 @@ pub use session::{
     signed_in_with, start_session, step_up_fresh, workspace_access, RequestCache,
 };
 pub use state::{conn, state, AppServices, AppState};
-pub use step_up::{check_link_second_factor, step_up};
+pub use step_up::{check_link_second_factor, step_up, step_up_now};

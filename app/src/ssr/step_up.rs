@@ -22,10 +22,34 @@ pub async fn step_up(
     recovery_code: Option<&str>,
     purpose: StepUpFor,
 ) -> Result<(), AppError> {
+    step_up_unless_recent(state, user, password, code, recovery_code, purpose, true).await
+}
+
+/// [`step_up`] that always asks, whatever the window: for adding a way in (a passkey),
+/// which someone holding a session only for a few minutes must not be able to do.
+pub async fn step_up_now(
+    state: &AppState,
+    user: &User,
+    password: &str,
+    code: Option<&str>,
+    purpose: StepUpFor,
+) -> Result<(), AppError> {
+    step_up_unless_recent(state, user, password, code, None, purpose, false).await
+}
+
+async fn step_up_unless_recent(
+    state: &AppState,
+    user: &User,
+    password: &str,
+    code: Option<&str>,
+    recovery_code: Option<&str>,
+    purpose: StepUpFor,
+    recent_will_do: bool,
+) -> Result<(), AppError> {
     let session = super::session().await?;
     let now = state.clock.now();
     let mut auth = session.get::<AuthState>(AUTH_KEY).await?.filter(|a| a.user_id == user.id);
-    if auth.as_ref().is_some_and(|a| state.session_policy.step_up_fresh(a, now)) {
+    if recent_will_do && auth.as_ref().is_some_and(|a| state.session_policy.step_up_fresh(a, now)) {
         return Ok(());
     }
     let origin = super::origin(state);

@@ -45,6 +45,8 @@ pub enum PasskeyError {
     NameMissing,
     #[error("Keep the name to 60 characters.")]
     NameTooLong,
+    #[error("The name contains a character that is not allowed (such as an invisible or direction-changing one).")]
+    NameInvalid,
     #[error("You have 20 passkeys; remove one before adding another.")]
     TooMany,
     #[error("That passkey is already registered.")]
@@ -113,13 +115,15 @@ impl RelyingParty {
     }
 }
 
-/// Checks a passkey's name: trimmed, 1 to 60 characters, no control characters.
+/// Checks a passkey's name: trimmed, 1 to 60 characters, none of the characters display
+/// names refuse (controls, invisible and direction-changing ones), in NFC.
 pub fn validate_name(name: &str) -> Result<String, PasskeyError> {
-    let name: String = name.trim().chars().filter(|c| !c.is_control()).collect();
+    let name = name.trim();
     match name.chars().count() {
         0 => Err(PasskeyError::NameMissing),
         n if n > NAME_MAX_CHARS => Err(PasskeyError::NameTooLong),
-        _ => Ok(name),
+        _ if crate::text::disallowed_char(name, false).is_some() => Err(PasskeyError::NameInvalid),
+        _ => Ok(crate::text::nfc(name)),
     }
 }
 
@@ -132,6 +136,17 @@ async fn store_challenge(
 ) -> Result<Uuid, PasskeyError> {
     let id = Uuid::new_v4();
     let state = serde_json::to_value(state).map_err(|e| PasskeyError::Config(e.to_string()))?;
+    // One open ceremony per account and purpose: starting again replaces it, so repeated
+    // starts cannot pile up rows.
+    if let Some(user) = user {
+        diesel::delete(
+            passkey_challenges::table
+                .filter(passkey_challenges::user_id.eq(user))
+                .filter(passkey_challenges::purpose.eq(purpose.as_str())),
+        )
+        .execute(conn)
+        .await?;
+    }
     diesel::insert_into(passkey_challenges::table)
         .values((
             passkey_challenges::id.eq(id),
@@ -220,19 +235,19 @@ pub async fn finish_registration(
 ) -> Result<PasskeyInfo, PasskeyError> {
     let name = validate_name(name)?;
     let now = audit.clock.now();
-    let name = &name;
+    // Taken (and gone) before anything else can fail: an answer is checked once.
+    let state: PasskeyRegistration = take_challenge(conn, challenge, Purpose::Register, Some(user), now).await?;
+    let passkey = rp.webauthn.finish_passkey_registration(credential, &state).map_err(|_| PasskeyError::Refused)?;
+    let (name, passkey) = (&name, &passkey);
     conn.transaction::<_, PasskeyError, _>(|c| {
         async move {
-            let state: PasskeyRegistration = take_challenge(c, challenge, Purpose::Register, Some(user), now).await?;
-            let passkey =
-                rp.webauthn.finish_passkey_registration(credential, &state).map_err(|_| PasskeyError::Refused)?;
             crate::accounts::lock_account(c, user).await?;
             let count: i64 = passkeys::table.filter(passkeys::user_id.eq(user)).count().get_result(c).await?;
             if count >= MAX_PASSKEYS {
                 return Err(PasskeyError::TooMany);
             }
             let id = Uuid::new_v4();
-            let json = serde_json::to_value(&passkey).map_err(|e| PasskeyError::Config(e.to_string()))?;
+            let json = serde_json::to_value(passkey).map_err(|e| PasskeyError::Config(e.to_string()))?;
             let inserted = diesel::insert_into(passkeys::table)
                 .values((
                     passkeys::id.eq(id),
@@ -295,6 +310,26 @@ pub async fn remove(conn: &mut AsyncPgConnection, audit: &Audit<'_>, user: Uuid,
     .await
 }
 
+/// Removes `user`'s passkeys added after `since` (a reset or an email change's undo: they
+/// may be whoever held the account's), with one `passkey.removed` event when there were
+/// any. Returns how many.
+pub async fn remove_added_since(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    user: Uuid,
+    since: OffsetDateTime,
+) -> QueryResult<usize> {
+    let removed =
+        diesel::delete(passkeys::table.filter(passkeys::user_id.eq(user)).filter(passkeys::created_at.gt(since)))
+            .execute(conn)
+            .await?;
+    if removed > 0 {
+        let event = Event::account(Some(user), Action::PasskeyRemoved, Outcome::Succeeded, Detail::None);
+        audit.record(conn, event).await?;
+    }
+    Ok(removed)
+}
+
 /// Starts a passkey sign-in: options for any passkey of this site the browser holds
 /// (discoverable: no email asked), and the stored ceremony's id.
 pub async fn start_sign_in(
@@ -324,53 +359,80 @@ pub async fn finish_sign_in(
     let Ok((user_id, credential_id)) = rp.webauthn.identify_discoverable_authentication(credential) else {
         return Err(refused(conn, audit, None).await?);
     };
-    let found: Option<(Uuid, serde_json::Value)> = passkeys::table
-        .filter(passkeys::credential_id.eq(credential_id))
-        .filter(passkeys::user_id.eq(user_id))
-        .select((passkeys::id, passkeys::passkey))
-        .first(conn)
-        .await
-        .optional()?;
-    let Some((row, mut passkey)) =
-        found.and_then(|(row, json)| serde_json::from_value::<Passkey>(json).ok().map(|pk| (row, pk)))
-    else {
-        return Err(refused(conn, audit, None).await?);
-    };
+    let credential_id = credential_id.to_vec();
     let Some(user) = find_user_by_id(conn, user_id).await? else {
         return Err(refused(conn, audit, None).await?);
     };
-    let result = match rp.webauthn.finish_discoverable_authentication_v2(credential, state, &passkey) {
-        Ok(result) => result,
-        Err(_) => return Err(refused(conn, audit, Some(&user)).await?),
-    };
-    let updated = passkey.update_credential(&result) == Some(true);
-    let json = serde_json::to_value(&passkey).map_err(|e| PasskeyError::Config(e.to_string()))?;
-    let audit = audit.as_actor(Actor::User { id: user.id, email_normalized: &user.email_normalized });
-    let audit = &audit;
+    let account_audit = audit.as_actor(Actor::User { id: user.id, email_normalized: &user.email_normalized });
+    let account_audit = &account_audit;
     let network_pn = place.network.and_then(|n| audit.keys.map(|k| familiar::network_pseudonym(k.current(), n)));
-    let (network_pn, verified) = (&network_pn, user.email_verified_at.is_some());
-    conn.transaction::<_, PasskeyError, _>(|c| {
-        async move {
-            if updated {
-                diesel::update(passkeys::table.find(row))
-                    .set((passkeys::last_used_at.eq(now), passkeys::passkey.eq(json)))
-                    .execute(c)
-                    .await?;
-            } else {
-                diesel::update(passkeys::table.find(row)).set(passkeys::last_used_at.eq(now)).execute(c).await?;
+    let (network_pn, verified, credential_id) = (&network_pn, user.email_verified_at.is_some(), &credential_id);
+    // The passkey row is locked while the answer is checked against it and its counter
+    // saved: two sign-ins with one counter value (a cloned key) cannot both pass.
+    let outcome = conn
+        .transaction::<_, PasskeyError, _>(|c| {
+            async move {
+                let Some((row, mut passkey)) = locked_passkey(c, user_id, credential_id).await? else {
+                    return Ok(Err(false));
+                };
+                let Ok(result) = rp.webauthn.finish_discoverable_authentication_v2(credential, state, &passkey) else {
+                    return Ok(Err(true));
+                };
+                save_use(c, row, &mut passkey, &result, now).await?;
+                // As after a password: a browser and network both new to the account are news.
+                if familiar::remember(c, user_id, place.device, network_pn.as_deref(), now).await? && verified {
+                    notify(c, account_audit, user_id, Notice::NewPlace).await?;
+                }
+                let detail = Detail::SecondFactor { method: SecondFactorMethod::Passkey };
+                let event = Event::account(Some(user_id), Action::SignInSucceeded, Outcome::Succeeded, detail);
+                account_audit.record(c, event).await?;
+                Ok(Ok(()))
             }
-            // As after a password: a browser and network both new to the account are news.
-            if familiar::remember(c, user_id, place.device, network_pn.as_deref(), now).await? && verified {
-                notify(c, audit, user_id, Notice::NewPlace).await?;
-            }
-            let detail = Detail::SecondFactor { method: SecondFactorMethod::Passkey };
-            audit.record(c, Event::account(Some(user_id), Action::SignInSucceeded, Outcome::Succeeded, detail)).await?;
-            Ok(())
-        }
-        .scope_boxed()
-    })
-    .await?;
-    Ok(user)
+            .scope_boxed()
+        })
+        .await?;
+    match outcome {
+        Ok(()) => Ok(user),
+        Err(known) => Err(refused(conn, audit, known.then_some(&user)).await?),
+    }
+}
+
+/// `user`'s passkey with this credential id, its row locked until the transaction ends.
+async fn locked_passkey(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    credential_id: &[u8],
+) -> Result<Option<(Uuid, Passkey)>, PasskeyError> {
+    let found: Option<(Uuid, serde_json::Value)> = passkeys::table
+        .filter(passkeys::credential_id.eq(credential_id))
+        .filter(passkeys::user_id.eq(user))
+        .select((passkeys::id, passkeys::passkey))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.and_then(|(row, json)| serde_json::from_value::<Passkey>(json).ok().map(|pk| (row, pk))))
+}
+
+/// Saves what an accepted answer changed of the passkey (counter, backup flags, as
+/// webauthn-rs's `update_credential` says) and when it was used.
+async fn save_use(
+    conn: &mut AsyncPgConnection,
+    row: Uuid,
+    passkey: &mut Passkey,
+    result: &webauthn_rs::prelude::AuthenticationResult,
+    now: OffsetDateTime,
+) -> Result<(), PasskeyError> {
+    if passkey.update_credential(result) == Some(true) {
+        let json = serde_json::to_value(&*passkey).map_err(|e| PasskeyError::Config(e.to_string()))?;
+        diesel::update(passkeys::table.find(row))
+            .set((passkeys::last_used_at.eq(now), passkeys::passkey.eq(json)))
+            .execute(conn)
+            .await?;
+    } else {
+        diesel::update(passkeys::table.find(row)).set(passkeys::last_used_at.eq(now)).execute(conn).await?;
+    }
+    Ok(())
 }
 
 /// Starts the second step of a password sign-in with one of `user`'s passkeys; `None`
@@ -403,27 +465,25 @@ pub async fn check_second_factor(
 ) -> Result<(), PasskeyError> {
     let state: PasskeyAuthentication = take_challenge(conn, challenge, Purpose::SecondFactor, Some(user), now).await?;
     let result = rp.webauthn.finish_passkey_authentication(credential, &state).map_err(|_| PasskeyError::Refused)?;
-    let credential_id: &[u8] = result.cred_id().as_ref();
-    let found: Option<(Uuid, serde_json::Value)> = passkeys::table
-        .filter(passkeys::credential_id.eq(credential_id))
-        .filter(passkeys::user_id.eq(user))
-        .select((passkeys::id, passkeys::passkey))
-        .first(conn)
-        .await
-        .optional()?;
-    let (row, mut passkey) = found
-        .and_then(|(row, json)| serde_json::from_value::<Passkey>(json).ok().map(|pk| (row, pk)))
-        .ok_or(PasskeyError::Refused)?;
-    if passkey.update_credential(&result) == Some(true) {
-        let json = serde_json::to_value(&passkey).map_err(|e| PasskeyError::Config(e.to_string()))?;
-        diesel::update(passkeys::table.find(row))
-            .set((passkeys::last_used_at.eq(now), passkeys::passkey.eq(json)))
-            .execute(conn)
-            .await?;
-    } else {
-        diesel::update(passkeys::table.find(row)).set(passkeys::last_used_at.eq(now)).execute(conn).await?;
-    }
-    Ok(())
+    let result = &result;
+    conn.transaction::<_, PasskeyError, _>(|c| {
+        async move {
+            let credential_id: &[u8] = result.cred_id().as_ref();
+            let (row, mut passkey) = locked_passkey(c, user, credential_id).await?.ok_or(PasskeyError::Refused)?;
+            // The ceremony checked the counter against the passkey as it was when it
+            // started; against the row as it is now, a counting key must have moved on.
+            let moved = serde_json::to_value(&passkey)
+                .ok()
+                .and_then(|json| json["cred"]["counter"].as_u64())
+                .is_none_or(|stored| result.counter() == 0 || u64::from(result.counter()) > stored);
+            if !moved {
+                return Err(PasskeyError::Refused);
+            }
+            save_use(c, row, &mut passkey, result, now).await
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 /// Whether `user` has any passkey (the second step then offers one).

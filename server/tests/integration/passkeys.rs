@@ -127,6 +127,10 @@ async fn a_passkey_added_after_a_step_up_signs_in_on_its_own() {
     assert_eq!(recorded(&app, Action::PasskeyAdded).await.len(), 1);
     let added = subjects_to(&app, &me.user.email).await;
     assert_eq!(added.iter().filter(|s| *s == "A passkey was added to your Fluxi account").count(), 1);
+    // Adding another asks for the password again, even right after a step-up: a session
+    // alone must never be enough to add a way in.
+    let res = me.client.call("start_passkey_registration", &[("name", "Sneaky"), ("password", "")]).await;
+    assert!(res.error().message_for("password").is_some(), "{}", res.body);
     // The answer of that registration, offered to a new one: its challenge was another's.
     let _ = options::<CreationChallengeResponse>(
         &me.client.call("start_passkey_registration", &[("name", "Again"), ("password", PASSWORD)]).await,
@@ -169,12 +173,16 @@ async fn replayed_unbound_and_foreign_answers_are_refused() {
     // Another browser, without this one's ceremony: nothing to answer.
     let res = app.client().call("finish_passkey_sign_in", &[("credential", &answer)]).await;
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("expired or was already used")), "{}", res.body);
+    let kept_cookie = browser.passkey_cookie.clone();
+    assert!(kept_cookie.is_some());
     assert_eq!(browser.call("finish_passkey_sign_in", &[("credential", &answer)]).await.status, StatusCode::OK);
-    // The same answer again, even with the ceremony cookie kept: the challenge is gone.
+    assert!(browser.passkey_cookie.is_none(), "the ceremony cookie is removed");
+    // The same answer again, with the ceremony cookie kept: the challenge is gone.
     let mut replay = app.client();
-    replay.passkey_cookie = browser.passkey_cookie.clone();
+    replay.passkey_cookie = kept_cookie;
     let res = replay.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
-    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("expired or was already used")), "{}", res.body);
+    assert!(signed_in_as(&mut replay).await.is_none());
     // The old answer to a new challenge: the signature does not cover it.
     let mut late = app.client();
     let _ = options::<RequestChallengeResponse>(&late.call("start_passkey_sign_in", &[]).await);
@@ -315,4 +323,43 @@ async fn a_passkey_sign_in_meets_a_workspace_that_requires_two_factor() {
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let res = me.client.call("workspace_home", &[("slug", &slug)]).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+}
+
+#[tokio::test]
+async fn a_password_reset_removes_passkeys_added_lately() {
+    let app = spawn().await;
+    let mut me = app.person("Reset Keys").await;
+    let mut auth = authenticator();
+    let (res, credential) = add_passkey(&app, &mut me.client, &mut auth, "Intruder's").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    app.client().call("request_password_reset", &[("email", &me.user.email)]).await;
+    let token = loop {
+        let mut conn = app.db.conn().await;
+        let bodies: Vec<String> = outbox_emails::table
+            .filter(outbox_emails::recipient.eq(&me.user.email))
+            .filter(outbox_emails::subject.eq("Reset your Fluxi password"))
+            .select(outbox_emails::body)
+            .load(&mut conn)
+            .await
+            .unwrap();
+        if let Some(body) = <[String]>::first(&bodies) {
+            let start = body.find("/reset-password/").unwrap() + "/reset-password/".len();
+            break body[start..start + 64].to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let res =
+        app.client().call("reset_password", &[("token", &token), ("new_password", "a brand new passphrase 42")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(
+        serde_json::from_str::<Vec<PasskeyView>>(&me.client.call("passkeys", &[]).await.body)
+            .map(|l| l.len())
+            .unwrap_or(0),
+        0
+    );
+    let mut browser = app.client();
+    let answer = assertion(&app, &mut browser, &mut auth, &credential, me.user.id).await;
+    let res = browser.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert_eq!(recorded(&app, Action::PasskeyRemoved).await.len(), 1);
 }

@@ -227,6 +227,9 @@ pub async fn reset_password(
                 familiar::forget_account(c, user.id).await?;
                 familiar::remember(c, user.id, place.device, place_network.as_deref(), now).await?;
                 let audit = audit.as_actor(Actor::User { id: user.id, email_normalized: &user.email_normalized });
+                // Passkeys added lately may be whoever held the account's; older ones are the owner's.
+                let since = now - super::email_change::OWNERS_FACTOR_AGE;
+                crate::passkeys::remove_added_since(c, &audit, user.id, since).await?;
                 let (_, epoch) = crate::sessions::revoke_other_sessions(c, &audit, user.id, None, now).await?;
                 let event =
                     Event::account(Some(user.id), Action::PasswordResetCompleted, Outcome::Succeeded, Detail::None);

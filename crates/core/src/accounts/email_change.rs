@@ -24,7 +24,7 @@ use crate::db::Pool;
 use crate::notifications::{notify_address, Notice};
 use crate::outbox;
 use crate::rate_limit::{self, RateLimit};
-use crate::schema::{mfa_recovery_codes, mfa_totp, passkeys, users};
+use crate::schema::{mfa_recovery_codes, mfa_totp, users};
 
 /// How long the link to the new address works.
 pub const CHANGE_LINK_VALID_FOR: Duration = Duration::hours(24);
@@ -298,17 +298,11 @@ pub async fn revert_email_change(
                 } else {
                     diesel::delete(codes.filter(mfa_recovery_codes::created_at.gt(trusted_before))).execute(c).await?;
                 }
-                diesel::delete(
-                    passkeys::table
-                        .filter(passkeys::user_id.eq(user_id))
-                        .filter(passkeys::created_at.gt(trusted_before)),
-                )
-                .execute(c)
-                .await?;
                 familiar::forget_account(c, user_id).await?;
                 familiar::remember(c, user_id, place.device, place_network.as_deref(), now).await?;
                 let user = find_user_by_id(c, user_id).await?.ok_or(diesel::result::Error::NotFound)?;
                 let audit = audit.as_actor(Actor::User { id: user.id, email_normalized: &user.email_normalized });
+                crate::passkeys::remove_added_since(c, &audit, user.id, trusted_before).await?;
                 let (_, epoch) = crate::sessions::revoke_other_sessions(c, &audit, user.id, None, now).await?;
                 let event =
                     Event::account(Some(user.id), Action::EmailChangeReverted, Outcome::Succeeded, Detail::None);
