@@ -122,16 +122,7 @@ pub async fn withdraw(
     purpose: LinkPurpose,
     now: OffsetDateTime,
 ) -> QueryResult<usize> {
-    diesel::update(
-        account_links::table
-            .filter(account_links::user_id.eq(user))
-            .filter(account_links::purpose.eq(purpose.as_str()))
-            .filter(account_links::used_at.is_null())
-            .filter(account_links::replaced_at.is_null()),
-    )
-    .set(account_links::replaced_at.eq(now))
-    .execute(conn)
-    .await
+    withdraw_since(conn, user, purpose, OffsetDateTime::UNIX_EPOCH, now).await
 }
 
 /// Stops `user`'s unused links of `purpose` issued at or after `since` from working.
