@@ -110,6 +110,7 @@ pub async fn remove_passkey(passkey: String, password: String, code: Option<Stri
 pub async fn start_passkey_sign_in() -> Result<String, AppError> {
     use crate::ssr;
     let state = ssr::state()?;
+    let rp = state.relying_party()?;
     let origin = ssr::origin(&state);
     let now = state.clock.now();
     let mut conn = ssr::conn(&state).await?;
@@ -127,7 +128,6 @@ pub async fn start_passkey_sign_in() -> Result<String, AppError> {
             Some(wait.try_into().unwrap_or_default()),
         ));
     }
-    let rp = state.relying_party()?;
     let (ceremony, options) = fluxi_core::passkeys::start_sign_in(&mut conn, &rp, now).await?;
     ssr::set_passkey_ceremony(&state, ceremony);
     serde_json::to_string(&options).map_err(AppError::internal)

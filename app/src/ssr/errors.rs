@@ -224,7 +224,8 @@ impl From<PasskeyError> for AppError {
             | PasskeyError::AlreadyRegistered
             | PasskeyError::NoChallenge
             | PasskeyError::Refused
-            | PasskeyError::NotFound => AppError::Rejected(e.to_string()),
+            | PasskeyError::NotFound
+            | PasskeyError::Unavailable => AppError::Rejected(e.to_string()),
             PasskeyError::Config(_) => AppError::internal(e),
             PasskeyError::Database(e) => AppError::internal(e),
         }

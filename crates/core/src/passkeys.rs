@@ -61,7 +61,10 @@ pub enum PasskeyError {
     Refused,
     #[error("No such passkey.")]
     NotFound,
-    #[error("passkeys are not available: {0}")]
+    /// The server's base URL cannot be a relying party (an IP address, no host).
+    #[error("Passkeys are not available on this server.")]
+    Unavailable,
+    #[error("passkey state could not be stored: {0}")]
     Config(String),
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
@@ -106,11 +109,12 @@ impl std::fmt::Debug for RelyingParty {
 
 impl RelyingParty {
     pub fn new(base_url: &str) -> Result<Self, PasskeyError> {
-        let origin = Url::parse(base_url).map_err(|e| PasskeyError::Config(e.to_string()))?;
-        let host = origin.host_str().ok_or_else(|| PasskeyError::Config("the base URL has no host".into()))?;
+        let origin = Url::parse(base_url).map_err(|_| PasskeyError::Unavailable)?;
+        // WebAuthn binds credentials to a domain name; an address cannot be one.
+        let host = origin.domain().ok_or(PasskeyError::Unavailable)?;
         let webauthn = WebauthnBuilder::new(host, &origin)
             .and_then(|b| b.rp_name("Fluxi").build())
-            .map_err(|e| PasskeyError::Config(e.to_string()))?;
+            .map_err(|_| PasskeyError::Unavailable)?;
         Ok(Self { webauthn })
     }
 }

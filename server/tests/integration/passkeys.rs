@@ -363,3 +363,10 @@ async fn a_password_reset_removes_passkeys_added_lately() {
     assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
     assert_eq!(recorded(&app, Action::PasskeyRemoved).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_server_addressed_by_ip_says_passkeys_are_unavailable() {
+    let app = TestApp::spawn().await;
+    let res = app.client().call("start_passkey_sign_in", &[]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("not available")), "{}", res.body);
+}
