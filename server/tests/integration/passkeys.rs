@@ -370,3 +370,45 @@ async fn a_server_addressed_by_ip_says_passkeys_are_unavailable() {
     let res = app.client().call("start_passkey_sign_in", &[]).await;
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("not available")), "{}", res.body);
 }
+
+/// Read from the SMTP sink: the passkey and email-change notices arrive once each, say
+/// when and from where, and only the email-change notice carries a link (its undo).
+#[tokio::test]
+async fn passkey_and_email_change_notices_are_mailed_once() {
+    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL (scripts/test starts the sink)");
+    let inbox = std::env::var("FLUXI_TEST_SMTP_MESSAGES").expect("FLUXI_TEST_SMTP_MESSAGES");
+    let app = spawn().await;
+    let mut me = app.person("Noticed Key").await;
+    let email = me.user.email.clone();
+    let mut auth = authenticator();
+    let (res, _) = add_passkey(&app, &mut me.client, &mut auth, "Noticed").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let list: Vec<PasskeyView> = serde_json::from_str(&me.client.call("passkeys", &[]).await.body).unwrap();
+    let res = me.client.call("remove_passkey", &[("passkey", &list[0].id), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = me.client.call("change_email", &[("password", PASSWORD), ("email", &format!("later-{email}"))]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    let clock: fluxi_core::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
+    app.clock.advance(Duration::seconds(2));
+    let mailer = server::jobs::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
+    while server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap() > 0 {}
+    let messages: serde_json::Value = reqwest::get(format!("{inbox}?to={email}")).await.unwrap().json().await.unwrap();
+    let messages: Vec<String> =
+        messages.as_array().unwrap().iter().map(|m| m["data"].as_str().unwrap().replace("=\r\n", "")).collect();
+    let subjects: Vec<&str> =
+        messages.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: "))).collect();
+    assert_eq!(
+        subjects,
+        vec![
+            "A passkey was added to your Fluxi account",
+            "A passkey was removed from your Fluxi account",
+            "The email address of your Fluxi account is being changed",
+        ]
+    );
+    for m in &messages {
+        assert!(m.contains("When: ") && m.contains("From: network 127.0.0.0/24 (approximate)"), "{m}");
+        let undo = m.contains("/revert-email/");
+        assert_eq!(undo, m.contains("being changed"), "only the email-change notice carries a link: {m}");
+    }
+}
