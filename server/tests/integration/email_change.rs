@@ -5,6 +5,7 @@
 
 use crate::common::{recorded, Client, TestApp, PASSWORD};
 use crate::mfa::{app_code, enrolled};
+use crate::passwords::{sign_in, signed_in};
 use app::email_change::api::{ChangeLinkState, RevertLinkState};
 use app::error::AppError;
 use diesel::prelude::*;
@@ -49,16 +50,6 @@ async fn stored_email(app: &TestApp, id: uuid::Uuid) -> (String, bool) {
 
 async fn mfa_on(app: &TestApp, id: uuid::Uuid) -> bool {
     fluxi_core::mfa::is_enabled(&mut *app.db.conn().await, id).await.unwrap()
-}
-
-async fn signed_in(c: &mut Client) -> bool {
-    c.call("current_user", &[]).await.body != "null"
-}
-
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Client, StatusCode) {
-    let mut c = app.client();
-    let status = c.call("login", &[("email", email), ("password", password)]).await.status;
-    (c, status)
 }
 
 /// Asks for a change to `new_email` (within the step-up window, or with `password`).

@@ -4,12 +4,13 @@
 //! refused and recorded.
 
 use crate::common::{recorded, Client, Options, Reply, TestApp, PASSWORD};
+use crate::passwords::{reset_token, subjects_to};
 use app::error::AppError;
 use app::passkeys::api::PasskeyView;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fluxi_core::audit::Action;
-use fluxi_core::schema::{outbox_emails, passkeys};
+use fluxi_core::schema::passkeys;
 use reqwest::StatusCode;
 use time::Duration;
 use url::Url;
@@ -89,16 +90,6 @@ async fn signed_in_as(c: &mut Client) -> Option<String> {
     let res = c.call("current_user", &[]).await;
     let value: serde_json::Value = serde_json::from_str(&res.body).unwrap();
     value["email"].as_str().map(str::to_string)
-}
-
-async fn subjects_to(app: &TestApp, email: &str) -> Vec<String> {
-    let mut conn = app.db.conn().await;
-    outbox_emails::table
-        .filter(outbox_emails::recipient.eq(email))
-        .select(outbox_emails::subject)
-        .load(&mut conn)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -333,21 +324,7 @@ async fn a_password_reset_removes_passkeys_added_lately() {
     let (res, credential) = add_passkey(&app, &mut me.client, &mut auth, "Intruder's").await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     app.client().call("request_password_reset", &[("email", &me.user.email)]).await;
-    let token = loop {
-        let mut conn = app.db.conn().await;
-        let bodies: Vec<String> = outbox_emails::table
-            .filter(outbox_emails::recipient.eq(&me.user.email))
-            .filter(outbox_emails::subject.eq("Reset your Fluxi password"))
-            .select(outbox_emails::body)
-            .load(&mut conn)
-            .await
-            .unwrap();
-        if let Some(body) = <[String]>::first(&bodies) {
-            let start = body.find("/reset-password/").unwrap() + "/reset-password/".len();
-            break body[start..start + 64].to_string();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let token = reset_token(&app, &me.user.email, 0).await;
     let res =
         app.client().call("reset_password", &[("token", &token), ("new_password", "a brand new passphrase 42")]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
@@ -375,8 +352,6 @@ async fn a_server_addressed_by_ip_says_passkeys_are_unavailable() {
 /// when and from where, and only the email-change notice carries a link (its undo).
 #[tokio::test]
 async fn passkey_and_email_change_notices_are_mailed_once() {
-    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL (scripts/test starts the sink)");
-    let inbox = std::env::var("FLUXI_TEST_SMTP_MESSAGES").expect("FLUXI_TEST_SMTP_MESSAGES");
     let app = spawn().await;
     let mut me = app.person("Noticed Key").await;
     let email = me.user.email.clone();
@@ -389,13 +364,7 @@ async fn passkey_and_email_change_notices_are_mailed_once() {
     let res = me.client.call("change_email", &[("password", PASSWORD), ("email", &format!("later-{email}"))]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 
-    let clock: fluxi_core::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
-    app.clock.advance(Duration::seconds(2));
-    let mailer = server::jobs::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
-    while server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap() > 0 {}
-    let messages: serde_json::Value = reqwest::get(format!("{inbox}?to={email}")).await.unwrap().json().await.unwrap();
-    let messages: Vec<String> =
-        messages.as_array().unwrap().iter().map(|m| m["data"].as_str().unwrap().replace("=\r\n", "")).collect();
+    let messages = crate::passwords::delivered_to(&app, &email).await;
     let subjects: Vec<&str> =
         messages.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: "))).collect();
     assert_eq!(

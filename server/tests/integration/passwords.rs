@@ -19,8 +19,21 @@ use time::Duration;
 
 const NEW_PASSWORD: &str = "a brand new passphrase 42";
 
+/// Delivers the mail that is due through the SMTP sink `scripts/test` starts, and returns
+/// the messages the sink received for `email` (soft line breaks undone).
+pub(crate) async fn delivered_to(app: &TestApp, email: &str) -> Vec<String> {
+    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL (scripts/test starts the sink)");
+    let inbox = std::env::var("FLUXI_TEST_SMTP_MESSAGES").expect("FLUXI_TEST_SMTP_MESSAGES");
+    let clock: fluxi_core::clock::SharedClock = Arc::new(app.clock.clone());
+    app.clock.advance(Duration::seconds(2));
+    let mailer = server::jobs::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
+    while server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap() > 0 {}
+    let messages: serde_json::Value = reqwest::get(format!("{inbox}?to={email}")).await.unwrap().json().await.unwrap();
+    messages.as_array().unwrap().iter().map(|m| m["data"].as_str().unwrap().replace("=\r\n", "")).collect()
+}
+
 /// Subjects of the mails queued to `email`, oldest first.
-async fn subjects_to(app: &TestApp, email: &str) -> Vec<String> {
+pub(crate) async fn subjects_to(app: &TestApp, email: &str) -> Vec<String> {
     let mut conn = app.db.conn().await;
     outbox_emails::table
         .filter(outbox_emails::recipient.eq(email))
@@ -33,7 +46,7 @@ async fn subjects_to(app: &TestApp, email: &str) -> Vec<String> {
 
 /// Waits (up to 10 s) for a reset mail to `email` — queued after the answer — and returns
 /// its token.
-async fn reset_token(app: &TestApp, email: &str, after: usize) -> String {
+pub(crate) async fn reset_token(app: &TestApp, email: &str, after: usize) -> String {
     for _ in 0..500 {
         let mut conn = app.db.conn().await;
         let bodies: Vec<String> = outbox_emails::table
@@ -54,11 +67,11 @@ async fn reset_token(app: &TestApp, email: &str, after: usize) -> String {
     panic!("no reset mail to {email}");
 }
 
-async fn signed_in(c: &mut Client) -> bool {
+pub(crate) async fn signed_in(c: &mut Client) -> bool {
     c.call("current_user", &[]).await.body != "null"
 }
 
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Client, StatusCode) {
+pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Client, StatusCode) {
     let mut c = app.client();
     let status = c.call("login", &[("email", email), ("password", password)]).await.status;
     (c, status)
@@ -273,8 +286,6 @@ async fn with_two_factor_on_a_reset_still_needs_a_code() {
 /// carries no link.
 #[tokio::test]
 async fn each_security_notice_is_mailed_once() {
-    let sink = std::env::var("FLUXI_TEST_SMTP_URL").expect("FLUXI_TEST_SMTP_URL (scripts/test starts the sink)");
-    let inbox = std::env::var("FLUXI_TEST_SMTP_MESSAGES").expect("FLUXI_TEST_SMTP_MESSAGES");
     let app = TestApp::spawn().await;
     let (mut person, key, _) = enrolled(&app, "Noticed").await;
     let email = person.user.email.clone();
@@ -286,13 +297,7 @@ async fn each_security_notice_is_mailed_once() {
     assert_eq!(person.client.call("change_password", &form).await.status, StatusCode::OK);
     assert_eq!(person.client.call("disable_two_factor", &[("password", "")]).await.status, StatusCode::OK);
 
-    let clock: fluxi_core::clock::SharedClock = Arc::new(app.clock.clone());
-    app.clock.advance(Duration::seconds(2));
-    let mailer = server::jobs::mail::Mailer::new(&sink, "Fluxi <no-reply@fluxi.test>").unwrap();
-    while server::jobs::mail::deliver_due(&app.db.pool, &clock, &mailer).await.unwrap() > 0 {}
-    let messages: serde_json::Value = reqwest::get(format!("{inbox}?to={email}")).await.unwrap().json().await.unwrap();
-    let messages: Vec<String> =
-        messages.as_array().unwrap().iter().map(|m| m["data"].as_str().unwrap().replace("=\r\n", "")).collect();
+    let messages = delivered_to(&app, &email).await;
     let subjects: Vec<&str> =
         messages.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: "))).collect();
     assert_eq!(
