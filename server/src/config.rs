@@ -430,9 +430,8 @@ mod transport {
     }
 
     /// Every place tokio-postgres may connect to (each host, each `hostaddr`) is a Unix
-    /// socket or a loopback address. A URL it cannot parse is not "local" either.
-    fn database_is_local(database_url: &str) -> bool {
-        let Ok(config) = database_url.parse::<tokio_postgres::Config>() else { return false };
+    /// socket or a loopback address.
+    fn database_is_local(config: &tokio_postgres::Config) -> bool {
         let hosts_local = config.get_hosts().iter().all(|host| match host {
             tokio_postgres::config::Host::Tcp(name) => is_loopback_name(name),
             #[cfg(unix)]
@@ -450,9 +449,9 @@ mod transport {
     }
 
     /// In production: the site must be `https://` (people sign in there), SMTP must use TLS
-    /// (invitation links are bearer tokens), and the database must be on this machine
-    /// unless `allow_plaintext_db` (Fluxi does not speak TLS to PostgreSQL: across a
-    /// network, use a TLS tunnel on this machine). Loopback is exempt: its traffic never
+    /// (invitation links are bearer tokens), and a database on another machine must be
+    /// reached over verified TLS (`sslmode=require` or stricter; `prefer` can be stripped
+    /// by someone in the middle) unless `allow_plaintext_db`. Loopback is exempt: its traffic never
     /// leaves the host. Errors name the setting, never its secret parts.
     pub(super) fn refuse_plaintext(
         base_url: &str,
@@ -476,10 +475,16 @@ mod transport {
                 ));
             }
         }
-        if !allow_plaintext_db && !database_is_local(database_url) {
+        // Read as the connection will be (`fluxi_core::db::DbTarget`), by the same function.
+        let database =
+            fluxi_core::db::read_database_url(database_url).map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
+        if database.tls != fluxi_core::db::DbTls::Required
+            && !allow_plaintext_db
+            && !database_is_local(&database.config)
+        {
             return Err(ConfigError(
-                "DATABASE_URL must point to this machine (a loopback address or a Unix socket): Fluxi does not \
-                 encrypt its database connection, so connect through a TLS tunnel on this machine, or set \
+                "DATABASE_URL must use TLS to reach another machine in production: add sslmode=verify-full \
+                 (and sslrootcert=/path/to/ca.pem unless its certificate chains to a public root), or set \
                  FLUXI_DB_ALLOW_PLAINTEXT=1 on a network you trust"
                     .into(),
             ));
@@ -646,6 +651,27 @@ mod tests {
         let err = config(&[remote, KEY, site]).unwrap_err().to_string();
         assert!(err.contains("FLUXI_DB_ALLOW_PLAINTEXT") && !err.contains("hunter2"), "{err}");
         assert!(config(&[remote, KEY, site, ("FLUXI_DB_ALLOW_PLAINTEXT", "1")]).is_ok());
+        // Verified TLS makes another machine fine; `prefer` (strippable) or `disable` do not.
+        for tls in
+            ["sslmode=require", "sslmode=verify-full&sslrootcert=/etc/ca.pem", "sslmode=prefer&sslmode=verify-ca"]
+        {
+            let url = format!("postgres://app:hunter2@db.internal:5432/fluxi?{tls}");
+            assert!(config(&[("DATABASE_URL", &url), KEY, site]).is_ok(), "{url}");
+        }
+        for plain in [
+            "postgres://app:hunter2@db.internal/fluxi?sslmode=prefer",
+            "postgres://app:hunter2@db.internal/fluxi?sslmode=verify-full&sslmode=disable",
+            "host=db.internal user=app sslmode=prefer",
+            "host=db.internal user=app sslmode=require sslmode=disable",
+        ] {
+            let err = config(&[("DATABASE_URL", plain), KEY, site]).unwrap_err().to_string();
+            assert!(err.contains("must use TLS") && !err.contains("hunter2"), "{plain}: {err}");
+        }
+        assert!(config(&[("DATABASE_URL", "host=db.internal user=app sslmode=require"), KEY, site]).is_ok());
+        let err = config(&[("DATABASE_URL", "postgres://app:hunter2@db.internal/fluxi?sslmode=verify"), KEY, site])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sslmode must be") && !err.contains("hunter2"), "{err}");
         // Spellings that tokio-postgres reads as (also) another machine.
         for sneaky in [
             "postgres://app:pw@db.internal/fluxi?host=127.0.0.1",

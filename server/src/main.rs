@@ -56,8 +56,7 @@ fn main() -> std::process::ExitCode {
 /// error.
 async fn migrate_with(config: &Config) -> anyhow::Result<Option<String>> {
     {
-        use diesel_async::AsyncConnection;
-        let mut conn = diesel_async::AsyncPgConnection::establish(&config.database_url).await?;
+        let mut conn = db::connect(&config.database_url).await?;
         db::check_login_role(&mut conn).await?;
     }
     let applied = db::run_public_migrations(&config.database_url).await?;

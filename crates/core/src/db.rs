@@ -10,7 +10,7 @@ use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub type Pool = DeadPool<AsyncPgConnection>;
@@ -31,8 +31,181 @@ pub enum DbError {
     Migration(String),
     #[error("database error: {0}")]
     Query(#[from] diesel::result::Error),
+    #[error("{0}")]
+    Config(String),
     #[error("unsafe database role: {0}")]
     LoginRole(String),
+}
+
+/// How to reach PostgreSQL, read from `DATABASE_URL`. The URL may carry libpq's
+/// `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`) and `sslrootcert`
+/// (a PEM file of the certificate authorities to trust; without it, or with `system`, the
+/// Mozilla roots). Whenever TLS is used, the server's certificate chain and host name are
+/// verified: `require` and `verify-ca` mean `verify-full` here, because TLS that accepts
+/// any certificate does not stop someone in the middle.
+#[derive(Clone)]
+pub struct DbTarget {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl std::fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration holds the password.
+        f.debug_struct("DbTarget").field("tls", &self.tls.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// The TLS a database URL asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbTls {
+    /// No `sslmode`, or `disable`.
+    Off,
+    /// `prefer`: TLS when the server offers it — which someone in the middle can refuse.
+    IfOffered,
+    /// `require`, `verify-ca` or `verify-full`: TLS, verified, or no connection.
+    Required,
+}
+
+/// A database URL read once, as tokio-postgres reads it, with the TLS settings it asks for.
+pub struct DbSettings {
+    pub tls: DbTls,
+    pub root_file: Option<String>,
+    /// Hosts, ports, credentials and parameters; its `ssl_mode` is set from `tls`.
+    pub config: tokio_postgres::Config,
+}
+
+impl DbTarget {
+    pub fn parse(database_url: &str) -> Result<DbTarget, DbError> {
+        let bad = |what: &str| DbError::Config(format!("DATABASE_URL: {what}"));
+        let DbSettings { tls, root_file, config } = read_database_url(database_url).map_err(|e| bad(&e))?;
+        let tls = match tls {
+            DbTls::Off => None,
+            DbTls::IfOffered | DbTls::Required => {
+                let mut roots = rustls::RootCertStore::empty();
+                match root_file.as_deref() {
+                    Some(path) if path != "system" => {
+                        use rustls::pki_types::pem::PemObject;
+                        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                            .map_err(|e| bad(&format!("cannot read sslrootcert {path}: {e}")))?;
+                        let (added, _) = roots.add_parsable_certificates(certs);
+                        if added == 0 {
+                            return Err(bad(&format!("sslrootcert {path} holds no usable certificate")));
+                        }
+                    }
+                    _ => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                }
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| bad(&e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+            }
+        };
+        Ok(DbTarget { config, tls })
+    }
+
+    /// One connection, over TLS when the URL asks for it.
+    pub async fn connect(&self) -> diesel::ConnectionResult<AsyncPgConnection> {
+        let failed = |e: tokio_postgres::Error| diesel::ConnectionError::BadConnection(with_causes(&e));
+        match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(failed)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
+        }
+    }
+}
+
+/// An error and its causes ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer"): the cause is what an operator needs.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+/// Reads a database URL (or key=value string) as tokio-postgres does, taking out what it
+/// does not know (`sslmode=verify-*`, `sslrootcert`) without re-encoding anything else,
+/// and sets the TLS mode in the result from what was asked. Whatever the spelling, the
+/// mode tokio-postgres then uses is the one returned here.
+pub fn read_database_url(database_url: &str) -> Result<DbSettings, String> {
+    let invalid = |e: tokio_postgres::Error| format!("not a valid connection string ({e})");
+    if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        // key=value: a leading default that a later `sslmode` overrides, as tokio-postgres reads it.
+        let config: tokio_postgres::Config = format!("sslmode=disable {database_url}").parse().map_err(invalid)?;
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => DbTls::Required,
+            tokio_postgres::config::SslMode::Prefer => DbTls::IfOffered,
+            _ => DbTls::Off,
+        };
+        return Ok(DbSettings { tls, root_file: None, config });
+    }
+    // tokio-postgres: credentials up to the first `@`, then host and path up to the
+    // first `?`; parameters are `key=value` pairs, the key up to the next `=`, the value
+    // up to the next `&`, both percent-decoded.
+    let after_credentials = database_url.find('@').map_or(0, |at| at + 1);
+    let (head, query) = match database_url[after_credentials..].find('?') {
+        Some(q) => database_url.split_at(after_credentials + q + 1),
+        None => (database_url, ""),
+    };
+    let decode = |raw: &str| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| "a parameter is not valid UTF-8".to_string())
+    };
+    let (mut tls, mut explicit, mut root_file, mut kept) = (DbTls::Off, false, None, Vec::new());
+    let mut rest = query;
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { return Err("a parameter has no value".into()) };
+        let (raw_key, after) = (&rest[..eq], &rest[eq + 1..]);
+        let (raw_value, next) = match after.find('&') {
+            Some(amp) => (&after[..amp], &after[amp + 1..]),
+            None => (after, ""),
+        };
+        match &*decode(raw_key)? {
+            "sslmode" => {
+                explicit = true;
+                tls = match &*decode(raw_value)? {
+                    "disable" => DbTls::Off,
+                    "prefer" => DbTls::IfOffered,
+                    "require" | "verify-ca" | "verify-full" => DbTls::Required,
+                    _ => return Err("sslmode must be disable, prefer, require, verify-ca or verify-full".into()),
+                }
+            }
+            "sslrootcert" => root_file = Some(decode(raw_value)?),
+            _ => kept.push(&rest[..eq + 1 + raw_value.len()]),
+        }
+        rest = next;
+    }
+    if root_file.is_some() && tls == DbTls::Off {
+        return Err(if explicit {
+            "sslrootcert is set but sslmode turns TLS off".into()
+        } else {
+            "sslrootcert needs sslmode=verify-full".into()
+        });
+    }
+    let head = if kept.is_empty() { head.trim_end_matches('?') } else { head };
+    let mut config: tokio_postgres::Config = format!("{head}{}", kept.join("&")).parse().map_err(invalid)?;
+    config.ssl_mode(match tls {
+        DbTls::Off => tokio_postgres::config::SslMode::Disable,
+        DbTls::IfOffered => tokio_postgres::config::SslMode::Prefer,
+        DbTls::Required => tokio_postgres::config::SslMode::Require,
+    });
+    Ok(DbSettings { tls, root_file, config })
 }
 
 /// One pool for the whole process.
@@ -43,8 +216,13 @@ pub enum DbError {
 /// typical page. A connection whose socket dies silently (no FIN, e.g. a network cut)
 /// fails the query that uses it and is then dropped by the pool.
 pub fn build_pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
+    let target = DbTarget::parse(database_url)?;
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |_| {
+        let target = target.clone();
+        Box::pin(async move { target.connect().await })
+    });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     DeadPool::builder(manager)
         .max_size(max_size)
@@ -53,6 +231,11 @@ pub fn build_pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> 
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Pool(e.to_string()))
+}
+
+/// One connection outside the pool (migrations, checks), with the pool's TLS rules.
+pub async fn connect(database_url: &str) -> Result<AsyncPgConnection, DbError> {
+    Ok(DbTarget::parse(database_url)?.connect().await?)
 }
 
 /// Applies the pending `public` migrations.
@@ -75,7 +258,7 @@ pub async fn run_migrations_from<S>(database_url: &str, source: S) -> Result<Vec
 where
     S: MigrationSource<Pg> + Send + 'static,
 {
-    let conn = AsyncPgConnection::establish(database_url).await?;
+    let conn = connect(database_url).await?;
     let mut wrapper: AsyncConnectionWrapper<AsyncPgConnection> = AsyncConnectionWrapper::from(conn);
     tokio::task::spawn_blocking(move || {
         Connection::transaction::<_, MigrateInner, _>(&mut wrapper, |c| {
@@ -322,5 +505,63 @@ mod sql_text {
             diesel::sql_query(format!("X {y} {z}", y = 1, z = 2));
         "#;
         assert_eq!(formatted_sql(source), vec!["name", "a b", "y=1 z=2"]);
+    }
+}
+
+#[cfg(test)]
+mod database_url {
+    use super::{read_database_url, DbTls};
+    use tokio_postgres::config::SslMode;
+
+    #[test]
+    fn tls_parameters_are_taken_out_and_everything_else_is_read_unchanged() {
+        let read = read_database_url(
+            "postgres://app:p%20w@db.internal:6432/fluxi?options=-c%20statement_timeout%3D5s&sslmode=verify-full\
+             &application_name=Fluxi%20web&sslrootcert=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!((read.tls, read.root_file.as_deref()), (DbTls::Required, Some("/etc/ca.pem")));
+        assert_eq!(read.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(read.config.get_password(), Some(&b"p w"[..]));
+        assert_eq!(read.config.get_options(), Some("-c statement_timeout=5s"));
+        assert_eq!(read.config.get_application_name(), Some("Fluxi web"));
+        assert_eq!(read.config.get_ports(), [6432]);
+    }
+
+    #[test]
+    fn the_mode_used_is_the_mode_read_whatever_the_spelling() {
+        for (url, tls) in [
+            ("postgres://app@localhost/fluxi", DbTls::Off),
+            ("postgres://app@db/fluxi?sslmode=require&sslmode=disable", DbTls::Off),
+            ("postgres://app@db/fluxi?sslmode=disable&sslm%6Fde=verify-ca", DbTls::Required),
+            ("postgres://app@db/fluxi?sslmode=prefer", DbTls::IfOffered),
+            ("postgresql://app@db/fluxi?sslmode=verify-full", DbTls::Required),
+            ("host=db user=app", DbTls::Off),
+            ("host=db user=app sslmode = require", DbTls::Required),
+            ("host=db user=app sslmode=require sslmode=disable", DbTls::Off),
+            ("host=db application_name=sslmode user=app", DbTls::Off),
+        ] {
+            let read = read_database_url(url).unwrap();
+            let expected = match tls {
+                DbTls::Off => SslMode::Disable,
+                DbTls::IfOffered => SslMode::Prefer,
+                DbTls::Required => SslMode::Require,
+            };
+            assert_eq!((read.tls, read.config.get_ssl_mode()), (tls, expected), "{url}");
+        }
+    }
+
+    #[test]
+    fn contradictions_and_unknown_modes_are_refused() {
+        for url in [
+            "postgres://app@db/fluxi?sslrootcert=/etc/ca.pem",
+            "postgres://app@db/fluxi?sslmode=disable&sslrootcert=/etc/ca.pem",
+            "postgres://app@db/fluxi?sslmode=allow",
+            "postgres://app@db/fluxi?sslmode",
+            "host=db sslrootcert=/etc/ca.pem sslmode=require",
+            "postgres://app@db/fluxi?sslmode=require#x",
+        ] {
+            assert!(read_database_url(url).is_err(), "{url}");
+        }
     }
 }

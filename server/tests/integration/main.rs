@@ -9,6 +9,7 @@ mod account_sessions;
 mod accounts;
 mod audit;
 mod connections;
+mod database_tls;
 mod email_change;
 mod fleet;
 mod fuzz;
