@@ -67,6 +67,17 @@ pub enum DbTls {
     Required,
 }
 
+impl DbTls {
+    /// The mode tokio-postgres is given for it.
+    pub fn ssl_mode(self) -> tokio_postgres::config::SslMode {
+        match self {
+            DbTls::Off => tokio_postgres::config::SslMode::Disable,
+            DbTls::IfOffered => tokio_postgres::config::SslMode::Prefer,
+            DbTls::Required => tokio_postgres::config::SslMode::Require,
+        }
+    }
+}
+
 /// A database URL read once, as tokio-postgres reads it, with the TLS settings it asks for.
 pub struct DbSettings {
     pub tls: DbTls,
@@ -167,7 +178,7 @@ pub fn read_database_url(database_url: &str) -> Result<DbSettings, String> {
             .map(|text| text.into_owned())
             .map_err(|_| "a parameter is not valid UTF-8".to_string())
     };
-    let (mut tls, mut explicit, mut root_file, mut kept) = (DbTls::Off, false, None, Vec::new());
+    let (mut tls, mut root_file, mut kept) = (DbTls::Off, None, Vec::new());
     let mut rest = query;
     while !rest.is_empty() {
         let Some(eq) = rest.find('=') else { return Err("a parameter has no value".into()) };
@@ -178,7 +189,6 @@ pub fn read_database_url(database_url: &str) -> Result<DbSettings, String> {
         };
         match &*decode(raw_key)? {
             "sslmode" => {
-                explicit = true;
                 tls = match &*decode(raw_value)? {
                     "disable" => DbTls::Off,
                     "prefer" => DbTls::IfOffered,
@@ -192,19 +202,11 @@ pub fn read_database_url(database_url: &str) -> Result<DbSettings, String> {
         rest = next;
     }
     if root_file.is_some() && tls == DbTls::Off {
-        return Err(if explicit {
-            "sslrootcert is set but sslmode turns TLS off".into()
-        } else {
-            "sslrootcert needs sslmode=verify-full".into()
-        });
+        return Err("sslrootcert needs TLS: add sslmode=verify-full".into());
     }
     let head = if kept.is_empty() { head.trim_end_matches('?') } else { head };
     let mut config: tokio_postgres::Config = format!("{head}{}", kept.join("&")).parse().map_err(invalid)?;
-    config.ssl_mode(match tls {
-        DbTls::Off => tokio_postgres::config::SslMode::Disable,
-        DbTls::IfOffered => tokio_postgres::config::SslMode::Prefer,
-        DbTls::Required => tokio_postgres::config::SslMode::Require,
-    });
+    config.ssl_mode(tls.ssl_mode());
     Ok(DbSettings { tls, root_file, config })
 }
 
@@ -542,12 +544,7 @@ mod database_url {
             ("host=db application_name=sslmode user=app", DbTls::Off),
         ] {
             let read = read_database_url(url).unwrap();
-            let expected = match tls {
-                DbTls::Off => SslMode::Disable,
-                DbTls::IfOffered => SslMode::Prefer,
-                DbTls::Required => SslMode::Require,
-            };
-            assert_eq!((read.tls, read.config.get_ssl_mode()), (tls, expected), "{url}");
+            assert_eq!((read.tls, read.config.get_ssl_mode()), (tls, tls.ssl_mode()), "{url}");
         }
     }
 

@@ -365,10 +365,8 @@ async fn passkey_and_email_change_notices_are_mailed_once() {
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 
     let messages = crate::passwords::delivered_to(&app, &email).await;
-    let subjects: Vec<&str> =
-        messages.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: "))).collect();
     assert_eq!(
-        subjects,
+        crate::passwords::subjects_of(&messages),
         vec![
             "A passkey was added to your Fluxi account",
             "A passkey was removed from your Fluxi account",

@@ -32,6 +32,11 @@ pub(crate) async fn delivered_to(app: &TestApp, email: &str) -> Vec<String> {
     messages.as_array().unwrap().iter().map(|m| m["data"].as_str().unwrap().replace("=\r\n", "")).collect()
 }
 
+/// The subject line of each delivered message.
+pub(crate) fn subjects_of(messages: &[String]) -> Vec<&str> {
+    messages.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: "))).collect()
+}
+
 /// Subjects of the mails queued to `email`, oldest first.
 pub(crate) async fn subjects_to(app: &TestApp, email: &str) -> Vec<String> {
     let mut conn = app.db.conn().await;
@@ -298,10 +303,8 @@ async fn each_security_notice_is_mailed_once() {
     assert_eq!(person.client.call("disable_two_factor", &[("password", "")]).await.status, StatusCode::OK);
 
     let messages = delivered_to(&app, &email).await;
-    let subjects: Vec<&str> =
-        messages.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: "))).collect();
     assert_eq!(
-        subjects,
+        subjects_of(&messages),
         vec![
             "Two-factor authentication is on for your Fluxi account",
             "New recovery codes were made for your Fluxi account",
