@@ -152,6 +152,27 @@ pg_stop() {
 # psql_url URL SQL: runs one statement.
 psql_url() { psql -X -q -v ON_ERROR_STOP=1 "$1" -c "$2"; }
 
+# sign_up URL DB_URL NAME EMAIL PASSWORD: signs up through the whole flow — the form, the
+# link read from the outbox (benchmark servers send no mail), the password again — and
+# prints the session cookie.
+sign_up() {
+  local url="$1" db="$2" name="$3" email="$4" password="$5" token="" deadline=$((SECONDS + 30))
+  curl -fsS -o /dev/null -H 'Accept: application/json' --data-urlencode "display_name=$name" \
+    --data-urlencode "email=$email" --data-urlencode "password=$password" "$url/api/signup"
+  # The mail is queued just after the answer.
+  until [ -n "$token" ]; do
+    token="$(psql -X -qAt "$db" -c "SELECT substring(body from '/confirm-sign-up/([0-9a-f]{64})') FROM outbox_emails
+      WHERE recipient = '$email' AND subject = 'Finish creating your Fluxi account' ORDER BY created_at DESC LIMIT 1")"
+    if [ -z "$token" ]; then
+      if [ $SECONDS -ge $deadline ]; then log "no sign-up link mailed to $email"; return 1; fi
+      sleep 0.1
+    fi
+  done
+  curl -fsS -o /dev/null -D - -H 'Accept: application/json' --data-urlencode "token=$token" \
+    --data-urlencode "password=$password" "$url/api/confirm_sign_up" \
+    | sed -n 's/^set-cookie: \(__Host-fluxi_session=[^;]*\).*/\1/Ip'
+}
+
 # wait_http URL [SECONDS]: waits until URL answers 200.
 wait_http() {
   local url="$1" deadline=$((SECONDS + ${2:-60}))

@@ -25,7 +25,7 @@ use leptos_meta::{provide_meta_context, MetaTags};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
-use auth::api::{Login, Logout, Signup};
+use auth::api::{Login, Logout};
 use auth::AuthContext;
 use page_data::page_data;
 
@@ -57,7 +57,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let signup = ServerAction::<Signup>::new();
+    let confirm_sign_up = ServerAction::<auth::api::ConfirmSignUp>::new();
     let login = ServerAction::<Login>::new();
     let logout = ServerAction::<Logout>::new();
     let verify = ServerAction::<mfa::api::VerifySignIn>::new();
@@ -68,7 +68,7 @@ pub fn App() -> impl IntoView {
     let user = page_data(
         move || {
             (
-                signup.version().get(),
+                confirm_sign_up.version().get(),
                 login.version().get(),
                 logout.version().get(),
                 verify.version().get(),
@@ -81,7 +81,7 @@ pub fn App() -> impl IntoView {
         |_| auth::api::fetch_current_user(),
     );
     provide_context(AuthContext {
-        signup,
+        confirm_sign_up,
         login,
         logout,
         verify,
@@ -107,6 +107,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=HomePage ssr=SsrMode::Async/>
                     <Route path=path!("/signup") view=auth::SignupPage ssr=SsrMode::Async/>
+                    <Route path=path!("/confirm-sign-up/:token") view=auth::ConfirmSignUpPage ssr=SsrMode::Async/>
                     <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async/>
                     <Route path=path!("/login/mfa") view=mfa::SecondStepPage ssr=SsrMode::Async/>
                     <Route path=path!("/account/security") view=mfa::SecurityPage ssr=SsrMode::Async/>

@@ -1,5 +1,5 @@
 import { expect } from '@playwright/test';
-import { PASSWORD, ready, signIn, signUp, test, uniqueEmail } from './helpers';
+import { finishSignUp, mailedLinkFor, PASSWORD, ready, signIn, signUp, submitSignUp, test, uniqueEmail } from './helpers';
 
 test('sign up, sign out, sign in, see the account page', async ({ page }) => {
   const email = uniqueEmail('journey');
@@ -21,6 +21,37 @@ test('sign up, sign out, sign in, see the account page', async ({ page }) => {
   await expect(page).toHaveURL(/\/account$/);
   await expect(page.getByText('Grace Hopper')).toBeVisible();
   await expect(page.getByRole('button', { name: 'Sign out' })).toBeVisible();
+});
+
+test('signing up with a taken address answers the same and creates nothing', async ({ page, browser, a11y }) => {
+  const email = uniqueEmail('taken');
+  await signUp(page, 'First Owner', email);
+  const other = await (await browser.newContext()).newPage();
+  await a11y.watchPage(other);
+  await other.goto('/signup');
+  await ready(other);
+  await submitSignUp(other, 'Second Comer', email.toUpperCase());
+  await expect(other.getByText('already exists')).toHaveCount(0);
+  // The owner is told by mail; nothing mailed lets the second comer finish.
+  const sink = process.env.FLUXI_TEST_SMTP_MESSAGES ?? 'http://127.0.0.1:2580/messages';
+  await expect
+    .poll(async () => {
+      const res = await other.request.get(`${sink}?to=${encodeURIComponent(email)}`);
+      const messages: { data: string }[] = await res.json();
+      return messages.map((m) => m.data).join('\n');
+    }, { timeout: 60_000 })
+    .toContain('Someone tried to sign up to Fluxi with your address');
+  // A wrong password on a sign-up link is refused next to the field.
+  const fresh = uniqueEmail('fresh');
+  await other.goto('/signup');
+  await ready(other);
+  await submitSignUp(other, 'Fresh Person', fresh);
+  await finishSignUp(other, fresh, 'not the chosen password');
+  await expect(other.getByLabel('Password')).toHaveAccessibleDescription(/not the password you chose/);
+  await other.getByLabel('Password').fill(PASSWORD);
+  await other.getByRole('button', { name: 'Create account' }).click();
+  await expect(other).toHaveURL(/\/account$/);
+  await expect(other.getByText('Fresh Person')).toBeVisible();
 });
 
 test('a wrong password is refused with a clear message', async ({ page }) => {
@@ -100,6 +131,12 @@ test('the forms can be used with the keyboard alone', async ({ page }) => {
   await page.keyboard.type(email);
   await page.keyboard.press('Tab');
   await expect(page.getByLabel('Password')).toBeFocused();
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('status').filter({ hasText: 'Check your email' })).toBeVisible();
+  await page.goto(await mailedLinkFor(page, email, '/confirm-sign-up/'));
+  await ready(page);
+  await page.getByLabel('Password').focus();
   await page.keyboard.type(PASSWORD);
   await page.keyboard.press('Enter');
   await expect(page).toHaveURL(/\/account$/);

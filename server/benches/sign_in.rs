@@ -1,5 +1,6 @@
 //! Sign-in benchmarks over HTTP against a running server (prints figures; run by
-//! scripts/bench-sign-in). Needs BENCH_URL, and the server started with
+//! scripts/bench-sign-in). Needs BENCH_URL, BENCH_DATABASE_URL (sign-up links are read
+//! from the outbox: the benchmark's server sends no mail), and the server started with
 //! FLUXI_TRUSTED_PROXIES=1 (each timing sample comes from its own network, so the
 //! per-network failure limit does not end the run).
 //!
@@ -88,13 +89,43 @@ struct Enrolled {
     last_step: u64,
 }
 
+/// Signs up `email` through the whole flow — the form, the link from the outbox, the
+/// password again — and returns the session cookie.
+async fn sign_up(http: &reqwest::Client, base: &str, email: &str) -> String {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use fluxi_core::schema::outbox_emails;
+    let form = [("display_name", "Bench"), ("email", email), ("password", PASSWORD)];
+    let res = call(http, base, "signup", &form, None, None).await;
+    assert_eq!(res.status, StatusCode::OK, "signup: {}", res.body);
+    let db = std::env::var("BENCH_DATABASE_URL").expect("BENCH_DATABASE_URL");
+    let mut conn = fluxi_core::db::connect(&db).await.expect("the benchmark's database");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The mail is queued just after the answer.
+    let token = loop {
+        let body: Option<String> = outbox_emails::table
+            .filter(outbox_emails::recipient.eq(email))
+            .filter(outbox_emails::subject.eq("Finish creating your Fluxi account"))
+            .select(outbox_emails::body)
+            .first(&mut conn)
+            .await
+            .optional()
+            .expect("outbox");
+        if let Some(body) = body {
+            let start = body.find("/confirm-sign-up/").expect("a link") + "/confirm-sign-up/".len();
+            break body[start..start + 64].to_string();
+        }
+        assert!(Instant::now() < deadline, "no sign-up link mailed to {email}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let res = call(http, base, "confirm_sign_up", &[("token", &token), ("password", PASSWORD)], None, None).await;
+    assert_eq!(res.status, StatusCode::OK, "confirm_sign_up: {}", res.body);
+    res.cookie.expect("a session")
+}
+
 /// Signs up `email`, sets up an authenticator app and confirms it.
 async fn enrol(http: &reqwest::Client, base: &str, email: String) -> Enrolled {
-    let res =
-        call(http, base, "signup", &[("display_name", "Bench"), ("email", &email), ("password", PASSWORD)], None, None)
-            .await;
-    assert_eq!(res.status, StatusCode::OK, "signup: {}", res.body);
-    let mut cookie = res.cookie.expect("a session");
+    let mut cookie = sign_up(http, base, &email).await;
     let res = call(http, base, "start_totp_setup", &[], Some(&cookie), None).await;
     assert_eq!(res.status, StatusCode::OK, "start_totp_setup: {}", res.body);
     cookie = res.cookie.unwrap_or(cookie);
@@ -203,16 +234,7 @@ async fn main() {
     let samples = env_or("BENCH_SAMPLES", 200) as usize;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
 
-    let res = call(
-        &http,
-        &base,
-        "signup",
-        &[("display_name", "Plain"), ("email", "plain@example.test"), ("password", PASSWORD)],
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(res.status, StatusCode::OK, "signup: {}", res.body);
+    sign_up(&http, &base, "plain@example.test").await;
     let started = Instant::now();
     let mut enrolled = Vec::new();
     for batch in (0..n_accounts).collect::<Vec<_>>().chunks(connections) {
@@ -276,16 +298,7 @@ async fn main() {
     let mut targets = Vec::new();
     for i in 0..samples.div_ceil(4) {
         let email = format!("target-{i}@example.test");
-        let res = call(
-            &http,
-            &base,
-            "signup",
-            &[("display_name", "Target"), ("email", &email), ("password", PASSWORD)],
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(res.status, StatusCode::OK, "signup: {}", res.body);
+        sign_up(&http, &base, &email).await;
         targets.push(email);
     }
     println!("## Password step, one request at a time, {samples} of each in shuffled order (ms)");

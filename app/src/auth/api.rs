@@ -39,29 +39,87 @@ pub fn safe_next_path(next: Option<&str>) -> Option<String> {
     ok.then(|| next.to_string())
 }
 
+/// What `/confirm-sign-up/:token` offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignUpLinkState {
+    /// Give the sign-up's password to create the account at `email`.
+    Usable {
+        email: String,
+    },
+    Unusable {
+        message: String,
+    },
+}
+
+/// "Create account": the same answer whether or not the address has an account — the
+/// fields checked, the sign-up counted and the password hashed either way, the mail
+/// queued after the answer has gone (a task of its own, so its timing says nothing).
+/// Nobody is signed in: the mailed link finishes the sign-up.
 #[server(prefix = "/api", endpoint = "signup")]
-pub async fn signup(display_name: String, email: String, password: String) -> Result<(), AppError> {
+pub async fn signup(
+    display_name: String,
+    email: String,
+    password: String,
+    next: Option<String>,
+) -> Result<(), AppError> {
     use crate::ssr;
+    use fluxi_core::accounts::sign_up::{accept_sign_up, queue_sign_up};
     let state = ssr::state()?;
-    let session = ssr::session().await?;
-    let origin = ssr::origin(&state);
-    let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
     let network = ssr::client_network(&state);
-    let device = ssr::device(&state);
+    let now = state.clock.now();
     let from = fluxi_core::accounts::SignUpFrom {
         limits: &state.sign_up_limits,
         pseudonyms: &state.pseudonyms,
         client_network: network.as_deref(),
-        now: state.clock.now(),
-        base_url: &state.base_url,
-        device: Some(&device),
+        now,
     };
-    let user =
-        fluxi_core::accounts::sign_up(&state.pool, &state.hasher, &audit, from, &display_name, &email, &password)
+    let accepted = accept_sign_up(&state.pool, &state.hasher, from, &display_name, &email, &password).await?;
+    let next = safe_next_path(next.as_deref());
+    ssr::after_answer(&state, "sign-up mail", move |state, mut conn, origin| async move {
+        let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
+        let (keys, base) = (&state.pseudonyms, &state.base_url);
+        queue_sign_up(&mut conn, &audit, keys, &accepted, next.as_deref(), base, now).await
+    });
+    leptos_axum::redirect("/signup?sent=1");
+    Ok(())
+}
+
+#[server(prefix = "/api", endpoint = "sign_up_link")]
+pub async fn sign_up_link(token: String) -> Result<SignUpLinkState, AppError> {
+    let state = crate::ssr::state()?;
+    let mut conn = crate::ssr::conn(&state).await?;
+    Ok(match fluxi_core::accounts::sign_up::sign_up_link(&mut conn, token.trim(), state.clock.now()).await? {
+        Ok(email) => SignUpLinkState::Usable { email },
+        Err(problem) => SignUpLinkState::Unusable { message: problem.to_string() },
+    })
+}
+
+/// "Create account" on the mailed link's page: the link and the password chosen at
+/// sign-up create the account, its address verified, and sign this browser in.
+#[server(prefix = "/api", endpoint = "confirm_sign_up")]
+pub async fn confirm_sign_up(token: String, password: String) -> Result<(), AppError> {
+    use crate::ssr;
+    use fluxi_core::accounts::PASSWORD_MAX_CHARS;
+    // Checked before the link's count: no sign-up could have chosen these.
+    if password.is_empty() {
+        return Err(AppError::field("password", "Enter the password you chose when signing up."));
+    }
+    if password.chars().count() > PASSWORD_MAX_CHARS {
+        return Err(AppError::field("password", "This is not the password you chose when signing up."));
+    }
+    let state = ssr::state()?;
+    let session = ssr::session().await?;
+    let origin = ssr::origin(&state);
+    let device = ssr::device(&state);
+    let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
+    let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };
+    let (pool, hasher, keys) = (&state.pool, &state.hasher, &state.pseudonyms);
+    let signed_up =
+        fluxi_core::accounts::sign_up::confirm_sign_up(pool, hasher, &audit, token.trim(), &password, place, keys)
             .await?;
-    ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?;
+    ssr::start_session(&state, &session, &signed_up.user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?;
     ssr::remember_device(&state, &device);
-    leptos_axum::redirect("/account");
+    leptos_axum::redirect(&signed_up.next.unwrap_or_else(|| "/account".into()));
     Ok(())
 }
 

@@ -2,14 +2,15 @@
 
 use leptos::prelude::*;
 
-use super::api::{CurrentUser, Login, Logout, Signup};
+use super::api::{ConfirmSignUp, CurrentUser, Login, Logout};
 use crate::error::AppError;
 use crate::page_data::PageData;
 
 /// `user` refetches whenever one of the actions completes.
 #[derive(Clone, Copy)]
 pub struct AuthContext {
-    pub signup: ServerAction<Signup>,
+    /// "Create account" on the mailed sign-up link (`/confirm-sign-up/:token`), which signs in.
+    pub confirm_sign_up: ServerAction<ConfirmSignUp>,
     pub login: ServerAction<Login>,
     pub logout: ServerAction<Logout>,
     /// The second sign-in step (`/login/mfa`).

@@ -5,4 +5,4 @@ mod context;
 mod pages;
 
 pub use context::AuthContext;
-pub use pages::{LoginPage, SignupPage};
+pub use pages::{ConfirmSignUpPage, LoginPage, SignupPage};

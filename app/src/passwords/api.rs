@@ -77,23 +77,11 @@ pub async fn request_password_reset(email: String) -> Result<(), AppError> {
         accept_reset_request(&mut conn, &state.pseudonyms, &email, origin.network.as_deref(), now).await?;
     drop(conn);
     let device = ssr::device(&state);
-    let task_state = state.clone();
-    tokio::spawn(async move {
-        let state = task_state;
+    ssr::after_answer(&state, "password reset mail", move |state, mut conn, origin| async move {
         let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
-        let queued = match state.pool.get().await {
-            Ok(mut conn) => {
-                let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };
-                let (keys, base) = (&state.pseudonyms, &state.base_url);
-                queue_reset_link(&mut conn, &audit, keys, &email_normalized, place, base, now)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = queued {
-            tracing::warn!(%error, "password reset mail not queued");
-        }
+        let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };
+        let (keys, base) = (&state.pseudonyms, &state.base_url);
+        queue_reset_link(&mut conn, &audit, keys, &email_normalized, place, base, now).await
     });
     leptos_axum::redirect("/forgot-password?sent=1");
     Ok(())

@@ -4,6 +4,7 @@
 
 use fluxi_core::accounts::credentials::ResetError;
 use fluxi_core::accounts::email_change::EmailChangeError;
+use fluxi_core::accounts::sign_up::ConfirmSignUpError;
 use fluxi_core::accounts::verification::VerificationError;
 use fluxi_core::accounts::AccountError;
 use fluxi_core::mfa::MfaError;
@@ -193,6 +194,16 @@ impl From<ResetError> for AppError {
                 wait,
             ),
             ResetError::Account(e) => e.into(),
+        }
+    }
+}
+
+impl From<ConfirmSignUpError> for AppError {
+    fn from(e: ConfirmSignUpError) -> Self {
+        match e {
+            ConfirmSignUpError::WrongPassword => AppError::field("password", e.to_string()),
+            ConfirmSignUpError::Link(_) | ConfirmSignUpError::AddressInUse => AppError::Rejected(e.to_string()),
+            ConfirmSignUpError::Account(e) => e.into(),
         }
     }
 }

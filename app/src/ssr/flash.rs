@@ -36,8 +36,10 @@ pub struct StoredFlash {
 /// password, and never `next`, which can carry an invitation link's token (the page
 /// reads it from its own address again).
 /// The two-factor forms keep no value at all: codes are never stored.
-const FLASHED_FORMS: [(&str, &[&str]); 19] = [
+const FLASHED_FORMS: [(&str, &[&str]); 20] = [
     ("signup", &["display_name", "email"]),
+    // Never the token: it stays in the page's own address.
+    ("confirm_sign_up", &[]),
     ("login", &["email"]),
     ("verify_sign_in", &[]),
     ("start_totp_setup", &[]),

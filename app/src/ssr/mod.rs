@@ -14,8 +14,8 @@ mod step_up;
 pub use csp::set_page_csp;
 pub use flash::{flash_cookie, take_flash, StoredFlash};
 pub use request::{
-    accepts_html, audit_as, audit_with, client_network, client_network_of, device, origin, origin_of, remember_device,
-    set_passkey_ceremony, take_passkey_ceremony, RequestId,
+    accepts_html, after_answer, audit_as, audit_with, client_network, client_network_of, device, origin, origin_of,
+    remember_device, set_passkey_ceremony, take_passkey_ceremony, RequestId,
 };
 pub use session::{
     adopt_sessions_epoch, current_user, end_session, forget_cached_user, note_second_factor, require_user, session,

@@ -75,6 +75,26 @@ pub fn audit_with<'a>(
     }
 }
 
+/// Runs `work` after the answer has gone, in a task of its own, with a pooled connection
+/// and this request's origin: for mails whose database work must not show in the answer's
+/// timing (whether an address has an account). A failure is logged as "`what` not queued".
+pub fn after_answer<W, F>(state: &AppState, what: &'static str, work: W)
+where
+    W: FnOnce(AppState, fluxi_core::db::PooledConn, fluxi_core::audit::Origin) -> F + Send + 'static,
+    F: std::future::Future<Output = diesel::QueryResult<()>> + Send,
+{
+    let (state, origin) = (state.clone(), origin(state));
+    tokio::spawn(async move {
+        let done = match state.pool.get().await {
+            Ok(conn) => work(state, conn, origin).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = done {
+            tracing::warn!(%error, "{what} not queued");
+        }
+    });
+}
+
 /// The audit context of a signed-in person's request.
 pub fn audit_as<'a>(
     state: &'a AppState,

@@ -512,7 +512,7 @@ pub fn InvitePage() -> impl IntoView {
                                         <p class="mt-4 text-slate-700">
                                             <a class=LINK href=format!("/login?next={}", encode_path(&here))>"Sign in"</a>
                                             " or "
-                                            <a class=LINK href="/signup">"create an account"</a>
+                                            <a class=LINK href=format!("/signup?next={}", encode_path(&here))>"create an account"</a>
                                             " with the invited email address to accept."
                                         </p>
                                     }.into_any()

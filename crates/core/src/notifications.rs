@@ -2,7 +2,7 @@
 //! about its security, queued through the outbox in the transaction of the change (so it
 //! goes out exactly when the change committed). Each says what happened, when, from
 //! where (approximately), and what to do if it was not the reader. Only a mail whose
-//! purpose is a link (the reset link) carries a token.
+//! purpose is a link (the reset link, the link that finishes a sign-up) carries a token.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -35,6 +35,10 @@ pub enum Notice {
     EmailChangeReverted,
     PasskeyAdded,
     PasskeyRemoved,
+    /// To an address without an account, with the link that finishes a sign-up.
+    SignUpLink,
+    /// To an account's address: someone tried to sign up with it.
+    SignUpAddressInUse,
 }
 
 impl Notice {
@@ -53,6 +57,8 @@ impl Notice {
             Notice::EmailChangeReverted => "The email address of your Fluxi account was restored",
             Notice::PasskeyAdded => "A passkey was added to your Fluxi account",
             Notice::PasskeyRemoved => "A passkey was removed from your Fluxi account",
+            Notice::SignUpLink => "Finish creating your Fluxi account",
+            Notice::SignUpAddressInUse => "Someone tried to sign up to Fluxi with your address",
         }
     }
 
@@ -112,6 +118,13 @@ impl Notice {
                     .into()
             }
             Notice::PasskeyRemoved => "A passkey was removed from your Fluxi account; it no longer signs in.".into(),
+            Notice::SignUpLink => "Someone asked to create a Fluxi account with this address. To finish, open \
+                 this link and enter the password chosen when signing up; it works for 24 hours:"
+                .into(),
+            Notice::SignUpAddressInUse => "Someone tried to create a new Fluxi account with this address. It is \
+                 already in use by a Fluxi account, so no new account was created and nothing changed. \
+                 To sign in:"
+                .into(),
         }
     }
 
@@ -121,6 +134,14 @@ impl Notice {
                 "If you did not ask for it, ignore this mail: your password stays as it is."
             }
             Notice::EmailChangeRequested => "If you asked for the change yourself, there is nothing to do.",
+            Notice::SignUpLink => {
+                "If you did not ask for it, ignore this mail: no account is created without \
+                 this link and that password."
+            }
+            Notice::SignUpAddressInUse => {
+                "If it was you and you forgot your password, choose a new one with \
+                 \"Forgot your password?\" on the sign-in page. If it was not you, there is nothing to do."
+            }
             _ => {
                 "If this was not you, reset your password now (\"Forgot your password?\" on the \
                  sign-in page), then check \"Where you're signed in\" on the Security page."

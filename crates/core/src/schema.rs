@@ -177,6 +177,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    pending_sign_ups (token_hash) {
+        token_hash -> Bytea,
+        email -> Text,
+        email_normalized -> Text,
+        display_name -> Text,
+        password_hash -> Text,
+        next_path -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        password_attempts -> Int4,
+    }
+}
+
+diesel::table! {
     rate_limits (key) {
         key -> Bytea,
         window_ends_at -> Timestamptz,
@@ -268,6 +282,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox_emails,
     passkey_challenges,
     passkeys,
+    pending_sign_ups,
     rate_limits,
     sessions,
     sign_in_failures,

@@ -48,6 +48,11 @@ pub fn spawn(pool: Pool, clock: SharedClock, throttle: SignInThrottle, every: Du
                 fluxi_core::accounts::links::delete_expired(&mut conn, now - time::Duration::days(7)).await,
             );
             cleaned(
+                "unfinished sign-ups expired for a day removed",
+                "pending sign-up cleanup failed",
+                fluxi_core::accounts::sign_up::delete_expired_sign_ups(&mut conn, now - time::Duration::days(1)).await,
+            );
+            cleaned(
                 "unanswered passkey ceremonies removed",
                 "passkey ceremony cleanup failed",
                 fluxi_core::passkeys::delete_expired_challenges(&mut conn, now).await,

@@ -12,12 +12,29 @@ async fn user_count(app: &TestApp) -> i64 {
     users::table.count().get_result(&mut conn).await.unwrap()
 }
 
+/// The sign-ups waiting for their link, once `expected` are there (they are stored after
+/// the answer) or after 10 s.
+async fn pending_sign_ups(app: &TestApp, expected: i64) -> i64 {
+    let mut count = 0;
+    for _ in 0..500 {
+        let mut conn = app.db.conn().await;
+        count = fluxi_core::schema::pending_sign_ups::table.count().get_result(&mut conn).await.unwrap();
+        if count == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    count
+}
+
 fn field_message(err: &AppError, field: &str) -> String {
     err.message_for(field).unwrap_or_else(|| panic!("no error for {field}: {err:?}"))
 }
 
+/// Signing up mails a link; the link and the password chosen at sign-up create the
+/// account — its address proven — and sign in. Before that there is no account at all.
 #[tokio::test]
-async fn signup_signs_in_and_account_shows_the_person() {
+async fn sign_up_mails_a_link_that_creates_a_verified_account() {
     let app = TestApp::spawn().await;
     let mut c = app.client();
     let res = c
@@ -27,6 +44,24 @@ async fn signup_signs_in_and_account_shows_the_person() {
         )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.location(), Some("/signup?sent=1"));
+    assert!(c.session_cookie.is_none(), "nobody is signed in by the form");
+    let token = common::sign_up_token(&app, "Ada@Example.TEST", 0).await;
+    assert_eq!(user_count(&app).await, 0, "no account before the link");
+    let mail = common::outbox_body_for(&app, "Ada@Example.TEST").await;
+    assert!(!mail.contains("Ada Lovelace"), "the mail carries nothing the sign-up typed: {mail}");
+    assert!(c.get("/signup?sent=1").await.body.contains("Check your email"));
+
+    let page = c.get(&format!("/confirm-sign-up/{token}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Ada@Example.TEST") && page.body.contains("Create account"), "{}", page.body);
+    // Whoever reads the mailbox cannot finish a sign-up without its password.
+    let res = c.call("confirm_sign_up", &[("token", &token), ("password", "someone else's guess")]).await;
+    assert!(field_message(&res.error(), "password").contains("not the password you chose"), "{}", res.body);
+    assert_eq!(user_count(&app).await, 0);
+    assert!(c.session_cookie.is_none());
+    let res = c.call("confirm_sign_up", &[("token", &token), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(res.location(), Some("/account"));
     assert!(c.session_cookie.is_some());
 
@@ -35,11 +70,12 @@ async fn signup_signs_in_and_account_shows_the_person() {
     assert!(page.body.contains("Ada Lovelace"), "{}", page.body);
     assert!(page.body.contains("Ada@Example.TEST"));
     assert!(page.body.contains("Sign out"));
+    assert!(!page.body.contains("Send a new link"), "the address is verified: no banner");
 
-    // Stored trimmed, normalized for comparison.
+    // Stored trimmed, normalized for comparison, verified; the pending sign-up is gone.
     let mut conn = app.db.conn().await;
-    let (email, norm, name): (String, String, String) = users::table
-        .select((users::email, users::email_normalized, users::display_name))
+    let (email, norm, name, verified): (String, String, String, Option<time::OffsetDateTime>) = users::table
+        .select((users::email, users::email_normalized, users::display_name, users::email_verified_at))
         .first(&mut conn)
         .await
         .unwrap();
@@ -47,6 +83,64 @@ async fn signup_signs_in_and_account_shows_the_person() {
         (email.as_str(), norm.as_str(), name.as_str()),
         ("Ada@Example.TEST", "ada@example.test", "Ada Lovelace")
     );
+    assert!(verified.is_some());
+    let pending: i64 = fluxi_core::schema::pending_sign_ups::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(pending, 0);
+    // The link worked once.
+    let res = app.client().call("confirm_sign_up", &[("token", &token), ("password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("not valid")), "{}", res.body);
+    assert_eq!(user_count(&app).await, 1);
+}
+
+/// Each password given with a link counts before it is checked: parallel guesses by
+/// someone who reads the mailbox get at most five checks, then the link is dead.
+#[tokio::test]
+async fn a_sign_up_link_allows_five_password_tries() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let res =
+        c.call("signup", &[("display_name", "Tries"), ("email", "tries@example.test"), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let token = common::sign_up_token(&app, "tries@example.test", 0).await;
+    let before = app.state.hasher.verifications();
+    let guesses =
+        (0..20).map(|i| {
+            let mut c = app.client();
+            let token = token.clone();
+            async move {
+                c.call("confirm_sign_up", &[("token", &token), ("password", &format!("guess number {i:02}"))]).await
+            }
+        });
+    let replies = futures::future::join_all(guesses).await;
+    assert_eq!(app.state.hasher.verifications() - before, 5, "five passwords checked");
+    let dead = replies.iter().filter(|r| matches!(r.error(), AppError::Rejected(m) if m.contains("too many times")));
+    assert_eq!(dead.count(), 15);
+    // The right password is now refused too, and the page says why.
+    let res = c.call("confirm_sign_up", &[("token", &token), ("password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert!(c.get(&format!("/confirm-sign-up/{token}")).await.body.contains("Sign up again"));
+    assert_eq!(user_count(&app).await, 0);
+    let refused = common::recorded(&app, fluxi_core::audit::Action::SignUpRefused).await;
+    assert_eq!(refused.len(), 21, "every refusal recorded");
+}
+
+/// A sign-up link expires after 24 hours, and the clean-up job removes what it held.
+#[tokio::test]
+async fn a_sign_up_link_expires() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    c.call("signup", &[("display_name", "Late"), ("email", "late@example.test"), ("password", PASSWORD)]).await;
+    let token = common::sign_up_token(&app, "late@example.test", 0).await;
+    app.clock.advance(time::Duration::hours(24));
+    let res = c.call("confirm_sign_up", &[("token", &token), ("password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("expired")), "{}", res.body);
+    assert_eq!(user_count(&app).await, 0);
+    let mut conn = app.db.conn().await;
+    let now = app.clock.now();
+    use fluxi_core::accounts::sign_up::delete_expired_sign_ups;
+    use fluxi_core::clock::Clock;
+    assert_eq!(delete_expired_sign_ups(&mut conn, now - time::Duration::days(1)).await.unwrap(), 0, "kept a day");
+    assert_eq!(delete_expired_sign_ups(&mut conn, now + time::Duration::days(1)).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -59,37 +153,105 @@ async fn stored_hash_is_argon2id_with_owasp_parameters() {
     assert!(!phc.contains(PASSWORD));
 }
 
+/// Signing up with an address that has an account answers exactly like a new address
+/// (same status, redirect, body, and the same work: a password hash), creates nothing,
+/// and tells the owner — on their address and in their own activity.
 #[tokio::test]
-async fn duplicate_email_is_rejected_case_insensitively_and_writes_nothing() {
+async fn sign_up_with_a_taken_address_answers_the_same_and_tells_the_owner() {
+    use fluxi_core::audit::Action;
     let app = TestApp::spawn().await;
-    let (_, email) = app.signed_up("First").await;
+    let mut owner = app.person("First").await;
+    let email = owner.user.email.clone();
     let mut c = app.client();
-    let res = c
-        .call(
-            "signup",
-            &[("display_name", "Second"), ("email", &format!("  {} ", email.to_uppercase())), ("password", PASSWORD)],
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(field_message(&res.error(), "email").contains("already exists"));
+    let taken = format!("  {} ", email.to_uppercase());
+    let taken = c.call("signup", &[("display_name", "Second"), ("email", &taken), ("password", PASSWORD)]).await;
+    let fresh = "someone-new@example.test";
+    let fresh = c.call("signup", &[("display_name", "Second"), ("email", fresh), ("password", PASSWORD)]).await;
+    assert_eq!(taken.status, StatusCode::OK, "{}", taken.body);
+    assert_eq!((taken.status, taken.location(), &taken.body), (fresh.status, fresh.location(), &fresh.body));
+    let body = common::mailed_body(&app, &email, "Someone tried to sign up to Fluxi with your address", 0).await;
+    assert!(body.contains("/login"), "{body}");
+    assert!(c.session_cookie.is_none(), "a sign-up signs nobody in");
     assert_eq!(user_count(&app).await, 1);
-    assert!(c.session_cookie.is_none(), "a failed sign-up must not sign anyone in");
+    assert!(!body.contains("/confirm-sign-up/") && !body.contains("Second"), "no link, no stranger's words: {body}");
+    let attempts = common::recorded(&app, Action::SignUpAddressInUse).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].account_id, Some(owner.user.id), "on the owner's own activity");
+    let page = owner.client.get("/account/activity").await;
+    assert!(page.body.contains("Someone tried to sign up with the account"), "{}", page.body);
+
+    // The same work either way: medians of a few sign-ups, compared as a ratio.
+    async fn median(app: &TestApp, email: &str) -> f64 {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let mut c = app.client();
+            let t = std::time::Instant::now();
+            let res = c.call("signup", &[("display_name", "Timer"), ("email", email), ("password", PASSWORD)]).await;
+            times.push(t.elapsed().as_secs_f64());
+            assert_eq!(res.status, StatusCode::OK);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        times[2]
+    }
+    let known = median(&app, &email).await;
+    let unknown = median(&app, "nobody-yet@example.test").await;
+    let ratio = unknown / known;
+    assert!((0.5..2.0).contains(&ratio), "new address took {unknown:.4}s vs taken {known:.4}s");
 }
 
+/// Several sign-ups may wait for one address; the first confirmed wins, the others (and
+/// the same link twice at once) then create nothing.
 #[tokio::test]
-async fn concurrent_duplicate_signups_create_one_account() {
+async fn concurrent_confirmations_create_one_account() {
     let app = TestApp::spawn().await;
-    let calls = (0..6).map(|i| {
+    let mut tokens = Vec::new();
+    for (i, email) in ["race@example.test", "RACE@example.test", "Race@Example.test"].iter().enumerate() {
+        let res =
+            app.client().call("signup", &[("display_name", "Racer"), ("email", email), ("password", PASSWORD)]).await;
+        assert_eq!(res.status, StatusCode::OK);
+        tokens.push(common::sign_up_token(&app, email, 0).await);
+        assert_eq!(tokens.len(), i + 1);
+    }
+    tokens.push(tokens[0].clone());
+    let calls = tokens.iter().map(|token| {
         let mut c = app.client();
-        async move {
-            let email = if i % 2 == 0 { "race@example.test" } else { "RACE@example.test" };
-            c.call("signup", &[("display_name", "Racer"), ("email", email), ("password", PASSWORD)]).await.status
-        }
+        async move { c.call("confirm_sign_up", &[("token", token), ("password", PASSWORD)]).await }
     });
-    let statuses = futures::future::join_all(calls).await;
+    let replies = futures::future::join_all(calls).await;
+    let statuses: Vec<_> = replies.iter().map(|r| r.status).collect();
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::UNPROCESSABLE_ENTITY));
+    for r in replies.iter().filter(|r| r.status != StatusCode::OK) {
+        assert!(matches!(r.error(), AppError::Rejected(_)), "{}", r.body);
+    }
     assert_eq!(user_count(&app).await, 1);
+}
+
+/// Signing up with one address again and again does not fill its mailbox.
+#[tokio::test]
+async fn sign_up_mails_to_one_address_are_capped() {
+    let app = TestApp::spawn().await;
+    let owner = app.person("Owner").await;
+    for email in ["again@example.test", owner.user.email.as_str()] {
+        for _ in 0..6 {
+            let res =
+                app.client().call("signup", &[("display_name", "A"), ("email", email), ("password", PASSWORD)]).await;
+            assert_eq!(res.status, StatusCode::OK, "the answer never changes");
+        }
+    }
+    let requested = || async {
+        common::recorded(&app, fluxi_core::audit::Action::SignUpRequested).await.len()
+            + common::recorded(&app, fluxi_core::audit::Action::SignUpAddressInUse).await.len()
+    };
+    for _ in 0..500 {
+        if requested().await == 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(requested().await, 12, "every attempt recorded");
+    assert_eq!(crate::passwords::subjects_to(&app, "again@example.test").await.len(), 3);
+    let to_owner = crate::passwords::subjects_to(&app, &owner.user.email).await;
+    assert_eq!(to_owner.iter().filter(|s| s.starts_with("Someone tried")).count(), 3, "{to_owner:?}");
 }
 
 #[tokio::test]
@@ -112,6 +274,8 @@ async fn each_password_rule_has_its_own_message() {
     // password differing only in its 128th character is a different password.
     let long = "🔑".repeat(127) + "a";
     let res = c.call("signup", &[("display_name", "U"), ("email", "u@example.test"), ("password", &long)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = common::finish_sign_up(&app, &mut c, "u@example.test", &long).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let mut other = app.client();
     let wrong = "🔑".repeat(127) + "b";
@@ -200,6 +364,8 @@ async fn control_and_invisible_characters_are_refused_and_text_is_composed() {
     let (decomposed, composed) = ("Zoe\u{308}", "Zo\u{eb}");
     let email = format!("{decomposed}@example.test");
     let res = c.call("signup", &[("display_name", decomposed), ("email", &email), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = common::finish_sign_up(&app, &mut c, &format!("{composed}@example.test"), PASSWORD).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let mut conn = app.db.conn().await;
     let (name, stored): (String, String) =
@@ -326,7 +492,17 @@ async fn plain_form_posts_redirect_and_show_errors_once() {
         )
         .await;
     assert_eq!(ok.status, StatusCode::FOUND);
-    assert_eq!(ok.location(), Some("/account"));
+    assert_eq!(ok.location(), Some("/signup?sent=1"));
+    assert!(c.get("/signup?sent=1").await.body.contains("Check your email"));
+    // The link's page works without JavaScript too, wrong password included.
+    let token = common::sign_up_token(&app, "form@example.test", 0).await;
+    let page = format!("/confirm-sign-up/{token}");
+    let res = c.post_form("confirm_sign_up", &page, &[("token", &token), ("password", "not the one chosen")]).await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    assert!(c.get(&page).await.body.contains("not the password you chose"));
+    let res = c.post_form("confirm_sign_up", &page, &[("token", &token), ("password", PASSWORD)]).await;
+    assert_eq!(res.location(), Some("/account"));
+    assert_eq!(c.get("/account").await.status, StatusCode::OK);
 }
 
 /// A flash keeps only what its page shows: not the `next` address of a sign-in (it can
@@ -762,7 +938,7 @@ async fn sign_ups_are_limited_per_network_and_overall() {
     }
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
-    assert_eq!(user_count(&app).await, 3);
+    assert_eq!(pending_sign_ups(&app, 3).await, 3);
     // Another network may; then the overall limit (5) stops everyone.
     let mut c = app.client();
     for (i, network) in ["198.51.100.1", "198.51.100.2"].iter().enumerate() {
@@ -771,7 +947,7 @@ async fn sign_ups_are_limited_per_network_and_overall() {
     }
     let r = c.raw(sign_up(&c, "198.51.100.3", "late@example.test")).await;
     assert!(common::too_many_message(&r.error()).unwrap().contains("paused"), "{}", r.body);
-    assert_eq!(user_count(&app).await, 5);
+    assert_eq!(pending_sign_ups(&app, 5).await, 5);
     // An hour later, sign-ups open again.
     app.clock.advance(time::Duration::hours(1));
     let r = c.raw(sign_up(&c, "198.51.100.3", "later@example.test")).await;

@@ -418,15 +418,22 @@ async fn the_trail_holds_no_clear_text_identifiers_or_secrets() {
     let agent = "CanaryAgent/7.7 (canary-os)";
     let address = "203.0.113.77";
     let mut c = app.client();
-    let req = c
-        .http()
-        .post(c.url("/api/signup"))
-        .header("accept", "application/json")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("user-agent", agent)
-        .header("x-forwarded-for", address)
-        .body(common::encode(&[("display_name", "Canary Name"), ("email", email), ("password", password)]));
-    assert_eq!(c.raw(req).await.status, StatusCode::OK);
+    let post = |c: &common::Client, function: &str, form: &[(&str, &str)]| {
+        c.http()
+            .post(c.url(&format!("/api/{function}")))
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("user-agent", agent)
+            .header("x-forwarded-for", address)
+            .body(common::encode(form))
+    };
+    let form = [("display_name", "Canary Name"), ("email", email), ("password", password)];
+    assert_eq!(c.raw(post(&c, "signup", &form)).await.status, StatusCode::OK);
+    let sign_up_link = common::sign_up_token(&app, email, 0).await;
+    let form = [("token", sign_up_link.as_str()), ("password", "Canary-Wrong-5678")];
+    assert_eq!(c.raw(post(&c, "confirm_sign_up", &form)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let form = [("token", sign_up_link.as_str()), ("password", password)];
+    assert_eq!(c.raw(post(&c, "confirm_sign_up", &form)).await.status, StatusCode::OK);
     let id = recorded(&app, Action::SignedUp).await[0].account_id.unwrap();
     let user = fluxi_core::accounts::find_user_by_id(&mut *app.db.conn().await, id).await.unwrap().unwrap();
     let mut owner = Person { client: c, user };
@@ -476,6 +483,8 @@ async fn the_trail_holds_no_clear_text_identifiers_or_secrets() {
         address,
         "203.0.113",
         &token,
+        &sign_up_link,
+        "canary-wrong",
         invited,
         "canary name",
     ] {

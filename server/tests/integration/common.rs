@@ -139,12 +139,16 @@ impl TestApp {
         Client::new(&self.base)
     }
 
-    /// A client that has signed up a fresh account (returns it with the email used).
+    /// A client that has signed up a fresh account through the whole flow — the form,
+    /// the mailed link, the password again — and is signed in (returns it with the email used).
     pub async fn signed_up(&self, name: &str) -> (Client, String) {
         let mut c = self.client();
         let email = format!("{}-{}@example.test", name.to_lowercase(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let res = c.call("signup", &[("display_name", name), ("email", &email), ("password", PASSWORD)]).await;
         assert_eq!(res.status, StatusCode::OK, "signup failed: {:?}", res.body);
+        let token = sign_up_token(self, &email, 0).await;
+        let res = c.call("confirm_sign_up", &[("token", &token), ("password", PASSWORD)]).await;
+        assert_eq!(res.status, StatusCode::OK, "confirm_sign_up failed: {:?}", res.body);
         (c, email)
     }
 }
@@ -376,6 +380,47 @@ impl TestApp {
 pub fn token_from(body: &str) -> String {
     let start = body.find("/invite/").expect("invitation link in mail") + "/invite/".len();
     body[start..].chars().take_while(|c| c.is_ascii_hexdigit()).collect()
+}
+
+/// Waits (up to 10 s) for the `after`-th mail to `email` with `subject` — some are
+/// queued after the answer — and returns its body.
+pub async fn mailed_body(app: &TestApp, email: &str, subject: &str, after: usize) -> String {
+    for _ in 0..500 {
+        let mut conn = app.db.conn().await;
+        let bodies: Vec<String> = outbox_emails::table
+            .filter(outbox_emails::recipient.eq(email))
+            .filter(outbox_emails::subject.eq(subject))
+            .order(outbox_emails::created_at.asc())
+            .select(outbox_emails::body)
+            .load(&mut conn)
+            .await
+            .unwrap();
+        if let Some(body) = bodies.into_iter().nth(after) {
+            return body;
+        }
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no mail \"{subject}\" to {email}");
+}
+
+/// The token of the link to `path` (like "/reset-password/") in the `after`-th mail to
+/// `email` with `subject`.
+pub async fn mailed_token(app: &TestApp, email: &str, subject: &str, path: &str, after: usize) -> String {
+    let body = mailed_body(app, email, subject, after).await;
+    let start = body.find(path).expect("link") + path.len();
+    body[start..start + 64].to_string()
+}
+
+/// The token of the `after`-th link mailed to `email` to finish a sign-up.
+pub async fn sign_up_token(app: &TestApp, email: &str, after: usize) -> String {
+    mailed_token(app, email, "Finish creating your Fluxi account", "/confirm-sign-up/", after).await
+}
+
+/// Finishes the sign-up of `email` with the first link mailed to it, from `c`.
+pub async fn finish_sign_up(app: &TestApp, c: &mut Client, email: &str, password: &str) -> Reply {
+    let token = sign_up_token(app, email, 0).await;
+    c.call("confirm_sign_up", &[("token", &token), ("password", password)]).await
 }
 
 /// The newest mail to `email` in the outbox.

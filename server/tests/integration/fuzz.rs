@@ -859,7 +859,7 @@ fn answers_are_judged_and_inputs_carry_no_marker() {
 fn server_function_arguments_are_read_from_their_definitions() {
     let declared = declared_server_functions();
     let signup: Vec<_> = declared["signup"].iter().map(|a| (a.name.as_str(), a.optional)).collect();
-    assert_eq!(signup, [("display_name", false), ("email", false), ("password", false)]);
+    assert_eq!(signup, [("display_name", false), ("email", false), ("password", false), ("next", true)]);
     let verify: Vec<_> = declared["verify_sign_in"].iter().map(|a| (a.name.as_str(), a.optional)).collect();
     assert_eq!(verify, [("code", true), ("recovery_code", true)]);
     assert!(declared["logout"].is_empty());

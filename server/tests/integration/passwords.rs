@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::common::{recorded, Client, TestApp, PASSWORD};
+use crate::common::{mailed_token, recorded, Client, TestApp, PASSWORD};
 use crate::mfa::{app_code, enrolled};
 use app::error::AppError;
 use app::passwords::api::ResetLinkState;
@@ -49,27 +49,9 @@ pub(crate) async fn subjects_to(app: &TestApp, email: &str) -> Vec<String> {
         .unwrap()
 }
 
-/// Waits (up to 10 s) for a reset mail to `email` — queued after the answer — and returns
-/// its token.
+/// Waits for the `after`-th reset mail to `email` (queued after the answer); its token.
 pub(crate) async fn reset_token(app: &TestApp, email: &str, after: usize) -> String {
-    for _ in 0..500 {
-        let mut conn = app.db.conn().await;
-        let bodies: Vec<String> = outbox_emails::table
-            .filter(outbox_emails::recipient.eq(email))
-            .filter(outbox_emails::subject.eq("Reset your Fluxi password"))
-            .order(outbox_emails::created_at.asc())
-            .select(outbox_emails::body)
-            .load(&mut conn)
-            .await
-            .unwrap();
-        if let Some(body) = bodies.get(after) {
-            let start = body.find("/reset-password/").expect("link") + "/reset-password/".len();
-            return body[start..start + 64].to_string();
-        }
-        drop(conn);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("no reset mail to {email}");
+    mailed_token(app, email, "Reset your Fluxi password", "/reset-password/", after).await
 }
 
 pub(crate) async fn signed_in(c: &mut Client) -> bool {
@@ -348,7 +330,7 @@ async fn a_reset_ends_sign_ins_waiting_for_their_code() {
 #[tokio::test]
 async fn two_factor_set_up_waits_for_a_confirmed_address() {
     let app = TestApp::spawn().await;
-    let (mut c, _) = app.signed_up("Early").await;
+    let (mut c, _) = crate::verification::unverified(&app, "Early", false).await;
     let res = c.call("start_totp_setup", &[]).await;
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("Confirm your email address")), "{}", res.body);
 }

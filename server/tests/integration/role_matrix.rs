@@ -32,6 +32,8 @@ const HIDDEN_FROM_OTHER_ROLES: &[&str] = &["audit_page"];
 /// covered by the account and invitation tests).
 const OTHER_FUNCTIONS: &[&str] = &[
     "signup",
+    "sign_up_link",
+    "confirm_sign_up",
     "login",
     "logout",
     "current_user",

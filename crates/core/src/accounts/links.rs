@@ -46,6 +46,9 @@ pub enum LinkProblem {
     /// Issued to another account than the one signed in.
     #[error("This link is for another account. Sign out, then sign in as that account and open the link again.")]
     OtherAccount,
+    /// Given a wrong password too many times (a sign-up link).
+    #[error("A wrong password was given with this link too many times. Sign up again to get a new link.")]
+    TooManyTries,
     /// A newer link of the same kind, or a password change, replaced it.
     #[error("This link was replaced by a newer one or by a password change. Use the most recent mail.")]
     Replaced,

@@ -8,6 +8,7 @@ mod password;
 mod queries;
 mod rules;
 mod sign_in;
+pub mod sign_up;
 mod throttle;
 pub mod verification;
 
@@ -21,10 +22,8 @@ pub use rules::{
     is_common_password, normalize_email, validate_display_name, validate_email, validate_password, InputError,
     EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
 };
-pub use sign_in::{
-    sign_up, AccountError, PasswordGate, PendingSecondFactor, Place, SecondFactor, SignInOutcome, SignUpFrom,
-    SignUpLimits, StepUpFor,
-};
+pub use sign_in::{AccountError, PasswordGate, PendingSecondFactor, Place, SecondFactor, SignInOutcome, StepUpFor};
+pub use sign_up::{SignUpFrom, SignUpLimits};
 pub use throttle::{
     clear_failed_sign_ins, client_sign_in_key, conclude_failure, delete_stale_sign_in_failures, record_failed_sign_in,
     refund_attempt, reserve_attempt, reserve_attempts, sign_in_key, FailedSignIns, SignInThrottle,

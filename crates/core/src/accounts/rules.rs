@@ -23,8 +23,6 @@ pub enum InputError {
     EmailTooLong,
     #[error("Enter a valid email address, like name@example.com.")]
     EmailInvalid,
-    #[error("An account with this email already exists. Sign in instead.")]
-    EmailTaken,
     #[error("Enter your password.")]
     PasswordMissing,
     #[error("Password must be at least {PASSWORD_MIN_CHARS} characters.")]
@@ -40,7 +38,7 @@ impl InputError {
     pub fn field(&self) -> &'static str {
         match self {
             Self::DisplayNameMissing | Self::DisplayNameTooLong | Self::DisplayNameInvalid => "display_name",
-            Self::EmailMissing | Self::EmailTooLong | Self::EmailInvalid | Self::EmailTaken => "email",
+            Self::EmailMissing | Self::EmailTooLong | Self::EmailInvalid => "email",
             Self::PasswordMissing | Self::PasswordTooShort | Self::PasswordTooLong | Self::PasswordCommon => "password",
         }
     }

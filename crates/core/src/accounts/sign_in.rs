@@ -1,4 +1,4 @@
-//! Sign-up, sign-in and the step-up password check: the whole flow of each, so that the
+//! Sign-in and the step-up password check: the whole flow of each, so that the
 //! pages only parse their input and show the outcome.
 //!
 //! Sign-in and step-up share one password check (`PasswordGate::check`): both guess the
@@ -11,22 +11,18 @@ use uuid::Uuid;
 
 use super::familiar::{self, DeviceId, Familiarity};
 use super::{
-    clear_failed_sign_ins, client_sign_in_key, conclude_failure, create_user, find_login_by_email, find_password_hash,
+    clear_failed_sign_ins, client_sign_in_key, conclude_failure, find_login_by_email, find_password_hash,
     normalize_email, refund_attempt, replace_password_hash_if_unchanged, reserve_attempt, reserve_attempts,
-    sign_in_key, validate_display_name, validate_email, validate_password, CreateUserError, HashError, InputError,
-    NewUser, PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
+    sign_in_key, HashError, InputError, PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS,
+    PASSWORD_MAX_CHARS,
 };
 use crate::audit::{Action, Actor, Audit, Detail, Event, Origin, Outcome, Target};
 use crate::clock::Clock;
 use crate::db::{Pool, PooledConn};
 use crate::notifications::{notify, Notice};
 use crate::pseudonym::PseudonymKeys;
-use crate::rate_limit::{self, RateLimit};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::AsyncConnection;
-
-/// The key of the overall sign-up count.
-const SIGN_UPS_OVERALL_KEY: &[u8] = b"sign-ups-overall";
 
 /// Why an account operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -687,117 +683,4 @@ impl<'a> PasswordGate<'a> {
             tracing::warn!(error = %e, "could not upgrade a password hash");
         }
     }
-}
-
-/// How many accounts may be created, per client network and overall: each costs a
-/// password hash (the most expensive thing we do) and a row, and accounts are free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignUpLimits {
-    /// `FLUXI_SIGNUPS_PER_NETWORK_HOUR` (default 20: an office onboarding together).
-    pub per_network: RateLimit,
-    /// `FLUXI_SIGNUPS_PER_HOUR` (default 1,000).
-    pub overall: RateLimit,
-}
-
-impl Default for SignUpLimits {
-    fn default() -> Self {
-        Self { per_network: RateLimit::per_hour(20), overall: RateLimit::per_hour(1_000) }
-    }
-}
-
-/// Where a sign-up comes from, and the limits it counts against.
-pub struct SignUpFrom<'a> {
-    pub limits: &'a SignUpLimits,
-    pub pseudonyms: &'a PseudonymKeys,
-    /// `None` when the server could not tell; then only the overall limit applies.
-    pub client_network: Option<&'a str>,
-    pub now: time::OffsetDateTime,
-    /// For the link in the verification mail.
-    pub base_url: &'a str,
-    /// The browser signing up: it and the network count as familiar to the new account
-    /// (its first sign-in there is not news to anyone).
-    pub device: Option<&'a DeviceId>,
-}
-
-/// Creates an account from a sign-up form: every field validated (all errors at once),
-/// the sign-up counted against its network's and the overall limit, the password hashed
-/// (on the new-password permits, so that sign-ups cannot crowd out sign-ins), and the
-/// email checked for uniqueness by the database. The verification mail is queued with it.
-pub async fn sign_up(
-    pool: &Pool,
-    hasher: &PasswordHasher,
-    audit: &Audit<'_>,
-    from: SignUpFrom<'_>,
-    display_name: &str,
-    email: &str,
-    password: &str,
-) -> Result<User, AccountError> {
-    let mut invalid = Vec::new();
-    let name = validate_display_name(display_name).map_err(|e| invalid.push(e)).ok();
-    let email = validate_email(email).map_err(|e| invalid.push(e)).ok();
-    let _ = validate_password(password).map_err(|e| invalid.push(e));
-    let (Some(name), Some(email), true) = (name, email, invalid.is_empty()) else {
-        return Err(AccountError::Invalid(invalid));
-    };
-    let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
-    let network_key = from.client_network.map(|n| from.pseudonyms.current().pseudonym("sign-up-network", n));
-    // The network's count first: a network already refused must not use up the overall count.
-    let mut limits: Vec<_> = network_key.map(|key| (key, from.limits.per_network, false)).into_iter().collect();
-    limits.push((SIGN_UPS_OVERALL_KEY.to_vec(), from.limits.overall, true));
-    let mut taken = Vec::new();
-    for (key, limit, overall) in limits {
-        let result = rate_limit::take(&mut conn, &key, limit, from.now).await?;
-        taken.push(key);
-        if let Err(wait) = result {
-            for key in &taken {
-                rate_limit::give_back(&mut conn, key).await?;
-            }
-            return Err(AccountError::SignUpsThrottled { wait, overall });
-        }
-    }
-    drop(conn);
-    let hash = match hasher.hash(password).await {
-        Ok(hash) => hash,
-        Err(e) => {
-            // Not created: the sign-up does not count.
-            if let Ok(mut conn) = pool.get().await {
-                for key in &taken {
-                    rate_limit::give_back(&mut conn, key).await?;
-                }
-            }
-            return Err(e.into());
-        }
-    };
-    let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
-    let new = NewUser {
-        email: &email,
-        email_normalized: &normalize_email(&email),
-        display_name: &name,
-        password_hash: &hash,
-    };
-    let (base_url, now, device) = (from.base_url, from.now, from.device);
-    let network_pn = from.client_network.map(|n| familiar::network_pseudonym(from.pseudonyms.current(), n));
-    let created = conn
-        .transaction::<_, CreateUserError, _>(|c| {
-            async move {
-                // An address another account may still take back (an email change's undo link) is not free.
-                if super::links::address_held(c, new.email_normalized, None, now).await? {
-                    return Err(CreateUserError::EmailTaken);
-                }
-                let user = create_user(c, new).await?;
-                let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
-                let event = Event::account(Some(user.id), Action::SignedUp, Outcome::Succeeded, Detail::None);
-                let audit = audit.as_actor(actor);
-                audit.record(c, event).await?;
-                super::verification::send_verification_mail(c, &audit, &user, base_url, now).await?;
-                familiar::remember(c, user.id, device, network_pn.as_deref(), now).await?;
-                Ok(user)
-            }
-            .scope_boxed()
-        })
-        .await;
-    created.map_err(|e| match e {
-        CreateUserError::EmailTaken => AccountError::Invalid(vec![InputError::EmailTaken]),
-        CreateUserError::Database(e) => AccountError::Database(e),
-    })
 }

@@ -61,6 +61,9 @@ macro_rules! actions {
 }
 
 actions! {
+    SignUpRequested = "account.sign_up_requested", Accounts, "Asked to sign up (link mailed)";
+    SignUpAddressInUse = "account.sign_up_address_in_use", Accounts, "Someone tried to sign up with the account's address";
+    SignUpRefused = "account.sign_up_refused", Accounts, "Sign-up link refused";
     SignedUp = "account.signed_up", Accounts, "Signed up";
     EmailVerificationSent = "account.email_verification_sent", Accounts, "Verification mail sent";
     EmailVerified = "account.email_verified", Accounts, "Verified their email address";
@@ -346,6 +349,10 @@ pub enum Detail {
     RecoveryCodes {
         remaining: u32,
     },
+    /// A sign-up link given another password than the one chosen at sign-up.
+    WrongPassword,
+    /// The address belongs to an account (or is held for one's undo link).
+    AddressInUse,
     /// Why a mailed link (verification, reset) did nothing.
     Link {
         problem: crate::accounts::LinkProblem,
