@@ -70,7 +70,8 @@ export async function submitSignUp(page: Page, name: string, email: string, pass
 
 /** Opens the link mailed to finish the sign-up of `email` and gives the password. */
 export async function finishSignUp(page: Page, email: string, password = PASSWORD): Promise<void> {
-  await page.goto(await mailedLinkFor(page, email, '/confirm-sign-up/'));
+  // The link may carry where the sign-up started (`?next=`).
+  await page.goto(await linkInMailTo(page, email, /\/confirm-sign-up\/([0-9a-f]{64}(?:\?next=[^\s]*)?)/, '/confirm-sign-up/'));
   await ready(page);
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Create account' }).click();
@@ -117,7 +118,10 @@ async function linkInMailTo(page: Page, email: string, pattern: RegExp, prefix: 
       async () => {
         const res = await page.request.get(`${sink}?to=${encodeURIComponent(email)}`);
         const messages: { data: string }[] = await res.json();
-        const text = messages.map((m) => m.data.replace(/=\r?\n/g, '')).join('\n');
+        // Quoted-printable: soft line breaks undone, `=XX` decoded.
+        const text = messages
+          .map((m) => m.data.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16))))
+          .join('\n');
         const global = new RegExp(pattern.source, 'g');
         const matches = [...text.matchAll(global)];
         link = matches.length >= mails ? `${prefix}${matches[matches.length - 1][1]}` : '';

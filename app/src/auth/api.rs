@@ -95,17 +95,13 @@ pub async fn sign_up_link(token: String) -> Result<SignUpLinkState, AppError> {
 }
 
 /// "Create account" on the mailed link's page: the link and the password chosen at
-/// sign-up create the account, its address verified, and sign this browser in.
+/// sign-up create the account, its address verified, and sign this browser in; then to
+/// `next` (from the link: the page the sign-up started from), if it is a same-site path.
 #[server(prefix = "/api", endpoint = "confirm_sign_up")]
-pub async fn confirm_sign_up(token: String, password: String) -> Result<(), AppError> {
+pub async fn confirm_sign_up(token: String, password: String, next: Option<String>) -> Result<(), AppError> {
     use crate::ssr;
-    use fluxi_core::accounts::PASSWORD_MAX_CHARS;
-    // Checked before the link's count: no sign-up could have chosen these.
     if password.is_empty() {
         return Err(AppError::field("password", "Enter the password you chose when signing up."));
-    }
-    if password.chars().count() > PASSWORD_MAX_CHARS {
-        return Err(AppError::field("password", "This is not the password you chose when signing up."));
     }
     let state = ssr::state()?;
     let session = ssr::session().await?;
@@ -114,12 +110,12 @@ pub async fn confirm_sign_up(token: String, password: String) -> Result<(), AppE
     let audit = ssr::audit_with(&state, &origin, fluxi_core::audit::Actor::Anonymous { email_normalized: None });
     let place = fluxi_core::accounts::Place { network: origin.network.as_deref(), device: Some(&device) };
     let (pool, hasher, keys) = (&state.pool, &state.hasher, &state.pseudonyms);
-    let signed_up =
+    let user =
         fluxi_core::accounts::sign_up::confirm_sign_up(pool, hasher, &audit, token.trim(), &password, place, keys)
             .await?;
-    ssr::start_session(&state, &session, &signed_up.user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?;
+    ssr::start_session(&state, &session, &user, fluxi_core::sessions::SignedInWith::PasswordOnly).await?;
     ssr::remember_device(&state, &device);
-    leptos_axum::redirect(&signed_up.next.unwrap_or_else(|| "/account".into()));
+    leptos_axum::redirect(&safe_next_path(next.as_deref()).unwrap_or_else(|| "/account".into()));
     Ok(())
 }
 

@@ -76,6 +76,7 @@ pub fn SignupPage() -> impl IntoView {
 #[component]
 pub fn ConfirmSignUpPage() -> impl IntoView {
     let params = use_params_map();
+    let query = use_query_map();
     let token = move || params.read().get("token").unwrap_or_default();
     // Shared with the navigation, whose signed-in person refetches when it completes.
     let confirm = expect_context::<AuthContext>().confirm_sign_up;
@@ -97,6 +98,7 @@ pub fn ConfirmSignUpPage() -> impl IntoView {
                             <ActionForm action=confirm attr:novalidate=true attr:class="space-y-4">
                                 <FormAlert message=Signal::derive(move || error.get().and_then(|e| e.form_message()))/>
                                 <input type="hidden" name="token" value=token()/>
+                                <input type="hidden" name="next" value=query.read_untracked().get("next").unwrap_or_default()/>
                                 <TextField label="Password" name="password" kind="password" autocomplete="current-password"
                                     error=field_error(error, "password")/>
                                 <button type="submit" class=BUTTON_CLASS>"Create account"</button>

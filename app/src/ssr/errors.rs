@@ -44,10 +44,9 @@ impl From<AccountError> for AppError {
                 format!("Too many failed sign-ins from your network. Try again in {}.", in_minutes(wait)),
                 wait,
             ),
-            AccountError::SignUpsThrottled { wait, overall: false } => too_many_for(
-                format!("Too many accounts were created from your network. Try again in {}.", in_minutes(wait)),
-                wait,
-            ),
+            AccountError::SignUpsThrottled { wait, overall: false } => {
+                too_many_for(format!("Too many sign-ups from your network. Try again in {}.", in_minutes(wait)), wait)
+            }
             AccountError::SignUpsThrottled { wait, overall: true } => {
                 too_many_for(format!("Sign-ups are paused for a while. Try again in {}.", in_minutes(wait)), wait)
             }

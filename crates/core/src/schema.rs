@@ -183,7 +183,6 @@ diesel::table! {
         email_normalized -> Text,
         display_name -> Text,
         password_hash -> Text,
-        next_path -> Nullable<Text>,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
         password_attempts -> Int4,

@@ -9,8 +9,6 @@ CREATE TABLE pending_sign_ups (
     email_normalized TEXT NOT NULL,
     display_name TEXT NOT NULL,
     password_hash TEXT NOT NULL,
-    -- Where to go once signed in (a same-site path, checked when stored).
-    next_path TEXT,
     created_at TIMESTAMPTZ NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL,
     -- Passwords tried with the link, right or wrong; at the limit it stops working.

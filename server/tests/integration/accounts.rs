@@ -143,6 +143,22 @@ async fn a_sign_up_link_expires() {
     assert_eq!(delete_expired_sign_ups(&mut conn, now + time::Duration::days(1)).await.unwrap(), 1);
 }
 
+/// Links we never issued are refused, and recorded once per network and repeat window:
+/// anyone can send them as fast as they like.
+#[tokio::test]
+async fn made_up_sign_up_links_do_not_flood_the_trail() {
+    let app = TestApp::spawn().await;
+    let before = common::recorded(&app, fluxi_core::audit::Action::SignUpRefused).await.len();
+    for i in 0..10 {
+        let token = format!("{i:02}").repeat(32);
+        let res = app.client().call("confirm_sign_up", &[("token", &token), ("password", PASSWORD)]).await;
+        assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("not valid")), "{}", res.body);
+    }
+    let res = app.client().call("confirm_sign_up", &[("token", "../x"), ("password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert_eq!(common::recorded(&app, fluxi_core::audit::Action::SignUpRefused).await.len(), before + 1);
+}
+
 #[tokio::test]
 async fn stored_hash_is_argon2id_with_owasp_parameters() {
     let app = TestApp::spawn().await;
@@ -220,38 +236,94 @@ async fn concurrent_confirmations_create_one_account() {
     let replies = futures::future::join_all(calls).await;
     let statuses: Vec<_> = replies.iter().map(|r| r.status).collect();
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    let exists = |r: &&common::Reply| matches!(r.error(), AppError::Rejected(m) if m.contains("exists already"));
     for r in replies.iter().filter(|r| r.status != StatusCode::OK) {
         assert!(matches!(r.error(), AppError::Rejected(_)), "{}", r.body);
     }
+    assert!(replies.iter().filter(|r| r.status != StatusCode::OK).filter(exists).count() >= 2, "the other sign-ups");
     assert_eq!(user_count(&app).await, 1);
+}
+
+/// The sign-up link carries where the sign-up started (an invitation), so nothing of it
+/// is stored; only same-site paths survive, at both ends.
+#[tokio::test]
+async fn the_sign_up_link_brings_the_person_back_where_they_started() {
+    let app = TestApp::spawn().await;
+    let mut c = app.client();
+    let next = format!("/invite/{}", "ab".repeat(32));
+    let form =
+        [("display_name", "Invited"), ("email", "invited@example.test"), ("password", PASSWORD), ("next", &next)];
+    assert_eq!(c.call("signup", &form).await.status, StatusCode::OK);
+    let body = common::mailed_body(&app, "invited@example.test", "Finish creating your Fluxi account", 0).await;
+    let link = body.lines().find(|l| l.contains("/confirm-sign-up/")).unwrap().trim().to_string();
+    assert!(link.ends_with(&format!("?next=%2Finvite%2F{}", "ab".repeat(32))), "{link}");
+    let path = &link[link.find("/confirm-sign-up/").unwrap()..];
+    let page = c.get(path).await;
+    assert!(page.body.contains(&format!("name=\"next\" value=\"{next}\"")), "{}", page.body);
+    let token = common::sign_up_token(&app, "invited@example.test", 0).await;
+    let res = c.call("confirm_sign_up", &[("token", &token), ("password", PASSWORD), ("next", &next)]).await;
+    assert_eq!(res.location(), Some(next.as_str()));
+
+    // Another site's address is dropped when signing up, and when confirming.
+    let form = [
+        ("display_name", "E"),
+        ("email", "elsewhere@example.test"),
+        ("password", PASSWORD),
+        ("next", "//evil.example/"),
+    ];
+    assert_eq!(c.call("signup", &form).await.status, StatusCode::OK);
+    let body = common::mailed_body(&app, "elsewhere@example.test", "Finish creating your Fluxi account", 0).await;
+    assert!(!body.contains("next=") && !body.contains("evil"), "{body}");
+    let token = common::sign_up_token(&app, "elsewhere@example.test", 0).await;
+    let res = app
+        .client()
+        .call("confirm_sign_up", &[("token", &token), ("password", PASSWORD), ("next", "https://evil.example/")])
+        .await;
+    assert_eq!(res.location(), Some("/account"));
 }
 
 /// Signing up with one address again and again does not fill its mailbox.
 #[tokio::test]
 async fn sign_up_mails_to_one_address_are_capped() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(common::Options { trusted_proxies: 1, ..Default::default() }).await;
     let owner = app.person("Owner").await;
-    for email in ["again@example.test", owner.user.email.as_str()] {
-        for _ in 0..6 {
-            let res =
-                app.client().call("signup", &[("display_name", "A"), ("email", email), ("password", PASSWORD)]).await;
-            assert_eq!(res.status, StatusCode::OK, "the answer never changes");
+    let sign_up = |email: &str, network: &str| {
+        let c = app.client();
+        let req = c
+            .http()
+            .post(c.url("/api/signup"))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", network)
+            .body(common::encode(&[("display_name", "A"), ("email", email), ("password", PASSWORD)]));
+        async move { c.http().execute(req.build().unwrap()).await.unwrap().status() }
+    };
+    // Three mails an hour per address and network; ten per address from everywhere.
+    for network in ["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"] {
+        for _ in 0..4 {
+            assert_eq!(sign_up("again@example.test", network).await, StatusCode::OK, "the answer never changes");
         }
+    }
+    for _ in 0..4 {
+        assert_eq!(sign_up(&owner.user.email, "198.51.100.1").await, StatusCode::OK);
     }
     let requested = || async {
         common::recorded(&app, fluxi_core::audit::Action::SignUpRequested).await.len()
             + common::recorded(&app, fluxi_core::audit::Action::SignUpAddressInUse).await.len()
     };
     for _ in 0..500 {
-        if requested().await == 12 {
+        if requested().await == 20 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(requested().await, 12, "every attempt recorded");
-    assert_eq!(crate::passwords::subjects_to(&app, "again@example.test").await.len(), 3);
+    assert_eq!(requested().await, 20, "every attempt recorded");
+    assert_eq!(crate::passwords::subjects_to(&app, "again@example.test").await.len(), 10);
     let to_owner = crate::passwords::subjects_to(&app, &owner.user.email).await;
     assert_eq!(to_owner.iter().filter(|s| s.starts_with("Someone tried")).count(), 3, "{to_owner:?}");
+    let capped = common::recorded(&app, fluxi_core::audit::Action::SignUpRequested).await;
+    let on_owner = capped.iter().filter(|e| e.account_id == Some(owner.user.id)).count();
+    assert_eq!(on_owner, 1, "the owner sees the attempt that was not mailed too");
 }
 
 #[tokio::test]

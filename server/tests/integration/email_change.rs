@@ -168,6 +168,8 @@ async fn the_old_address_undoes_the_change_signs_out_everywhere_and_sets_a_new_p
     assert_eq!(res.status, StatusCode::OK, "the same answer as for any address: {}", res.body);
     common::mailed_body(&app, &old, "Someone tried to sign up to Fluxi with your address", 0).await;
     assert!(!mails_to(&app, &old).await.iter().any(|(_, body)| body.contains("/confirm-sign-up/")), "no sign-up link");
+    let tried = recorded(&app, Action::SignUpAddressInUse).await;
+    assert_eq!(tried[0].account_id, Some(intruder.user.id), "in the activity of the account holding the address");
     let revert = link_token(&app, &old, NOTICE_SUBJECT, "/revert-email/").await;
     let mut c = app.client();
     let state: RevertLinkState =
@@ -327,6 +329,34 @@ async fn an_unconfirmed_address_gets_no_way_into_the_account() {
     let res = app.client().call("signup", &[("display_name", "Tom"), ("email", &typo), ("password", PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     common::sign_up_token(&app, &typo, 0).await;
+}
+
+/// A sign-up that waited while its address went to an account, and then became held by
+/// that account's undo link, creates nothing.
+#[tokio::test]
+async fn a_sign_up_for_an_address_that_became_held_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let mut mover = app.person("Mover").await;
+    let wanted = format!("wanted-{}", mover.user.email);
+    let mut c = app.client();
+    let res = c.call("signup", &[("display_name", "Waiting"), ("email", &wanted), ("password", PASSWORD)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let sign_up = common::sign_up_token(&app, &wanted, 0).await;
+    for address in [wanted.clone(), format!("next-{wanted}")] {
+        assert_eq!(request_change(&mut mover.client, &address).await.status, StatusCode::OK);
+        let token = link_token(&app, &address, CONFIRM_SUBJECT, "/confirm-email/").await;
+        assert_eq!(mover.client.call("confirm_email_change", &[("token", &token)]).await.status, StatusCode::OK);
+    }
+    let res = c.call("confirm_sign_up", &[("token", &sign_up), ("password", PASSWORD)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("exists already")), "{}", res.body);
+    assert!(c.session_cookie.is_none());
+    let accounts: i64 = users::table
+        .filter(users::email_normalized.eq(&wanted))
+        .count()
+        .get_result(&mut app.db.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 0);
 }
 
 #[tokio::test]

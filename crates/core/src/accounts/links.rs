@@ -104,6 +104,16 @@ pub async fn address_held(
     except: Option<Uuid>,
     now: OffsetDateTime,
 ) -> QueryResult<bool> {
+    Ok(address_holder(conn, address_normalized, except, now).await?.is_some())
+}
+
+/// The account (other than `except`) whose revert link holds `address_normalized`, if any.
+pub async fn address_holder(
+    conn: &mut AsyncPgConnection,
+    address_normalized: &str,
+    except: Option<Uuid>,
+    now: OffsetDateTime,
+) -> QueryResult<Option<Uuid>> {
     let mut query = account_links::table
         .filter(account_links::address_normalized.eq(address_normalized))
         .filter(account_links::purpose.eq(LinkPurpose::RevertEmail.as_str()))
@@ -114,7 +124,7 @@ pub async fn address_held(
     if let Some(except) = except {
         query = query.filter(account_links::user_id.ne(except));
     }
-    diesel::select(diesel::dsl::exists(query)).get_result(conn).await
+    query.select(account_links::user_id).first(conn).await.optional()
 }
 
 /// Stops `user`'s unused links of `purpose` from working (marked replaced): a password

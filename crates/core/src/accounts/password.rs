@@ -202,6 +202,16 @@ impl PasswordHasher {
     /// does the full work against a dummy hash and returns `false`, so unknown emails and
     /// wrong passwords cannot be told apart by timing.
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, HashError> {
+        self.verify_on(false, password, stored).await
+    }
+
+    /// [`Self::verify`] on the new-password permits: the password of a sign-up checked
+    /// when its link is used counts against sign-up hashing, not sign-in's.
+    pub async fn verify_sign_up(&self, password: &str, stored: &str) -> Result<bool, HashError> {
+        self.verify_on(true, password, Some(stored)).await
+    }
+
+    async fn verify_on(&self, new_password: bool, password: &str, stored: Option<&str>) -> Result<bool, HashError> {
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let (phc, known) = match stored {
             Some(phc) => (phc.to_string(), true),
@@ -210,7 +220,7 @@ impl PasswordHasher {
         let (pool, max) = (self.memory.clone(), self.max_permits);
         let verifications = self.verifications.clone();
         let ok = self
-            .run_blocking(false, move || {
+            .run_blocking(new_password, move || {
                 verifications.fetch_add(1, Ordering::Relaxed);
                 verify_blocking(&password, &phc, &pool, max)
             })

@@ -25,7 +25,7 @@ use super::familiar::{self, DeviceId};
 use super::links::{self, LinkProblem};
 use super::{
     normalize_email, validate_display_name, validate_email, validate_password, AccountError, NewUser, PasswordHasher,
-    Place, User,
+    Place, User, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
 };
 use crate::audit::{Action, Actor, Audit, Detail, Event, Outcome};
 use crate::db::Pool;
@@ -34,6 +34,7 @@ use crate::pseudonym::PseudonymKeys;
 use crate::rate_limit::{self, RateLimit};
 use crate::schema::{pending_sign_ups, users};
 use crate::tokens::{new_token, token_hash, well_formed};
+use percent_encoding::NON_ALPHANUMERIC;
 
 /// The key of the overall sign-up count.
 const SIGN_UPS_OVERALL_KEY: &[u8] = b"sign-ups-overall";
@@ -41,9 +42,12 @@ const SIGN_UPS_OVERALL_KEY: &[u8] = b"sign-ups-overall";
 /// How long the link that finishes a sign-up works.
 pub const SIGN_UP_LINK_VALID_FOR: Duration = Duration::hours(24);
 
-/// Sign-up mails (a link, or the "someone tried" notice) per address and hour: signing up
-/// again and again with one address must not fill its mailbox.
-pub const SIGN_UP_MAILS_PER_ADDRESS: RateLimit = RateLimit::per_hour(3);
+/// Sign-up mails (a link, or the "someone tried" notice) per address and client network,
+/// and per address from everywhere, per hour: signing up again and again with one address
+/// must not fill its mailbox, and someone doing it from one network must not use up the
+/// mails of the address's owner signing up from theirs.
+pub const SIGN_UP_MAILS_PER_ADDRESS_AND_NETWORK: RateLimit = RateLimit::per_hour(3);
+pub const SIGN_UP_MAILS_PER_ADDRESS: RateLimit = RateLimit::per_hour(10);
 
 /// Passwords that may be tried with one link. Each try is counted before the password is
 /// checked, so parallel tries cannot exceed it.
@@ -85,7 +89,7 @@ pub struct AcceptedSignUp {
 
 impl std::fmt::Debug for AcceptedSignUp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AcceptedSignUp").field("email_normalized", &self.email_normalized).finish_non_exhaustive()
+        f.debug_struct("AcceptedSignUp").finish_non_exhaustive()
     }
 }
 
@@ -141,11 +145,12 @@ pub async fn accept_sign_up(
     }
 }
 
-/// Mails the address of an accepted sign-up: the link that finishes it, or — when the
-/// address belongs to an account (or is held for one's undo link) — a notice to its owner
-/// that someone tried, recorded on that account. At most [`SIGN_UP_MAILS_PER_ADDRESS`];
-/// beyond that nothing is mailed and the refusal is recorded. `next` must already be a
-/// checked same-site path.
+/// Mails the address of an accepted sign-up: the link that finishes it (carrying `next`,
+/// which must already be a checked same-site path, so that nothing of it is stored), or —
+/// when the address belongs to an account, or is held for one's undo link — a notice
+/// that someone tried, recorded on that account. Capped per address and network and per
+/// address ([`SIGN_UP_MAILS_PER_ADDRESS_AND_NETWORK`], [`SIGN_UP_MAILS_PER_ADDRESS`]);
+/// beyond that nothing is mailed and the refusal is recorded.
 pub async fn queue_sign_up(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -155,8 +160,18 @@ pub async fn queue_sign_up(
     base_url: &str,
     now: OffsetDateTime,
 ) -> QueryResult<()> {
-    let address_key = pseudonyms.current().pseudonym("sign-up-address", &accepted.email_normalized);
+    let keys = pseudonyms.current();
+    let network = audit.origin.network.as_deref().unwrap_or("-");
+    // The network's share first: a network already refused must not use up the address's.
+    let limits = [
+        (
+            keys.pseudonym("sign-up-address-network", &format!("{}\n{network}", accepted.email_normalized)),
+            SIGN_UP_MAILS_PER_ADDRESS_AND_NETWORK,
+        ),
+        (keys.pseudonym("sign-up-address", &accepted.email_normalized), SIGN_UP_MAILS_PER_ADDRESS),
+    ];
     let base_url = base_url.trim_end_matches('/');
+    let next = next.map(|n| format!("?next={}", percent_encoding::utf8_percent_encode(n, NON_ALPHANUMERIC)));
     conn.transaction(|c| {
         async move {
             let audit = audit.as_actor(Actor::Anonymous { email_normalized: Some(&accepted.email_normalized) });
@@ -166,18 +181,24 @@ pub async fn queue_sign_up(
                 .first(c)
                 .await
                 .optional()?;
-            let owner_id = owner.as_ref().map(|(id, _)| *id);
-            if let Err(wait) = rate_limit::take(c, &address_key, SIGN_UP_MAILS_PER_ADDRESS, now).await? {
-                let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
-                let event = Event::account(owner_id, Action::SignUpRequested, Outcome::Denied, detail);
-                return audit.record(c, event).await;
+            let holder = match owner {
+                Some(_) => None,
+                None => links::address_holder(c, &accepted.email_normalized, None, now).await?,
+            };
+            let in_use_by = owner.as_ref().map(|(id, _)| *id).or(holder);
+            for (key, limit) in &limits {
+                if let Err(wait) = rate_limit::take(c, key, *limit, now).await? {
+                    let detail = Detail::Throttled { retry_after_seconds: wait.whole_seconds().max(0) as u64 };
+                    let event = Event::account(in_use_by, Action::SignUpRequested, Outcome::Denied, detail);
+                    return audit.record(c, event).await;
+                }
             }
-            let held = owner.is_none() && links::address_held(c, &accepted.email_normalized, None, now).await?;
-            if owner.is_some() || held {
+            if let Some(account) = in_use_by {
+                // A held address goes to the address itself: its mailbox is the holder's.
                 let to = owner.as_ref().map_or(accepted.email.as_str(), |(_, email)| email.as_str());
                 let sign_in = format!("{base_url}/login");
                 notify_address(c, &audit, to, Notice::SignUpAddressInUse, Some(&sign_in)).await?;
-                let event = Event::account(owner_id, Action::SignUpAddressInUse, Outcome::Denied, Detail::None);
+                let event = Event::account(Some(account), Action::SignUpAddressInUse, Outcome::Denied, Detail::None);
                 return audit.record(c, event).await;
             }
             let token = new_token();
@@ -188,13 +209,12 @@ pub async fn queue_sign_up(
                     pending_sign_ups::email_normalized.eq(&accepted.email_normalized),
                     pending_sign_ups::display_name.eq(&accepted.display_name),
                     pending_sign_ups::password_hash.eq(&accepted.password_hash),
-                    pending_sign_ups::next_path.eq(next),
                     pending_sign_ups::created_at.eq(now),
                     pending_sign_ups::expires_at.eq(now + SIGN_UP_LINK_VALID_FOR),
                 ))
                 .execute(c)
                 .await?;
-            let link = format!("{base_url}/confirm-sign-up/{token}");
+            let link = format!("{base_url}/confirm-sign-up/{token}{}", next.as_deref().unwrap_or_default());
             notify_address(c, &audit, &accepted.email, Notice::SignUpLink, Some(&link)).await?;
             audit.record(c, Event::account(None, Action::SignUpRequested, Outcome::Succeeded, Detail::None)).await
         }
@@ -246,16 +266,9 @@ impl From<diesel::result::Error> for ConfirmSignUpError {
     }
 }
 
-/// A created account and where its person wanted to go.
-#[derive(Debug)]
-pub struct SignedUp {
-    pub user: User,
-    pub next: Option<String>,
-}
-
 /// Finishes a sign-up: the link's password try counted first (atomically, so parallel
 /// tries cannot pass [`SIGN_UP_PASSWORD_TRIES`]), the password checked against the one
-/// chosen at sign-up, then — in one transaction — the pending row taken, the account
+/// chosen at sign-up (on the sign-up hashing permits), then — in one transaction — the pending row taken, the account
 /// created with its address verified, `account.signed_up` recorded and `place` remembered
 /// as familiar, all at the audit clock's now. Refusals are recorded
 /// (`account.sign_up_refused`) and change nothing else.
@@ -267,8 +280,13 @@ pub async fn confirm_sign_up(
     password: &str,
     place: Place<'_>,
     pseudonyms: &PseudonymKeys,
-) -> Result<SignedUp, ConfirmSignUpError> {
+) -> Result<User, ConfirmSignUpError> {
     let now = audit.clock.now();
+    // No sign-up could have chosen these: refused before a try is counted.
+    let length = password.chars().count();
+    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&length) {
+        return Err(ConfirmSignUpError::WrongPassword);
+    }
     let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
     if !well_formed(token) {
         return Err(refused(&mut conn, audit, None, LinkProblem::Unknown).await?);
@@ -290,8 +308,19 @@ pub async fn confirm_sign_up(
         return Err(refused(&mut conn, audit, None, problem).await?);
     };
     drop(conn);
-    let right = hasher.verify(password, Some(&stored)).await.map_err(AccountError::from)?;
+    let checked = hasher.verify_sign_up(password, &stored).await;
     let mut conn = pool.get().await.map_err(|e| AccountError::Unavailable(e.to_string()))?;
+    let right = match checked {
+        Ok(right) => right,
+        Err(e) => {
+            // Not checked (no hashing permit in time): the try does not count.
+            diesel::update(pending_sign_ups::table.find(&hash))
+                .set(pending_sign_ups::password_attempts.eq(pending_sign_ups::password_attempts - 1))
+                .execute(&mut conn)
+                .await?;
+            return Err(AccountError::from(e).into());
+        }
+    };
     if !right {
         let audit = audit.as_actor(Actor::Anonymous { email_normalized: Some(&email_normalized) });
         let event = Event::account(None, Action::SignUpRefused, Outcome::Denied, Detail::WrongPassword);
@@ -309,20 +338,19 @@ pub async fn confirm_sign_up(
                     .bind::<diesel::sql_types::Text, _>(&email_normalized)
                     .execute(c)
                     .await?;
-                type Pending = (String, String, String, String, Option<String>);
+                type Pending = (String, String, String, String);
                 let taken: Option<Pending> = diesel::delete(pending_sign_ups::table.find(&hash))
                     .returning((
                         pending_sign_ups::email,
                         pending_sign_ups::email_normalized,
                         pending_sign_ups::display_name,
                         pending_sign_ups::password_hash,
-                        pending_sign_ups::next_path,
                     ))
                     .get_result(c)
                     .await
                     .optional()?;
                 // Confirmed by a parallel request with the same link.
-                let Some((email, email_normalized, display_name, password_hash, next)) = taken else {
+                let Some((email, email_normalized, display_name, password_hash)) = taken else {
                     return Ok(Err(refused(c, audit, None, LinkProblem::Used).await?));
                 };
                 let new = NewUser {
@@ -350,17 +378,13 @@ pub async fn confirm_sign_up(
                     audit.record(c, event).await?;
                     return Ok(Err(ConfirmSignUpError::AddressInUse));
                 };
-                // The other sign-ups waiting for this address can no longer succeed.
-                diesel::delete(
-                    pending_sign_ups::table.filter(pending_sign_ups::email_normalized.eq(&email_normalized)),
-                )
-                .execute(c)
-                .await?;
+                // Other sign-ups waiting for this address stay: each says "exists already"
+                // when tried (and is removed then), or expires.
                 let actor = Actor::User { id: user.id, email_normalized: &user.email_normalized };
                 let event = Event::account(Some(user.id), Action::SignedUp, Outcome::Succeeded, Detail::None);
                 audit.as_actor(actor).record(c, event).await?;
                 familiar::remember(c, user.id, device, network_pn.as_deref(), now).await?;
-                Ok(Ok(SignedUp { user, next }))
+                Ok(Ok(user))
             }
             .scope_boxed()
         })
@@ -368,7 +392,9 @@ pub async fn confirm_sign_up(
     outcome
 }
 
-/// Records a sign-up link that did nothing and returns the error to answer with.
+/// Records a sign-up link that did nothing and returns the error to answer with. Tokens
+/// we never issued are recorded once per client network and repeat window: anyone can
+/// send them, as fast as they like, and each would otherwise take the account chain's lock.
 async fn refused(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -377,7 +403,12 @@ async fn refused(
 ) -> QueryResult<ConfirmSignUpError> {
     let audit = audit.as_actor(Actor::Anonymous { email_normalized });
     let event = Event::account(None, Action::SignUpRefused, Outcome::Denied, Detail::Link { problem });
-    audit.record(conn, event).await?;
+    if problem == LinkProblem::Unknown {
+        let key = format!("sign-up-unknown-link\n{}", audit.origin.network.as_deref().unwrap_or("-"));
+        audit.record_unless_repeated(conn, key.as_bytes(), event).await?;
+    } else {
+        audit.record(conn, event).await?;
+    }
     Ok(ConfirmSignUpError::Link(problem))
 }
 

@@ -61,7 +61,7 @@ macro_rules! actions {
 }
 
 actions! {
-    SignUpRequested = "account.sign_up_requested", Accounts, "Asked to sign up (link mailed)";
+    SignUpRequested = "account.sign_up_requested", Accounts, "Asked to sign up with this address";
     SignUpAddressInUse = "account.sign_up_address_in_use", Accounts, "Someone tried to sign up with the account's address";
     SignUpRefused = "account.sign_up_refused", Accounts, "Sign-up link refused";
     SignedUp = "account.signed_up", Accounts, "Signed up";
