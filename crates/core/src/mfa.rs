@@ -364,42 +364,61 @@ pub async fn verify_code(
     code: &str,
 ) -> Result<(), MfaError> {
     let code = normalize_code(code).ok_or(MfaError::MalformedCode)?;
-    let now = audit.clock.now();
-    let row = totp_row(conn, user).await?.filter(|r| r.confirmed_at.is_some()).ok_or(MfaError::NotEnabled)?;
-    let secret = keyring.open(Purpose::TotpSecret, &owner(&user), &row.sealed())?;
-    // The label is not part of the code; any will do here.
-    let Some(step) = totp(&secret, "-").check(&code, unix_seconds(now)) else {
-        let event = Event::account(Some(user), Action::MfaCodeFailed, Outcome::Failed, method(false));
-        audit.record(conn, event).await?;
-        return Err(MfaError::WrongCode);
-    };
+    let code = code.as_str();
     conn.transaction::<_, MfaError, _>(|c| {
         async move {
-            let accepted = diesel::update(
-                mfa_totp::table
-                    .filter(mfa_totp::user_id.eq(user))
-                    .filter(mfa_totp::confirmed_at.is_not_null())
-                    .filter(mfa_totp::last_step.lt(step as i64)),
-            )
-            .set(mfa_totp::last_step.eq(step as i64))
-            .execute(c)
-            .await?;
-            let (action, outcome) = if accepted == 1 {
-                (Action::MfaCodeAccepted, Outcome::Succeeded)
-            } else {
-                (Action::MfaCodeReplayed, Outcome::Denied)
-            };
-            audit.record(c, Event::account(Some(user), action, outcome, method(false))).await?;
-            if accepted == 0 {
-                notify(c, audit, user, Notice::CodeReused).await?;
+            // A refusal commits: its event (and a replay's notice) must stay.
+            match accept_code(c, audit, keyring, user, code).await {
+                Ok(()) => {
+                    let event = Event::account(Some(user), Action::MfaCodeAccepted, Outcome::Succeeded, method(false));
+                    audit.record(c, event).await?;
+                    Ok(Ok(()))
+                }
+                Err(e @ (MfaError::WrongCode | MfaError::CodeAlreadyUsed)) => Ok(Err(e)),
+                Err(e) => Err(e),
             }
-            Ok(accepted == 1)
         }
         .scope_boxed()
     })
     .await?
-    .then_some(())
-    .ok_or(MfaError::CodeAlreadyUsed)
+}
+
+/// Inside the caller's transaction: checks a code from the account's authenticator app
+/// and uses up its time step, in one statement (so of N simultaneous submissions of one
+/// code exactly one is accepted). Records a wrong code or a replay; recording the
+/// acceptance is the caller's (a sign-in records it as its own success).
+pub async fn accept_code(
+    c: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    keyring: &Keyring,
+    user: Uuid,
+    code: &str,
+) -> Result<(), MfaError> {
+    let code = normalize_code(code).ok_or(MfaError::MalformedCode)?;
+    let now = audit.clock.now();
+    let row = totp_row(c, user).await?.filter(|r| r.confirmed_at.is_some()).ok_or(MfaError::NotEnabled)?;
+    let secret = keyring.open(Purpose::TotpSecret, &owner(&user), &row.sealed())?;
+    // The label is not part of the code; any will do here.
+    let Some(step) = totp(&secret, "-").check(&code, unix_seconds(now)) else {
+        let event = Event::account(Some(user), Action::MfaCodeFailed, Outcome::Failed, method(false));
+        audit.record(c, event).await?;
+        return Err(MfaError::WrongCode);
+    };
+    let accepted = diesel::update(
+        mfa_totp::table
+            .filter(mfa_totp::user_id.eq(user))
+            .filter(mfa_totp::confirmed_at.is_not_null())
+            .filter(mfa_totp::last_step.lt(step as i64)),
+    )
+    .set(mfa_totp::last_step.eq(step as i64))
+    .execute(c)
+    .await?;
+    if accepted == 1 {
+        return Ok(());
+    }
+    audit.record(c, Event::account(Some(user), Action::MfaCodeReplayed, Outcome::Denied, method(false))).await?;
+    notify(c, audit, user, Notice::CodeReused).await?;
+    Err(MfaError::CodeAlreadyUsed)
 }
 
 /// Uses up one recovery code: found and deleted in one statement, so it works once.

@@ -25,6 +25,7 @@ pub use rules::{
 pub use sign_in::{AccountError, PasswordGate, PendingSecondFactor, Place, SecondFactor, SignInOutcome, StepUpFor};
 pub use sign_up::{SignUpFrom, SignUpLimits};
 pub use throttle::{
-    clear_failed_sign_ins, client_sign_in_key, conclude_failure, delete_stale_sign_in_failures, record_failed_sign_in,
-    refund_attempt, reserve_attempt, reserve_attempts, sign_in_key, FailedSignIns, SignInThrottle,
+    clear_failed_sign_ins, client_sign_in_key, conclude_failure, conclude_locked_failure,
+    delete_stale_sign_in_failures, record_failed_sign_in, refund_attempt, reserve_attempt, reserve_attempts,
+    reserve_locked, sign_in_key, FailedSignIns, SignInThrottle,
 };

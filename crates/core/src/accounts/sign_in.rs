@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::familiar::{self, DeviceId, Familiarity};
 use super::{
-    clear_failed_sign_ins, client_sign_in_key, conclude_failure, find_login_by_email, find_password_hash,
-    normalize_email, refund_attempt, replace_password_hash_if_unchanged, reserve_attempt, reserve_attempts,
-    sign_in_key, HashError, InputError, PasswordHasher, SignInThrottle, StoredPasswordHash, User, EMAIL_MAX_CHARS,
-    PASSWORD_MAX_CHARS,
+    clear_failed_sign_ins, client_sign_in_key, conclude_failure, conclude_locked_failure, find_login_by_email,
+    find_password_hash, normalize_email, refund_attempt, replace_password_hash_if_unchanged, reserve_attempt,
+    reserve_attempts, reserve_locked, sign_in_key, HashError, InputError, PasswordHasher, SignInThrottle,
+    StoredPasswordHash, User, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS,
 };
 use crate::audit::{Action, Actor, Audit, Detail, Event, Origin, Outcome, Target};
 use crate::clock::Clock;
@@ -139,6 +139,15 @@ pub enum SecondFactor<'a> {
 }
 
 impl SecondFactor<'_> {
+    fn method(self) -> crate::audit::SecondFactorMethod {
+        use crate::audit::SecondFactorMethod;
+        match self {
+            SecondFactor::Code(_) => SecondFactorMethod::AuthenticatorApp,
+            SecondFactor::RecoveryCode(_) => SecondFactorMethod::RecoveryCode,
+            SecondFactor::Passkey { .. } => SecondFactorMethod::Passkey,
+        }
+    }
+
     /// Malformed input is refused before it counts as an attempt.
     fn well_formed(self) -> Result<(), AccountError> {
         use crate::mfa::{normalize_code, normalize_recovery_code, MfaError};
@@ -150,6 +159,36 @@ impl SecondFactor<'_> {
                 Err(AccountError::SecondFactor(MfaError::MalformedRecoveryCode))
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// Why a second factor was not accepted (the transaction that checked it commits).
+enum CodeRefusal {
+    /// The count was blocked: not checked.
+    Throttled(Duration),
+    /// Wrong or reused: counted.
+    Wrong(crate::mfa::MfaError),
+    /// Neither checked nor counted (no second factor to check, a malformed answer).
+    Other(crate::mfa::MfaError),
+}
+
+/// Inside the caller's transaction: checks `proof` for `user`, recording refusals (and,
+/// for a recovery code, its use). The success is the caller's to record.
+async fn check_proof(
+    c: &mut diesel_async::AsyncPgConnection,
+    audit: &Audit<'_>,
+    keyring: &crate::secrets::Keyring,
+    user: Uuid,
+    proof: SecondFactor<'_>,
+    now: time::OffsetDateTime,
+) -> Result<(), crate::mfa::MfaError> {
+    use crate::mfa;
+    match proof {
+        SecondFactor::Code(code) => mfa::accept_code(c, audit, keyring, user, code).await,
+        SecondFactor::RecoveryCode(code) => mfa::use_recovery_code(c, audit, keyring, user, code).await.map(|_| ()),
+        SecondFactor::Passkey { rp, challenge, credential } => {
+            crate::passkeys::check_second_factor(c, rp, user, challenge, credential, now).await.map_err(Into::into)
         }
     }
 }
@@ -318,11 +357,12 @@ impl<'a> PasswordGate<'a> {
         pending: &mut PendingSecondFactor,
         proof: SecondFactor<'_>,
     ) -> Result<User, AccountError> {
-        use crate::mfa::{self, MfaError};
+        use crate::mfa::MfaError;
         let now = self.clock.now();
         if pending.expired(now) || pending.failures >= PendingSecondFactor::MAX_FAILURES {
             return Err(AccountError::SecondFactorExpired);
         }
+        proof.well_formed()?;
         let mut conn = self.conn().await?;
         let user = super::find_user_by_id(&mut conn, pending.user_id)
             .await?
@@ -345,67 +385,65 @@ impl<'a> PasswordGate<'a> {
             _ => (self.elsewhere_throttle, keys.pseudonym("codes-elsewhere", &user.email_normalized)),
         };
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
-        proof.well_formed()?;
-        // The attempt is counted before the code is checked, so a burst of parallel
-        // guesses gets no more checks than the count's limit.
-        if let Err(wait) = reserve_attempt(&mut conn, code_throttle, &account_key, now).await? {
-            return Err(self.refused_code(&mut conn, &audit, user.id, &account_key, wait).await?);
-        }
-        let (checked, method) = match proof {
-            SecondFactor::Code(code) => (
-                mfa::verify_code(&mut conn, &audit, self.keyring, user.id, code).await,
-                crate::audit::SecondFactorMethod::AuthenticatorApp,
-            ),
-            SecondFactor::RecoveryCode(code) => (
-                mfa::use_recovery_code(&mut conn, &audit, self.keyring, user.id, code).await.map(|_| ()),
-                crate::audit::SecondFactorMethod::RecoveryCode,
-            ),
-            SecondFactor::Passkey { rp, challenge, credential } => (
-                crate::passkeys::check_second_factor(&mut conn, rp, user.id, challenge, credential, now)
-                    .await
-                    .map_err(MfaError::from),
-                crate::audit::SecondFactorMethod::Passkey,
-            ),
-        };
-        match checked {
-            Ok(()) => {
-                let (audit, account_key) = (&audit, &account_key);
-                let (pending_device, pending_network) = (pending.device.as_ref(), pending.network_pn.as_deref());
-                conn.transaction::<_, AccountError, _>(|c| {
-                    async move {
-                        clear_failed_sign_ins(c, account_key).await?;
-                        let network_pn = pending_network.and_then(|n| hex::decode(n).ok());
-                        let new_place =
-                            familiar::remember(c, user.id, pending_device, network_pn.as_deref(), now).await?;
-                        if new_place && user.email_verified_at.is_some() {
-                            notify(c, audit, user.id, Notice::NewPlace).await?;
+        let method = proof.method();
+        let (audit, account_key, user_ref) = (&audit, &account_key, &user);
+        let (pending_device, pending_network) = (pending.device.as_ref(), pending.network_pn.as_deref());
+        let keyring = self.keyring;
+        // One transaction: the count is locked while the code is checked (see
+        // `reserve_locked`), and a success forgives it, remembers the place and records
+        // the sign-in with what it used.
+        let checked = conn
+            .transaction::<_, AccountError, _>(|c| {
+                async move {
+                    let reserved = match reserve_locked(c, code_throttle, account_key, now).await? {
+                        Ok(reserved) => reserved,
+                        Err(wait) => return Ok(Err(CodeRefusal::Throttled(wait))),
+                    };
+                    match check_proof(c, audit, keyring, user_ref.id, proof, now).await {
+                        Ok(()) => {}
+                        Err(
+                            e @ (MfaError::WrongCode
+                            | MfaError::CodeAlreadyUsed
+                            | MfaError::WrongRecoveryCode
+                            | MfaError::PasskeyRefused),
+                        ) => {
+                            conclude_locked_failure(c, code_throttle, account_key, reserved, now).await?;
+                            return Ok(Err(CodeRefusal::Wrong(e)));
                         }
-                        let detail = Detail::SecondFactor { method };
-                        let event = Event::account(Some(user.id), Action::SignInSucceeded, Outcome::Succeeded, detail);
-                        audit.record(c, event).await?;
-                        Ok(())
+                        Err(MfaError::Database(e)) => return Err(AccountError::Database(e)),
+                        Err(e) => return Ok(Err(CodeRefusal::Other(e))),
                     }
-                    .scope_boxed()
-                })
-                .await?;
-                Ok(user)
+                    clear_failed_sign_ins(c, account_key).await?;
+                    let network_pn = pending_network.and_then(|n| hex::decode(n).ok());
+                    let new_place =
+                        familiar::remember(c, user_ref.id, pending_device, network_pn.as_deref(), now).await?;
+                    if new_place && user_ref.email_verified_at.is_some() {
+                        notify(c, audit, user_ref.id, Notice::NewPlace).await?;
+                    }
+                    let detail = Detail::SecondFactor { method };
+                    let event = Event::account(Some(user_ref.id), Action::SignInSucceeded, Outcome::Succeeded, detail);
+                    audit.record(c, event).await?;
+                    Ok(Ok(()))
+                }
+                .scope_boxed()
+            })
+            .await?;
+        match checked {
+            Ok(()) => Ok(user),
+            Err(CodeRefusal::Throttled(wait)) => {
+                Err(self.refused_code(&mut conn, audit, user.id, account_key, wait).await?)
             }
-            Err(
-                e @ (MfaError::WrongCode
-                | MfaError::CodeAlreadyUsed
-                | MfaError::WrongRecoveryCode
-                | MfaError::PasskeyRefused),
-            ) => {
-                conclude_failure(&mut conn, code_throttle, &account_key, now).await?;
+            Err(CodeRefusal::Wrong(e)) => {
                 pending.failures += 1;
                 if pending.failures >= PendingSecondFactor::MAX_FAILURES {
                     return Err(AccountError::TooManyCodes);
                 }
                 Err(AccountError::SecondFactor(e))
             }
-            Err(MfaError::NotEnabled | MfaError::NoPendingEnrolment) => Err(AccountError::SecondFactorExpired),
-            Err(MfaError::Database(e)) => Err(AccountError::Database(e)),
-            Err(e) => Err(AccountError::SecondFactor(e)),
+            Err(CodeRefusal::Other(MfaError::NotEnabled | MfaError::NoPendingEnrolment)) => {
+                Err(AccountError::SecondFactorExpired)
+            }
+            Err(CodeRefusal::Other(e)) => Err(AccountError::SecondFactor(e)),
         }
     }
 

@@ -203,6 +203,32 @@ pub async fn reserve_attempts(
     .await
 }
 
+/// Inside the caller's transaction: reserves one attempt on `key`'s count and keeps its
+/// row locked until the transaction ends, for a check cheap enough to run under the lock
+/// (a code, not a password). Parallel attempts wait on the lock, so none is checked past
+/// the limit and the reservation need not be stored: the caller ends it with
+/// [`clear_failed_sign_ins`] on success or [`conclude_locked_failure`] on a wrong answer,
+/// or leaves the count as it was. Returns the reserved count, or how long to wait.
+pub async fn reserve_locked(
+    c: &mut AsyncPgConnection,
+    throttle: &SignInThrottle,
+    key: &[u8],
+    now: OffsetDateTime,
+) -> QueryResult<Result<FailedSignIns, Duration>> {
+    Ok(throttle.reserve(Some(locked_count(c, key, now).await?), now))
+}
+
+/// Concludes an attempt reserved by [`reserve_locked`] that turned out wrong.
+pub async fn conclude_locked_failure(
+    c: &mut AsyncPgConnection,
+    throttle: &SignInThrottle,
+    key: &[u8],
+    reserved: FailedSignIns,
+    now: OffsetDateTime,
+) -> QueryResult<()> {
+    store_count(c, key, throttle.after_concluded_failure(reserved, now)).await
+}
+
 /// Concludes an attempt reserved by [`reserve_attempts`] that turned out wrong: the
 /// count is already there; reaching the limit now blocks it
 /// ([`SignInThrottle::after_concluded_failure`]).
