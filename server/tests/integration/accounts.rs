@@ -146,17 +146,30 @@ async fn a_sign_up_link_expires() {
 /// Links we never issued are refused, and recorded once per network and repeat window:
 /// anyone can send them as fast as they like.
 #[tokio::test]
-async fn made_up_sign_up_links_do_not_flood_the_trail() {
+async fn made_up_mailed_links_do_not_flood_the_trail() {
+    use fluxi_core::audit::Action;
     let app = TestApp::spawn().await;
-    let before = common::recorded(&app, fluxi_core::audit::Action::SignUpRefused).await.len();
-    for i in 0..10 {
-        let token = format!("{i:02}").repeat(32);
-        let res = app.client().call("confirm_sign_up", &[("token", &token), ("password", PASSWORD)]).await;
-        assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("not valid")), "{}", res.body);
+    // Links anyone can try without an account: sign-up, password reset, undoing an address change.
+    let links = [
+        ("confirm_sign_up", "password", Action::SignUpRefused),
+        ("reset_password", "new_password", Action::PasswordResetRefused),
+        ("revert_email_change", "new_password", Action::EmailChangeRefused),
+    ];
+    for (function, password_field, action) in links {
+        let before = common::recorded(&app, action).await.len();
+        for i in 0..10 {
+            let token = format!("{i:02}").repeat(32);
+            let res = app.client().call(function, &[("token", &token), (password_field, PASSWORD)]).await;
+            assert!(
+                matches!(res.error(), AppError::Rejected(m) if m.contains("not valid")),
+                "{function}: {}",
+                res.body
+            );
+        }
+        let res = app.client().call(function, &[("token", "../x"), (password_field, PASSWORD)]).await;
+        assert!(matches!(res.error(), AppError::Rejected(_)), "{function}: {}", res.body);
+        assert_eq!(common::recorded(&app, action).await.len(), before + 1, "{function}: once per network");
     }
-    let res = app.client().call("confirm_sign_up", &[("token", "../x"), ("password", PASSWORD)]).await;
-    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
-    assert_eq!(common::recorded(&app, fluxi_core::audit::Action::SignUpRefused).await.len(), before + 1);
 }
 
 #[tokio::test]

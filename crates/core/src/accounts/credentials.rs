@@ -254,6 +254,6 @@ async fn refused(
     problem: LinkProblem,
 ) -> Result<ResetError, ResetError> {
     let event = Event::account(account, Action::PasswordResetRefused, Outcome::Denied, Detail::Link { problem });
-    audit.record(conn, event).await?;
+    super::links::record_refusal(conn, audit, event, problem).await?;
     Ok(ResetError::Link(problem))
 }

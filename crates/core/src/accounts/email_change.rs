@@ -327,6 +327,6 @@ async fn refused(
     problem: LinkProblem,
 ) -> Result<EmailChangeError, EmailChangeError> {
     let event = Event::account(account, Action::EmailChangeRefused, Outcome::Denied, Detail::Link { problem });
-    audit.record(conn, event).await?;
+    super::links::record_refusal(conn, audit, event, problem).await?;
     Ok(EmailChangeError::Link(problem))
 }

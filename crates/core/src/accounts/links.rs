@@ -238,3 +238,20 @@ pub async fn redeem(
 pub async fn delete_expired(conn: &mut AsyncPgConnection, before: OffsetDateTime) -> QueryResult<usize> {
     diesel::delete(account_links::table.filter(account_links::expires_at.lt(before))).execute(conn).await
 }
+
+/// Records a mailed link that did nothing (`event`, refused for `problem`). Tokens we never
+/// issued are recorded once per action, client network and repeat window: anyone can send
+/// them as fast as they like, and each would otherwise take the account chain's lock.
+pub(crate) async fn record_refusal(
+    conn: &mut AsyncPgConnection,
+    audit: &crate::audit::Audit<'_>,
+    event: crate::audit::Event,
+    problem: LinkProblem,
+) -> QueryResult<()> {
+    if problem != LinkProblem::Unknown {
+        return audit.record(conn, event).await;
+    }
+    let network = audit.origin.network.as_deref().unwrap_or("-");
+    let key = format!("unknown-link\n{}\n{network}", event.action.name());
+    audit.record_unless_repeated(conn, key.as_bytes(), event).await
+}

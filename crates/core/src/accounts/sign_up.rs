@@ -392,9 +392,7 @@ pub async fn confirm_sign_up(
     outcome
 }
 
-/// Records a sign-up link that did nothing and returns the error to answer with. Tokens
-/// we never issued are recorded once per client network and repeat window: anyone can
-/// send them, as fast as they like, and each would otherwise take the account chain's lock.
+/// Records a sign-up link that did nothing and returns the error to answer with.
 async fn refused(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -403,12 +401,7 @@ async fn refused(
 ) -> QueryResult<ConfirmSignUpError> {
     let audit = audit.as_actor(Actor::Anonymous { email_normalized });
     let event = Event::account(None, Action::SignUpRefused, Outcome::Denied, Detail::Link { problem });
-    if problem == LinkProblem::Unknown {
-        let key = format!("sign-up-unknown-link\n{}", audit.origin.network.as_deref().unwrap_or("-"));
-        audit.record_unless_repeated(conn, key.as_bytes(), event).await?;
-    } else {
-        audit.record(conn, event).await?;
-    }
+    super::links::record_refusal(conn, &audit, event, problem).await?;
     Ok(ConfirmSignUpError::Link(problem))
 }
 
