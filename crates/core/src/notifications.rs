@@ -35,6 +35,8 @@ pub enum Notice {
     EmailChangeReverted,
     PasskeyAdded,
     PasskeyRemoved,
+    /// A passkey's signature counter went backwards: a copy of it may be in use.
+    PasskeyPossiblyCopied,
     /// To an address without an account, with the link that finishes a sign-up.
     SignUpLink,
     /// To an account's address: someone tried to sign up with it.
@@ -57,6 +59,7 @@ impl Notice {
             Notice::EmailChangeReverted => "The email address of your Fluxi account was restored",
             Notice::PasskeyAdded => "A passkey was added to your Fluxi account",
             Notice::PasskeyRemoved => "A passkey was removed from your Fluxi account",
+            Notice::PasskeyPossiblyCopied => "A passkey of your Fluxi account may have been copied",
             Notice::SignUpLink => "Finish creating your Fluxi account",
             Notice::SignUpAddressInUse => "Someone tried to sign up to Fluxi with your address",
         }
@@ -118,6 +121,10 @@ impl Notice {
                     .into()
             }
             Notice::PasskeyRemoved => "A passkey was removed from your Fluxi account; it no longer signs in.".into(),
+            Notice::PasskeyPossiblyCopied => "A sign-in to your Fluxi account with one of its passkeys was refused: \
+                 the passkey's signature counter was lower than at its last use, which is what a copy of it \
+                 would show."
+                .into(),
             Notice::SignUpLink => "Someone asked to create a Fluxi account with this address. To finish, open \
                  this link and enter the password chosen when signing up; it works for 24 hours:"
                 .into(),
@@ -134,6 +141,10 @@ impl Notice {
                 "If you did not ask for it, ignore this mail: your password stays as it is."
             }
             Notice::EmailChangeRequested => "If you asked for the change yourself, there is nothing to do.",
+            Notice::PasskeyPossiblyCopied => {
+                "Remove that passkey on the Security page (\"Passkeys\") and add it again from \
+                 your authenticator; if the sign-in was not you, also reset your password."
+            }
             Notice::SignUpLink => {
                 "If you did not ask for it, ignore this mail: no account is created without \
                  this link and that password."

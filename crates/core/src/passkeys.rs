@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
     CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url,
+    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, WebauthnError,
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
@@ -377,10 +377,12 @@ pub async fn finish_sign_in(
         .transaction::<_, PasskeyError, _>(|c| {
             async move {
                 let Some((row, mut passkey)) = locked_passkey(c, user_id, credential_id).await? else {
-                    return Ok(Err(false));
+                    return Ok(Err(Refusal::UnknownPasskey));
                 };
-                let Ok(result) = rp.webauthn.finish_discoverable_authentication_v2(credential, state, &passkey) else {
-                    return Ok(Err(true));
+                let result = match rp.webauthn.finish_discoverable_authentication_v2(credential, state, &passkey) {
+                    Ok(result) => result,
+                    Err(WebauthnError::CredentialPossibleCompromise) => return Ok(Err(Refusal::PossiblyCopied)),
+                    Err(_) => return Ok(Err(Refusal::Refused)),
                 };
                 save_use(c, row, &mut passkey, &result, now).await?;
                 // As after a password: a browser and network both new to the account are news.
@@ -397,8 +399,35 @@ pub async fn finish_sign_in(
         .await?;
     match outcome {
         Ok(()) => Ok(user),
-        Err(known) => Err(refused(conn, audit, known.then_some(&user)).await?),
+        Err(Refusal::UnknownPasskey) => Err(refused(conn, audit, None).await?),
+        Err(Refusal::Refused) => Err(refused(conn, audit, Some(&user)).await?),
+        Err(Refusal::PossiblyCopied) => Err(possibly_copied(conn, account_audit, user.id).await?),
     }
+}
+
+/// Why a known account's passkey answer was refused.
+enum Refusal {
+    /// No passkey of the account has the credential id the answer names.
+    UnknownPasskey,
+    /// The answer did not verify.
+    Refused,
+    /// It verified, but the passkey's signature counter did not move past the last one
+    /// seen: two authenticators hold this key.
+    PossiblyCopied,
+}
+
+/// Records a passkey answer whose counter went backwards and tells the owner (a copy of
+/// the key may be in someone's hands). In the caller's transaction, if any.
+async fn possibly_copied(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    user: Uuid,
+) -> Result<PasskeyError, PasskeyError> {
+    let detail = Detail::SecondFactor { method: SecondFactorMethod::Passkey };
+    let event = Event::account(Some(user), Action::PasskeyPossiblyCopied, Outcome::Denied, detail);
+    audit.record(conn, event).await?;
+    notify(conn, audit, user, Notice::PasskeyPossiblyCopied).await?;
+    Ok(PasskeyError::Refused)
 }
 
 /// `user`'s passkey with this credential id, its row locked until the transaction ends.
@@ -461,6 +490,7 @@ pub async fn start_second_factor(
 /// passkey's counter, flags and last use are saved.
 pub async fn check_second_factor(
     conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
     rp: &RelyingParty,
     user: Uuid,
     challenge: Uuid,
@@ -468,26 +498,35 @@ pub async fn check_second_factor(
     now: OffsetDateTime,
 ) -> Result<(), PasskeyError> {
     let state: PasskeyAuthentication = take_challenge(conn, challenge, Purpose::SecondFactor, Some(user), now).await?;
-    let result = rp.webauthn.finish_passkey_authentication(credential, &state).map_err(|_| PasskeyError::Refused)?;
+    let result = match rp.webauthn.finish_passkey_authentication(credential, &state) {
+        Ok(result) => result,
+        Err(WebauthnError::CredentialPossibleCompromise) => return Err(possibly_copied(conn, audit, user).await?),
+        Err(_) => return Err(PasskeyError::Refused),
+    };
     let result = &result;
-    conn.transaction::<_, PasskeyError, _>(|c| {
-        async move {
-            let credential_id: &[u8] = result.cred_id().as_ref();
-            let (row, mut passkey) = locked_passkey(c, user, credential_id).await?.ok_or(PasskeyError::Refused)?;
-            // The ceremony checked the counter against the passkey as it was when it
-            // started; against the row as it is now, a counting key must have moved on.
-            let moved = serde_json::to_value(&passkey)
-                .ok()
-                .and_then(|json| json["cred"]["counter"].as_u64())
-                .is_none_or(|stored| result.counter() == 0 || u64::from(result.counter()) > stored);
-            if !moved {
-                return Err(PasskeyError::Refused);
+    let outcome = conn
+        .transaction::<_, PasskeyError, _>(|c| {
+            async move {
+                let credential_id: &[u8] = result.cred_id().as_ref();
+                let (row, mut passkey) = locked_passkey(c, user, credential_id).await?.ok_or(PasskeyError::Refused)?;
+                // The ceremony checked the counter against the passkey as it was when it
+                // started; against the row as it is now, a counting key must have moved on.
+                let moved = serde_json::to_value(&passkey)
+                    .ok()
+                    .and_then(|json| json["cred"]["counter"].as_u64())
+                    .is_none_or(|stored| result.counter() == 0 || u64::from(result.counter()) > stored);
+                if !moved {
+                    return Ok(Err(Refusal::PossiblyCopied));
+                }
+                save_use(c, row, &mut passkey, result, now).await.map(Ok)
             }
-            save_use(c, row, &mut passkey, result, now).await
-        }
-        .scope_boxed()
-    })
-    .await
+            .scope_boxed()
+        })
+        .await?;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(_) => Err(possibly_copied(conn, audit, user).await?),
+    }
 }
 
 /// Whether `user` has any passkey (the second step then offers one).

@@ -379,3 +379,30 @@ async fn passkey_and_email_change_notices_are_mailed_once() {
         assert_eq!(undo, m.contains("being changed"), "only the email-change notice carries a link: {m}");
     }
 }
+
+/// A passkey whose signature counter went backwards (what a copy of the key shows) is
+/// refused, recorded as such, and its owner is told.
+#[tokio::test]
+async fn a_passkey_whose_counter_went_backwards_is_refused_and_its_owner_told() {
+    let app = spawn().await;
+    let mut me = app.person("Copied Key").await;
+    let mut auth = authenticator();
+    let (res, credential) = add_passkey(&app, &mut me.client, &mut auth, "Laptop").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let subject = "A passkey of your Fluxi account may have been copied";
+    // As if another copy of the key had signed in many times since.
+    let mut conn = app.db.conn().await;
+    diesel::sql_query("UPDATE passkeys SET passkey = jsonb_set(passkey, '{cred,counter}', '1000000')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let mut browser = app.client();
+    let answer = assertion(&app, &mut browser, &mut auth, &credential, me.user.id).await;
+    let res = browser.call("finish_passkey_sign_in", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert_eq!(signed_in_as(&mut browser).await, None);
+    assert_eq!(recorded(&app, Action::PasskeyPossiblyCopied).await.len(), 1);
+    let told = subjects_to(&app, &me.user.email).await;
+    assert_eq!(told.iter().filter(|s| *s == subject).count(), 1, "{told:?}");
+}

@@ -188,7 +188,9 @@ async fn check_proof(
         SecondFactor::Code(code) => mfa::accept_code(c, audit, keyring, user, code).await,
         SecondFactor::RecoveryCode(code) => mfa::use_recovery_code(c, audit, keyring, user, code).await.map(|_| ()),
         SecondFactor::Passkey { rp, challenge, credential } => {
-            crate::passkeys::check_second_factor(c, rp, user, challenge, credential, now).await.map_err(Into::into)
+            crate::passkeys::check_second_factor(c, audit, rp, user, challenge, credential, now)
+                .await
+                .map_err(Into::into)
         }
     }
 }

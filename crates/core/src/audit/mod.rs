@@ -112,6 +112,7 @@ actions! {
     PasskeyAdded = "passkey.added", TwoFactor, "Added a passkey";
     PasskeyRemoved = "passkey.removed", TwoFactor, "Removed a passkey";
     PasskeyRefused = "passkey.refused", TwoFactor, "Passkey refused";
+    PasskeyPossiblyCopied = "passkey.possibly_copied", TwoFactor, "Passkey refused: it may have been copied";
 }
 
 /// Stored by its name.
