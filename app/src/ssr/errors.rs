@@ -212,6 +212,7 @@ impl From<EmailChangeError> for AppError {
         match e {
             EmailChangeError::SameAddress => AppError::field("email", e.to_string()),
             EmailChangeError::AddressTaken | EmailChangeError::Link(_) => AppError::Rejected(e.to_string()),
+            EmailChangeError::SignedOut => AppError::Unauthenticated,
             EmailChangeError::TooManyRequests(wait) => too_many_for(
                 format!(
                     "Several changes of address were asked for in the last hour. Try again in {}.",

@@ -395,3 +395,35 @@ async fn an_address_of_another_account_is_neither_taken_nor_revealed() {
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("Another account")), "{}", res.body);
     assert_eq!(stored_email(&app, third.user.id).await.0, third.user.email);
 }
+
+/// A change asked for by a session that every session's sign-out (an undo, a reset) ended
+/// while the request waited is refused under the account's lock: nothing is mailed.
+#[tokio::test]
+async fn a_change_from_a_session_signed_out_meanwhile_is_refused() {
+    use fluxi_core::accounts::email_change::{request_email_change, EmailChangeError};
+    let app = TestApp::spawn().await;
+    let me = app.person("Stale Session").await;
+    let as_loaded = me.user.clone();
+    let mut conn = app.db.conn().await;
+    // The undo committing first: every session of the account signed out.
+    diesel::update(users::table.find(me.user.id))
+        .set(users::sessions_epoch.eq(users::sessions_epoch + 1))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let audit = fluxi_core::testing::audit_as(&as_loaded);
+    let result = request_email_change(&mut conn, &audit, &as_loaded, "elsewhere@example.test", "http://x").await;
+    assert!(matches!(result, Err(EmailChangeError::SignedOut)), "{result:?}");
+    let mailed: i64 = outbox_emails::table
+        .filter(outbox_emails::recipient.eq("elsewhere@example.test"))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mailed, 0);
+    assert!(recorded(&app, Action::EmailChangeRequested).await.is_empty());
+    // The session as it is now may.
+    let now_loaded = fluxi_core::accounts::find_user_by_id(&mut conn, me.user.id).await.unwrap().unwrap();
+    let audit = fluxi_core::testing::audit_as(&now_loaded);
+    request_email_change(&mut conn, &audit, &now_loaded, "elsewhere@example.test", "http://x").await.unwrap();
+}

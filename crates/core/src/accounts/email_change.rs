@@ -47,6 +47,10 @@ pub enum EmailChangeError {
     /// The new address belongs to another account now (or is held for one).
     #[error("Another account uses that address now, so it cannot become yours.")]
     AddressTaken,
+    /// Every session of the account was signed out while this request waited (an undo, a
+    /// reset, "sign out all other sessions"): the session asking is no longer signed in.
+    #[error("This session was signed out.")]
+    SignedOut,
     #[error(transparent)]
     Link(LinkProblem),
     #[error(transparent)]
@@ -96,8 +100,16 @@ pub async fn request_email_change(
     conn.transaction::<_, EmailChangeError, _>(|c| {
         async move {
             lock_account(c, user.id).await?;
-            let (current, verified): (String, Option<OffsetDateTime>) =
-                users::table.find(user.id).select((users::email, users::email_verified_at)).first(c).await?;
+            let (current, verified, epoch): (String, Option<OffsetDateTime>, i32) = users::table
+                .find(user.id)
+                .select((users::email, users::email_verified_at, users::sessions_epoch))
+                .first(c)
+                .await?;
+            // `user` is the account as this request's session found it: an undo that
+            // committed since (it signs out every session) must win over the intruder.
+            if epoch != user.sessions_epoch {
+                return Err(EmailChangeError::SignedOut);
+            }
             let key = [b"email-change:".as_slice(), user.id.as_bytes()].concat();
             if let Err(wait) = rate_limit::take(c, &key, EMAIL_CHANGES, now).await? {
                 return Err(EmailChangeError::TooManyRequests(wait));
