@@ -422,7 +422,7 @@ pub async fn accept_code(
 }
 
 /// Uses up one recovery code: found and deleted in one statement, so it works once.
-/// Returns how many are left.
+/// Records the use (or the wrong code). Returns how many are left.
 pub async fn use_recovery_code(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -431,60 +431,78 @@ pub async fn use_recovery_code(
     code: &str,
 ) -> Result<i64, MfaError> {
     let code = normalize_recovery_code(code).ok_or(MfaError::MalformedRecoveryCode)?;
-    if !is_enabled(conn, user).await? {
+    let code = code.as_str();
+    conn.transaction::<_, MfaError, _>(|c| {
+        async move {
+            // A wrong code commits: its event must stay.
+            match take_recovery_code(c, audit, keyring, user, code).await {
+                Ok(left) => {
+                    record_recovery_code_used(c, audit, user, left).await?;
+                    Ok(Ok(left))
+                }
+                Err(e @ MfaError::WrongRecoveryCode) => Ok(Err(e)),
+                Err(e) => Err(e),
+            }
+        }
+        .scope_boxed()
+    })
+    .await?
+}
+
+/// Inside the caller's transaction: deletes the recovery code `code` of `user` (one
+/// statement per key version, so of N simultaneous uses exactly one succeeds) and returns
+/// how many are left. Records a wrong code; the use is the caller's to record, with
+/// [`record_recovery_code_used`], after its other row locks (the event takes the account
+/// chain's lock, which every writer takes last).
+pub async fn take_recovery_code(
+    c: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    keyring: &Keyring,
+    user: Uuid,
+    code: &str,
+) -> Result<i64, MfaError> {
+    let code = normalize_recovery_code(code).ok_or(MfaError::MalformedRecoveryCode)?;
+    if !is_enabled(c, user).await? {
         return Err(MfaError::NotEnabled);
     }
-    let hashes: Vec<(i32, Vec<u8>)> = keyring
-        .versions()
-        .filter_map(|v| {
-            Some((v, keyring.keyed_hash(v, Purpose::RecoveryCode, &owner(&user), code.as_bytes())?.to_vec()))
-        })
-        .collect();
-    let left = conn
-        .transaction::<_, MfaError, _>(|c| {
-            async move {
-                let mut used = false;
-                for (version, hash) in &hashes {
-                    let deleted = diesel::delete(
-                        mfa_recovery_codes::table
-                            .filter(mfa_recovery_codes::user_id.eq(user))
-                            .filter(mfa_recovery_codes::key_version.eq(version))
-                            .filter(mfa_recovery_codes::code_hash.eq(hash)),
-                    )
-                    .execute(c)
-                    .await?;
-                    used |= deleted == 1;
-                }
-                if !used {
-                    Ok(None)
-                } else {
-                    let left: i64 = mfa_recovery_codes::table
-                        .filter(mfa_recovery_codes::user_id.eq(user))
-                        .count()
-                        .get_result(c)
-                        .await?;
-                    let detail = Detail::RecoveryCodes { remaining: left.max(0) as u32 };
-                    audit
-                        .record(c, Event::account(Some(user), Action::RecoveryCodeUsed, Outcome::Succeeded, detail))
-                        .await?;
-                    if left <= RECOVERY_CODES_LOW {
-                        let remaining = left.max(0) as u32;
-                        notify(c, audit, user, Notice::RecoveryCodesLow { remaining }).await?;
-                    }
-                    Ok(Some(left))
-                }
-            }
-            .scope_boxed()
-        })
+    let mut used = false;
+    for version in keyring.versions() {
+        let Some(hash) = keyring.keyed_hash(version, Purpose::RecoveryCode, &owner(&user), code.as_bytes()) else {
+            continue;
+        };
+        let deleted = diesel::delete(
+            mfa_recovery_codes::table
+                .filter(mfa_recovery_codes::user_id.eq(user))
+                .filter(mfa_recovery_codes::key_version.eq(version))
+                .filter(mfa_recovery_codes::code_hash.eq(hash.to_vec())),
+        )
+        .execute(c)
         .await?;
-    match left {
-        Some(left) => Ok(left),
-        None => {
-            let event = Event::account(Some(user), Action::MfaCodeFailed, Outcome::Failed, method(true));
-            audit.record(conn, event).await?;
-            Err(MfaError::WrongRecoveryCode)
-        }
+        used |= deleted == 1;
     }
+    if !used {
+        let event = Event::account(Some(user), Action::MfaCodeFailed, Outcome::Failed, method(true));
+        audit.record(c, event).await?;
+        return Err(MfaError::WrongRecoveryCode);
+    }
+    Ok(mfa_recovery_codes::table.filter(mfa_recovery_codes::user_id.eq(user)).count().get_result(c).await?)
+}
+
+/// Records that a recovery code of `user` was used, `left` remaining (with a notice when
+/// few are), in the caller's transaction.
+pub async fn record_recovery_code_used(
+    c: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    user: Uuid,
+    left: i64,
+) -> QueryResult<()> {
+    let remaining = left.max(0) as u32;
+    let detail = Detail::RecoveryCodes { remaining };
+    audit.record(c, Event::account(Some(user), Action::RecoveryCodeUsed, Outcome::Succeeded, detail)).await?;
+    if left <= RECOVERY_CODES_LOW {
+        notify(c, audit, user, Notice::RecoveryCodesLow { remaining }).await?;
+    }
+    Ok(())
 }
 
 /// Replaces the whole set of recovery codes (the caller has checked a step-up).

@@ -501,14 +501,16 @@ pub async fn check_second_factor(
     let result = match rp.webauthn.finish_passkey_authentication(credential, &state) {
         Ok(result) => result,
         Err(WebauthnError::CredentialPossibleCompromise) => return Err(possibly_copied(conn, audit, user).await?),
-        Err(_) => return Err(PasskeyError::Refused),
+        Err(_) => return Err(refused_answer(conn, audit, user).await?),
     };
     let result = &result;
     let outcome = conn
         .transaction::<_, PasskeyError, _>(|c| {
             async move {
                 let credential_id: &[u8] = result.cred_id().as_ref();
-                let (row, mut passkey) = locked_passkey(c, user, credential_id).await?.ok_or(PasskeyError::Refused)?;
+                let Some((row, mut passkey)) = locked_passkey(c, user, credential_id).await? else {
+                    return Ok(Err(Refusal::UnknownPasskey));
+                };
                 // The ceremony checked the counter against the passkey as it was when it
                 // started; against the row as it is now, a counting key must have moved on.
                 let moved = serde_json::to_value(&passkey)
@@ -525,8 +527,20 @@ pub async fn check_second_factor(
         .await?;
     match outcome {
         Ok(()) => Ok(()),
-        Err(_) => Err(possibly_copied(conn, audit, user).await?),
+        Err(Refusal::PossiblyCopied) => Err(possibly_copied(conn, audit, user).await?),
+        Err(_) => Err(refused_answer(conn, audit, user).await?),
     }
+}
+
+/// Records a refused second-step answer of `user`, in the caller's transaction.
+async fn refused_answer(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    user: Uuid,
+) -> Result<PasskeyError, PasskeyError> {
+    let detail = Detail::SecondFactor { method: SecondFactorMethod::Passkey };
+    audit.record(conn, Event::account(Some(user), Action::PasskeyRefused, Outcome::Denied, detail)).await?;
+    Ok(PasskeyError::Refused)
 }
 
 /// Whether `user` has any passkey (the second step then offers one).

@@ -427,8 +427,9 @@ async fn parallel_code_guesses_get_no_more_checks_than_the_limit() {
     let app = TestApp::spawn().await;
     let (ada, key, _) = enrolled(&app, "Ada").await;
     let browser = password_step(&app, &ada.user.email).await;
-    // Twenty wrong codes at once on the pending sign-in: each is counted before it is
-    // checked, so at most ten (the limit for an unfamiliar browser) are checked at all.
+    // Twenty wrong codes at once on the pending sign-in: each waits for the count's lock
+    // and is counted with its check, so at most ten (the limit for an unfamiliar browser)
+    // are checked at all.
     let guesses = (0..20).map(|i| {
         let mut c = app.client();
         c.session_cookie = browser.session_cookie.clone();
@@ -593,4 +594,33 @@ async fn wrong_codes_from_elsewhere_do_not_block_the_owners_browser() {
     let res = ada.client.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert!(signed_in(&mut ada.client).await);
+}
+
+/// The owner's sign-in with a code from an unfamiliar browser does not forgive the count
+/// of wrong codes from unfamiliar browsers: a guesser who has the password gets no fresh
+/// series from it.
+#[tokio::test]
+async fn a_success_elsewhere_does_not_forgive_codes_guessed_elsewhere() {
+    use fluxi_core::schema::sign_in_failures;
+    let app = TestApp::spawn().await;
+    let (ada, key, _) = enrolled(&app, "Ada").await;
+    let mut guesser = password_step(&app, &ada.user.email).await;
+    for guess in ["111111", "222222"] {
+        let res = guesser.call("verify_sign_in", &[("code", guess)]).await;
+        assert!(res.error().message_for("code").is_some(), "{}", res.body);
+    }
+    async fn most(app: &TestApp) -> Option<i32> {
+        let mut conn = app.db.conn().await;
+        sign_in_failures::table
+            .select(diesel::dsl::max(sign_in_failures::failures))
+            .first::<Option<i32>>(&mut conn)
+            .await
+            .unwrap()
+    }
+    assert_eq!(most(&app).await, Some(2));
+    let mut owner = password_step(&app, &ada.user.email).await;
+    let res = owner.call("verify_sign_in", &[("code", &app_code(&key, app.clock.now()))]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert!(signed_in(&mut owner).await);
+    assert_eq!(most(&app).await, Some(2), "still counted");
 }

@@ -173,8 +173,9 @@ enum CodeRefusal {
     Other(crate::mfa::MfaError),
 }
 
-/// Inside the caller's transaction: checks `proof` for `user`, recording refusals (and,
-/// for a recovery code, its use). The success is the caller's to record.
+/// Inside the caller's transaction: checks `proof` for `user`, recording refusals. The
+/// success is the caller's to record, last (for a recovery code, with how many are left,
+/// which this returns).
 async fn check_proof(
     c: &mut diesel_async::AsyncPgConnection,
     audit: &Audit<'_>,
@@ -182,14 +183,15 @@ async fn check_proof(
     user: Uuid,
     proof: SecondFactor<'_>,
     now: time::OffsetDateTime,
-) -> Result<(), crate::mfa::MfaError> {
+) -> Result<Option<i64>, crate::mfa::MfaError> {
     use crate::mfa;
     match proof {
-        SecondFactor::Code(code) => mfa::accept_code(c, audit, keyring, user, code).await,
-        SecondFactor::RecoveryCode(code) => mfa::use_recovery_code(c, audit, keyring, user, code).await.map(|_| ()),
+        SecondFactor::Code(code) => mfa::accept_code(c, audit, keyring, user, code).await.map(|()| None),
+        SecondFactor::RecoveryCode(code) => mfa::take_recovery_code(c, audit, keyring, user, code).await.map(Some),
         SecondFactor::Passkey { rp, challenge, credential } => {
             crate::passkeys::check_second_factor(c, audit, rp, user, challenge, credential, now)
                 .await
+                .map(|()| None)
                 .map_err(Into::into)
         }
     }
@@ -376,15 +378,16 @@ impl<'a> PasswordGate<'a> {
         // the owner's second step on a familiar browser nor, through this count, the owner's
         // step-ups (which count on the account's own).
         let keys = self.pseudonyms.current();
-        let (code_throttle, account_key) = match (
+        let (code_throttle, account_key, forgives) = match (
             &pending.device,
             familiar::familiarity(&mut conn, Some(user.id), pending.device.as_ref(), None).await?,
         ) {
             (Some(device), Familiarity::Device) => (
                 self.account_throttle,
                 keys.pseudonym("codes-device", &format!("{}\n{}", user.email_normalized, device.key_part())),
+                true,
             ),
-            _ => (self.elsewhere_throttle, keys.pseudonym("codes-elsewhere", &user.email_normalized)),
+            _ => (self.elsewhere_throttle, keys.pseudonym("codes-elsewhere", &user.email_normalized), false),
         };
         let audit = self.audit(Actor::User { id: user.id, email_normalized: &user.email_normalized });
         let method = proof.method();
@@ -401,8 +404,8 @@ impl<'a> PasswordGate<'a> {
                         Ok(reserved) => reserved,
                         Err(wait) => return Ok(Err(CodeRefusal::Throttled(wait))),
                     };
-                    match check_proof(c, audit, keyring, user_ref.id, proof, now).await {
-                        Ok(()) => {}
+                    let recovery_codes_left = match check_proof(c, audit, keyring, user_ref.id, proof, now).await {
+                        Ok(left) => left,
                         Err(
                             e @ (MfaError::WrongCode
                             | MfaError::CodeAlreadyUsed
@@ -414,13 +417,22 @@ impl<'a> PasswordGate<'a> {
                         }
                         Err(MfaError::Database(e)) => return Err(AccountError::Database(e)),
                         Err(e) => return Ok(Err(CodeRefusal::Other(e))),
+                    };
+                    // Like a password's, a success forgives this browser's count, but not
+                    // the count for everywhere unfamiliar: the owner signing in once must not
+                    // buy a guesser who has the password a fresh series.
+                    if forgives {
+                        clear_failed_sign_ins(c, account_key).await?;
                     }
-                    clear_failed_sign_ins(c, account_key).await?;
                     let network_pn = pending_network.and_then(|n| hex::decode(n).ok());
                     let new_place =
                         familiar::remember(c, user_ref.id, pending_device, network_pn.as_deref(), now).await?;
                     if new_place && user_ref.email_verified_at.is_some() {
                         notify(c, audit, user_ref.id, Notice::NewPlace).await?;
+                    }
+                    // Events last: they take the account chain's lock, after every row lock.
+                    if let Some(left) = recovery_codes_left {
+                        crate::mfa::record_recovery_code_used(c, audit, user_ref.id, left).await?;
                     }
                     let detail = Detail::SecondFactor { method };
                     let event = Event::account(Some(user_ref.id), Action::SignInSucceeded, Outcome::Succeeded, detail);
