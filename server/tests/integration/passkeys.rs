@@ -287,6 +287,22 @@ async fn after_a_password_a_passkey_can_be_the_second_factor() {
     let res = again.call("finish_passkey_second_step", &[("credential", &answer)]).await;
     assert!(matches!(res.error(), AppError::Rejected(m) if m.contains("could not be verified")), "{}", res.body);
     assert!(signed_in_as(&mut again).await.is_none());
+    // A counter that went backwards (a copy of the key): refused, recorded, owner told.
+    let mut conn = app.db.conn().await;
+    diesel::sql_query("UPDATE passkeys SET passkey = jsonb_set(passkey, '{cred,counter}', '1000000')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut copied = app.client();
+    copied.call("login", &[("email", &me.user.email), ("password", PASSWORD)]).await;
+    let request: RequestChallengeResponse = options(&copied.call("start_passkey_second_step", &[]).await);
+    let answer = serde_json::to_string(&auth.do_authentication(origin(&app), request).expect("assertion")).unwrap();
+    let res = copied.call("finish_passkey_second_step", &[("credential", &answer)]).await;
+    assert!(matches!(res.error(), AppError::Rejected(_)), "{}", res.body);
+    assert!(signed_in_as(&mut copied).await.is_none());
+    assert_eq!(recorded(&app, Action::PasskeyPossiblyCopied).await.len(), 1);
+    let told = subjects_to(&app, &me.user.email).await;
+    assert!(told.iter().any(|s| s == "A passkey of your Fluxi account may have been copied"), "{told:?}");
     // No sign-in waiting: nothing to start.
     assert!(matches!(
         app.client().call("start_passkey_second_step", &[]).await.error(),
