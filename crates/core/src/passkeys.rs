@@ -401,7 +401,9 @@ pub async fn finish_sign_in(
         Ok(()) => Ok(user),
         Err(Refusal::UnknownPasskey) => Err(refused(conn, audit, None).await?),
         Err(Refusal::Refused) => Err(refused(conn, audit, Some(&user)).await?),
-        Err(Refusal::PossiblyCopied) => Err(possibly_copied(conn, account_audit, user.id).await?),
+        Err(Refusal::PossiblyCopied) => {
+            Err(refused_answer(conn, account_audit, user.id, Action::PasskeyPossiblyCopied).await?)
+        }
     }
 }
 
@@ -416,17 +418,20 @@ enum Refusal {
     PossiblyCopied,
 }
 
-/// Records a passkey answer whose counter went backwards and tells the owner (a copy of
-/// the key may be in someone's hands). In the caller's transaction, if any.
-async fn possibly_copied(
+/// Records a refused answer of `user`'s passkey (`action`: refused, or possibly copied —
+/// its counter went backwards — when the owner is told too), in the caller's transaction
+/// if any.
+async fn refused_answer(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
     user: Uuid,
+    action: Action,
 ) -> Result<PasskeyError, PasskeyError> {
     let detail = Detail::SecondFactor { method: SecondFactorMethod::Passkey };
-    let event = Event::account(Some(user), Action::PasskeyPossiblyCopied, Outcome::Denied, detail);
-    audit.record(conn, event).await?;
-    notify(conn, audit, user, Notice::PasskeyPossiblyCopied).await?;
+    audit.record(conn, Event::account(Some(user), action, Outcome::Denied, detail)).await?;
+    if action == Action::PasskeyPossiblyCopied {
+        notify(conn, audit, user, Notice::PasskeyPossiblyCopied).await?;
+    }
     Ok(PasskeyError::Refused)
 }
 
@@ -500,8 +505,10 @@ pub async fn check_second_factor(
     let state: PasskeyAuthentication = take_challenge(conn, challenge, Purpose::SecondFactor, Some(user), now).await?;
     let result = match rp.webauthn.finish_passkey_authentication(credential, &state) {
         Ok(result) => result,
-        Err(WebauthnError::CredentialPossibleCompromise) => return Err(possibly_copied(conn, audit, user).await?),
-        Err(_) => return Err(refused_answer(conn, audit, user).await?),
+        Err(WebauthnError::CredentialPossibleCompromise) => {
+            return Err(refused_answer(conn, audit, user, Action::PasskeyPossiblyCopied).await?)
+        }
+        Err(_) => return Err(refused_answer(conn, audit, user, Action::PasskeyRefused).await?),
     };
     let result = &result;
     let outcome = conn
@@ -527,20 +534,9 @@ pub async fn check_second_factor(
         .await?;
     match outcome {
         Ok(()) => Ok(()),
-        Err(Refusal::PossiblyCopied) => Err(possibly_copied(conn, audit, user).await?),
-        Err(_) => Err(refused_answer(conn, audit, user).await?),
+        Err(Refusal::PossiblyCopied) => Err(refused_answer(conn, audit, user, Action::PasskeyPossiblyCopied).await?),
+        Err(_) => Err(refused_answer(conn, audit, user, Action::PasskeyRefused).await?),
     }
-}
-
-/// Records a refused second-step answer of `user`, in the caller's transaction.
-async fn refused_answer(
-    conn: &mut AsyncPgConnection,
-    audit: &Audit<'_>,
-    user: Uuid,
-) -> Result<PasskeyError, PasskeyError> {
-    let detail = Detail::SecondFactor { method: SecondFactorMethod::Passkey };
-    audit.record(conn, Event::account(Some(user), Action::PasskeyRefused, Outcome::Denied, detail)).await?;
-    Ok(PasskeyError::Refused)
 }
 
 /// Whether `user` has any passkey (the second step then offers one).

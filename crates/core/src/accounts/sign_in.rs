@@ -395,8 +395,8 @@ impl<'a> PasswordGate<'a> {
         let (pending_device, pending_network) = (pending.device.as_ref(), pending.network_pn.as_deref());
         let keyring = self.keyring;
         // One transaction: the count is locked while the code is checked (see
-        // `reserve_locked`), and a success forgives it, remembers the place and records
-        // the sign-in with what it used.
+        // `reserve_locked`); a success remembers the place and records the sign-in with
+        // what it used.
         let checked = conn
             .transaction::<_, AccountError, _>(|c| {
                 async move {
