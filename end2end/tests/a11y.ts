@@ -290,7 +290,15 @@ export class A11yWatch {
   private async run(snapshot: Snapshot): Promise<void> {
     const page = await this.analysisPageFor(snapshot);
     await page.setViewportSize(snapshot.viewport);
-    await page.goto(snapshot.url.split('#')[0], { waitUntil: 'load' });
+    const url = snapshot.url.split('#')[0];
+    try {
+      await page.goto(url, { waitUntil: 'load' });
+    } catch (e) {
+      // Chromium now and then aborts a navigation of this offline page (the previous
+      // analysis still settling); one more try, then it is a real problem.
+      if (!String(e).includes('ERR_ABORTED')) throw e;
+      await page.goto(url, { waitUntil: 'load' });
+    }
     if (!this.javaScript) {
       await page.evaluate(() => {
         for (const ns of Array.from(document.querySelectorAll('noscript'))) {
