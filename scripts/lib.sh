@@ -50,8 +50,9 @@ ensure_build_tools() {
     cargo install "wasm-bindgen-cli@$wb"
   fi
   if [ ! -x "$ROOT/node_modules/.bin/tailwindcss" ] || [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] \
-     || [ ! -x "$ROOT/node_modules/.bin/playwright" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
-    log "installing npm packages (Tailwind, wasm-opt, Playwright, axe) from package-lock.json"
+     || [ ! -x "$ROOT/node_modules/.bin/playwright" ] || [ ! -d "$ROOT/node_modules/oidc-provider" ] \
+     || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
+    log "installing npm packages (Tailwind, wasm-opt, Playwright, axe, oidc-provider) from package-lock.json"
     npm ci --no-audit --no-fund >/dev/null
   fi
   ensure_postgres

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod components;
 pub mod email_change;
 pub mod error;
+pub mod integrations;
 pub mod mfa;
 pub mod page_data;
 pub mod passkeys;
@@ -116,6 +117,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/w/:slug") view=workspaces::WorkspaceHomePage ssr=SsrMode::Async/>
                     <Route path=path!("/w/:slug/settings/members") view=workspaces::MembersSettingsPage ssr=SsrMode::Async/>
                     <Route path=path!("/w/:slug/audit") view=audit::AuditLogPage ssr=SsrMode::Async/>
+                    <Route path=path!("/w/:slug/integrations") view=integrations::IntegrationsPage ssr=SsrMode::Async/>
                     <Route path=path!("/account/activity") view=audit::ActivityLogPage ssr=SsrMode::Async/>
                     <Route path=path!("/invite/:token") view=workspaces::InvitePage ssr=SsrMode::Async/>
                     <Route path=path!("/verify-email/:token") view=verification::VerifyEmailPage ssr=SsrMode::Async/>

@@ -43,6 +43,9 @@ impl std::fmt::Debug for SecretUrl {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The integration providers (`FLUXI_INTEGRATIONS_CATALOGUE`, else the built-in file)
+    /// with the client credentials configured for them.
+    pub integrations: fluxi_core::integrations::Catalogue,
     pub database_url: SecretUrl,
     pub addr: SocketAddr,
     pub pool_size: usize,
@@ -193,6 +196,31 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     }
 }
 
+/// The provider catalogue: a file an operator names, or the built-in one; plain-HTTP
+/// loopback endpoints only with `FLUXI_INTEGRATIONS_ALLOW_LOOPBACK_HTTP=1` (tests).
+fn integrations_catalogue<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<fluxi_core::integrations::Catalogue, ConfigError> {
+    use fluxi_core::integrations::catalogue::{self, ClientCredentials, Transport};
+    let text = match vars.get("FLUXI_INTEGRATIONS_CATALOGUE") {
+        Some(path) => std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("FLUXI_INTEGRATIONS_CATALOGUE: cannot read {path}: {e}")))?,
+        None => catalogue::BUILT_IN.to_string(),
+    };
+    let transport = match vars.get("FLUXI_INTEGRATIONS_ALLOW_LOOPBACK_HTTP").as_deref() {
+        Some("1") => Transport::AllowLoopbackHttp,
+        _ => Transport::HttpsOnly,
+    };
+    fluxi_core::integrations::Catalogue::parse(&text, transport, |id| {
+        let (id_var, secret_var) = catalogue::credential_variables(id);
+        Some(ClientCredentials {
+            client_id: vars.get(&id_var).filter(|v| !v.trim().is_empty())?,
+            client_secret: zeroize::Zeroizing::new(vars.get(&secret_var).filter(|v| !v.trim().is_empty())?),
+        })
+    })
+    .map_err(|e| ConfigError(format!("integrations catalogue: {e}")))
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -330,6 +358,7 @@ impl Config {
             None => time::OffsetDateTime::now_utc() + time::Duration::days(180),
         };
         let smtp_url = vars.get("SMTP_URL").map(SecretUrl);
+        let integrations = integrations_catalogue(&vars)?;
         if production {
             transport::refuse_plaintext(
                 &base_url,
@@ -339,6 +368,7 @@ impl Config {
             )?;
         }
         Ok(Self {
+            integrations,
             connection_limits,
             tls,
             http_redirect_addr,

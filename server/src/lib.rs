@@ -6,6 +6,7 @@
 pub mod audit_export;
 pub mod config;
 pub mod dev;
+pub mod integrations_callback;
 pub mod jobs;
 pub mod listen;
 pub mod middleware;
@@ -150,6 +151,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/{*fn_name}", post(server_fns::unknown))
         .route("/w/{slug}/audit/{file}", get(audit_export::export))
+        .route("/integrations/callback", get(integrations_callback::callback))
         .merge(pages)
         .fallback_service(static_files)
         .layer(axum::middleware::from_fn_with_state(state.clone(), server_fns::edge))

@@ -128,6 +128,7 @@ async fn serve() -> anyhow::Result<()> {
         audit_signer: audit_signer.clone(),
         audit_repeats: Default::default(),
         keyring,
+        integrations: fluxi_core::integrations::Integrations::new(config.integrations.clone(), &config.base_url)?,
     });
     if encryption_key_is_ephemeral {
         tracing::warn!(
@@ -164,6 +165,13 @@ async fn serve() -> anyhow::Result<()> {
         checkpoint_file: config.audit_checkpoint_file.clone(),
     };
     server::jobs::audit::spawn(upkeep, config.audit_checkpoint_every);
+    server::jobs::integration_revocations::spawn(
+        pool.clone(),
+        state.clock.clone(),
+        state.keyring.clone(),
+        state.integrations.clone(),
+        std::time::Duration::from_secs(30),
+    );
     server::jobs::fleet_catch_up::spawn(pool, config.fleet_concurrency, std::time::Duration::from_secs(60));
     let tls = config.tls.as_ref().map(|files| files.acceptor()).transpose()?;
     // The pool, PostgreSQL's socket, log and site files, and some headroom.
@@ -221,7 +229,8 @@ async fn keys(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Some("rotate") => {
-            let report = fluxi_core::secrets::rotate(&mut conn, &keyring, batch).await?;
+            let report =
+                fluxi_core::secrets::rotate(&mut conn, &keyring, batch, &fluxi_core::clock::SystemClock).await?;
             println!(
                 "re-sealed {} secrets under key version {}; {} could not be opened",
                 report.resealed,

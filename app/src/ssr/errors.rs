@@ -254,6 +254,27 @@ impl From<RevokeError> for AppError {
     }
 }
 
+impl From<fluxi_core::integrations::IntegrationError> for AppError {
+    fn from(e: fluxi_core::integrations::IntegrationError) -> Self {
+        use fluxi_core::integrations::IntegrationError as E;
+        match e {
+            E::UnknownProvider | E::NotFound => AppError::NotFound,
+            E::NotConfigured => AppError::Rejected("Not configured by your administrator.".into()),
+            E::WrongKind(how) => AppError::Rejected(format!("This provider is connected with {how}.")),
+            E::InvalidKey => AppError::field(
+                "api_key",
+                "That does not look like an API key for this provider: check that you copied all of it.",
+            ),
+            E::NeedsReconnecting => AppError::Rejected("This connection needs reconnecting.".into()),
+            E::ProviderUnavailable => {
+                AppError::Rejected("The provider could not be reached. Try again in a few minutes.".into())
+            }
+            E::Workspace(w) => w.into(),
+            other @ (E::Misconfigured(_) | E::Sealed(_)) => AppError::internal(other),
+        }
+    }
+}
+
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
         AppError::internal(e)

@@ -36,7 +36,7 @@ pub struct StoredFlash {
 /// password, and never `next`, which can carry an invitation link's token (the page
 /// reads it from its own address again).
 /// The two-factor forms keep no value at all: codes are never stored.
-const FLASHED_FORMS: [(&str, &[&str]); 20] = [
+const FLASHED_FORMS: [(&str, &[&str]); 24] = [
     ("signup", &["display_name", "email"]),
     // Never the token: it stays in the page's own address.
     ("confirm_sign_up", &[]),
@@ -59,6 +59,11 @@ const FLASHED_FORMS: [(&str, &[&str]); 20] = [
     ("confirm_email_change", &[]),
     ("revert_email_change", &[]),
     ("remove_passkey", &[]),
+    // Never the key itself: only which provider's card the error belongs to.
+    ("save_api_key", &["provider"]),
+    ("connect_integration", &[]),
+    ("disconnect_integration", &[]),
+    ("check_integration", &[]),
 ];
 
 /// The values a flash of `form` keeps, or `None` when `form` gets no flash.

@@ -71,6 +71,8 @@ pub struct AppServices {
     /// Seals the secrets stored in the database (`FLUXI_ENCRYPTION_KEY`; see
     /// `fluxi_core::secrets`).
     pub keyring: fluxi_core::secrets::Keyring,
+    /// Provider catalogue, HTTP client and callback URL of the integrations vault.
+    pub integrations: fluxi_core::integrations::Integrations,
 }
 
 impl AppServices {

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod db;
+pub mod integrations;
 pub mod mfa;
 pub mod notifications;
 pub mod outbox;

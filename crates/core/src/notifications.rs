@@ -41,6 +41,8 @@ pub enum Notice {
     SignUpLink,
     /// To an account's address: someone tried to sign up with it.
     SignUpAddressInUse,
+    /// A connected integration's provider refused to refresh it; with the page's link.
+    IntegrationNeedsReconnecting,
 }
 
 impl Notice {
@@ -62,6 +64,7 @@ impl Notice {
             Notice::PasskeyPossiblyCopied => "A passkey of your Fluxi account may have been copied",
             Notice::SignUpLink => "Finish creating your Fluxi account",
             Notice::SignUpAddressInUse => "Someone tried to sign up to Fluxi with your address",
+            Notice::IntegrationNeedsReconnecting => "A connected tool in Fluxi needs reconnecting",
         }
     }
 
@@ -132,6 +135,11 @@ impl Notice {
                  already in use by a Fluxi account, so no new account was created and nothing changed. \
                  To sign in:"
                 .into(),
+            Notice::IntegrationNeedsReconnecting => "One of the tools you connected to a Fluxi workspace stopped \
+                 working: its provider no longer accepts Fluxi's access (it was revoked there, or expired). \
+                 Fluxi deleted the access it held. To use it again, reconnect it on the workspace's \
+                 integrations page:"
+                .into(),
         }
     }
 
@@ -148,6 +156,9 @@ impl Notice {
             Notice::SignUpLink => {
                 "If you did not ask for it, ignore this mail: no account is created without \
                  this link and that password."
+            }
+            Notice::IntegrationNeedsReconnecting => {
+                "If you did not revoke it yourself, check the connected apps at the provider."
             }
             Notice::SignUpAddressInUse => {
                 "If it was you and you forgot your password, choose a new one with \

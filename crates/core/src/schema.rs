@@ -92,6 +92,37 @@ diesel::table! {
 }
 
 diesel::table! {
+    integration_authorizations (state_hash) {
+        state_hash -> Bytea,
+        session_hash -> Bytea,
+        user_id -> Uuid,
+        workspace_id -> Uuid,
+        provider -> Text,
+        scopes -> Array<Nullable<Text>>,
+        key_version -> Int4,
+        pkce_verifier -> Bytea,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    integration_revocations (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        owner_id -> Uuid,
+        connection_id -> Uuid,
+        provider -> Text,
+        key_version -> Int4,
+        access_token -> Nullable<Bytea>,
+        refresh_token -> Nullable<Bytea>,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        give_up_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     invitations (id) {
         id -> Uuid,
         workspace_id -> Uuid,
@@ -254,6 +285,8 @@ diesel::joinable!(account_links -> users (user_id));
 diesel::joinable!(audit_checkpoint_heads -> audit_checkpoints (checkpoint_id));
 diesel::joinable!(familiar_devices -> users (user_id));
 diesel::joinable!(familiar_networks -> users (user_id));
+diesel::joinable!(integration_authorizations -> users (user_id));
+diesel::joinable!(integration_authorizations -> workspaces (workspace_id));
 diesel::joinable!(invitations -> outbox_emails (mail_id));
 diesel::joinable!(invitations -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
@@ -274,6 +307,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     familiar_devices,
     familiar_networks,
+    integration_authorizations,
+    integration_revocations,
     invitations,
     memberships,
     mfa_recovery_codes,

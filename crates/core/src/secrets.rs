@@ -69,6 +69,13 @@ impl EncryptionKey {
 pub enum Purpose {
     TotpSecret,
     RecoveryCode,
+    /// The account a connection reaches at its provider ("Connected as …").
+    IntegrationAccount,
+    IntegrationAccessToken,
+    IntegrationRefreshToken,
+    IntegrationApiKey,
+    /// The PKCE verifier of an OAuth connection under way.
+    PkceVerifier,
 }
 
 impl Purpose {
@@ -76,6 +83,11 @@ impl Purpose {
         match self {
             Purpose::TotpSecret => "totp-secret",
             Purpose::RecoveryCode => "recovery-code",
+            Purpose::IntegrationAccount => "integration-account",
+            Purpose::IntegrationAccessToken => "integration-access-token",
+            Purpose::IntegrationRefreshToken => "integration-refresh-token",
+            Purpose::IntegrationApiKey => "integration-api-key",
+            Purpose::PkceVerifier => "pkce-verifier",
         }
     }
 }
@@ -235,7 +247,9 @@ pub struct VersionCount {
 
 /// Secrets on each key version, over every table that stores them.
 pub async fn count_by_version(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<VersionCount>> {
-    crate::mfa::sealed_counts(conn).await
+    let mut counts = crate::mfa::sealed_counts(conn).await?;
+    counts.extend(crate::integrations::sealed_counts(conn).await?);
+    Ok(counts)
 }
 
 /// What one rotation pass did.
@@ -250,12 +264,24 @@ pub struct RotationReport {
 /// Re-seals every rotatable secret not on the current key version, `batch` rows per
 /// transaction (rows locked with SKIP LOCKED, so serving goes on beside it). Each store
 /// of sealed secrets takes part with its own re-sealing pass.
+/// The pass is recorded in the account-level trail.
 pub async fn rotate(
     conn: &mut AsyncPgConnection,
     keyring: &Keyring,
     batch: i64,
+    clock: &dyn crate::clock::Clock,
 ) -> diesel::QueryResult<RotationReport> {
-    crate::mfa::reseal_all(conn, keyring, batch.max(1)).await
+    use crate::audit::{Action, Audit, Detail, Event, Outcome, SystemJob};
+    let mut report = crate::mfa::reseal_all(conn, keyring, batch.max(1)).await?;
+    let more = crate::integrations::reseal_all(conn, keyring, batch.max(1)).await?;
+    report.resealed += more.resealed;
+    report.failed += more.failed;
+    let outcome = if report.failed == 0 { Outcome::Succeeded } else { Outcome::Failed };
+    let detail = Detail::Rotation { resealed: report.resealed, failed: report.failed };
+    Audit::system(SystemJob::KeyRotation, clock)
+        .record(conn, Event::account(None, Action::SecretsRotated, outcome, detail))
+        .await?;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -4,5 +4,6 @@
 
 pub mod audit;
 pub mod fleet_catch_up;
+pub mod integration_revocations;
 pub mod mail;
 pub mod session_cleanup;

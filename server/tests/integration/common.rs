@@ -49,6 +49,9 @@ pub struct Options {
     pub tls: Option<server::listen::TlsFiles>,
     /// Base URL `http://localhost:PORT` instead of the address: WebAuthn needs a domain.
     pub named_host: bool,
+    /// The local OAuth server the catalogue's `local-idp` provider points at (a closed
+    /// port when none: connecting can start, nothing at the provider answers).
+    pub oauth_url: Option<String>,
 }
 
 impl Default for Options {
@@ -79,6 +82,7 @@ impl Default for Options {
             connection_limits: server::listen::ConnectionLimits::default(),
             tls: None,
             named_host: false,
+            oauth_url: None,
         }
     }
 }
@@ -127,6 +131,11 @@ impl TestApp {
             audit_signer: fluxi_core::audit::AuditSigner::random(),
             audit_repeats: Default::default(),
             keyring: opts.keyring.clone(),
+            integrations: fluxi_core::integrations::Integrations::new(
+                test_catalogue(opts.oauth_url.as_deref().unwrap_or("http://127.0.0.1:9")),
+                &base,
+            )
+            .unwrap(),
         });
         let router = server::build_router(state.clone());
         let tls = opts.tls.as_ref().map(|files| files.acceptor().expect("test certificate"));
@@ -469,4 +478,43 @@ pub async fn recorded(app: &TestApp, action: fluxi_core::audit::Action) -> Vec<f
         .load(&mut conn)
         .await
         .unwrap()
+}
+
+/// The built-in catalogue plus `local-idp`, a provider at `oauth_url` (the local
+/// `oidc-provider` server of `end2end/oauth-provider.cjs`) with its test client configured.
+pub fn test_catalogue(oauth_url: &str) -> fluxi_core::integrations::Catalogue {
+    use fluxi_core::integrations::catalogue::{ClientCredentials, Transport, BUILT_IN};
+    let local = format!(
+        r#"
+[[provider]]
+id = "local-idp"
+name = "Local Identity Provider"
+kind = "oauth2"
+description = "The test authorization server."
+authorization_url = "{oauth_url}/auth"
+token_url = "{oauth_url}/token"
+revocation = "rfc7009"
+revocation_url = "{oauth_url}/token/revocation"
+revocation_help = "Sign in at the local provider and remove Fluxi there."
+account_url = "{oauth_url}/me"
+account_field = "email"
+pkce = true
+[[provider.scope]]
+name = "openid"
+means = "Know who you are at the provider."
+[[provider.scope]]
+name = "email"
+means = "See your email address, to show which account is connected."
+[[provider.scope]]
+name = "notes:read"
+means = "Read your notes."
+"#
+    );
+    fluxi_core::integrations::Catalogue::parse(&format!("{BUILT_IN}\n{local}"), Transport::AllowLoopbackHttp, |id| {
+        (id.as_str() == "local-idp").then(|| ClientCredentials {
+            client_id: "fluxi-test".into(),
+            client_secret: zeroize::Zeroizing::new("fluxi-test-secret".into()),
+        })
+    })
+    .unwrap()
 }

@@ -13,6 +13,7 @@ mod database_tls;
 mod email_change;
 mod fleet;
 mod fuzz;
+mod integrations;
 mod invitations;
 mod members;
 mod mfa;

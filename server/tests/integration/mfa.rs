@@ -332,7 +332,7 @@ async fn sealed_secrets_are_bound_to_their_row_and_rotate_to_a_new_key() {
     let v2 = Keyring::new(2, key(2), vec![(1, key(1))]);
     let before = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
     assert!(before.iter().any(|c| c.kind == "TOTP secrets" && c.key_version == 1 && c.count == 2), "{before:?}");
-    let report = fluxi_core::secrets::rotate(&mut conn, &v2, 1).await.unwrap();
+    let report = fluxi_core::secrets::rotate(&mut conn, &v2, 1, &fluxi_core::clock::SystemClock).await.unwrap();
     // Bob's row holds Ada's ciphertext: it does not open, and is reported.
     assert_eq!((report.resealed, report.failed), (1, 1), "{report:?}");
     let after = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
@@ -373,7 +373,7 @@ async fn rotation_runs_while_people_sign_in() {
     let before = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
     assert!(before.iter().any(|c| c.kind == "TOTP secrets" && c.key_version == 1 && c.count == 6), "{before:?}");
     let app = Arc::new(app);
-    let rotation = fluxi_core::secrets::rotate(&mut conn, &v2, 2);
+    let rotation = fluxi_core::secrets::rotate(&mut conn, &v2, 2, &fluxi_core::clock::SystemClock);
     let sign_ins = futures::future::join_all(people.iter().map(|(p, key)| {
         let app = app.clone();
         async move {

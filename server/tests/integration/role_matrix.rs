@@ -22,7 +22,16 @@ const WORKSPACE_FUNCTIONS: &[(&str, Permission)] = &[
     ("delete_workspace", Permission::DeleteWorkspace),
     ("set_workspace_mfa", Permission::ManageOwners),
     ("audit_page", Permission::ViewAudit),
+    ("integrations_page", Permission::Read),
+    ("connect_integration", Permission::ManageOwnIntegrations),
+    ("save_api_key", Permission::ManageOwnIntegrations),
+    ("disconnect_integration", Permission::ManageOwnIntegrations),
+    ("check_integration", Permission::ManageOwnIntegrations),
 ];
+
+/// Functions about one connection, called with an id that exists nowhere: a role that may
+/// call them gets "not found" (and the others "forbidden" before any lookup).
+const NEED_A_CONNECTION: &[&str] = &["disconnect_integration", "check_integration"];
 
 /// Functions that answer a role without the permission like a non-member ("not found"):
 /// the page they serve is not to be seen at all.
@@ -143,6 +152,15 @@ async fn call(app: &TestApp, w: &mut World, caller: Caller, function: &str) -> c
         "transfer_ownership" => vec![("slug", &slug), ("user_id", &target), ("password", PASSWORD)],
         "delete_workspace" => vec![("slug", &slug), ("password", PASSWORD)],
         "set_workspace_mfa" => vec![("slug", &slug), ("required", "off"), ("password", PASSWORD)],
+        "connect_integration" => vec![("slug", &slug), ("provider", "local-idp")],
+        "save_api_key" => vec![
+            ("slug", &slug),
+            ("provider", "openai"),
+            ("api_key", "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"),
+        ],
+        "disconnect_integration" | "check_integration" => {
+            vec![("slug", &slug), ("connection", "6f1c2a64-0d2e-4c44-9a43-3b1f4c1f0b7e")]
+        }
         "audit_page" => ["slug", "action", "actor", "from", "to", "outcome", "before", "after", "event"]
             .into_iter()
             .map(|k| (k, if k == "slug" { slug.as_str() } else { "" }))
@@ -192,6 +210,9 @@ async fn every_workspace_function_allows_exactly_the_roles_the_matrix_allows() {
         let ok = match caller {
             Caller::Anonymous => res.status == StatusCode::UNAUTHORIZED,
             Caller::Outsider => res.status == StatusCode::NOT_FOUND,
+            Caller::Role(_) if expected_ok && NEED_A_CONNECTION.contains(&function) => {
+                res.status == StatusCode::NOT_FOUND
+            }
             Caller::Role(role) if expected_ok => {
                 res.status == StatusCode::OK
                     // The only owner cannot leave: authorized, then refused by the invariant.

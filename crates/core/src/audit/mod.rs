@@ -113,6 +113,17 @@ actions! {
     PasskeyRemoved = "passkey.removed", TwoFactor, "Removed a passkey";
     PasskeyRefused = "passkey.refused", TwoFactor, "Passkey refused";
     PasskeyPossiblyCopied = "passkey.possibly_copied", TwoFactor, "Passkey refused: it may have been copied";
+    IntegrationConnected = "integration.connected", Integrations, "Connected an integration";
+    IntegrationConnectRefused = "integration.connect_refused", Integrations, "Integration connection refused";
+    IntegrationRefreshFailed = "integration.refresh_failed", Integrations, "Integration needs reconnecting: the provider refused to refresh it";
+    IntegrationDisconnected = "integration.disconnected", Integrations, "Disconnected an integration";
+    IntegrationRevoked = "integration.revoked", Integrations, "Integration access revoked at the provider";
+    IntegrationRevocationFailed = "integration.revocation_failed", Integrations, "Revoking integration access at the provider failed; retrying";
+    IntegrationRevocationGivenUp = "integration.revocation_given_up", Integrations, "Gave up revoking integration access at the provider";
+    IntegrationKeySaved = "integration.key_saved", Integrations, "Saved an API key";
+    IntegrationKeyReplaced = "integration.key_replaced", Integrations, "Replaced an API key";
+    IntegrationKeyDeleted = "integration.key_deleted", Integrations, "Deleted an API key";
+    SecretsRotated = "secrets.rotated", Accounts, "Stored secrets moved to the current encryption key";
 }
 
 /// Stored by its name.
@@ -140,6 +151,7 @@ pub enum ActionGroup {
     Members,
     Audit,
     TwoFactor,
+    Integrations,
 }
 
 impl ActionGroup {
@@ -151,6 +163,7 @@ impl ActionGroup {
         ActionGroup::Workspace,
         ActionGroup::Members,
         ActionGroup::Invitations,
+        ActionGroup::Integrations,
         ActionGroup::Audit,
     ];
 
@@ -164,6 +177,7 @@ impl ActionGroup {
             ActionGroup::Members => "members",
             ActionGroup::Audit => "audit",
             ActionGroup::TwoFactor => "two_factor",
+            ActionGroup::Integrations => "integrations",
         }
     }
     pub fn words(self) -> &'static str {
@@ -176,6 +190,7 @@ impl ActionGroup {
             ActionGroup::Members => "Members",
             ActionGroup::Audit => "Audit log",
             ActionGroup::TwoFactor => "Two-factor authentication",
+            ActionGroup::Integrations => "Integrations",
         }
     }
     pub fn parse(name: &str) -> Option<ActionGroup> {
@@ -212,6 +227,9 @@ pub enum SystemJob {
     MailWorker,
     FleetMigrator,
     AuditMaintenance,
+    IntegrationRevoker,
+    /// `server keys rotate`, run by an operator.
+    KeyRotation,
 }
 
 /// Who did it. An email is given in clear and stored only as a pseudonym.
@@ -237,6 +255,8 @@ impl Actor<'_> {
             Actor::System(SystemJob::MailWorker) => "system:mail_worker",
             Actor::System(SystemJob::FleetMigrator) => "system:fleet_migrator",
             Actor::System(SystemJob::AuditMaintenance) => "system:audit_maintenance",
+            Actor::System(SystemJob::IntegrationRevoker) => "system:integration_revoker",
+            Actor::System(SystemJob::KeyRotation) => "system:key_rotation",
         }
     }
 }
@@ -249,6 +269,8 @@ pub enum Target {
     Workspace(Uuid),
     Member(Uuid),
     Invitation(Uuid),
+    /// An integration connection (or API key).
+    Connection(Uuid),
     AuditLog,
 }
 
@@ -260,12 +282,17 @@ impl Target {
             Target::Workspace(_) => "workspace",
             Target::Member(_) => "member",
             Target::Invitation(_) => "invitation",
+            Target::Connection(_) => "integration",
             Target::AuditLog => "audit_log",
         }
     }
     pub fn id(self) -> Option<Uuid> {
         match self {
-            Target::Account(id) | Target::Workspace(id) | Target::Member(id) | Target::Invitation(id) => Some(id),
+            Target::Account(id)
+            | Target::Workspace(id)
+            | Target::Member(id)
+            | Target::Invitation(id)
+            | Target::Connection(id) => Some(id),
             Target::None | Target::AuditLog => None,
         }
     }
@@ -357,6 +384,24 @@ pub enum Detail {
     /// Why a mailed link (verification, reset) did nothing.
     Link {
         problem: crate::accounts::LinkProblem,
+    },
+    /// Which provider (an id from the catalogue, never typed text).
+    Integration {
+        provider: crate::integrations::ProviderId,
+    },
+    ConnectRefused {
+        provider: Option<crate::integrations::ProviderId>,
+        reason: crate::integrations::connect::ConnectRefusal,
+    },
+    /// A connection removed, and where its revocation at the provider stands.
+    Disconnected {
+        provider: crate::integrations::ProviderId,
+        revocation: crate::integrations::Revocation,
+    },
+    /// Secrets moved to the current key by a rotation pass, and those that did not open.
+    Rotation {
+        resealed: u64,
+        failed: u64,
     },
 }
 

@@ -16,8 +16,13 @@ use crate::db::Pool;
 use crate::schema::workspaces;
 
 /// Every tenant migration, oldest first: (version, SQL). Versions sort in order.
-pub const TENANT_MIGRATIONS: &[(&str, &str)] =
-    &[("2026-11-29-000001_notes", include_str!("../../../../migrations/tenant/2026-11-29-000001_notes/up.sql"))];
+pub const TENANT_MIGRATIONS: &[(&str, &str)] = &[
+    ("2026-11-29-000001_notes", include_str!("../../../../migrations/tenant/2026-11-29-000001_notes/up.sql")),
+    (
+        "2026-12-06-000001_integrations",
+        include_str!("../../../../migrations/tenant/2026-12-06-000001_integrations/up.sql"),
+    ),
+];
 
 pub fn latest_version() -> &'static str {
     TENANT_MIGRATIONS.last().map(|(v, _)| *v).unwrap_or("")

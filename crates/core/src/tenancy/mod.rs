@@ -45,7 +45,7 @@
 
 pub mod migrations;
 pub mod notes;
-mod schema;
+pub(crate) mod schema;
 
 use diesel::sql_types::Text;
 use diesel_async::scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
@@ -113,4 +113,41 @@ where
         .scope_boxed()
     })
     .await
+}
+
+/// Scopes the rest of the caller's transaction to a workspace (as [`scoped_transaction`]
+/// does) until [`leave_scope`]: for an action that changes tenant rows and then writes
+/// shared tables (the audit trail, a queue) in the same transaction.
+pub(crate) async fn enter_scope(
+    conn: &mut AsyncPgConnection,
+    schema: &TenantIdent,
+    role: &TenantIdent,
+) -> diesel::QueryResult<()> {
+    diesel::sql_query("SELECT set_config('search_path', $1, true), set_config('role', $2, true)")
+        .bind::<Text, _>(schema.as_str())
+        .bind::<Text, _>(role.as_str())
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Back to the login role and its search path, still inside the transaction.
+pub(crate) async fn leave_scope(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute("RESET ROLE; RESET search_path;").await
+}
+
+/// Every workspace with its schema (operators' passes over all tenants).
+pub(crate) async fn all_workspace_schemas(
+    conn: &mut AsyncPgConnection,
+) -> diesel::QueryResult<Vec<(Uuid, TenantIdent)>> {
+    use crate::schema::workspaces;
+    use diesel::QueryDsl;
+    let rows: Vec<(Uuid, String)> =
+        workspaces::table.select((workspaces::id, workspaces::schema_name)).order(workspaces::id).load(conn).await?;
+    Ok(rows.into_iter().filter_map(|(id, s)| Some((id, TenantIdent::parse(&s)?))).collect())
+}
+
+pub(crate) async fn all_schemas(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<TenantIdent>> {
+    Ok(all_workspace_schemas(conn).await?.into_iter().map(|(_, s)| s).collect())
 }

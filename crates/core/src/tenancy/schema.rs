@@ -10,3 +10,26 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    integration_connections (id) {
+        id -> Uuid,
+        provider -> Text,
+        owner_id -> Uuid,
+        kind -> Text,
+        status -> Text,
+        key_version -> Int4,
+        account -> Nullable<Bytea>,
+        access_token -> Nullable<Bytea>,
+        refresh_token -> Nullable<Bytea>,
+        api_key -> Nullable<Bytea>,
+        key_last4 -> Nullable<Text>,
+        scopes -> Array<Text>,
+        access_expires_at -> Nullable<Timestamptz>,
+        refresh_lease_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        updated_by -> Uuid,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}

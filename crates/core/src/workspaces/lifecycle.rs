@@ -166,6 +166,9 @@ pub async fn delete_workspace(
                 // Identifiers come from TenantIdent (strict pattern). The schema's owner drops
                 // it; then the (now empty-handed) role itself is dropped, by the
                 // administrator's provisioning function (the login role has no CREATEROLE).
+                // Its connections' tokens move to the revocation queue first: the
+                // providers must still be told after the schema is gone.
+                crate::integrations::remove_all_in(c, audit, id, &ident, None).await?;
                 let name = ident.as_str();
                 c.batch_execute(&format!("SET LOCAL ROLE {name}; DROP SCHEMA {name} CASCADE; RESET ROLE;")).await?;
                 diesel::sql_query("SELECT fluxi_provisioning.drop_workspace_role($1)")

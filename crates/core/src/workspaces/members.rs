@@ -148,6 +148,9 @@ pub async fn remove_member(
                 audit
                     .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, Detail::None))
                     .await?;
+                // Their connections leave with them (revoked at the providers by the job).
+                crate::integrations::remove_all_in(c, audit, access.workspace_id(), access.schema(), Some(target))
+                    .await?;
                 super::invitations::revoke_sent_by(c, audit, access.workspace_id(), target).await?;
                 Ok(())
             }

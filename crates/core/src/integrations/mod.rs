@@ -1,0 +1,909 @@
+//! Integrations: connections to third-party tools through OAuth 2.0, and API keys
+//! (docs/integrations.md).
+//!
+//! - `catalogue`: the providers and what is asked of them.
+//! - `provider`: every request to a provider (token endpoint, account lookup, revocation).
+//! - `connect`: the authorization-code flow with PKCE and a session-bound state.
+//! - this module: the vault. Connections live in the workspace's own schema, one per
+//!   person and provider; every secret is sealed by [`crate::secrets`] bound to
+//!   (workspace, owner, connection). API keys, listing, use with at most one refresh in
+//!   flight per connection (a lease in its row), disconnecting.
+//! - `revocations`: tokens of disconnected connections, revoked at the provider now or
+//!   by the background job later.
+
+pub mod catalogue;
+pub mod connect;
+pub mod provider;
+pub mod revocations;
+
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+pub use catalogue::{Catalogue, Provider, ProviderId, ProviderKind};
+
+use crate::audit::{Action, Audit, Detail, Event, Outcome, Target};
+use crate::secrets::{Keyring, OpenError, Purpose, RotationReport, Sealed, VersionCount};
+use crate::tenancy::schema::integration_connections as ic;
+use crate::tenancy::{self, TenantIdent};
+use crate::workspaces::{Permission, WorkspaceAccess, WorkspaceError};
+
+/// An access token this close to expiry is refreshed before use.
+pub const REFRESH_MARGIN: Duration = Duration::seconds(60);
+/// How long one refresh may hold its connection's lease.
+pub const REFRESH_LEASE: Duration = Duration::seconds(30);
+/// Last-used times are written at most this often per connection.
+pub const LAST_USED_GRANULARITY: Duration = Duration::minutes(5);
+
+/// What the vault needs besides the database: the catalogue, the one HTTP client for
+/// providers (no redirects followed, timeouts), and the callback URL.
+#[derive(Clone)]
+pub struct Integrations {
+    catalogue: Arc<Catalogue>,
+    http: reqwest::Client,
+    redirect_url: url::Url,
+    base_url: String,
+}
+
+impl Integrations {
+    pub fn new(catalogue: Catalogue, base_url: &str) -> Result<Self, IntegrationError> {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let redirect_url = url::Url::parse(&format!("{base_url}/integrations/callback"))
+            .map_err(|_| IntegrationError::Misconfigured("the base URL is not a URL"))?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10))
+            .user_agent("Fluxi integrations")
+            .build()
+            .map_err(|_| IntegrationError::Misconfigured("the HTTP client could not be built"))?;
+        Ok(Self { catalogue: Arc::new(catalogue), http, redirect_url, base_url })
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    pub fn redirect_url(&self) -> &url::Url {
+        &self.redirect_url
+    }
+
+    fn provider(&self, id: &str) -> Result<&Provider, IntegrationError> {
+        self.catalogue.get(id).ok_or(IntegrationError::UnknownProvider)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    #[error("no such provider")]
+    UnknownProvider,
+    #[error("this provider is not configured by your administrator")]
+    NotConfigured,
+    #[error("this provider is connected with {0}")]
+    WrongKind(&'static str),
+    #[error("connection not found")]
+    NotFound,
+    #[error("that does not look like an API key for this provider")]
+    InvalidKey,
+    #[error("the connection needs reconnecting")]
+    NeedsReconnecting,
+    #[error("the provider could not be reached")]
+    ProviderUnavailable,
+    #[error("integrations are misconfigured: {0}")]
+    Misconfigured(&'static str),
+    #[error("a stored secret did not open")]
+    Sealed(#[from] OpenError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+}
+
+impl From<diesel::result::Error> for IntegrationError {
+    fn from(e: diesel::result::Error) -> Self {
+        IntegrationError::Workspace(WorkspaceError::from(e))
+    }
+}
+
+/// The binding of every sealed secret of a connection.
+fn owner_parts<'a>(workspace: &'a Uuid, owner: &'a Uuid, connection: &'a Uuid) -> [&'a [u8]; 3] {
+    [workspace.as_bytes(), owner.as_bytes(), connection.as_bytes()]
+}
+
+/// Connection status as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Connected,
+    NeedsReconnect,
+}
+
+impl Status {
+    fn parse(s: &str) -> Status {
+        if s == "needs_reconnect" {
+            Status::NeedsReconnect
+        } else {
+            Status::Connected
+        }
+    }
+}
+
+/// A connection as the integrations page shows it: never a token or key.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub id: Uuid,
+    pub provider: String,
+    pub owner_id: Uuid,
+    pub kind: ProviderKind,
+    pub status: Status,
+    /// The account at the provider ("Connected as …"), opened for display.
+    pub account: Option<String>,
+    pub key_last4: Option<String>,
+    pub scopes: Vec<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub updated_by: Uuid,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+type InfoRow = (
+    Uuid,
+    String,
+    Uuid,
+    String,
+    String,
+    i32,
+    Option<Vec<u8>>,
+    Option<String>,
+    Vec<String>,
+    OffsetDateTime,
+    OffsetDateTime,
+    Uuid,
+    Option<OffsetDateTime>,
+);
+
+/// Connections the caller may see: their own; every one in the workspace for those who
+/// manage its integrations; none for viewers.
+pub async fn list_connections(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    keyring: &Keyring,
+) -> Result<Vec<ConnectionInfo>, IntegrationError> {
+    if !access.can(Permission::ManageOwnIntegrations) {
+        return Ok(Vec::new());
+    }
+    let everyone = access.can(Permission::ManageIntegrations);
+    let me = access.user_id();
+    let rows: Vec<InfoRow> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+        async move {
+            let mut q = ic::table
+                .select((
+                    ic::id,
+                    ic::provider,
+                    ic::owner_id,
+                    ic::kind,
+                    ic::status,
+                    ic::key_version,
+                    ic::account,
+                    ic::key_last4,
+                    ic::scopes,
+                    ic::created_at,
+                    ic::updated_at,
+                    ic::updated_by,
+                    ic::last_used_at,
+                ))
+                .order((ic::provider, ic::created_at))
+                .into_boxed();
+            if !everyone {
+                q = q.filter(ic::owner_id.eq(me));
+            }
+            q.load(c).await.map_err(IntegrationError::from)
+        }
+        .scope_boxed()
+    })
+    .await?;
+    let workspace = access.workspace_id();
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                provider,
+                owner_id,
+                kind,
+                status,
+                key_version,
+                account,
+                key_last4,
+                scopes,
+                created_at,
+                updated_at,
+                updated_by,
+                last_used_at,
+            )| {
+                let account = account.and_then(|bytes| {
+                    let sealed = Sealed { key_version, bytes };
+                    let plain = keyring
+                        .open(Purpose::IntegrationAccount, &owner_parts(&workspace, &owner_id, &id), &sealed)
+                        .ok()?;
+                    String::from_utf8(plain.to_vec()).ok()
+                });
+                ConnectionInfo {
+                    id,
+                    provider,
+                    owner_id,
+                    kind: if kind == "api_key" { ProviderKind::ApiKey } else { ProviderKind::Oauth2 },
+                    status: Status::parse(&status),
+                    account,
+                    key_last4,
+                    scopes,
+                    created_at,
+                    updated_at,
+                    updated_by,
+                    last_used_at,
+                }
+            },
+        )
+        .collect())
+}
+
+/// Whether an API key was new or replaced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySaved {
+    Saved,
+    Replaced,
+}
+
+/// Saves (or replaces) the caller's API key for `provider_id`: checked against the
+/// provider's format, sealed, recorded. The key never comes back out to a page.
+#[allow(clippy::too_many_arguments)]
+pub async fn save_api_key(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    keyring: &Keyring,
+    integrations: &Integrations,
+    provider_id: &str,
+    key: &str,
+    now: OffsetDateTime,
+) -> Result<KeySaved, IntegrationError> {
+    access.require(Permission::ManageOwnIntegrations)?;
+    let provider = integrations.provider(provider_id)?;
+    let format = provider.key_format().ok_or(IntegrationError::WrongKind("OAuth"))?;
+    let key = Zeroizing::new(key.trim().to_string());
+    if !format.admits(&key) {
+        return Err(IntegrationError::InvalidKey);
+    }
+    let last4: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let (workspace, me) = (access.workspace_id(), access.user_id());
+    let pid = provider.id.clone();
+    conn.transaction::<_, IntegrationError, _>(|c| {
+        async move {
+            tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
+            let existing: Option<Uuid> = ic::table
+                .filter(ic::owner_id.eq(me))
+                .filter(ic::provider.eq(pid.as_str()))
+                .select(ic::id)
+                .for_update()
+                .first(c)
+                .await
+                .optional()?;
+            let id = existing.unwrap_or_else(Uuid::new_v4);
+            let sealed = keyring.seal(Purpose::IntegrationApiKey, &owner_parts(&workspace, &me, &id), key.as_bytes());
+            let outcome = if existing.is_some() {
+                diesel::update(ic::table.find(id))
+                    .set((
+                        ic::api_key.eq(&sealed.bytes),
+                        ic::key_version.eq(sealed.key_version),
+                        ic::key_last4.eq(&last4),
+                        ic::updated_at.eq(now),
+                        ic::updated_by.eq(me),
+                    ))
+                    .execute(c)
+                    .await?;
+                KeySaved::Replaced
+            } else {
+                diesel::insert_into(ic::table)
+                    .values((
+                        ic::id.eq(id),
+                        ic::provider.eq(pid.as_str()),
+                        ic::owner_id.eq(me),
+                        ic::kind.eq("api_key"),
+                        ic::key_version.eq(sealed.key_version),
+                        ic::api_key.eq(&sealed.bytes),
+                        ic::key_last4.eq(&last4),
+                        ic::created_at.eq(now),
+                        ic::updated_at.eq(now),
+                        ic::updated_by.eq(me),
+                    ))
+                    .execute(c)
+                    .await?;
+                KeySaved::Saved
+            };
+            tenancy::leave_scope(c).await?;
+            let action = match outcome {
+                KeySaved::Saved => Action::IntegrationKeySaved,
+                KeySaved::Replaced => Action::IntegrationKeyReplaced,
+            };
+            let detail = Detail::Integration { provider: pid.clone() };
+            audit
+                .record(c, Event::workspace(workspace, action, Target::Connection(id), Outcome::Succeeded, detail))
+                .await?;
+            Ok(outcome)
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+/// What disconnecting did at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// An API key: there is nothing to revoke at the provider (the person deletes the key there).
+    NotApplicable,
+    /// The provider offers no way to revoke: the person removes access there.
+    NotOffered,
+    /// Waiting for the provider (the background job retries).
+    Pending,
+    Revoked,
+    /// Still failing at the end of the retry period: given up.
+    GaveUp,
+}
+
+/// The outcome of a disconnect, for the page.
+#[derive(Debug, Clone)]
+pub struct Disconnected {
+    pub provider: String,
+    pub revocation: Revocation,
+    /// Set when the provider's revocation is waiting in the queue.
+    pub queued: Option<Uuid>,
+}
+
+/// Disconnects (or deletes the API key of) a connection: the caller's own, or anyone's
+/// for those who manage the workspace's integrations. Its tokens leave the workspace in
+/// this transaction; those the provider can revoke wait in the revocation queue, which
+/// the caller then tries at once ([`revocations::attempt`]).
+pub async fn disconnect(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    integrations: &Integrations,
+    connection_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Disconnected, IntegrationError> {
+    access.require(Permission::ManageOwnIntegrations)?;
+    let everyone = access.can(Permission::ManageIntegrations);
+    let (workspace, me) = (access.workspace_id(), access.user_id());
+    conn.transaction::<_, IntegrationError, _>(|c| {
+        async move {
+            tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
+            let mut q = ic::table.filter(ic::id.eq(connection_id)).into_boxed();
+            if !everyone {
+                q = q.filter(ic::owner_id.eq(me));
+            }
+            let found: Option<RemovedRow> = diesel::delete(ic::table.filter(ic::id.eq_any(q.select(ic::id))))
+                .returning(REMOVED_COLUMNS)
+                .get_result(c)
+                .await
+                .optional()?;
+            tenancy::leave_scope(c).await?;
+            let removed = found.ok_or(IntegrationError::NotFound)?;
+            let provider = removed.1.clone();
+            let (revocation, queued) = revocations::enqueue_removed(c, integrations, workspace, &removed, now).await?;
+            let action =
+                if removed.3 == "api_key" { Action::IntegrationKeyDeleted } else { Action::IntegrationDisconnected };
+            let detail = match ProviderId::parse(&provider) {
+                Some(p) => Detail::Disconnected { provider: p, revocation },
+                None => Detail::None,
+            };
+            let target = Target::Connection(removed.0);
+            audit.record(c, Event::workspace(workspace, action, target, Outcome::Succeeded, detail)).await?;
+            Ok(Disconnected { provider, revocation, queued })
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+/// (id, provider, owner, kind, key_version, access token, refresh token)
+pub(crate) type RemovedRow = (Uuid, String, Uuid, String, i32, Option<Vec<u8>>, Option<Vec<u8>>);
+const REMOVED_COLUMNS: (
+    ic::id,
+    ic::provider,
+    ic::owner_id,
+    ic::kind,
+    ic::key_version,
+    ic::access_token,
+    ic::refresh_token,
+) = (ic::id, ic::provider, ic::owner_id, ic::kind, ic::key_version, ic::access_token, ic::refresh_token);
+
+/// Removes every connection of `owner` (a member leaving or removed), or of everyone
+/// (`owner` = `None`: the workspace is being deleted), inside the caller's transaction,
+/// each with its event; their tokens go to the revocation queue for the background job.
+pub(crate) async fn remove_all_in(
+    c: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    workspace: Uuid,
+    schema: &TenantIdent,
+    owner: Option<Uuid>,
+) -> QueryResult<usize> {
+    let now = audit.clock.now();
+    tenancy::enter_scope(c, schema, schema).await?;
+    let removed: Vec<RemovedRow> = match owner {
+        Some(o) => diesel::delete(ic::table.filter(ic::owner_id.eq(o))).returning(REMOVED_COLUMNS).load(c).await?,
+        None => diesel::delete(ic::table).returning(REMOVED_COLUMNS).load(c).await?,
+    };
+    tenancy::leave_scope(c).await?;
+    for row in &removed {
+        let queued = revocations::enqueue_removed_raw(c, None, workspace, row, now).await?;
+        let action = if row.3 == "api_key" { Action::IntegrationKeyDeleted } else { Action::IntegrationDisconnected };
+        let revocation = match (row.3.as_str(), queued) {
+            ("api_key", _) => Revocation::NotApplicable,
+            (_, Some(_)) => Revocation::Pending,
+            (_, None) => Revocation::NotOffered,
+        };
+        let detail =
+            ProviderId::parse(&row.1).map_or(Detail::None, |p| Detail::Disconnected { provider: p, revocation });
+        audit
+            .record(c, Event::workspace(workspace, action, Target::Connection(row.0), Outcome::Succeeded, detail))
+            .await?;
+    }
+    Ok(removed.len())
+}
+
+/// A usable access token of the caller's own OAuth connection, refreshed first when it
+/// is about to expire. At most one refresh per connection is in flight across every
+/// server instance: the refresher holds a lease in the connection's row; the others wait
+/// for it to finish and use what it stored.
+pub async fn access_token(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    keyring: &Keyring,
+    integrations: &Integrations,
+    connection_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Zeroizing<String>, IntegrationError> {
+    access.require(Permission::ManageOwnIntegrations)?;
+    let (workspace, me) = (access.workspace_id(), access.user_id());
+    let parts_owner = me;
+    // Waits for another refresher at most this many times (100 ms apart, ~20 s in all).
+    for _ in 0..200 {
+        let row = read_for_use(conn, access, connection_id, now).await?;
+        let Some(row) = row else { return Err(IntegrationError::NotFound) };
+        if row.status == Status::NeedsReconnect {
+            return Err(IntegrationError::NeedsReconnecting);
+        }
+        let parts = owner_parts(&workspace, &parts_owner, &connection_id);
+        let fresh = row.expires_at.is_none_or(|at| at - REFRESH_MARGIN > now);
+        if fresh {
+            let sealed = Sealed {
+                key_version: row.key_version,
+                bytes: row.access_token.ok_or(IntegrationError::NeedsReconnecting)?,
+            };
+            let plain = keyring.open(Purpose::IntegrationAccessToken, &parts, &sealed)?;
+            return String::from_utf8(plain.to_vec())
+                .map(Zeroizing::new)
+                .map_err(|_| IntegrationError::Sealed(OpenError::DoesNotOpen));
+        }
+        if row.lease_free {
+            if let Some(token) =
+                refresh(conn, audit, access, keyring, integrations, connection_id, &row.provider, now).await?
+            {
+                return Ok(token);
+            }
+            // Another instance took the lease first: wait for it like everyone else.
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(IntegrationError::ProviderUnavailable)
+}
+
+/// What "Check connection" found.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub provider: String,
+    pub account: String,
+}
+
+/// Uses the caller's connection once (refreshing it first when due) to ask the provider
+/// which account it reaches: "Check connection".
+pub async fn check(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    keyring: &Keyring,
+    integrations: &Integrations,
+    connection_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Checked, IntegrationError> {
+    let token = access_token(conn, audit, access, keyring, integrations, connection_id, now).await?;
+    let provider_id = provider_of(conn, access, connection_id).await?;
+    let provider = integrations.provider(&provider_id)?;
+    let account = provider::account_name(integrations, provider, &token).await.map_err(|failure| match failure {
+        provider::Failure::Refused => IntegrationError::NeedsReconnecting,
+        provider::Failure::Unavailable => IntegrationError::ProviderUnavailable,
+    })?;
+    Ok(Checked { provider: provider_id, account })
+}
+
+/// The provider of one of the caller's own connections.
+pub async fn provider_of(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    connection_id: Uuid,
+) -> Result<String, IntegrationError> {
+    let me = access.user_id();
+    tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+        async move {
+            ic::table
+                .filter(ic::id.eq(connection_id))
+                .filter(ic::owner_id.eq(me))
+                .select(ic::provider)
+                .first(c)
+                .await
+                .optional()?
+                .ok_or(IntegrationError::NotFound)
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+struct UseRow {
+    provider: String,
+    status: Status,
+    key_version: i32,
+    access_token: Option<Vec<u8>>,
+    expires_at: Option<OffsetDateTime>,
+    lease_free: bool,
+}
+
+/// Reads the caller's connection for use, and notes the use (coalesced: a write at most
+/// every [`LAST_USED_GRANULARITY`]), in one statement.
+async fn read_for_use(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+    connection_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Option<UseRow>, IntegrationError> {
+    let me = access.user_id();
+    type Row = (String, String, String, i32, Option<Vec<u8>>, Option<OffsetDateTime>, Option<OffsetDateTime>);
+    let row: Option<Row> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+        async move {
+            diesel::update(
+                ic::table
+                    .filter(ic::id.eq(connection_id))
+                    .filter(ic::owner_id.eq(me))
+                    .filter(ic::last_used_at.is_null().or(ic::last_used_at.lt(now - LAST_USED_GRANULARITY))),
+            )
+            .set(ic::last_used_at.eq(now))
+            .execute(c)
+            .await?;
+            ic::table
+                .filter(ic::id.eq(connection_id))
+                .filter(ic::owner_id.eq(me))
+                .select((
+                    ic::provider,
+                    ic::kind,
+                    ic::status,
+                    ic::key_version,
+                    ic::access_token,
+                    ic::access_expires_at,
+                    ic::refresh_lease_until,
+                ))
+                .first(c)
+                .await
+                .optional()
+                .map_err(IntegrationError::from)
+        }
+        .scope_boxed()
+    })
+    .await?;
+    Ok(match row {
+        None => None,
+        Some((_, kind, ..)) if kind != "oauth2" => return Err(IntegrationError::WrongKind("an API key")),
+        Some((provider, _, status, key_version, access_token, expires_at, lease)) => Some(UseRow {
+            provider,
+            status: Status::parse(&status),
+            key_version,
+            access_token,
+            expires_at,
+            lease_free: lease.is_none_or(|until| until <= now),
+        }),
+    })
+}
+
+/// Takes the refresh lease and redeems the refresh token once. `Ok(None)`: another
+/// refresher holds the lease.
+#[allow(clippy::too_many_arguments)]
+async fn refresh(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    keyring: &Keyring,
+    integrations: &Integrations,
+    connection_id: Uuid,
+    provider_id: &str,
+    now: OffsetDateTime,
+) -> Result<Option<Zeroizing<String>>, IntegrationError> {
+    let (workspace, me) = (access.workspace_id(), access.user_id());
+    let lease = now + REFRESH_LEASE;
+    let taken: Option<(i32, Option<Vec<u8>>)> =
+        tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+            async move {
+                diesel::update(
+                    ic::table
+                        .filter(ic::id.eq(connection_id))
+                        .filter(ic::owner_id.eq(me))
+                        .filter(ic::status.eq("connected"))
+                        .filter(ic::refresh_lease_until.is_null().or(ic::refresh_lease_until.le(now))),
+                )
+                .set(ic::refresh_lease_until.eq(lease))
+                .returning((ic::key_version, ic::refresh_token))
+                .get_result(c)
+                .await
+                .optional()
+                .map_err(IntegrationError::from)
+            }
+            .scope_boxed()
+        })
+        .await?;
+    let Some((key_version, refresh_sealed)) = taken else { return Ok(None) };
+    let parts = owner_parts(&workspace, &me, &connection_id);
+    let provider = integrations.provider(provider_id)?;
+    let outcome = match refresh_sealed {
+        None => Err(provider::Failure::Refused),
+        Some(bytes) => {
+            let refresh_token =
+                keyring.open(Purpose::IntegrationRefreshToken, &parts, &Sealed { key_version, bytes })?;
+            let refresh_token = String::from_utf8(refresh_token.to_vec()).map_err(|_| OpenError::DoesNotOpen)?;
+            provider::refresh(integrations, provider, &Zeroizing::new(refresh_token)).await
+        }
+    };
+    match outcome {
+        Ok(tokens) => {
+            let access_sealed = keyring.seal(Purpose::IntegrationAccessToken, &parts, tokens.access_token.as_bytes());
+            // Re-sealed under the same (current) key so the row keeps one key version.
+            let refresh_sealed = tokens
+                .refresh_token
+                .as_ref()
+                .map(|r| keyring.seal(Purpose::IntegrationRefreshToken, &parts, r.as_bytes()).bytes);
+            let expires_at = tokens.expires_in.map(|s| now + s);
+            let stored = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+                async move {
+                    let q = ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease_until.eq(lease));
+                    let n = match refresh_sealed {
+                        Some(r) => {
+                            diesel::update(q)
+                                .set((
+                                    ic::access_token.eq(&access_sealed.bytes),
+                                    ic::refresh_token.eq(r),
+                                    ic::key_version.eq(access_sealed.key_version),
+                                    ic::access_expires_at.eq(expires_at),
+                                    ic::refresh_lease_until.eq(None::<OffsetDateTime>),
+                                ))
+                                .execute(c)
+                                .await?
+                        }
+                        // The provider kept the refresh token: it stays, but must be on the
+                        // same key version as the new access token.
+                        None => {
+                            diesel::update(q.filter(ic::key_version.eq(access_sealed.key_version)))
+                                .set((
+                                    ic::access_token.eq(&access_sealed.bytes),
+                                    ic::access_expires_at.eq(expires_at),
+                                    ic::refresh_lease_until.eq(None::<OffsetDateTime>),
+                                ))
+                                .execute(c)
+                                .await?
+                        }
+                    };
+                    Ok::<_, IntegrationError>(n == 1)
+                }
+                .scope_boxed()
+            })
+            .await?;
+            if !stored {
+                // Disconnected (or the lease ran out) while the provider answered: the new
+                // tokens must not live on at the provider either.
+                revocations::enqueue_tokens(conn, workspace, me, connection_id, provider, keyring, &tokens, now)
+                    .await?;
+                return Err(IntegrationError::NotFound);
+            }
+            Ok(Some(tokens.access_token))
+        }
+        Err(provider::Failure::Refused) => {
+            mark_needs_reconnecting(conn, audit, access, integrations, connection_id, &provider.id, now).await?;
+            Err(IntegrationError::NeedsReconnecting)
+        }
+        Err(provider::Failure::Unavailable) => {
+            tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+                async move {
+                    diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease_until.eq(lease)))
+                        .set(ic::refresh_lease_until.eq(None::<OffsetDateTime>))
+                        .execute(c)
+                        .await
+                        .map_err(IntegrationError::from)
+                }
+                .scope_boxed()
+            })
+            .await?;
+            Err(IntegrationError::ProviderUnavailable)
+        }
+    }
+}
+
+/// The provider refused the refresh token (revoked there, expired): the connection's
+/// tokens are dropped, it shows "Needs reconnecting", its owner is mailed, and the trail
+/// records it — one transaction.
+async fn mark_needs_reconnecting(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    integrations: &Integrations,
+    connection_id: Uuid,
+    provider: &ProviderId,
+    _now: OffsetDateTime,
+) -> Result<(), IntegrationError> {
+    let (workspace, me) = (access.workspace_id(), access.user_id());
+    let link = format!("{}/w/{}/integrations", integrations.base_url, access.slug());
+    conn.transaction::<_, IntegrationError, _>(|c| {
+        async move {
+            tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
+            let n = diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::status.eq("connected")))
+                .set((
+                    ic::status.eq("needs_reconnect"),
+                    ic::access_token.eq(None::<Vec<u8>>),
+                    ic::refresh_token.eq(None::<Vec<u8>>),
+                    ic::access_expires_at.eq(None::<OffsetDateTime>),
+                    ic::refresh_lease_until.eq(None::<OffsetDateTime>),
+                ))
+                .execute(c)
+                .await?;
+            tenancy::leave_scope(c).await?;
+            if n == 1 {
+                let detail = Detail::Integration { provider: provider.clone() };
+                let event = Event::workspace(
+                    workspace,
+                    Action::IntegrationRefreshFailed,
+                    Target::Connection(connection_id),
+                    Outcome::Failed,
+                    detail,
+                );
+                audit.record(c, event).await?;
+                let email: String =
+                    crate::schema::users::table.find(me).select(crate::schema::users::email).first(c).await?;
+                crate::notifications::notify_address(
+                    c,
+                    audit,
+                    &email,
+                    crate::notifications::Notice::IntegrationNeedsReconnecting,
+                    Some(&link),
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+/// Sealed secrets per key version over every workspace's connections and the revocation
+/// queue.
+pub(crate) async fn sealed_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<VersionCount>> {
+    let mut by_version = std::collections::BTreeMap::<i32, i64>::new();
+    for schema in tenancy::all_schemas(conn).await? {
+        let rows: Vec<(i32, i64)> = tenancy::scoped_transaction(conn, &schema, &schema, |c| {
+            async move {
+                ic::table.group_by(ic::key_version).select((ic::key_version, diesel::dsl::count_star())).load(c).await
+            }
+            .scope_boxed()
+        })
+        .await?;
+        for (v, n) in rows {
+            *by_version.entry(v).or_default() += n;
+        }
+    }
+    let mut out: Vec<VersionCount> = by_version
+        .into_iter()
+        .map(|(v, n)| VersionCount { kind: "integration connections", key_version: v, count: n, rotatable: true })
+        .collect();
+    out.extend(revocations::sealed_counts(conn).await?);
+    Ok(out)
+}
+
+/// Re-seals every connection (all of a row's secrets at once) and every queued
+/// revocation not on the current key version, `batch` rows per transaction.
+pub(crate) async fn reseal_all(
+    conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
+    batch: i64,
+) -> QueryResult<RotationReport> {
+    let mut report = RotationReport::default();
+    for (workspace, schema) in tenancy::all_workspace_schemas(conn).await? {
+        let mut failed: Vec<Uuid> = Vec::new();
+        loop {
+            let excluded = failed.clone();
+            let (resealed, newly_failed) = tenancy::scoped_transaction(conn, &schema, &schema, |c| {
+                async move { reseal_batch(c, keyring, workspace, &excluded, batch).await }.scope_boxed()
+            })
+            .await?;
+            report.resealed += resealed;
+            report.failed += newly_failed.len() as u64;
+            if resealed == 0 && newly_failed.is_empty() {
+                break;
+            }
+            failed.extend(newly_failed);
+        }
+    }
+    let queued = revocations::reseal_all(conn, keyring, batch).await?;
+    report.resealed += queued.resealed;
+    report.failed += queued.failed;
+    Ok(report)
+}
+
+type SealedRow = (Uuid, Uuid, i32, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+async fn reseal_batch(
+    c: &mut AsyncPgConnection,
+    keyring: &Keyring,
+    workspace: Uuid,
+    excluded: &[Uuid],
+    batch: i64,
+) -> QueryResult<(u64, Vec<Uuid>)> {
+    let current = keyring.current_version();
+    let rows: Vec<SealedRow> = ic::table
+        .filter(ic::key_version.ne(current))
+        .filter(ic::id.ne_all(excluded))
+        .select((ic::id, ic::owner_id, ic::key_version, ic::account, ic::access_token, ic::refresh_token, ic::api_key))
+        .order(ic::id)
+        .limit(batch)
+        .for_update()
+        .skip_locked()
+        .load(c)
+        .await?;
+    let (mut resealed, mut failed) = (0u64, Vec::new());
+    for (id, owner, version, account, access_token, refresh_token, api_key) in rows {
+        let parts = owner_parts(&workspace, &owner, &id);
+        let reseal = |purpose: Purpose, bytes: Option<Vec<u8>>| -> Result<Option<Vec<u8>>, OpenError> {
+            bytes
+                .map(|b| keyring.reseal(purpose, &parts, &Sealed { key_version: version, bytes: b }).map(|s| s.bytes))
+                .transpose()
+        };
+        let moved = (|| {
+            Ok::<_, OpenError>((
+                reseal(Purpose::IntegrationAccount, account)?,
+                reseal(Purpose::IntegrationAccessToken, access_token)?,
+                reseal(Purpose::IntegrationRefreshToken, refresh_token)?,
+                reseal(Purpose::IntegrationApiKey, api_key)?,
+            ))
+        })();
+        match moved {
+            Ok((account, access_token, refresh_token, api_key)) => {
+                diesel::update(ic::table.find(id))
+                    .set((
+                        ic::key_version.eq(current),
+                        ic::account.eq(account),
+                        ic::access_token.eq(access_token),
+                        ic::refresh_token.eq(refresh_token),
+                        ic::api_key.eq(api_key),
+                    ))
+                    .execute(c)
+                    .await?;
+                resealed += 1;
+            }
+            Err(e) => {
+                tracing::warn!(key_version = version, error = %e, "an integration's secrets could not be re-sealed");
+                failed.push(id);
+            }
+        }
+    }
+    Ok((resealed, failed))
+}

@@ -1,0 +1,2 @@
+DROP TABLE integration_revocations;
+DROP TABLE integration_authorizations;
