@@ -36,6 +36,9 @@ import AxeBuilder from '@axe-core/playwright';
 import type { Browser, BrowserContext, CDPSession, Page, TestInfo } from '@playwright/test';
 import { createHash } from 'node:crypto';
 
+/** Where the app under test runs (scripts/test sets BASE_URL, as the Playwright config reads it). */
+const APP_ORIGIN = new URL(process.env.BASE_URL ?? 'http://localhost:3100').origin;
+
 /** One serious or critical axe violation, as reported at the end of the test. */
 interface Finding {
   url: string;
@@ -234,6 +237,8 @@ export class A11yWatch {
 
   /** Queues the analysis of a state, unless an identical one was analysed already. */
   private analyse(snapshot: Snapshot): void {
+    // Fluxi's own pages only: an OAuth provider's sign-in and consent pages are theirs.
+    if (new URL(snapshot.url).origin !== APP_ORIGIN) return;
     // Script contents (embedded resource data), the response's nonce (Leptos writes it
     // into attributes too) and the hydration mark do not change what axe checks.
     let html = snapshot.html

@@ -87,6 +87,14 @@ pub fn IntegrationsPage() -> impl IntoView {
         },
     );
     let query = use_query_map();
+    // Which card the last "Save key" came from (the action's input is gone once it ends).
+    let last_saved = RwSignal::new(None::<String>);
+    let save_input = save.input();
+    Effect::new(move |_| {
+        if let Some(input) = save_input.get() {
+            last_saved.set(Some(input.provider));
+        }
+    });
     view! {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -104,8 +112,7 @@ pub fn IntegrationsPage() -> impl IntoView {
                         let save_error = submission_error(save, save_flash.as_ref().map(|f| f.error.clone()));
                         let save_for = {
                             let flashed = save_flash.as_ref().and_then(|f| f.values.iter().find(|(k, _)| k == "provider").map(|(_, v)| v.clone()));
-                            let input = save.input();
-                            Signal::derive(move || input.get().map(|i| i.provider).or_else(|| flashed.clone()))
+                            Signal::derive(move || last_saved.get().or_else(|| flashed.clone()))
                         };
                         let other_error = {
                             let (c, d, k) = (connect.value(), disconnect.value(), check.value());

@@ -16,10 +16,13 @@ pub fn set_page_csp() {
     let (Some(nonce), Some(res)) = (leptos::nonce::use_nonce(), use_context::<ResponseOptions>()) else {
         return;
     };
+    // A plain "Connect" form post is answered with a redirect to the provider, which
+    // `form-action` also governs: the configured providers' authorization origins.
+    let providers = super::state().map(|s| s.integrations.authorization_origins()).unwrap_or_default();
     let policy = format!(
         "default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic' 'wasm-unsafe-eval'; style-src 'self'; \
          img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-         frame-ancestors 'none'; form-action 'self'"
+         frame-ancestors 'none'; form-action 'self'{providers}"
     );
     // The nonce is base64, always a valid header value.
     if let Ok(value) = HeaderValue::from_str(&policy) {

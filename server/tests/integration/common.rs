@@ -480,36 +480,11 @@ pub async fn recorded(app: &TestApp, action: fluxi_core::audit::Action) -> Vec<f
         .unwrap()
 }
 
-/// The built-in catalogue plus `local-idp`, a provider at `oauth_url` (the local
-/// `oidc-provider` server of `end2end/oauth-provider.cjs`) with its test client configured.
+/// The built-in catalogue plus `local-idp` (`end2end/oauth-catalogue.toml`, as the
+/// end-to-end server gets it), a provider at `oauth_url` with its test client configured.
 pub fn test_catalogue(oauth_url: &str) -> fluxi_core::integrations::Catalogue {
     use fluxi_core::integrations::catalogue::{ClientCredentials, Transport, BUILT_IN};
-    let local = format!(
-        r#"
-[[provider]]
-id = "local-idp"
-name = "Local Identity Provider"
-kind = "oauth2"
-description = "The test authorization server."
-authorization_url = "{oauth_url}/auth"
-token_url = "{oauth_url}/token"
-revocation = "rfc7009"
-revocation_url = "{oauth_url}/token/revocation"
-revocation_help = "Sign in at the local provider and remove Fluxi there."
-account_url = "{oauth_url}/me"
-account_field = "email"
-pkce = true
-[[provider.scope]]
-name = "openid"
-means = "Know who you are at the provider."
-[[provider.scope]]
-name = "email"
-means = "See your email address, to show which account is connected."
-[[provider.scope]]
-name = "notes:read"
-means = "Read your notes."
-"#
-    );
+    let local = include_str!("../../../end2end/oauth-catalogue.toml").replace("@OAUTH_URL@", oauth_url);
     fluxi_core::integrations::Catalogue::parse(&format!("{BUILT_IN}\n{local}"), Transport::AllowLoopbackHttp, |id| {
         (id.as_str() == "local-idp").then(|| ClientCredentials {
             client_id: "fluxi-test".into(),

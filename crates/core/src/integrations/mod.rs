@@ -74,6 +74,22 @@ impl Integrations {
         &self.redirect_url
     }
 
+    /// The origins of the configured OAuth providers' authorization endpoints, each
+    /// preceded by a space (for a CSP `form-action` list). Origins of checked URLs hold
+    /// no characters that could end a directive.
+    pub fn authorization_origins(&self) -> String {
+        let mut origins: Vec<String> = self
+            .catalogue
+            .providers()
+            .iter()
+            .filter(|p| p.is_configured())
+            .filter_map(|p| p.oauth().map(|o| o.authorization_url.origin().ascii_serialization()))
+            .collect();
+        origins.sort();
+        origins.dedup();
+        origins.into_iter().map(|o| format!(" {o}")).collect()
+    }
+
     fn provider(&self, id: &str) -> Result<&Provider, IntegrationError> {
         self.catalogue.get(id).ok_or(IntegrationError::UnknownProvider)
     }
