@@ -234,9 +234,10 @@ pub async fn disconnect_integration(slug: String, connection: String) -> Result<
     let now = state.clock.now();
     let done = integrations::disconnect(&mut conn, &audit, &access, &state.integrations, id, now).await?;
     let revocation = match done.queued {
-        Some(queued) => {
-            revocations::attempt(&mut conn, &audit, &state.keyring, &state.integrations, queued, now).await?
-        }
+        // Disconnected already: a failed attempt is retried by the job, not an error here.
+        Some(queued) => revocations::attempt(&mut conn, &audit, &state.keyring, &state.integrations, queued, now)
+            .await
+            .unwrap_or(Revocation::Pending),
         None => done.revocation,
     };
     let outcome = match revocation {

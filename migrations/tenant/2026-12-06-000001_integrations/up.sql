@@ -17,11 +17,13 @@ CREATE TABLE integration_connections (
     key_last4 text CHECK (char_length(key_last4) <= 4),
     scopes text[] NOT NULL DEFAULT '{}',
     access_expires_at timestamptz,
+    refresh_lease uuid,
     refresh_lease_until timestamptz,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     updated_by uuid NOT NULL,
     last_used_at timestamptz,
     UNIQUE (owner_id, provider),
-    CHECK (kind <> 'api_key' OR api_key IS NOT NULL)
+    CHECK (kind <> 'api_key' OR api_key IS NOT NULL),
+    CHECK (kind <> 'oauth2' OR api_key IS NULL)
 );

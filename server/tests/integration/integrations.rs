@@ -648,3 +648,125 @@ async fn a_revocation_still_failing_after_seven_days_is_given_up_and_its_tokens_
     let queued: i64 = fluxi_core::schema::integration_revocations::table.count().get_result(&mut conn).await.unwrap();
     assert_eq!(queued, 0, "no ciphertext kept past the retry period");
 }
+
+#[tokio::test]
+async fn a_refresh_of_a_connection_sealed_under_an_older_key_moves_all_of_it_to_the_current_key() {
+    use fluxi_core::secrets::{EncryptionKey, Keyring, Purpose, Sealed};
+    let (k1, k2) = (EncryptionKey::random(), EncryptionKey::random());
+    let oauth = OauthServer::start().await;
+    let ring = Keyring::new(2, k2, vec![(1, k1.clone())]);
+    let app = TestApp::spawn_with(common::Options {
+        oauth_url: Some(oauth.url.clone()),
+        keyring: ring.clone(),
+        ..Default::default()
+    })
+    .await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Old key").await;
+    connect(&mut ada, &slug, &oauth, "ada").await;
+    let (id, ..) = tokens(&app, &slug, &ada).await;
+    // The row as a server that had only key 1 would have sealed it, and due for a refresh.
+    let workspace = app.access(&slug, &ada).await.workspace_id();
+    let parts = [workspace, ada.user.id, id];
+    let parts: Vec<&[u8]> = parts.iter().map(|u| u.as_bytes().as_slice()).collect();
+    let old = Keyring::single(k1);
+    let schema = format!("ws_{}", workspace.simple());
+    let mut conn = app.db.conn().await;
+    let sealed: (i32, Vec<u8>, Vec<u8>, Vec<u8>) = as_tenant(&mut conn, &schema, move |c| {
+        Box::pin(async move {
+            diesel::sql_query(
+                "SELECT key_version, account, access_token, refresh_token FROM integration_connections WHERE id = $1",
+            )
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .get_result::<FullRow>(c)
+            .await
+            .map(|r| (r.key_version, r.account, r.access_token, r.refresh_token))
+        })
+    })
+    .await;
+    let reseal = |purpose, bytes: Vec<u8>| {
+        let plain = ring.open(purpose, &parts, &Sealed { key_version: sealed.0, bytes }).unwrap();
+        old.seal(purpose, &parts, &plain).bytes
+    };
+    let (account, access_token, refresh_token) = (
+        reseal(Purpose::IntegrationAccount, sealed.1.clone()),
+        reseal(Purpose::IntegrationAccessToken, sealed.2.clone()),
+        reseal(Purpose::IntegrationRefreshToken, sealed.3.clone()),
+    );
+    as_tenant(&mut conn, &schema, move |c| {
+        Box::pin(async move {
+            diesel::sql_query(
+                "UPDATE integration_connections SET key_version = 1, account = $1, access_token = $2, refresh_token = $3, \
+                 access_expires_at = now() - interval '1 minute' WHERE id = $4",
+            )
+            .bind::<diesel::sql_types::Bytea, _>(account)
+            .bind::<diesel::sql_types::Bytea, _>(access_token)
+            .bind::<diesel::sql_types::Bytea, _>(refresh_token)
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .execute(c)
+            .await
+        })
+    })
+    .await;
+    let res = ada
+        .client
+        .post_form(
+            "check_integration",
+            &format!("/w/{slug}/integrations"),
+            &[("slug", &slug), ("connection", &id.to_string())],
+        )
+        .await;
+    assert!(res.location().unwrap().contains("checked=ok"), "{:?}", res.location());
+    assert_eq!(oauth.stats().await["refresh_token"], 1);
+    let p = page(&ada.client.call("integrations_page", &[("slug", &slug)]).await.body);
+    assert_eq!(card(&p, "local-idp")["mine"]["account"], "ada@example.test", "every secret opens under the new key");
+    let counts = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
+    assert!(counts.iter().all(|c| c.kind != "integration connections" || c.key_version == 2), "{counts:?}");
+}
+
+#[derive(diesel::QueryableByName)]
+struct FullRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    key_version: i32,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    account: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    access_token: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    refresh_token: Vec<u8>,
+}
+
+#[tokio::test]
+async fn reconnecting_the_same_account_keeps_the_grant_and_a_demotion_to_viewer_disconnects() {
+    let (app, oauth) = app_with_provider().await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Again").await;
+    let mut bob = app.person("Bob").await;
+    app.add_member(&slug, &bob, "member").await;
+    connect(&mut bob, &slug, &oauth, "bob").await;
+    let (first, ..) = tokens(&app, &slug, &bob).await;
+    // Connecting again to the same account at the provider replaces the row; the grant at
+    // the provider is the same one, so nothing is revoked.
+    connect(&mut bob, &slug, &oauth, "bob").await;
+    let (second, token, _) = tokens(&app, &slug, &bob).await;
+    assert_ne!(first, second);
+    assert!(oauth.active(&token).await);
+    assert_eq!(oauth.stats().await["revocation"], 0);
+    // Made a viewer: a role that keeps no connections.
+    let res = ada
+        .client
+        .call("change_member_role", &[("slug", &slug), ("user_id", &bob.user.id.to_string()), ("role", "viewer")])
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let p = page(&ada.client.call("integrations_page", &[("slug", &slug)]).await.body);
+    assert!(card(&p, "local-idp")["others"].as_array().unwrap().is_empty());
+    let mut conn = app.db.conn().await;
+    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::IntegrationRevoker, &app.clock);
+    let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
+    let worked =
+        fluxi_core::integrations::revocations::run_due(&mut conn, &audit, keyring, integrations, app.clock.now(), 10)
+            .await
+            .unwrap();
+    assert_eq!(worked, 1);
+    assert!(!oauth.active(&token).await);
+}

@@ -57,8 +57,10 @@ pub enum ProviderKind {
 pub enum RevocationStyle {
     /// RFC 7009: the token POSTed to the revocation endpoint.
     Rfc7009,
-    /// GitHub: `DELETE /applications/{client_id}/grant` with the client's credentials.
-    GithubGrant,
+    /// GitHub: `DELETE /applications/{client_id}/token` with the client's credentials —
+    /// that one token, not every token the person gave the app (the `/grant` endpoint
+    /// would also end their connections in other workspaces).
+    GithubToken,
     /// No API: the person removes the app at the provider (`revocation_help`).
     None,
 }
@@ -231,6 +233,10 @@ pub enum CatalogueError {
     Provider { id: String, problem: String },
 }
 
+/// Parameters of the authorization request that only Fluxi sets.
+const RESERVED_PARAMS: &[&str] =
+    &["state", "redirect_uri", "client_id", "response_type", "scope", "code_challenge", "code_challenge_method"];
+
 /// Whether plain-HTTP loopback URLs are accepted (development and tests only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -297,6 +303,9 @@ fn check_provider(
                 RevocationStyle::None => None,
                 _ => Some(url("revocation_url", &p.revocation_url)?),
             };
+            if let Some(reserved) = p.extra_authorize_params.keys().find(|k| RESERVED_PARAMS.contains(&k.as_str())) {
+                return Err(format!("extra_authorize_params may not set {reserved}"));
+            }
             if revocation == RevocationStyle::None && p.revocation_help.is_none() {
                 return Err("revocation = \"none\" needs revocation_help".into());
             }
@@ -321,8 +330,9 @@ fn check_provider(
         }
         ProviderKind::ApiKey => {
             let (min_length, max_length) = (p.key_min_length.unwrap_or(16), p.key_max_length.unwrap_or(200));
-            if min_length == 0 || min_length > max_length || max_length > 1000 {
-                return Err("key lengths must satisfy 1 ≤ key_min_length ≤ key_max_length ≤ 1000".into());
+            // The page shows a key's last 4 characters: short keys would be shown whole.
+            if min_length < 12 || min_length > max_length || max_length > 1000 {
+                return Err("key lengths must satisfy 12 ≤ key_min_length ≤ key_max_length ≤ 1000".into());
             }
             ProviderSpec::ApiKey(KeyFormat {
                 help: p.key_help.clone().ok_or("key_help is required")?,
@@ -416,6 +426,8 @@ mod tests {
             Err(CatalogueError::Provider { problem, .. }) if problem == "listed twice"
         ));
         assert!(Catalogue::parse("[[provider]]\nid = \"Bad Id\"", Transport::HttpsOnly, none).is_err());
+        let overriding = format!("{}extra_authorize_params = {{ state = \"x\" }}\n", entry("https://a.example"));
+        assert!(Catalogue::parse(&overriding, Transport::HttpsOnly, none).is_err(), "Fluxi's own parameters");
     }
 
     #[test]
@@ -423,16 +435,16 @@ mod tests {
         let f = KeyFormat {
             help: String::new(),
             prefix: "sk-".into(),
-            min_length: 10,
+            min_length: 12,
             max_length: 20,
             charset: KeyCharset::Base64url,
         };
-        assert!(f.admits("sk-abcdef_12"));
-        assert!(!f.admits("pk-abcdef_12"), "prefix");
+        assert!(f.admits("sk-abcdef_1234"));
+        assert!(!f.admits("pk-abcdef_1234"), "prefix");
         assert!(!f.admits("sk-abc"), "short");
         assert!(!f.admits("sk-abcdefghijklmnopqrstu"), "long");
-        assert!(!f.admits("sk-abc def12"), "space");
-        assert!(!f.admits("sk-abcdéf1234"), "non-ASCII");
+        assert!(!f.admits("sk-abc def1234"), "space");
+        assert!(!f.admits("sk-abcdéf123456"), "non-ASCII");
     }
 
     #[test]

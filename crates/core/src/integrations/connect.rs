@@ -265,12 +265,27 @@ pub async fn finish(
             return Ok(done(Err(reason)));
         }
     };
-    let replaced = store(conn, audit, &access, keyring, provider, &account, &tokens, &granted, now).await?;
-    Ok(Finished { slug: Some(slug), provider: Some(provider_id), provider_name, result: Ok(()), replaced })
+    match store(conn, audit, &access, keyring, provider, &account, &tokens, &granted, now).await {
+        Ok(Ok(replaced)) => {
+            Ok(Finished { slug: Some(slug), provider: Some(provider_id), provider_name, result: Ok(()), replaced })
+        }
+        outcome => {
+            // Not stored: the tokens the provider just issued must not outlive this.
+            let refresh = tokens.refresh_token.as_deref().map(|s| s.as_str());
+            let _ = provider::revoke(integrations, provider, Some(&tokens.access_token), refresh).await;
+            let reason = outcome?.err().unwrap_or(ConnectRefusal::NotAllowed);
+            audit.record(conn, refuse_in_workspace(reason)).await?;
+            Ok(done(Err(reason)))
+        }
+    }
 }
 
-/// Stores a new connection (replacing the person's earlier one for this provider, whose
-/// tokens go to the revocation queue) with its event, in one transaction.
+/// Stores a new connection (replacing the person's earlier one for this provider) with
+/// its event, in one transaction — if the person may still connect integrations here:
+/// the membership is read again under a lock, since a removal or demotion during the trip
+/// to the provider would otherwise miss this connection. The replaced connection's tokens
+/// go to the revocation queue, unless it reached the same account at the provider (then
+/// they belong to the same grant, which revoking would end for the new connection too).
 #[allow(clippy::too_many_arguments)]
 async fn store(
     conn: &mut AsyncPgConnection,
@@ -282,7 +297,8 @@ async fn store(
     tokens: &provider::Tokens,
     granted: &[String],
     now: OffsetDateTime,
-) -> Result<Option<Uuid>, IntegrationError> {
+) -> Result<Result<Option<Uuid>, ConnectRefusal>, IntegrationError> {
+    use crate::schema::memberships;
     let (workspace, me) = (access.workspace_id(), access.user_id());
     let id = Uuid::new_v4();
     let parts = owner_parts(&workspace, &me, &id);
@@ -296,10 +312,26 @@ async fn store(
     let pid = provider.id.clone();
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
+            let role: Option<String> = memberships::table
+                .filter(memberships::workspace_id.eq(workspace))
+                .filter(memberships::user_id.eq(me))
+                .select(memberships::role)
+                .for_share()
+                .first(c)
+                .await
+                .optional()?;
+            let allowed = role
+                .as_deref()
+                .and_then(crate::workspaces::Role::parse)
+                .is_some_and(|r| crate::workspaces::allowed(r, Permission::ManageOwnIntegrations));
+            if !allowed {
+                return Ok(Err(ConnectRefusal::NotAllowed));
+            }
+            super::lock_slot(c, workspace, me, pid.as_str()).await?;
             tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
-            let old: Option<RemovedRow> =
+            let old: Option<(RemovedRow, Option<Vec<u8>>)> =
                 diesel::delete(ic::table.filter(ic::owner_id.eq(me)).filter(ic::provider.eq(pid.as_str())))
-                    .returning(REMOVED_COLUMNS)
+                    .returning((REMOVED_COLUMNS, ic::account))
                     .get_result(c)
                     .await
                     .optional()?;
@@ -323,23 +355,32 @@ async fn store(
                 .await?;
             tenancy::leave_scope(c).await?;
             let replaced = match &old {
-                Some(row) => revocations::enqueue_removed_raw(c, None, workspace, row, now).await?,
+                Some((row, old_account)) => {
+                    let old_parts = owner_parts(&workspace, &me, &row.0);
+                    let same_account = old_account.as_ref().is_some_and(|bytes| {
+                        let sealed = Sealed { key_version: row.4, bytes: bytes.clone() };
+                        keyring
+                            .open(Purpose::IntegrationAccount, &old_parts, &sealed)
+                            .is_ok_and(|plain| plain.as_slice() == account.as_bytes())
+                    });
+                    if same_account {
+                        None
+                    } else {
+                        revocations::enqueue_removed_raw(c, None, workspace, row, now).await?
+                    }
+                }
                 None => None,
             };
             let detail = Detail::Integration { provider: pid.clone() };
-            audit
-                .record(
-                    c,
-                    Event::workspace(
-                        workspace,
-                        Action::IntegrationConnected,
-                        Target::Connection(id),
-                        Outcome::Succeeded,
-                        detail,
-                    ),
-                )
-                .await?;
-            Ok(replaced)
+            let event = Event::workspace(
+                workspace,
+                Action::IntegrationConnected,
+                Target::Connection(id),
+                Outcome::Succeeded,
+                detail,
+            );
+            audit.record(c, event).await?;
+            Ok(Ok(replaced))
         }
         .scope_boxed()
     })

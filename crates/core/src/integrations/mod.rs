@@ -34,6 +34,9 @@ use crate::tenancy::schema::integration_connections as ic;
 use crate::tenancy::{self, TenantIdent};
 use crate::workspaces::{Permission, WorkspaceAccess, WorkspaceError};
 
+/// The tenant migration that made the connections table.
+const TENANT_TABLES: &str = "2026-12-06-000001_integrations";
+
 /// An access token this close to expiry is refreshed before use.
 pub const REFRESH_MARGIN: Duration = Duration::seconds(60);
 /// How long one refresh may hold its connection's lease.
@@ -123,6 +126,22 @@ impl From<diesel::result::Error> for IntegrationError {
     fn from(e: diesel::result::Error) -> Self {
         IntegrationError::Workspace(WorkspaceError::from(e))
     }
+}
+
+/// Serializes changes to one person's connection to one provider in a workspace (two
+/// saves or connects at once would both find no row and both insert).
+pub(super) async fn lock_slot(
+    c: &mut AsyncPgConnection,
+    workspace: Uuid,
+    owner: Uuid,
+    provider: &str,
+) -> QueryResult<()> {
+    let key = format!("integration:{workspace}:{owner}:{provider}");
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(key)
+        .execute(c)
+        .await
+        .map(|_| ())
 }
 
 /// The binding of every sealed secret of a connection.
@@ -299,6 +318,7 @@ pub async fn save_api_key(
     let pid = provider.id.clone();
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
+            lock_slot(c, workspace, me, pid.as_str()).await?;
             tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
             let existing: Option<Uuid> = ic::table
                 .filter(ic::owner_id.eq(me))
@@ -474,8 +494,9 @@ pub(crate) async fn remove_all_in(
 
 /// A usable access token of the caller's own OAuth connection, refreshed first when it
 /// is about to expire. At most one refresh per connection is in flight across every
-/// server instance: the refresher holds a lease in the connection's row; the others wait
-/// for it to finish and use what it stored.
+/// server instance: the refresher holds a lease in the connection's row (a random token
+/// and an end time, both set by the database's clock); the others wait for it to finish
+/// and use what it stored.
 pub async fn access_token(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -487,22 +508,23 @@ pub async fn access_token(
 ) -> Result<Zeroizing<String>, IntegrationError> {
     access.require(Permission::ManageOwnIntegrations)?;
     let (workspace, me) = (access.workspace_id(), access.user_id());
-    let parts_owner = me;
-    // Waits for another refresher at most this many times (100 ms apart, ~20 s in all).
-    for _ in 0..200 {
+    // Waits for another refresher at most this many times, 100 ms apart (the lease lasts
+    // 30 s; a refresher that died is replaced after that).
+    for _ in 0..350 {
         let row = read_for_use(conn, access, connection_id, now).await?;
         let Some(row) = row else { return Err(IntegrationError::NotFound) };
         if row.status == Status::NeedsReconnect {
             return Err(IntegrationError::NeedsReconnecting);
         }
-        let parts = owner_parts(&workspace, &parts_owner, &connection_id);
         let fresh = row.expires_at.is_none_or(|at| at - REFRESH_MARGIN > now);
         if fresh {
-            let sealed = Sealed {
-                key_version: row.key_version,
-                bytes: row.access_token.ok_or(IntegrationError::NeedsReconnecting)?,
-            };
-            let plain = keyring.open(Purpose::IntegrationAccessToken, &parts, &sealed)?;
+            let bytes = row.access_token.ok_or(IntegrationError::NeedsReconnecting)?;
+            let parts = owner_parts(&workspace, &me, &connection_id);
+            let plain = keyring.open(
+                Purpose::IntegrationAccessToken,
+                &parts,
+                &Sealed { key_version: row.key_version, bytes },
+            )?;
             return String::from_utf8(plain.to_vec())
                 .map(Zeroizing::new)
                 .map_err(|_| IntegrationError::Sealed(OpenError::DoesNotOpen));
@@ -580,8 +602,16 @@ struct UseRow {
     lease_free: bool,
 }
 
+/// A refresh lease that has not run out (by the database's clock).
+fn lease_held() -> diesel::dsl::And<
+    diesel::dsl::IsNotNull<ic::refresh_lease_until>,
+    diesel::dsl::Gt<ic::refresh_lease_until, diesel::dsl::now>,
+> {
+    ic::refresh_lease_until.is_not_null().and(ic::refresh_lease_until.gt(diesel::dsl::now))
+}
+
 /// Reads the caller's connection for use, and notes the use (coalesced: a write at most
-/// every [`LAST_USED_GRANULARITY`]), in one statement.
+/// every [`LAST_USED_GRANULARITY`]).
 async fn read_for_use(
     conn: &mut AsyncPgConnection,
     access: &WorkspaceAccess,
@@ -589,7 +619,7 @@ async fn read_for_use(
     now: OffsetDateTime,
 ) -> Result<Option<UseRow>, IntegrationError> {
     let me = access.user_id();
-    type Row = (String, String, String, i32, Option<Vec<u8>>, Option<OffsetDateTime>, Option<OffsetDateTime>);
+    type Row = (String, String, String, i32, Option<Vec<u8>>, Option<OffsetDateTime>, Option<bool>);
     let row: Option<Row> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
         async move {
             diesel::update(
@@ -611,7 +641,7 @@ async fn read_for_use(
                     ic::key_version,
                     ic::access_token,
                     ic::access_expires_at,
-                    ic::refresh_lease_until,
+                    lease_held(),
                 ))
                 .first(c)
                 .await
@@ -624,19 +654,22 @@ async fn read_for_use(
     Ok(match row {
         None => None,
         Some((_, kind, ..)) if kind != "oauth2" => return Err(IntegrationError::WrongKind("an API key")),
-        Some((provider, _, status, key_version, access_token, expires_at, lease)) => Some(UseRow {
+        Some((provider, _, status, key_version, access_token, expires_at, held)) => Some(UseRow {
             provider,
             status: Status::parse(&status),
             key_version,
             access_token,
             expires_at,
-            lease_free: lease.is_none_or(|until| until <= now),
+            lease_free: held != Some(true),
         }),
     })
 }
 
+/// What the refresher read when it took the lease.
+type Leased = (i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<String>);
+
 /// Takes the refresh lease and redeems the refresh token once. `Ok(None)`: another
-/// refresher holds the lease.
+/// refresher holds the lease. Whatever happens, the lease is released at the end.
 #[allow(clippy::too_many_arguments)]
 async fn refresh(
     conn: &mut AsyncPgConnection,
@@ -648,116 +681,137 @@ async fn refresh(
     provider_id: &str,
     now: OffsetDateTime,
 ) -> Result<Option<Zeroizing<String>>, IntegrationError> {
-    let (workspace, me) = (access.workspace_id(), access.user_id());
-    let lease = now + REFRESH_LEASE;
-    let taken: Option<(i32, Option<Vec<u8>>)> =
-        tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
-            async move {
-                diesel::update(
-                    ic::table
-                        .filter(ic::id.eq(connection_id))
-                        .filter(ic::owner_id.eq(me))
-                        .filter(ic::status.eq("connected"))
-                        .filter(ic::refresh_lease_until.is_null().or(ic::refresh_lease_until.le(now))),
-                )
-                .set(ic::refresh_lease_until.eq(lease))
-                .returning((ic::key_version, ic::refresh_token))
-                .get_result(c)
+    let me = access.user_id();
+    let lease = Uuid::new_v4();
+    let taken: Option<Leased> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+        async move {
+            diesel::update(
+                ic::table
+                    .filter(ic::id.eq(connection_id))
+                    .filter(ic::owner_id.eq(me))
+                    .filter(ic::status.eq("connected"))
+                    .filter(diesel::dsl::not(lease_held())),
+            )
+            .set((
+                ic::refresh_lease.eq(lease),
+                ic::refresh_lease_until.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                >("now() + interval '30 seconds'")),
+            ))
+            .returning((ic::key_version, ic::refresh_token, ic::account, ic::scopes))
+            .get_result(c)
+            .await
+            .optional()
+            .map_err(IntegrationError::from)
+        }
+        .scope_boxed()
+    })
+    .await?;
+    let Some(leased) = taken else { return Ok(None) };
+    let outcome =
+        refresh_holding(conn, audit, access, keyring, integrations, connection_id, provider_id, lease, leased, now)
+            .await;
+    // Released on every path (the success and refusal paths already did; this matches
+    // nothing then), so waiters never wait out a lease nobody uses.
+    tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+        async move {
+            diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease.eq(lease)))
+                .set((ic::refresh_lease.eq(None::<Uuid>), ic::refresh_lease_until.eq(None::<OffsetDateTime>)))
+                .execute(c)
                 .await
-                .optional()
                 .map_err(IntegrationError::from)
-            }
-            .scope_boxed()
-        })
-        .await?;
-    let Some((key_version, refresh_sealed)) = taken else { return Ok(None) };
+        }
+        .scope_boxed()
+    })
+    .await?;
+    outcome.map(Some)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn refresh_holding(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    keyring: &Keyring,
+    integrations: &Integrations,
+    connection_id: Uuid,
+    provider_id: &str,
+    lease: Uuid,
+    (key_version, refresh_sealed, account_sealed, granted): Leased,
+    now: OffsetDateTime,
+) -> Result<Zeroizing<String>, IntegrationError> {
+    let (workspace, me) = (access.workspace_id(), access.user_id());
     let parts = owner_parts(&workspace, &me, &connection_id);
     let provider = integrations.provider(provider_id)?;
-    let outcome = match refresh_sealed {
-        None => Err(provider::Failure::Refused),
-        Some(bytes) => {
-            let refresh_token =
-                keyring.open(Purpose::IntegrationRefreshToken, &parts, &Sealed { key_version, bytes })?;
-            let refresh_token = String::from_utf8(refresh_token.to_vec()).map_err(|_| OpenError::DoesNotOpen)?;
-            provider::refresh(integrations, provider, &Zeroizing::new(refresh_token)).await
-        }
+    let open = |purpose, bytes: Vec<u8>| -> Result<Zeroizing<String>, IntegrationError> {
+        let plain = keyring.open(purpose, &parts, &Sealed { key_version, bytes })?;
+        String::from_utf8(plain.to_vec())
+            .map(Zeroizing::new)
+            .map_err(|_| IntegrationError::Sealed(OpenError::DoesNotOpen))
     };
-    match outcome {
-        Ok(tokens) => {
-            let access_sealed = keyring.seal(Purpose::IntegrationAccessToken, &parts, tokens.access_token.as_bytes());
-            // Re-sealed under the same (current) key so the row keeps one key version.
-            let refresh_sealed = tokens
-                .refresh_token
-                .as_ref()
-                .map(|r| keyring.seal(Purpose::IntegrationRefreshToken, &parts, r.as_bytes()).bytes);
-            let expires_at = tokens.expires_in.map(|s| now + s);
-            let stored = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
-                async move {
-                    let q = ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease_until.eq(lease));
-                    let n = match refresh_sealed {
-                        Some(r) => {
-                            diesel::update(q)
-                                .set((
-                                    ic::access_token.eq(&access_sealed.bytes),
-                                    ic::refresh_token.eq(r),
-                                    ic::key_version.eq(access_sealed.key_version),
-                                    ic::access_expires_at.eq(expires_at),
-                                    ic::refresh_lease_until.eq(None::<OffsetDateTime>),
-                                ))
-                                .execute(c)
-                                .await?
-                        }
-                        // The provider kept the refresh token: it stays, but must be on the
-                        // same key version as the new access token.
-                        None => {
-                            diesel::update(q.filter(ic::key_version.eq(access_sealed.key_version)))
-                                .set((
-                                    ic::access_token.eq(&access_sealed.bytes),
-                                    ic::access_expires_at.eq(expires_at),
-                                    ic::refresh_lease_until.eq(None::<OffsetDateTime>),
-                                ))
-                                .execute(c)
-                                .await?
-                        }
-                    };
-                    Ok::<_, IntegrationError>(n == 1)
-                }
-                .scope_boxed()
-            })
-            .await?;
-            if !stored {
-                // Disconnected (or the lease ran out) while the provider answered: the new
-                // tokens must not live on at the provider either.
-                revocations::enqueue_tokens(conn, workspace, me, connection_id, provider, keyring, &tokens, now)
-                    .await?;
-                return Err(IntegrationError::NotFound);
-            }
-            Ok(Some(tokens.access_token))
-        }
+    let old_refresh = refresh_sealed.map(|b| open(Purpose::IntegrationRefreshToken, b)).transpose()?;
+    let account = account_sealed.map(|b| open(Purpose::IntegrationAccount, b)).transpose()?;
+    let outcome = match &old_refresh {
+        None => Err(provider::Failure::Refused),
+        Some(token) => provider::refresh(integrations, provider, token).await,
+    };
+    let tokens = match outcome {
         Err(provider::Failure::Refused) => {
-            mark_needs_reconnecting(conn, audit, access, integrations, connection_id, &provider.id, now).await?;
-            Err(IntegrationError::NeedsReconnecting)
+            mark_needs_reconnecting(conn, audit, access, integrations, connection_id, &provider.id, Some(lease))
+                .await?;
+            return Err(IntegrationError::NeedsReconnecting);
         }
-        Err(provider::Failure::Unavailable) => {
-            tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
-                async move {
-                    diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease_until.eq(lease)))
-                        .set(ic::refresh_lease_until.eq(None::<OffsetDateTime>))
-                        .execute(c)
-                        .await
-                        .map_err(IntegrationError::from)
-                }
-                .scope_boxed()
-            })
-            .await?;
-            Err(IntegrationError::ProviderUnavailable)
-        }
+        Err(provider::Failure::Unavailable) => return Err(IntegrationError::ProviderUnavailable),
+        Ok(tokens) => tokens,
+    };
+    // A refresh may narrow what was granted, never widen it.
+    if tokens.scopes.as_ref().is_some_and(|s| s.iter().any(|g| !granted.contains(g))) {
+        revocations::enqueue_tokens(conn, workspace, me, connection_id, provider, keyring, &tokens, now).await?;
+        mark_needs_reconnecting(conn, audit, access, integrations, connection_id, &provider.id, Some(lease)).await?;
+        return Err(IntegrationError::NeedsReconnecting);
     }
+    // Every secret of the row is sealed again under the current key, so the row keeps one
+    // key version even when it was sealed under an older one.
+    let seal = |purpose, plain: &str| keyring.seal(purpose, &parts, plain.as_bytes()).bytes;
+    let access_sealed = seal(Purpose::IntegrationAccessToken, &tokens.access_token);
+    let refresh_kept = tokens.refresh_token.as_ref().or(old_refresh.as_ref());
+    let refresh_sealed = refresh_kept.map(|r| seal(Purpose::IntegrationRefreshToken, r));
+    let account_sealed = account.as_ref().map(|a| seal(Purpose::IntegrationAccount, a));
+    let scopes = tokens.scopes.clone().unwrap_or(granted);
+    let expires_at = tokens.expires_in.map(|d| now + d);
+    let current = keyring.current_version();
+    let stored = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+        async move {
+            let n = diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease.eq(lease)))
+                .set((
+                    ic::key_version.eq(current),
+                    ic::access_token.eq(access_sealed),
+                    ic::refresh_token.eq(refresh_sealed),
+                    ic::account.eq(account_sealed),
+                    ic::scopes.eq(scopes),
+                    ic::access_expires_at.eq(expires_at),
+                    ic::refresh_lease.eq(None::<Uuid>),
+                    ic::refresh_lease_until.eq(None::<OffsetDateTime>),
+                ))
+                .execute(c)
+                .await?;
+            Ok::<_, IntegrationError>(n == 1)
+        }
+        .scope_boxed()
+    })
+    .await?;
+    if !stored {
+        // Disconnected (or the lease ran out) while the provider answered: the new tokens
+        // must not live on at the provider either.
+        revocations::enqueue_tokens(conn, workspace, me, connection_id, provider, keyring, &tokens, now).await?;
+        return Err(IntegrationError::NotFound);
+    }
+    Ok(tokens.access_token)
 }
 
 /// The provider refused the refresh token (revoked there, expired): the connection's
 /// tokens are dropped, it shows "Needs reconnecting", its owner is mailed, and the trail
-/// records it — one transaction.
+/// records it — one transaction. Only by the holder of the refresh lease.
 async fn mark_needs_reconnecting(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -765,19 +819,24 @@ async fn mark_needs_reconnecting(
     integrations: &Integrations,
     connection_id: Uuid,
     provider: &ProviderId,
-    _now: OffsetDateTime,
+    lease: Option<Uuid>,
 ) -> Result<(), IntegrationError> {
     let (workspace, me) = (access.workspace_id(), access.user_id());
     let link = format!("{}/w/{}/integrations", integrations.base_url, access.slug());
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
             tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
-            let n = diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::status.eq("connected")))
+            let mut q = ic::table.filter(ic::id.eq(connection_id)).filter(ic::status.eq("connected")).into_boxed();
+            if let Some(lease) = lease {
+                q = q.filter(ic::refresh_lease.eq(lease));
+            }
+            let n = diesel::update(ic::table.filter(ic::id.eq_any(q.select(ic::id))))
                 .set((
                     ic::status.eq("needs_reconnect"),
                     ic::access_token.eq(None::<Vec<u8>>),
                     ic::refresh_token.eq(None::<Vec<u8>>),
                     ic::access_expires_at.eq(None::<OffsetDateTime>),
+                    ic::refresh_lease.eq(None::<Uuid>),
                     ic::refresh_lease_until.eq(None::<OffsetDateTime>),
                 ))
                 .execute(c)
@@ -815,7 +874,7 @@ async fn mark_needs_reconnecting(
 /// queue.
 pub(crate) async fn sealed_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<VersionCount>> {
     let mut by_version = std::collections::BTreeMap::<i32, i64>::new();
-    for schema in tenancy::all_schemas(conn).await? {
+    for schema in tenancy::schemas_from(conn, TENANT_TABLES).await? {
         let rows: Vec<(i32, i64)> = tenancy::scoped_transaction(conn, &schema, &schema, |c| {
             async move {
                 ic::table.group_by(ic::key_version).select((ic::key_version, diesel::dsl::count_star())).load(c).await
@@ -843,7 +902,7 @@ pub(crate) async fn reseal_all(
     batch: i64,
 ) -> QueryResult<RotationReport> {
     let mut report = RotationReport::default();
-    for (workspace, schema) in tenancy::all_workspace_schemas(conn).await? {
+    for (workspace, schema) in tenancy::workspace_schemas_from(conn, TENANT_TABLES).await? {
         let mut failed: Vec<Uuid> = Vec::new();
         loop {
             let excluded = failed.clone();

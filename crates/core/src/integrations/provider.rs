@@ -94,20 +94,33 @@ pub fn authorization_url(
     Ok((url, verifier))
 }
 
+/// Longest lifetime believed from a token answer (a huge `expires_in` must not overflow).
+const MAX_EXPIRES_IN: Duration = Duration::days(365);
+
 fn tokens_from(response: oauth2::basic::BasicTokenResponse) -> Tokens {
     Tokens {
         access_token: Zeroizing::new(response.access_token().secret().clone()),
         refresh_token: response.refresh_token().map(|r| Zeroizing::new(r.secret().clone())),
-        expires_in: response.expires_in().and_then(|d| Duration::try_from(d).ok()),
-        scopes: response.scopes().map(|s| s.iter().map(|x| x.to_string()).collect()),
+        expires_in: response.expires_in().map(|d| Duration::try_from(d).unwrap_or(MAX_EXPIRES_IN).min(MAX_EXPIRES_IN)),
+        // Some providers (GitHub) list granted scopes with commas, not spaces.
+        scopes: response.scopes().map(|s| {
+            s.iter().flat_map(|x| x.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from)).collect()
+        }),
     }
 }
 
+/// A token-endpoint answer as a failure. For a refresh, only `invalid_grant` means the
+/// provider refuses the connection for good (revoked there, expired); `invalid_client`
+/// and the like mean Fluxi's client is misconfigured, which must not wipe everyone's
+/// connections. For a code, any error answer refuses it.
 fn failure<RE: std::error::Error + 'static>(
     e: RequestTokenError<RE, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
+    refreshing: bool,
 ) -> Failure {
     match e {
         RequestTokenError::ServerResponse(r) => match r.error() {
+            BasicErrorResponseType::InvalidGrant => Failure::Refused,
+            _ if refreshing => Failure::Unavailable,
             BasicErrorResponseType::Extension(x) if x == "temporarily_unavailable" || x == "server_error" => {
                 Failure::Unavailable
             }
@@ -131,7 +144,7 @@ pub async fn exchange_code(
     if let Some(v) = verifier {
         request = request.set_pkce_verifier(PkceCodeVerifier::new(v.to_string()));
     }
-    Ok(request.request_async(&integrations.http).await.map(tokens_from).map_err(failure))
+    Ok(request.request_async(&integrations.http).await.map(tokens_from).map_err(|e| failure(e, false)))
 }
 
 /// Redeems a refresh token once.
@@ -142,7 +155,12 @@ pub async fn refresh(
 ) -> Result<Tokens, Failure> {
     let (client, _) = client(integrations, provider).map_err(|_| Failure::Unavailable)?;
     let token = RefreshToken::new(refresh_token.to_string());
-    client.exchange_refresh_token(&token).request_async(&integrations.http).await.map(tokens_from).map_err(failure)
+    client
+        .exchange_refresh_token(&token)
+        .request_async(&integrations.http)
+        .await
+        .map(tokens_from)
+        .map_err(|e| failure(e, true))
 }
 
 /// Largest account answer read (the account lookup needs a few fields).
@@ -213,6 +231,7 @@ pub async fn revoke(
                 .map(|r| (r, "refresh_token"))
                 .into_iter()
                 .chain(access_token.map(|a| (a, "access_token")));
+            let mut revoked_one = false;
             for (token, hint) in tokens {
                 // RFC 6749 §2.3.1: the credentials are form-encoded before Basic encoding.
                 let response = integrations
@@ -224,16 +243,19 @@ pub async fn revoke(
                     .await
                     .map_err(|_| Failure::Unavailable)?;
                 match response.status() {
-                    s if s.is_success() => {}
+                    s if s.is_success() => revoked_one = true,
                     s if s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS => {
                         return Err(Failure::Unavailable)
                     }
+                    // Revoking the refresh token ended the grant at providers that then
+                    // call the access token invalid: it is gone either way.
+                    _ if revoked_one => {}
                     _ => return Err(Failure::Refused),
                 }
             }
             Ok(())
         }
-        RevocationStyle::GithubGrant => {
+        RevocationStyle::GithubToken => {
             let credentials = provider.credentials.as_ref().ok_or(Failure::Refused)?;
             let Some(token) = access_token else { return Err(Failure::Refused) };
             let url = endpoints

@@ -250,7 +250,8 @@ async fn work_on(
             audit.record(c, record(Action::IntegrationRevoked, Outcome::Succeeded, Revocation::Revoked)).await?;
             Ok(Revocation::Revoked)
         }
-        Err(_) if hopeless || now >= give_up_at => {
+        // A provider's refusal is final too (an unknown or already revoked token).
+        Err(failure) if hopeless || failure == Failure::Refused || now >= give_up_at => {
             diesel::delete(ir::table.find(id)).execute(c).await?;
             audit.record(c, record(Action::IntegrationRevocationGivenUp, Outcome::Failed, Revocation::GaveUp)).await?;
             Ok(Revocation::GaveUp)

@@ -137,17 +137,24 @@ pub(crate) async fn leave_scope(conn: &mut AsyncPgConnection) -> diesel::QueryRe
     conn.batch_execute("RESET ROLE; RESET search_path;").await
 }
 
-/// Every workspace with its schema (operators' passes over all tenants).
-pub(crate) async fn all_workspace_schemas(
+/// Every workspace whose schema has tenant migration `version` (or a later one), with its
+/// schema (operators' passes over all tenants; one the fleet migration has not reached is
+/// left out, as its tables are not there yet).
+pub(crate) async fn workspace_schemas_from(
     conn: &mut AsyncPgConnection,
+    version: &str,
 ) -> diesel::QueryResult<Vec<(Uuid, TenantIdent)>> {
     use crate::schema::workspaces;
-    use diesel::QueryDsl;
-    let rows: Vec<(Uuid, String)> =
-        workspaces::table.select((workspaces::id, workspaces::schema_name)).order(workspaces::id).load(conn).await?;
+    use diesel::{ExpressionMethods, QueryDsl};
+    let rows: Vec<(Uuid, String)> = workspaces::table
+        .filter(workspaces::tenant_version.ge(version))
+        .select((workspaces::id, workspaces::schema_name))
+        .order(workspaces::id)
+        .load(conn)
+        .await?;
     Ok(rows.into_iter().filter_map(|(id, s)| Some((id, TenantIdent::parse(&s)?))).collect())
 }
 
-pub(crate) async fn all_schemas(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<TenantIdent>> {
-    Ok(all_workspace_schemas(conn).await?.into_iter().map(|(_, s)| s).collect())
+pub(crate) async fn schemas_from(conn: &mut AsyncPgConnection, version: &str) -> diesel::QueryResult<Vec<TenantIdent>> {
+    Ok(workspace_schemas_from(conn, version).await?.into_iter().map(|(_, s)| s).collect())
 }

@@ -26,6 +26,7 @@ diesel::table! {
         key_last4 -> Nullable<Text>,
         scopes -> Array<Text>,
         access_expires_at -> Nullable<Timestamptz>,
+        refresh_lease -> Nullable<Uuid>,
         refresh_lease_until -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,

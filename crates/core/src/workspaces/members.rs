@@ -101,6 +101,12 @@ pub async fn change_role(
                 if allowed(current, Permission::ManageMembers) && !allowed(new_role, Permission::ManageMembers) {
                     super::invitations::revoke_sent_by(c, audit, access.workspace_id(), target).await?;
                 }
+                // A role that may not hold integrations (viewer) keeps none: they could
+                // neither see nor disconnect them any more.
+                if !allowed(new_role, Permission::ManageOwnIntegrations) {
+                    let (workspace, schema) = (access.workspace_id(), access.schema());
+                    crate::integrations::remove_all_in(c, audit, workspace, schema, Some(target)).await?;
+                }
                 Ok(())
             }
             .scope_boxed()
