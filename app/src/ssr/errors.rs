@@ -269,6 +269,10 @@ impl From<fluxi_core::integrations::IntegrationError> for AppError {
             E::ProviderUnavailable => {
                 AppError::Rejected("The provider could not be reached. Try again in a few minutes.".into())
             }
+            E::TooManyAttempts => AppError::too_many(
+                "You have started many connections in the last 10 minutes. Finish one, or try again later.",
+                None,
+            ),
             E::Workspace(w) => w.into(),
             other @ (E::Misconfigured(_) | E::Sealed(_)) => AppError::internal(other),
         }

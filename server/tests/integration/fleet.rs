@@ -18,7 +18,7 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
     let report = fluxi_core::tenancy::migrations::migrate_fleet(&app.db.pool, 2).await.unwrap();
     assert_eq!((report.migrated, report.failed.len()), (0, 0), "new workspaces are born up to date");
 
-    // Pretend every schema is one migration behind (undo it as the superuser) and break
+    // Pretend every schema is behind (undo its migrations as the superuser) and break
     // one of them so that its migration fails.
     let mut admin = diesel_async::AsyncPgConnection::establish(&app.db.admin_url).await.unwrap();
     let schemas: Vec<(uuid::Uuid, String)> = {
@@ -31,11 +31,15 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
             .unwrap()
     };
     for (i, (_, schema)) in schemas.iter().enumerate() {
+        // Every tenant migration undone (each made one table).
+        let undo = format!(
+            "DROP TABLE {schema}.notes; DROP TABLE {schema}.integration_connections; DELETE FROM {schema}.schema_migrations;"
+        );
         let sql = if i == 0 {
             // Broken: the table is gone but an unrelated object holds its name.
-            format!("DROP TABLE {schema}.notes; DELETE FROM {schema}.schema_migrations; CREATE VIEW {schema}.notes AS SELECT 1 AS x;")
+            format!("{undo} CREATE VIEW {schema}.notes AS SELECT 1 AS x;")
         } else {
-            format!("DROP TABLE {schema}.notes; DELETE FROM {schema}.schema_migrations;")
+            undo
         };
         admin.batch_execute(&sql).await.unwrap();
     }

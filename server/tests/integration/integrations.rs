@@ -770,3 +770,32 @@ async fn reconnecting_the_same_account_keeps_the_grant_and_a_demotion_to_viewer_
     assert_eq!(worked, 1);
     assert!(!oauth.active(&token).await);
 }
+
+/// A full dump of the database after connecting, saving a key and starting another
+/// connection holds none of the secrets — in clear or hex-encoded (how a dump writes
+/// bytea).
+#[tokio::test]
+async fn a_database_dump_holds_no_token_key_or_state_in_clear() {
+    let (app, oauth) = app_with_provider().await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Dump").await;
+    connect(&mut ada, &slug, &oauth, "canary").await;
+    let (_, access_token, refresh_token) = tokens(&app, &slug, &ada).await;
+    let res =
+        ada.client.call("save_api_key", &[("slug", &slug), ("provider", "openai"), ("api_key", OPENAI_KEY)]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    // An attempt under way: its state and PKCE verifier wait in the database.
+    let authorize = start_connect(&mut ada, &slug).await;
+    let state = url::Url::parse(&authorize).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
+    let dump =
+        std::process::Command::new("pg_dump").arg("--no-owner").arg(&app.db.admin_url).output().expect("pg_dump");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let dump = String::from_utf8_lossy(&dump.stdout).to_lowercase();
+    assert!(dump.contains("integration_connections"), "the dump covers the workspace's schema");
+    let canaries =
+        [access_token, refresh_token.unwrap(), OPENAI_KEY.to_string(), state, "fluxi-test-secret".to_string()];
+    for canary in canaries {
+        assert!(!dump.contains(&canary.to_lowercase()), "in clear: {}…", &canary[..8]);
+        assert!(!dump.contains(&hex::encode(canary.as_bytes())), "hex-encoded: {}…", &canary[..8]);
+    }
+}

@@ -22,6 +22,8 @@ use crate::tenancy::{self, schema::integration_connections as ic};
 use crate::workspaces::{authorize, Permission, WorkspaceAccess};
 
 pub const STATE_LIFETIME: Duration = Duration::minutes(10);
+/// Connection attempts one person may have under way at once (each stores a row).
+pub const MAX_ATTEMPTS_UNDER_WAY: i64 = 20;
 
 /// Starts connecting the caller to `provider_id`: returns the provider's authorization
 /// URL to send the browser to. `session_binding` identifies the browser session (its
@@ -50,6 +52,10 @@ pub async fn start(
     let sealed = keyring.seal(Purpose::PkceVerifier, &[&state_hash], verifier.as_bytes());
     let scopes: Vec<Option<String>> = provider.scopes.iter().map(|s| Some(s.name.clone())).collect();
     diesel::delete(ia::table.filter(ia::expires_at.lt(now))).execute(conn).await?;
+    let under_way: i64 = ia::table.filter(ia::user_id.eq(access.user_id())).count().get_result(conn).await?;
+    if under_way >= MAX_ATTEMPTS_UNDER_WAY {
+        return Err(IntegrationError::TooManyAttempts);
+    }
     diesel::insert_into(ia::table)
         .values((
             ia::state_hash.eq(&state_hash),

@@ -114,6 +114,8 @@ pub enum IntegrationError {
     NeedsReconnecting,
     #[error("the provider could not be reached")]
     ProviderUnavailable,
+    #[error("too many connection attempts under way")]
+    TooManyAttempts,
     #[error("integrations are misconfigured: {0}")]
     Misconfigured(&'static str),
     #[error("a stored secret did not open")]
