@@ -177,6 +177,7 @@ pub async fn connect_integration(slug: String, provider: String) -> Result<(), A
     let state = ssr::state()?;
     let (_user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
     let binding = imp::session_binding().await?;
+    fluxi_core::integrations::take_provider_call(&mut conn, access.user_id(), state.clock.now()).await?;
     let url = fluxi_core::integrations::connect::start(
         &mut conn,
         &access,
@@ -232,9 +233,12 @@ pub async fn disconnect_integration(slug: String, connection: String) -> Result<
     let audit = ssr::audit_as(&state, &origin, &user);
     let id = imp::parse_connection(&connection)?;
     let now = state.clock.now();
+    // Disconnecting is never refused; past the limit, revoking is left to the job.
+    let may_call = integrations::take_provider_call(&mut conn, user.id, now).await.is_ok();
     let done = integrations::disconnect(&mut conn, &audit, &access, &state.integrations, id, now).await?;
     let revocation = match done.queued {
         // Disconnected already: a failed attempt is retried by the job, not an error here.
+        Some(_) if !may_call => Revocation::Pending,
         Some(queued) => revocations::attempt(&mut conn, &audit, &state.keyring, &state.integrations, queued, now)
             .await
             .unwrap_or(Revocation::Pending),
@@ -244,6 +248,7 @@ pub async fn disconnect_integration(slug: String, connection: String) -> Result<
         Revocation::NotApplicable => "key-deleted",
         Revocation::NotOffered => "not-offered",
         Revocation::Revoked => "revoked",
+        Revocation::Shared => "shared",
         Revocation::Pending | Revocation::GaveUp => "revocation-failed",
     };
     leptos_axum::redirect(&format!(
@@ -267,6 +272,7 @@ pub async fn check_integration(slug: String, connection: String) -> Result<(), A
     let audit = ssr::audit_as(&state, &origin, &user);
     let id = imp::parse_connection(&connection)?;
     let now = state.clock.now();
+    integrations::take_provider_call(&mut conn, user.id, now).await?;
     let checked =
         match integrations::check(&mut conn, &audit, &access, &state.keyring, &state.integrations, id, now).await {
             Ok(found) => Ok((found.provider, "ok")),

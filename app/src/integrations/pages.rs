@@ -42,6 +42,7 @@ fn outcome_message(
     Some(match disconnected.as_str() {
         "revoked" => format!("Disconnected. {provider_name} confirmed that Fluxi's access is revoked."),
         "key-deleted" => format!("The key was deleted from Fluxi. To stop it working anywhere, delete it at {provider_name} too."),
+        "shared" => format!("Disconnected, and Fluxi deleted its access here. Your connection of the same {provider_name} account elsewhere in Fluxi still uses its authorization there, so it was not revoked."),
         "not-offered" => format!("Disconnected, and Fluxi deleted its access. {provider_name} offers no way for Fluxi to revoke it there: {revocation_help}"),
         _ => format!(
             "Disconnected, and Fluxi deleted its access here, but {provider_name} could not be reached to revoke it. Fluxi keeps trying for 7 days; to finish now: {revocation_help}"

@@ -273,6 +273,10 @@ impl From<fluxi_core::integrations::IntegrationError> for AppError {
                 "You have started many connections in the last 10 minutes. Finish one, or try again later.",
                 None,
             ),
+            E::Throttled(wait) => too_many_for(
+                "You have asked Fluxi to contact providers many times in the last hour. Try again later.".into(),
+                wait,
+            ),
             E::Workspace(w) => w.into(),
             other @ (E::Misconfigured(_) | E::Sealed(_)) => AppError::internal(other),
         }

@@ -115,6 +115,7 @@ diesel::table! {
         key_version -> Int4,
         access_token -> Nullable<Bytea>,
         refresh_token -> Nullable<Bytea>,
+        account -> Nullable<Bytea>,
         attempts -> Int4,
         next_attempt_at -> Timestamptz,
         give_up_at -> Timestamptz,

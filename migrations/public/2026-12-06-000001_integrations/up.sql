@@ -25,6 +25,7 @@ CREATE TABLE integration_revocations (
     key_version integer NOT NULL,
     access_token bytea,
     refresh_token bytea,
+    account bytea,
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL,
     give_up_at timestamptz NOT NULL,

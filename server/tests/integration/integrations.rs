@@ -799,3 +799,40 @@ async fn a_database_dump_holds_no_token_key_or_state_in_clear() {
         assert!(!dump.contains(&hex::encode(canary.as_bytes())), "hex-encoded: {}…", &canary[..8]);
     }
 }
+
+/// At a provider where revoking ends the person's whole authorization of Fluxi (Google;
+/// the test provider is configured so), disconnecting in one workspace leaves the same
+/// account's connection in another working; the last one is revoked.
+#[tokio::test]
+async fn a_grant_shared_with_another_workspace_is_revoked_only_with_the_last_connection() {
+    let (app, oauth) = app_with_provider().await;
+    let mut ada = app.person("Ada").await;
+    let first = app.workspace(&mut ada, "First").await;
+    let second = app.workspace(&mut ada, "Second").await;
+    connect(&mut ada, &first, &oauth, "ada").await;
+    connect(&mut ada, &second, &oauth, "ada").await;
+    let (id_first, token_first, _) = tokens(&app, &first, &ada).await;
+    let (id_second, token_second, _) = tokens(&app, &second, &ada).await;
+    let res = ada
+        .client
+        .post_form(
+            "disconnect_integration",
+            &format!("/w/{first}/integrations"),
+            &[("slug", &first), ("connection", &id_first.to_string())],
+        )
+        .await;
+    assert!(res.location().unwrap().contains("disconnected=shared"), "{:?}", res.location());
+    assert!(oauth.active(&token_second).await, "the other workspace's connection still works");
+    assert_eq!(recorded(&app, Action::IntegrationRevocationSkipped).await.len(), 1);
+    let res = ada
+        .client
+        .post_form(
+            "disconnect_integration",
+            &format!("/w/{second}/integrations"),
+            &[("slug", &second), ("connection", &id_second.to_string())],
+        )
+        .await;
+    assert!(res.location().unwrap().contains("disconnected=revoked"), "{:?}", res.location());
+    assert!(!oauth.active(&token_second).await);
+    let _ = token_first;
+}

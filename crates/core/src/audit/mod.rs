@@ -120,6 +120,7 @@ actions! {
     IntegrationRevoked = "integration.revoked", Integrations, "Integration access revoked at the provider";
     IntegrationRevocationFailed = "integration.revocation_failed", Integrations, "Revoking integration access at the provider failed; retrying";
     IntegrationRevocationGivenUp = "integration.revocation_given_up", Integrations, "Gave up revoking integration access at the provider";
+    IntegrationRevocationSkipped = "integration.revocation_skipped", Integrations, "Left integration access at the provider: the same account is connected elsewhere";
     IntegrationKeySaved = "integration.key_saved", Integrations, "Saved an API key";
     IntegrationKeyReplaced = "integration.key_replaced", Integrations, "Replaced an API key";
     IntegrationKeyDeleted = "integration.key_deleted", Integrations, "Deleted an API key";

@@ -103,6 +103,7 @@ struct RawProvider {
     revocation: Option<RevocationStyle>,
     revocation_url: Option<String>,
     revocation_help: Option<String>,
+    revocation_ends_grant: Option<bool>,
     manage_url: Option<String>,
     pkce: Option<bool>,
     account_url: Option<String>,
@@ -133,6 +134,9 @@ pub struct OauthEndpoints {
     pub token_url: Url,
     pub revocation: RevocationStyle,
     pub revocation_url: Option<Url>,
+    /// Revoking one token ends the person's whole authorization of Fluxi's client (every
+    /// connection of that account, in any workspace), as at Google.
+    pub revocation_ends_grant: bool,
     pub pkce: bool,
     pub account_url: Url,
     pub account_field: String,
@@ -321,6 +325,7 @@ fn check_provider(
                 token_url: url("token_url", &p.token_url)?,
                 revocation,
                 revocation_url,
+                revocation_ends_grant: p.revocation_ends_grant.unwrap_or(false),
                 pkce: p.pkce.unwrap_or(false),
                 account_url: url("account_url", &p.account_url)?,
                 account_field,

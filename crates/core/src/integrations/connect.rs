@@ -335,9 +335,9 @@ async fn store(
             }
             super::lock_slot(c, workspace, me, pid.as_str()).await?;
             tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
-            let old: Option<(RemovedRow, Option<Vec<u8>>)> =
+            let old: Option<RemovedRow> =
                 diesel::delete(ic::table.filter(ic::owner_id.eq(me)).filter(ic::provider.eq(pid.as_str())))
-                    .returning((REMOVED_COLUMNS, ic::account))
+                    .returning(REMOVED_COLUMNS)
                     .get_result(c)
                     .await
                     .optional()?;
@@ -361,9 +361,9 @@ async fn store(
                 .await?;
             tenancy::leave_scope(c).await?;
             let replaced = match &old {
-                Some((row, old_account)) => {
+                Some(row) => {
                     let old_parts = owner_parts(&workspace, &me, &row.0);
-                    let same_account = old_account.as_ref().is_some_and(|bytes| {
+                    let same_account = row.7.as_ref().is_some_and(|bytes| {
                         let sealed = Sealed { key_version: row.4, bytes: bytes.clone() };
                         keyring
                             .open(Purpose::IntegrationAccount, &old_parts, &sealed)

@@ -116,6 +116,10 @@ pub enum IntegrationError {
     ProviderUnavailable,
     #[error("too many connection attempts under way")]
     TooManyAttempts,
+    /// Requests to providers on someone's behalf are limited (each may hold a database
+    /// connection while the provider answers); try again after this long.
+    #[error("too many requests to providers")]
+    Throttled(Duration),
     #[error("integrations are misconfigured: {0}")]
     Misconfigured(&'static str),
     #[error("a stored secret did not open")]
@@ -128,6 +132,19 @@ impl From<diesel::result::Error> for IntegrationError {
     fn from(e: diesel::result::Error) -> Self {
         IntegrationError::Workspace(WorkspaceError::from(e))
     }
+}
+
+/// Requests a person may make Fluxi send to providers (connect, check, disconnect).
+pub const PROVIDER_CALLS: crate::rate_limit::RateLimit = crate::rate_limit::RateLimit::per_hour(60);
+
+/// Counts one request to a provider on `user`'s behalf against [`PROVIDER_CALLS`].
+pub async fn take_provider_call(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    now: OffsetDateTime,
+) -> Result<(), IntegrationError> {
+    let key = [&b"integration-calls:"[..], user.as_bytes()].concat();
+    crate::rate_limit::take(conn, &key, PROVIDER_CALLS, now).await?.map_err(IntegrationError::Throttled)
 }
 
 /// Serializes changes to one person's connection to one provider in a workspace (two
@@ -391,6 +408,9 @@ pub enum Revocation {
     Revoked,
     /// Still failing at the end of the retry period: given up.
     GaveUp,
+    /// Not revoked: at this provider that would end the person's whole authorization of
+    /// Fluxi, which their connection of the same account elsewhere still uses.
+    Shared,
 }
 
 /// The outcome of a disconnect, for the page.
@@ -448,9 +468,9 @@ pub async fn disconnect(
     .await
 }
 
-/// (id, provider, owner, kind, key_version, access token, refresh token)
-pub(crate) type RemovedRow = (Uuid, String, Uuid, String, i32, Option<Vec<u8>>, Option<Vec<u8>>);
-const REMOVED_COLUMNS: (
+/// (id, provider, owner, kind, key_version, access token, refresh token, account)
+pub(crate) type RemovedRow = (Uuid, String, Uuid, String, i32, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+pub(crate) const REMOVED_COLUMNS: (
     ic::id,
     ic::provider,
     ic::owner_id,
@@ -458,7 +478,8 @@ const REMOVED_COLUMNS: (
     ic::key_version,
     ic::access_token,
     ic::refresh_token,
-) = (ic::id, ic::provider, ic::owner_id, ic::kind, ic::key_version, ic::access_token, ic::refresh_token);
+    ic::account,
+) = (ic::id, ic::provider, ic::owner_id, ic::kind, ic::key_version, ic::access_token, ic::refresh_token, ic::account);
 
 /// Removes every connection of `owner` (a member leaving or removed), or of everyone
 /// (`owner` = `None`: the workspace is being deleted), inside the caller's transaction,
@@ -492,6 +513,53 @@ pub(crate) async fn remove_all_in(
             .await?;
     }
     Ok(removed.len())
+}
+
+/// Whether `owner` has a live connection to `provider` reaching `account`, in any
+/// workspace they belong to. Inside the caller's transaction (each workspace visited with
+/// its role, then left).
+pub(crate) async fn connected_elsewhere(
+    c: &mut AsyncPgConnection,
+    keyring: &Keyring,
+    owner: Uuid,
+    provider: &str,
+    account: &[u8],
+) -> QueryResult<bool> {
+    use crate::schema::{memberships, workspaces};
+    let theirs: Vec<(Uuid, String)> = workspaces::table
+        .inner_join(memberships::table)
+        .filter(memberships::user_id.eq(owner))
+        .filter(workspaces::tenant_version.ge(TENANT_TABLES))
+        .select((workspaces::id, workspaces::schema_name))
+        .load(c)
+        .await?;
+    for (workspace, schema) in theirs {
+        let Some(schema) = TenantIdent::parse(&schema) else { continue };
+        tenancy::enter_scope(c, &schema, &schema).await?;
+        let rows: Vec<(Uuid, i32, Option<Vec<u8>>)> = ic::table
+            .filter(ic::owner_id.eq(owner))
+            .filter(ic::provider.eq(provider))
+            .filter(ic::status.eq("connected"))
+            .select((ic::id, ic::key_version, ic::account))
+            .load(c)
+            .await?;
+        tenancy::leave_scope(c).await?;
+        let same = rows.into_iter().any(|(id, key_version, bytes)| {
+            bytes.is_some_and(|bytes| {
+                keyring
+                    .open(
+                        Purpose::IntegrationAccount,
+                        &owner_parts(&workspace, &owner, &id),
+                        &Sealed { key_version, bytes },
+                    )
+                    .is_ok_and(|plain| plain.as_slice() == account)
+            })
+        });
+        if same {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A usable access token of the caller's own OAuth connection, refreshed first when it

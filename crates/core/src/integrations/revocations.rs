@@ -36,7 +36,7 @@ pub(crate) async fn enqueue_removed(
     row: &RemovedRow,
     now: OffsetDateTime,
 ) -> QueryResult<(Revocation, Option<Uuid>)> {
-    let (_, provider, _, kind, _, access, refresh) = row;
+    let (_, provider, _, kind, _, access, refresh, _) = row;
     if kind == "api_key" {
         return Ok((Revocation::NotApplicable, None));
     }
@@ -60,7 +60,7 @@ pub(crate) async fn enqueue_removed_raw(
     row: &RemovedRow,
     now: OffsetDateTime,
 ) -> QueryResult<Option<Uuid>> {
-    let (connection, provider, owner, kind, key_version, access, refresh) = row;
+    let (connection, provider, owner, kind, key_version, access, refresh, account) = row;
     if kind == "api_key" || (access.is_none() && refresh.is_none()) {
         return Ok(None);
     }
@@ -75,6 +75,7 @@ pub(crate) async fn enqueue_removed_raw(
             ir::key_version.eq(key_version),
             ir::access_token.eq(access),
             ir::refresh_token.eq(refresh),
+            ir::account.eq(account),
             ir::next_attempt_at.eq(now),
             ir::give_up_at.eq(now + RETRY_PERIOD),
             ir::created_at.eq(now),
@@ -111,11 +112,13 @@ pub(crate) async fn enqueue_tokens(
         access.key_version,
         Some(access.bytes),
         refresh,
+        None,
     );
     enqueue_removed_raw(conn, None, workspace, &row, now).await.map(|_| ())
 }
 
-type QueueRow = (Uuid, Uuid, Uuid, Uuid, String, i32, Option<Vec<u8>>, Option<Vec<u8>>, i32, OffsetDateTime);
+type QueueRow =
+    (Uuid, Uuid, Uuid, Uuid, String, i32, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>, i32, OffsetDateTime);
 
 /// Tries one queued revocation now (a disconnect waiting for the answer). `Pending` when
 /// it failed and will be retried, or another instance is on it.
@@ -191,6 +194,7 @@ const QUEUE_COLUMNS: (
     ir::key_version,
     ir::access_token,
     ir::refresh_token,
+    ir::account,
     ir::attempts,
     ir::give_up_at,
 ) = (
@@ -202,6 +206,7 @@ const QUEUE_COLUMNS: (
     ir::key_version,
     ir::access_token,
     ir::refresh_token,
+    ir::account,
     ir::attempts,
     ir::give_up_at,
 );
@@ -214,7 +219,8 @@ async fn work_on(
     row: QueueRow,
     now: OffsetDateTime,
 ) -> Result<Revocation, IntegrationError> {
-    let (id, workspace, owner, connection, provider_id, key_version, access, refresh, attempts, give_up_at) = row;
+    let (id, workspace, owner, connection, provider_id, key_version, access, refresh, account, attempts, give_up_at) =
+        row;
     let parts = owner_parts(&workspace, &owner, &connection);
     let open = |purpose, bytes: Option<Vec<u8>>| -> Result<Option<Zeroizing<String>>, OpenError> {
         bytes
@@ -232,6 +238,31 @@ async fn work_on(
         .and_then(|a| Ok((a, open(Purpose::IntegrationRefreshToken, refresh)?)));
     // Nothing more can be done when the provider offers no revocation (or left the
     // catalogue) or the tokens no longer open.
+    let pid = ProviderId::parse(&provider_id);
+    // Where revoking ends the person's whole authorization of Fluxi (not one token), it
+    // waits while the same account is connected elsewhere: it would end that one too.
+    if let Some(p) = provider.filter(|p| p.oauth().is_some_and(|o| o.revocation_ends_grant)) {
+        let account = account
+            .map(|bytes| keyring.open(Purpose::IntegrationAccount, &parts, &Sealed { key_version, bytes }))
+            .transpose()
+            .ok()
+            .flatten();
+        if let Some(account) = account {
+            if super::connected_elsewhere(c, keyring, owner, p.id.as_str(), &account).await? {
+                diesel::delete(ir::table.find(id)).execute(c).await?;
+                let event = Event::workspace(
+                    workspace,
+                    Action::IntegrationRevocationSkipped,
+                    Target::Connection(connection),
+                    Outcome::Succeeded,
+                    pid.clone()
+                        .map_or(Detail::None, |p| Detail::Disconnected { provider: p, revocation: Revocation::Shared }),
+                );
+                audit.record(c, event).await?;
+                return Ok(Revocation::Shared);
+            }
+        }
+    }
     let (result, hopeless) = match (provider, opened) {
         (Some(p), Ok((a, r))) => (
             provider::revoke(integrations, p, a.as_deref().map(|s| s.as_str()), r.as_deref().map(|s| s.as_str())).await,
@@ -239,7 +270,6 @@ async fn work_on(
         ),
         _ => (Err(Failure::Refused), true),
     };
-    let pid = ProviderId::parse(&provider_id);
     let record = |action, outcome, revocation| {
         let detail = pid.clone().map_or(Detail::None, |p| Detail::Disconnected { provider: p, revocation });
         Event::workspace(workspace, action, Target::Connection(connection), outcome, detail)
@@ -297,7 +327,7 @@ pub(crate) async fn reseal_all(
         let (resealed, newly_failed) = conn
             .transaction::<_, diesel::result::Error, _>(|c| {
                 async move {
-                    type Row = (Uuid, Uuid, Uuid, Uuid, i32, Option<Vec<u8>>, Option<Vec<u8>>);
+                    type Row = (Uuid, Uuid, Uuid, Uuid, i32, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
                     let rows: Vec<Row> = ir::table
                         .filter(ir::key_version.ne(current))
                         .filter(ir::id.ne_all(&excluded))
@@ -309,6 +339,7 @@ pub(crate) async fn reseal_all(
                             ir::key_version,
                             ir::access_token,
                             ir::refresh_token,
+                            ir::account,
                         ))
                         .order(ir::id)
                         .limit(batch)
@@ -317,7 +348,7 @@ pub(crate) async fn reseal_all(
                         .load(c)
                         .await?;
                     let (mut resealed, mut failed) = (0u64, Vec::new());
-                    for (id, workspace, owner, connection, version, access, refresh) in rows {
+                    for (id, workspace, owner, connection, version, access, refresh, account) in rows {
                         let parts = owner_parts(&workspace, &owner, &connection);
                         let reseal = |purpose, bytes: Option<Vec<u8>>| {
                             bytes
@@ -331,10 +362,16 @@ pub(crate) async fn reseal_all(
                         match (
                             reseal(Purpose::IntegrationAccessToken, access),
                             reseal(Purpose::IntegrationRefreshToken, refresh),
+                            reseal(Purpose::IntegrationAccount, account),
                         ) {
-                            (Ok(a), Ok(r)) => {
+                            (Ok(a), Ok(r), Ok(n)) => {
                                 diesel::update(ir::table.find(id))
-                                    .set((ir::key_version.eq(current), ir::access_token.eq(a), ir::refresh_token.eq(r)))
+                                    .set((
+                                        ir::key_version.eq(current),
+                                        ir::access_token.eq(a),
+                                        ir::refresh_token.eq(r),
+                                        ir::account.eq(n),
+                                    ))
                                     .execute(c)
                                     .await?;
                                 resealed += 1;
