@@ -836,3 +836,43 @@ async fn a_grant_shared_with_another_workspace_is_revoked_only_with_the_last_con
     assert!(!oauth.active(&token_second).await);
     let _ = token_first;
 }
+
+/// A refresh while the provider is down is tried again with a pause, then reported as
+/// unavailable with the lease released (the next use does not wait for it), and nothing is
+/// lost: once the provider is back, the same refresh token works. Someone else's
+/// connection is "not found" to a member, whatever they try.
+#[tokio::test]
+async fn a_refresh_during_an_outage_is_retried_then_left_for_the_next_use() {
+    let (app, oauth) = app_with_provider().await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Down").await;
+    connect(&mut ada, &slug, &oauth, "ada").await;
+    let (id, ..) = tokens(&app, &slug, &ada).await;
+    let mut mo = app.person("Mo").await;
+    app.add_member(&slug, &mo, "member").await;
+    for function in ["check_integration", "disconnect_integration"] {
+        let res = mo.client.call(function, &[("slug", &slug), ("connection", &id.to_string())]).await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{function}: {}", res.body);
+    }
+    app.clock.advance(time::Duration::minutes(59) + time::Duration::seconds(30));
+    oauth.outage(true).await;
+    let access = app.access(&slug, &ada).await;
+    let use_it = || async {
+        let mut conn = app.db.pool.get().await.unwrap();
+        let audit = fluxi_core::testing::audit();
+        let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
+        fluxi_core::integrations::access_token(&mut conn, &audit, &access, keyring, integrations, id, app.clock.now())
+            .await
+    };
+    let started = std::time::Instant::now();
+    assert!(matches!(use_it().await, Err(fluxi_core::integrations::IntegrationError::ProviderUnavailable)));
+    assert!(matches!(use_it().await, Err(fluxi_core::integrations::IntegrationError::ProviderUnavailable)));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the lease was released, not waited out");
+    oauth.outage(false).await;
+    assert!(use_it().await.is_ok());
+    assert_eq!(oauth.stats().await["refresh_token"], 1);
+    let mut conn = app.db.conn().await;
+    let list = fluxi_core::integrations::list_connections(&mut conn, &access, &app.state.keyring).await.unwrap();
+    let used = list[0].last_used_at.expect("its use is recorded");
+    assert!((app.clock.now() - used).abs() < time::Duration::seconds(1), "recorded at the use");
+}

@@ -41,6 +41,9 @@ const TENANT_TABLES: &str = "2026-12-06-000001_integrations";
 pub const REFRESH_MARGIN: Duration = Duration::seconds(60);
 /// How long one refresh may hold its connection's lease.
 pub const REFRESH_LEASE: Duration = Duration::seconds(30);
+/// Pauses before the retries of a refresh that failed for a passing reason.
+const REFRESH_RETRY_PAUSES: [std::time::Duration; 2] =
+    [std::time::Duration::from_millis(250), std::time::Duration::from_secs(1)];
 /// Last-used times are written at most this often per connection.
 pub const LAST_USED_GRANULARITY: Duration = Duration::minutes(5);
 
@@ -823,7 +826,19 @@ async fn refresh_holding(
     let account = account_sealed.map(|b| open(Purpose::IntegrationAccount, b)).transpose()?;
     let outcome = match &old_refresh {
         None => Err(provider::Failure::Refused),
-        Some(token) => provider::refresh(integrations, provider, token).await,
+        // A transient failure (timeout, 5xx) is tried twice more, 250 ms then 1 s later,
+        // while the lease is held: a refresh token is only ever redeemed by its holder.
+        Some(token) => {
+            let mut outcome = provider::refresh(integrations, provider, token).await;
+            for pause in REFRESH_RETRY_PAUSES {
+                if outcome.is_ok() || outcome.as_ref().err() == Some(&provider::Failure::Refused) {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                outcome = provider::refresh(integrations, provider, token).await;
+            }
+            outcome
+        }
     };
     let tokens = match outcome {
         Err(provider::Failure::Refused) => {
