@@ -1,6 +1,8 @@
-//! Revokes disconnected integrations at their providers: every `every`, the due rows of
-//! the revocation queue (`fluxi_core::integrations::revocations`), each by exactly one
-//! instance (row locks with SKIP LOCKED).
+//! Integrations upkeep, every `every`: revokes disconnected integrations at their
+//! providers (the due rows of the revocation queue, `fluxi_core::integrations::revocations`,
+//! each by exactly one instance: row locks with SKIP LOCKED), and refreshes the access
+//! tokens of connections in use ahead of expiry (`fluxi_core::integrations::refresh_due`,
+//! through each connection's refresh lease).
 
 use std::time::Duration;
 
@@ -46,6 +48,12 @@ pub fn spawn(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(worked_on = n, "integration revocations tried"),
                 Err(e) => tracing::warn!(error = %e, "integration revocation round failed"),
+            }
+            let audit = Audit::system(SystemJob::IntegrationRefresher, clock.as_ref());
+            match fluxi_core::integrations::refresh_due(&mut conn, &audit, &keyring, &integrations, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(refreshed = n, "integration access tokens refreshed ahead of expiry"),
+                Err(e) => tracing::warn!(error = %e, "integration refresh round failed"),
             }
         }
     })

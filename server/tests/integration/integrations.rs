@@ -876,3 +876,43 @@ async fn a_refresh_during_an_outage_is_retried_then_left_for_the_next_use() {
     let used = list[0].last_used_at.expect("its use is recorded");
     assert!((app.clock.now() - used).abs() < time::Duration::seconds(1), "recorded at the use");
 }
+
+/// The background refresher renews, ahead of expiry, the tokens of connections in use —
+/// once — and leaves idle ones alone.
+#[tokio::test]
+async fn connections_in_use_are_refreshed_ahead_of_expiry_by_the_background_job() {
+    let (app, oauth) = app_with_provider().await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Ahead").await;
+    connect(&mut ada, &slug, &oauth, "ada").await;
+    let (id, old, _) = tokens(&app, &slug, &ada).await;
+    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::IntegrationRefresher, &app.clock);
+    let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
+    let mut conn = app.db.conn().await;
+    // Four minutes before expiry, never used: left alone.
+    app.clock.advance(time::Duration::minutes(56));
+    let pass = fluxi_core::integrations::refresh_due(&mut conn, &audit, keyring, integrations, app.clock.now());
+    assert_eq!(pass.await.unwrap(), 0);
+    // Used: refreshed once, and not again on the next pass.
+    let access = app.access(&slug, &ada).await;
+    let audit_ada = fluxi_core::testing::audit();
+    fluxi_core::integrations::access_token(
+        &mut conn,
+        &audit_ada,
+        &access,
+        keyring,
+        integrations,
+        id,
+        app.clock.now() - time::Duration::minutes(2),
+    )
+    .await
+    .unwrap();
+    for expected in [1, 0] {
+        let pass = fluxi_core::integrations::refresh_due(&mut conn, &audit, keyring, integrations, app.clock.now());
+        assert_eq!(pass.await.unwrap(), expected);
+    }
+    assert_eq!(oauth.stats().await["refresh_token"], 1);
+    let (_, new, _) = tokens(&app, &slug, &ada).await;
+    assert_ne!(new, old);
+    assert!(oauth.active(&new).await);
+}

@@ -229,6 +229,7 @@ pub enum SystemJob {
     FleetMigrator,
     AuditMaintenance,
     IntegrationRevoker,
+    IntegrationRefresher,
     /// `server keys rotate`, run by an operator.
     KeyRotation,
 }
@@ -257,6 +258,7 @@ impl Actor<'_> {
             Actor::System(SystemJob::FleetMigrator) => "system:fleet_migrator",
             Actor::System(SystemJob::AuditMaintenance) => "system:audit_maintenance",
             Actor::System(SystemJob::IntegrationRevoker) => "system:integration_revoker",
+            Actor::System(SystemJob::IntegrationRefresher) => "system:integration_refresher",
             Actor::System(SystemJob::KeyRotation) => "system:key_rotation",
         }
     }

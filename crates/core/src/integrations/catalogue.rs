@@ -310,8 +310,9 @@ fn check_provider(
             if let Some(reserved) = p.extra_authorize_params.keys().find(|k| RESERVED_PARAMS.contains(&k.as_str())) {
                 return Err(format!("extra_authorize_params may not set {reserved}"));
             }
-            if revocation == RevocationStyle::None && p.revocation_help.is_none() {
-                return Err("revocation = \"none\" needs revocation_help".into());
+            // Shown whenever revoking did not happen or failed: how to finish it by hand.
+            if p.revocation_help.as_deref().is_none_or(|h| h.trim().is_empty()) {
+                return Err("revocation_help is required".into());
             }
             let account_field = p.account_field.clone().filter(|f| !f.is_empty()).ok_or("account_field is required")?;
             if p.scope
@@ -416,7 +417,7 @@ mod tests {
             format!(
                 "[[provider]]\nid = \"x\"\nname = \"X\"\nkind = \"oauth2\"\ndescription = \"d\"\n\
                  authorization_url = \"{url}/a\"\ntoken_url = \"{url}/t\"\nrevocation = \"rfc7009\"\n\
-                 revocation_url = \"{url}/r\"\naccount_url = \"{url}/me\"\naccount_field = \"email\"\n"
+                 revocation_url = \"{url}/r\"\nrevocation_help = \"h\"\naccount_url = \"{url}/me\"\naccount_field = \"email\"\n"
             )
         };
         assert!(Catalogue::parse(&entry("https://idp.example"), Transport::HttpsOnly, none).is_ok());

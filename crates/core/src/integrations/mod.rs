@@ -565,6 +565,28 @@ pub(crate) async fn connected_elsewhere(
     Ok(false)
 }
 
+/// Whose connection a refresh works on: the person and workspace, from their membership
+/// check (a request) or from the registry (the background refresher).
+pub(crate) struct Holder {
+    workspace: Uuid,
+    slug: String,
+    schema: TenantIdent,
+    role: TenantIdent,
+    owner: Uuid,
+}
+
+impl Holder {
+    fn of(access: &WorkspaceAccess) -> Self {
+        Self {
+            workspace: access.workspace_id(),
+            slug: access.slug().to_string(),
+            schema: access.schema().clone(),
+            role: access.db_role().clone(),
+            owner: access.user_id(),
+        }
+    }
+}
+
 /// A usable access token of the caller's own OAuth connection, refreshed first when it
 /// is about to expire. At most one refresh per connection is in flight across every
 /// server instance: the refresher holds a lease in the connection's row (a random token
@@ -604,7 +626,8 @@ pub async fn access_token(
         }
         if row.lease_free {
             if let Some(token) =
-                refresh(conn, audit, access, keyring, integrations, connection_id, &row.provider, now).await?
+                refresh(conn, audit, &Holder::of(access), keyring, integrations, connection_id, &row.provider, now)
+                    .await?
             {
                 return Ok(token);
             }
@@ -747,16 +770,16 @@ type Leased = (i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<String>);
 async fn refresh(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
-    access: &WorkspaceAccess,
+    holder: &Holder,
     keyring: &Keyring,
     integrations: &Integrations,
     connection_id: Uuid,
     provider_id: &str,
     now: OffsetDateTime,
 ) -> Result<Option<Zeroizing<String>>, IntegrationError> {
-    let me = access.user_id();
+    let me = holder.owner;
     let lease = Uuid::new_v4();
-    let taken: Option<Leased> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+    let taken: Option<Leased> = tenancy::scoped_transaction(conn, &holder.schema, &holder.role, |c| {
         async move {
             diesel::update(
                 ic::table
@@ -782,11 +805,11 @@ async fn refresh(
     .await?;
     let Some(leased) = taken else { return Ok(None) };
     let outcome =
-        refresh_holding(conn, audit, access, keyring, integrations, connection_id, provider_id, lease, leased, now)
+        refresh_holding(conn, audit, holder, keyring, integrations, connection_id, provider_id, lease, leased, now)
             .await;
     // Released on every path (the success and refusal paths already did; this matches
     // nothing then), so waiters never wait out a lease nobody uses.
-    tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+    tenancy::scoped_transaction(conn, &holder.schema, &holder.role, |c| {
         async move {
             diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease.eq(lease)))
                 .set((ic::refresh_lease.eq(None::<Uuid>), ic::refresh_lease_until.eq(None::<OffsetDateTime>)))
@@ -804,7 +827,7 @@ async fn refresh(
 async fn refresh_holding(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
-    access: &WorkspaceAccess,
+    holder: &Holder,
     keyring: &Keyring,
     integrations: &Integrations,
     connection_id: Uuid,
@@ -813,7 +836,7 @@ async fn refresh_holding(
     (key_version, refresh_sealed, account_sealed, granted): Leased,
     now: OffsetDateTime,
 ) -> Result<Zeroizing<String>, IntegrationError> {
-    let (workspace, me) = (access.workspace_id(), access.user_id());
+    let (workspace, me) = (holder.workspace, holder.owner);
     let parts = owner_parts(&workspace, &me, &connection_id);
     let provider = integrations.provider(provider_id)?;
     let open = |purpose, bytes: Vec<u8>| -> Result<Zeroizing<String>, IntegrationError> {
@@ -842,7 +865,7 @@ async fn refresh_holding(
     };
     let tokens = match outcome {
         Err(provider::Failure::Refused) => {
-            mark_needs_reconnecting(conn, audit, access, integrations, connection_id, &provider.id, Some(lease))
+            mark_needs_reconnecting(conn, audit, holder, integrations, connection_id, &provider.id, Some(lease))
                 .await?;
             return Err(IntegrationError::NeedsReconnecting);
         }
@@ -852,7 +875,7 @@ async fn refresh_holding(
     // A refresh may narrow what was granted, never widen it.
     if tokens.scopes.as_ref().is_some_and(|s| s.iter().any(|g| !granted.contains(g))) {
         revocations::enqueue_tokens(conn, workspace, me, connection_id, provider, keyring, &tokens, now).await?;
-        mark_needs_reconnecting(conn, audit, access, integrations, connection_id, &provider.id, Some(lease)).await?;
+        mark_needs_reconnecting(conn, audit, holder, integrations, connection_id, &provider.id, Some(lease)).await?;
         return Err(IntegrationError::NeedsReconnecting);
     }
     // Every secret of the row is sealed again under the current key, so the row keeps one
@@ -865,7 +888,7 @@ async fn refresh_holding(
     let scopes = tokens.scopes.clone().unwrap_or(granted);
     let expires_at = tokens.expires_in.map(|d| now + d);
     let current = keyring.current_version();
-    let stored = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+    let stored = tenancy::scoped_transaction(conn, &holder.schema, &holder.role, |c| {
         async move {
             let n = diesel::update(ic::table.filter(ic::id.eq(connection_id)).filter(ic::refresh_lease.eq(lease)))
                 .set((
@@ -900,17 +923,17 @@ async fn refresh_holding(
 async fn mark_needs_reconnecting(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
-    access: &WorkspaceAccess,
+    holder: &Holder,
     integrations: &Integrations,
     connection_id: Uuid,
     provider: &ProviderId,
     lease: Option<Uuid>,
 ) -> Result<(), IntegrationError> {
-    let (workspace, me) = (access.workspace_id(), access.user_id());
-    let link = format!("{}/w/{}/integrations", integrations.base_url, access.slug());
+    let (workspace, me) = (holder.workspace, holder.owner);
+    let link = format!("{}/w/{}/integrations", integrations.base_url, holder.slug);
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
-            tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
+            tenancy::enter_scope(c, &holder.schema, &holder.role).await?;
             let mut q = ic::table.filter(ic::id.eq(connection_id)).filter(ic::status.eq("connected")).into_boxed();
             if let Some(lease) = lease {
                 q = q.filter(ic::refresh_lease.eq(lease));
@@ -953,6 +976,60 @@ async fn mark_needs_reconnecting(
         .scope_boxed()
     })
     .await
+}
+
+/// The background refresher takes connections whose access token expires within this.
+pub const REFRESH_AHEAD: Duration = Duration::minutes(5);
+/// ... if they were used within this long (nobody's idle grant is redeemed forever).
+pub const IN_USE: Duration = Duration::days(7);
+
+/// The background refresher's pass: refreshes, ahead of expiry, the access tokens of
+/// connections in use, through the same lease as a request's refresh (so a request and
+/// the job never both redeem one refresh token). Returns how many were refreshed. A
+/// connection that fails is left for its next use (or marked "Needs reconnecting").
+pub async fn refresh_due(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    keyring: &Keyring,
+    integrations: &Integrations,
+    now: OffsetDateTime,
+) -> Result<usize, IntegrationError> {
+    use crate::schema::workspaces;
+    let registry: Vec<(Uuid, String, String, String)> = workspaces::table
+        .filter(workspaces::tenant_version.ge(TENANT_TABLES))
+        .select((workspaces::id, workspaces::slug, workspaces::schema_name, workspaces::role_name))
+        .load(conn)
+        .await?;
+    let mut refreshed = 0;
+    for (workspace, slug, schema, role) in registry {
+        let (Some(schema), Some(role)) = (TenantIdent::parse(&schema), TenantIdent::parse(&role)) else { continue };
+        let due: Vec<(Uuid, Uuid, String)> = tenancy::scoped_transaction(conn, &schema, &role, |c| {
+            async move {
+                ic::table
+                    .filter(ic::kind.eq("oauth2"))
+                    .filter(ic::status.eq("connected"))
+                    .filter(ic::refresh_token.is_not_null())
+                    .filter(ic::access_expires_at.lt(now + REFRESH_AHEAD))
+                    .filter(ic::last_used_at.gt(now - IN_USE))
+                    .filter(diesel::dsl::not(lease_held()))
+                    .select((ic::id, ic::owner_id, ic::provider))
+                    .limit(100)
+                    .load(c)
+                    .await
+            }
+            .scope_boxed()
+        })
+        .await?;
+        for (id, owner, provider) in due {
+            let holder = Holder { workspace, slug: slug.clone(), schema: schema.clone(), role: role.clone(), owner };
+            match refresh(conn, audit, &holder, keyring, integrations, id, &provider, now).await {
+                Ok(Some(_)) => refreshed += 1,
+                Ok(None) => {}
+                Err(e) => tracing::info!(error = %e, "a connection was not refreshed ahead of expiry"),
+            }
+        }
+    }
+    Ok(refreshed)
 }
 
 /// Sealed secrets per key version over every workspace's connections and the revocation
