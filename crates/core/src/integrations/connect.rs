@@ -260,13 +260,7 @@ pub async fn finish(
         Ok(account) => account,
         Err(reason) => {
             // Not stored: the tokens the provider issued are revoked there at once.
-            let _ = provider::revoke(
-                integrations,
-                provider,
-                Some(&tokens.access_token),
-                tokens.refresh_token.as_deref().map(|s| s.as_str()),
-            )
-            .await;
+            revoke_unstored(conn, keyring, integrations, provider, user_id, None, &tokens).await?;
             audit.record(conn, refuse_in_workspace(reason)).await?;
             return Ok(done(Err(reason)));
         }
@@ -277,8 +271,7 @@ pub async fn finish(
         }
         outcome => {
             // Not stored: the tokens the provider just issued must not outlive this.
-            let refresh = tokens.refresh_token.as_deref().map(|s| s.as_str());
-            let _ = provider::revoke(integrations, provider, Some(&tokens.access_token), refresh).await;
+            revoke_unstored(conn, keyring, integrations, provider, user_id, Some(&account), &tokens).await?;
             let reason = outcome?.err().unwrap_or(ConnectRefusal::NotAllowed);
             audit.record(conn, refuse_in_workspace(reason)).await?;
             Ok(done(Err(reason)))
@@ -304,7 +297,6 @@ async fn store(
     granted: &[String],
     now: OffsetDateTime,
 ) -> Result<Result<Option<Uuid>, ConnectRefusal>, IntegrationError> {
-    use crate::schema::memberships;
     let (workspace, me) = (access.workspace_id(), access.user_id());
     let id = Uuid::new_v4();
     let parts = owner_parts(&workspace, &me, &id);
@@ -318,18 +310,7 @@ async fn store(
     let pid = provider.id.clone();
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
-            let role: Option<String> = memberships::table
-                .filter(memberships::workspace_id.eq(workspace))
-                .filter(memberships::user_id.eq(me))
-                .select(memberships::role)
-                .for_share()
-                .first(c)
-                .await
-                .optional()?;
-            let allowed = role
-                .as_deref()
-                .and_then(crate::workspaces::Role::parse)
-                .is_some_and(|r| crate::workspaces::allowed(r, Permission::ManageOwnIntegrations));
+            let allowed = super::may_hold_connections(c, workspace, me).await?;
             if !allowed {
                 return Ok(Err(ConnectRefusal::NotAllowed));
             }
@@ -369,7 +350,9 @@ async fn store(
                             .open(Purpose::IntegrationAccount, &old_parts, &sealed)
                             .is_ok_and(|plain| plain.as_slice() == account.as_bytes())
                     });
-                    if same_account {
+                    // The same grant, at a provider where revoking ends all of it.
+                    let ends_grant = provider.oauth().is_some_and(|o| o.revocation_ends_grant);
+                    if same_account && ends_grant {
                         None
                     } else {
                         revocations::enqueue_removed_raw(c, None, workspace, row, now).await?
@@ -391,4 +374,34 @@ async fn store(
         .scope_boxed()
     })
     .await
+}
+
+/// Revokes tokens that were issued but not stored — unless, at a provider where that ends
+/// the person's whole authorization, they have a live connection there it would end too
+/// (of this account, or of any when the account is not known).
+async fn revoke_unstored(
+    conn: &mut AsyncPgConnection,
+    keyring: &Keyring,
+    integrations: &Integrations,
+    provider: &super::Provider,
+    owner: Uuid,
+    account: Option<&str>,
+    tokens: &provider::Tokens,
+) -> Result<(), IntegrationError> {
+    if provider.oauth().is_some_and(|o| o.revocation_ends_grant) {
+        let pid = provider.id.as_str().to_string();
+        let account = account.map(|a| a.as_bytes().to_vec());
+        let shared = conn
+            .transaction::<_, diesel::result::Error, _>(|c| {
+                async move { super::connected_elsewhere(c, keyring, owner, &pid, account.as_deref()).await }
+                    .scope_boxed()
+            })
+            .await?;
+        if shared {
+            return Ok(());
+        }
+    }
+    let refresh = tokens.refresh_token.as_deref().map(|s| s.as_str());
+    let _ = provider::revoke(integrations, provider, Some(&tokens.access_token), refresh).await;
+    Ok(())
 }

@@ -137,6 +137,24 @@ impl From<diesel::result::Error> for IntegrationError {
     }
 }
 
+/// Whether `user` is a member of `workspace` whose role may hold connections, read with
+/// the membership row locked (FOR SHARE) until the caller's transaction ends.
+pub(crate) async fn may_hold_connections(c: &mut AsyncPgConnection, workspace: Uuid, user: Uuid) -> QueryResult<bool> {
+    use crate::schema::memberships;
+    let role: Option<String> = memberships::table
+        .filter(memberships::workspace_id.eq(workspace))
+        .filter(memberships::user_id.eq(user))
+        .select(memberships::role)
+        .for_share()
+        .first(c)
+        .await
+        .optional()?;
+    Ok(role
+        .as_deref()
+        .and_then(crate::workspaces::Role::parse)
+        .is_some_and(|r| crate::workspaces::allowed(r, Permission::ManageOwnIntegrations)))
+}
+
 /// Requests a person may make Fluxi send to providers (connect, check, disconnect).
 pub const PROVIDER_CALLS: crate::rate_limit::RateLimit = crate::rate_limit::RateLimit::per_hour(60);
 
@@ -340,6 +358,10 @@ pub async fn save_api_key(
     let pid = provider.id.clone();
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
+            // Still allowed, read under a lock: a demotion or removal under way is not missed.
+            if !may_hold_connections(c, workspace, me).await? {
+                return Err(IntegrationError::Workspace(WorkspaceError::Forbidden));
+            }
             lock_slot(c, workspace, me, pid.as_str()).await?;
             tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
             let existing: Option<Uuid> = ic::table
@@ -484,23 +506,25 @@ pub(crate) const REMOVED_COLUMNS: (
     ic::account,
 ) = (ic::id, ic::provider, ic::owner_id, ic::kind, ic::key_version, ic::access_token, ic::refresh_token, ic::account);
 
-/// Removes every connection of `owner` (a member leaving or removed), or of everyone
-/// (`owner` = `None`: the workspace is being deleted), inside the caller's transaction,
-/// each with its event; their tokens go to the revocation queue for the background job.
+/// Removes every connection of `owner` (a member leaving, removed or made a viewer), or of
+/// everyone (`owner` = `None`: the workspace is being deleted), inside the caller's
+/// transaction; their tokens go to the revocation queue for the background job. Returns
+/// the events to record, which the caller writes after its other row locks (the audit
+/// chain is locked last).
 pub(crate) async fn remove_all_in(
     c: &mut AsyncPgConnection,
-    audit: &Audit<'_>,
     workspace: Uuid,
     schema: &TenantIdent,
     owner: Option<Uuid>,
-) -> QueryResult<usize> {
-    let now = audit.clock.now();
+    now: OffsetDateTime,
+) -> QueryResult<Vec<Event>> {
     tenancy::enter_scope(c, schema, schema).await?;
     let removed: Vec<RemovedRow> = match owner {
         Some(o) => diesel::delete(ic::table.filter(ic::owner_id.eq(o))).returning(REMOVED_COLUMNS).load(c).await?,
         None => diesel::delete(ic::table).returning(REMOVED_COLUMNS).load(c).await?,
     };
     tenancy::leave_scope(c).await?;
+    let mut events = Vec::with_capacity(removed.len());
     for row in &removed {
         let queued = revocations::enqueue_removed_raw(c, None, workspace, row, now).await?;
         let action = if row.3 == "api_key" { Action::IntegrationKeyDeleted } else { Action::IntegrationDisconnected };
@@ -511,11 +535,9 @@ pub(crate) async fn remove_all_in(
         };
         let detail =
             ProviderId::parse(&row.1).map_or(Detail::None, |p| Detail::Disconnected { provider: p, revocation });
-        audit
-            .record(c, Event::workspace(workspace, action, Target::Connection(row.0), Outcome::Succeeded, detail))
-            .await?;
+        events.push(Event::workspace(workspace, action, Target::Connection(row.0), Outcome::Succeeded, detail));
     }
-    Ok(removed.len())
+    Ok(events)
 }
 
 /// Whether `owner` has a live connection to `provider` reaching `account`, in any
@@ -526,7 +548,7 @@ pub(crate) async fn connected_elsewhere(
     keyring: &Keyring,
     owner: Uuid,
     provider: &str,
-    account: &[u8],
+    account: Option<&[u8]>,
 ) -> QueryResult<bool> {
     use crate::schema::{memberships, workspaces};
     let theirs: Vec<(Uuid, String)> = workspaces::table
@@ -555,7 +577,7 @@ pub(crate) async fn connected_elsewhere(
                         &owner_parts(&workspace, &owner, &id),
                         &Sealed { key_version, bytes },
                     )
-                    .is_ok_and(|plain| plain.as_slice() == account)
+                    .is_ok_and(|plain| account.is_none_or(|a| plain.as_slice() == a))
             })
         });
         if same {
@@ -625,9 +647,18 @@ pub async fn access_token(
                 .map_err(|_| IntegrationError::Sealed(OpenError::DoesNotOpen));
         }
         if row.lease_free {
-            if let Some(token) =
-                refresh(conn, audit, &Holder::of(access), keyring, integrations, connection_id, &row.provider, now)
-                    .await?
+            if let Some(token) = refresh(
+                conn,
+                audit,
+                &Holder::of(access),
+                keyring,
+                integrations,
+                connection_id,
+                &row.provider,
+                now,
+                now + REFRESH_MARGIN,
+            )
+            .await?
             {
                 return Ok(token);
             }
@@ -776,6 +807,7 @@ async fn refresh(
     connection_id: Uuid,
     provider_id: &str,
     now: OffsetDateTime,
+    due_before: OffsetDateTime,
 ) -> Result<Option<Zeroizing<String>>, IntegrationError> {
     let me = holder.owner;
     let lease = Uuid::new_v4();
@@ -786,6 +818,8 @@ async fn refresh(
                     .filter(ic::id.eq(connection_id))
                     .filter(ic::owner_id.eq(me))
                     .filter(ic::status.eq("connected"))
+                    // Still due: a waiter must not refresh again what was just refreshed.
+                    .filter(ic::access_expires_at.is_null().or(ic::access_expires_at.le(due_before)))
                     .filter(diesel::dsl::not(lease_held())),
             )
             .set((
@@ -852,9 +886,13 @@ async fn refresh_holding(
         // A transient failure (timeout, 5xx) is tried twice more, 250 ms then 1 s later,
         // while the lease is held: a refresh token is only ever redeemed by its holder.
         Some(token) => {
+            let started = std::time::Instant::now();
             let mut outcome = provider::refresh(integrations, provider, token).await;
             for pause in REFRESH_RETRY_PAUSES {
-                if outcome.is_ok() || outcome.as_ref().err() == Some(&provider::Failure::Refused) {
+                // Never past half the lease: another refresher must not find it run out
+                // while this one may still redeem the token.
+                let late = started.elapsed() + pause > std::time::Duration::from_secs(15);
+                if late || outcome.is_ok() || outcome.as_ref().err() == Some(&provider::Failure::Refused) {
                     break;
                 }
                 tokio::time::sleep(pause).await;
@@ -865,8 +903,7 @@ async fn refresh_holding(
     };
     let tokens = match outcome {
         Err(provider::Failure::Refused) => {
-            mark_needs_reconnecting(conn, audit, holder, integrations, connection_id, &provider.id, Some(lease))
-                .await?;
+            mark_needs_reconnecting(conn, audit, holder, integrations, connection_id, &provider.id, lease).await?;
             return Err(IntegrationError::NeedsReconnecting);
         }
         Err(provider::Failure::Unavailable) => return Err(IntegrationError::ProviderUnavailable),
@@ -874,8 +911,19 @@ async fn refresh_holding(
     };
     // A refresh may narrow what was granted, never widen it.
     if tokens.scopes.as_ref().is_some_and(|s| s.iter().any(|g| !granted.contains(g))) {
-        revocations::enqueue_tokens(conn, workspace, me, connection_id, provider, keyring, &tokens, now).await?;
-        mark_needs_reconnecting(conn, audit, holder, integrations, connection_id, &provider.id, Some(lease)).await?;
+        revocations::enqueue_tokens(
+            conn,
+            workspace,
+            me,
+            connection_id,
+            provider,
+            keyring,
+            &tokens,
+            account.as_deref().map(|a| a.as_str()),
+            now,
+        )
+        .await?;
+        mark_needs_reconnecting(conn, audit, holder, integrations, connection_id, &provider.id, lease).await?;
         return Err(IntegrationError::NeedsReconnecting);
     }
     // Every secret of the row is sealed again under the current key, so the row keeps one
@@ -911,7 +959,18 @@ async fn refresh_holding(
     if !stored {
         // Disconnected (or the lease ran out) while the provider answered: the new tokens
         // must not live on at the provider either.
-        revocations::enqueue_tokens(conn, workspace, me, connection_id, provider, keyring, &tokens, now).await?;
+        revocations::enqueue_tokens(
+            conn,
+            workspace,
+            me,
+            connection_id,
+            provider,
+            keyring,
+            &tokens,
+            account.as_deref().map(|a| a.as_str()),
+            now,
+        )
+        .await?;
         return Err(IntegrationError::NotFound);
     }
     Ok(tokens.access_token)
@@ -927,28 +986,29 @@ async fn mark_needs_reconnecting(
     integrations: &Integrations,
     connection_id: Uuid,
     provider: &ProviderId,
-    lease: Option<Uuid>,
+    lease: Uuid,
 ) -> Result<(), IntegrationError> {
     let (workspace, me) = (holder.workspace, holder.owner);
     let link = format!("{}/w/{}/integrations", integrations.base_url, holder.slug);
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
             tenancy::enter_scope(c, &holder.schema, &holder.role).await?;
-            let mut q = ic::table.filter(ic::id.eq(connection_id)).filter(ic::status.eq("connected")).into_boxed();
-            if let Some(lease) = lease {
-                q = q.filter(ic::refresh_lease.eq(lease));
-            }
-            let n = diesel::update(ic::table.filter(ic::id.eq_any(q.select(ic::id))))
-                .set((
-                    ic::status.eq("needs_reconnect"),
-                    ic::access_token.eq(None::<Vec<u8>>),
-                    ic::refresh_token.eq(None::<Vec<u8>>),
-                    ic::access_expires_at.eq(None::<OffsetDateTime>),
-                    ic::refresh_lease.eq(None::<Uuid>),
-                    ic::refresh_lease_until.eq(None::<OffsetDateTime>),
-                ))
-                .execute(c)
-                .await?;
+            let n = diesel::update(
+                ic::table
+                    .filter(ic::id.eq(connection_id))
+                    .filter(ic::status.eq("connected"))
+                    .filter(ic::refresh_lease.eq(lease)),
+            )
+            .set((
+                ic::status.eq("needs_reconnect"),
+                ic::access_token.eq(None::<Vec<u8>>),
+                ic::refresh_token.eq(None::<Vec<u8>>),
+                ic::access_expires_at.eq(None::<OffsetDateTime>),
+                ic::refresh_lease.eq(None::<Uuid>),
+                ic::refresh_lease_until.eq(None::<OffsetDateTime>),
+            ))
+            .execute(c)
+            .await?;
             tenancy::leave_scope(c).await?;
             if n == 1 {
                 let detail = Detail::Integration { provider: provider.clone() };
@@ -1022,7 +1082,7 @@ pub async fn refresh_due(
         .await?;
         for (id, owner, provider) in due {
             let holder = Holder { workspace, slug: slug.clone(), schema: schema.clone(), role: role.clone(), owner };
-            match refresh(conn, audit, &holder, keyring, integrations, id, &provider, now).await {
+            match refresh(conn, audit, &holder, keyring, integrations, id, &provider, now, now + REFRESH_AHEAD).await {
                 Ok(Some(_)) => refreshed += 1,
                 Ok(None) => {}
                 Err(e) => tracing::info!(error = %e, "a connection was not refreshed ahead of expiry"),

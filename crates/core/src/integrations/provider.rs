@@ -231,7 +231,9 @@ pub async fn revoke(
                 .map(|r| (r, "refresh_token"))
                 .into_iter()
                 .chain(access_token.map(|a| (a, "access_token")));
-            let mut revoked_one = false;
+            // A refresh token the provider does not know (revoked before, by an earlier try
+            // or with the grant) is gone: the access token is still revoked after it.
+            let mut grant_gone = false;
             for (token, hint) in tokens {
                 // RFC 6749 §2.3.1: the credentials are form-encoded before Basic encoding.
                 let response = integrations
@@ -243,14 +245,14 @@ pub async fn revoke(
                     .await
                     .map_err(|_| Failure::Unavailable)?;
                 match response.status() {
-                    s if s.is_success() => revoked_one = true,
-                    s if s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                        return Err(Failure::Unavailable)
-                    }
-                    // Revoking the refresh token ended the grant at providers that then
-                    // call the access token invalid: it is gone either way.
-                    _ if revoked_one => {}
-                    _ => return Err(Failure::Refused),
+                    s if s.is_success() => grant_gone |= hint == "refresh_token",
+                    // RFC 7009 §2.2.1: 400 is the provider's answer about this token (unknown,
+                    // unsupported); anything else (401/403 for a misconfigured client, 429,
+                    // 5xx, redirects) is worth trying again later.
+                    reqwest::StatusCode::BAD_REQUEST if hint == "refresh_token" => grant_gone = true,
+                    reqwest::StatusCode::BAD_REQUEST if grant_gone => {}
+                    reqwest::StatusCode::BAD_REQUEST => return Err(Failure::Refused),
+                    _ => return Err(Failure::Unavailable),
                 }
             }
             Ok(())
@@ -277,8 +279,8 @@ pub async fn revoke(
                 s if s.is_success() => Ok(()),
                 // Already gone.
                 reqwest::StatusCode::NOT_FOUND => Ok(()),
-                s if s.is_server_error() => Err(Failure::Unavailable),
-                _ => Err(Failure::Refused),
+                reqwest::StatusCode::UNPROCESSABLE_ENTITY => Err(Failure::Refused),
+                _ => Err(Failure::Unavailable),
             }
         }
     }

@@ -96,9 +96,12 @@ pub(crate) async fn enqueue_tokens(
     provider: &super::Provider,
     keyring: &Keyring,
     tokens: &Tokens,
+    account: Option<&str>,
     now: OffsetDateTime,
 ) -> QueryResult<()> {
     let parts = owner_parts(&workspace, &owner, &connection);
+    // The account too: where revoking ends the whole grant, the job checks it first.
+    let account = account.map(|a| keyring.seal(Purpose::IntegrationAccount, &parts, a.as_bytes()).bytes);
     let access = keyring.seal(Purpose::IntegrationAccessToken, &parts, tokens.access_token.as_bytes());
     let refresh = tokens
         .refresh_token
@@ -112,7 +115,7 @@ pub(crate) async fn enqueue_tokens(
         access.key_version,
         Some(access.bytes),
         refresh,
-        None,
+        account,
     );
     enqueue_removed_raw(conn, None, workspace, &row, now).await.map(|_| ())
 }
@@ -132,8 +135,16 @@ pub async fn attempt(
 ) -> Result<Revocation, IntegrationError> {
     conn.transaction::<_, IntegrationError, _>(|c| {
         async move {
-            let row: Option<QueueRow> =
-                ir::table.find(id).select(QUEUE_COLUMNS).for_update().skip_locked().first(c).await.optional()?;
+            // Only while due: another instance may have tried it and set its next time.
+            let row: Option<QueueRow> = ir::table
+                .find(id)
+                .filter(ir::next_attempt_at.le(now))
+                .select(QUEUE_COLUMNS)
+                .for_update()
+                .skip_locked()
+                .first(c)
+                .await
+                .optional()?;
             match row {
                 Some(row) => work_on(c, audit, keyring, integrations, row, now).await,
                 None => Ok(Revocation::Pending),
@@ -145,7 +156,8 @@ pub async fn attempt(
 }
 
 /// The background job's pass: works through due revocations, one transaction each, at
-/// most `limit`. Returns how many were worked on.
+/// most `limit`. Returns how many were worked on. A row whose attempt fails with an error
+/// (not a provider's answer) is put back with its backoff, so it cannot hold up the rest.
 pub async fn run_due(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -154,33 +166,25 @@ pub async fn run_due(
     now: OffsetDateTime,
     limit: usize,
 ) -> Result<usize, IntegrationError> {
+    let due: Vec<(Uuid, i32)> = ir::table
+        .filter(ir::next_attempt_at.le(now))
+        .select((ir::id, ir::attempts))
+        .order(ir::next_attempt_at)
+        .limit(limit as i64)
+        .load(conn)
+        .await?;
     let mut done = 0;
-    while done < limit {
-        let worked = conn
-            .transaction::<_, IntegrationError, _>(|c| {
-                async move {
-                    let row: Option<QueueRow> = ir::table
-                        .filter(ir::next_attempt_at.le(now))
-                        .select(QUEUE_COLUMNS)
-                        .order(ir::next_attempt_at)
-                        .limit(1)
-                        .for_update()
-                        .skip_locked()
-                        .first(c)
-                        .await
-                        .optional()?;
-                    match row {
-                        Some(row) => work_on(c, audit, keyring, integrations, row, now).await.map(|_| true),
-                        None => Ok(false),
-                    }
-                }
-                .scope_boxed()
-            })
-            .await?;
-        if !worked {
-            break;
+    for (id, attempts) in due {
+        match attempt(conn, audit, keyring, integrations, id, now).await {
+            Ok(_) => done += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "a revocation attempt failed; retried later");
+                diesel::update(ir::table.find(id))
+                    .set((ir::attempts.eq(attempts + 1), ir::next_attempt_at.eq(now + backoff(attempts))))
+                    .execute(conn)
+                    .await?;
+            }
         }
-        done += 1;
     }
     Ok(done)
 }
@@ -248,7 +252,7 @@ async fn work_on(
             .ok()
             .flatten();
         if let Some(account) = account {
-            if super::connected_elsewhere(c, keyring, owner, p.id.as_str(), &account).await? {
+            if super::connected_elsewhere(c, keyring, owner, p.id.as_str(), Some(&account)).await? {
                 diesel::delete(ir::table.find(id)).execute(c).await?;
                 let event = Event::workspace(
                     workspace,

@@ -168,7 +168,7 @@ pub async fn delete_workspace(
                 // administrator's provisioning function (the login role has no CREATEROLE).
                 // Its connections' tokens move to the revocation queue first: the
                 // providers must still be told after the schema is gone.
-                crate::integrations::remove_all_in(c, audit, id, &ident, None).await?;
+                let removed = crate::integrations::remove_all_in(c, id, &ident, None, audit.clock.now()).await?;
                 let name = ident.as_str();
                 c.batch_execute(&format!("SET LOCAL ROLE {name}; DROP SCHEMA {name} CASCADE; RESET ROLE;")).await?;
                 diesel::sql_query("SELECT fluxi_provisioning.drop_workspace_role($1)")
@@ -180,6 +180,9 @@ pub async fn delete_workspace(
                 // the deletion also goes to the deleting owner's own activity, since
                 // nobody can open this workspace's log any more. Workspace chain first,
                 // then the account chain.
+                for event in removed {
+                    audit.record(c, event).await?;
+                }
                 audit.record(c, Event::workspace(id, action, on, Outcome::Succeeded, Detail::None)).await?;
                 let mut mine = Event::account(Some(access.user_id()), action, Outcome::Succeeded, Detail::None);
                 (mine.workspace, mine.target) = (Some(id), on);

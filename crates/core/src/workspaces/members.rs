@@ -94,18 +94,23 @@ pub async fn change_role(
                 .set(memberships::role.eq(new_role.as_str()))
                 .execute(c)
                 .await?;
+                // A role that may not hold integrations (viewer) keeps none: they could
+                // neither see nor disconnect them any more. Rows before the audit chain.
+                let removed = if allowed(new_role, Permission::ManageOwnIntegrations) {
+                    Vec::new()
+                } else {
+                    let (workspace, schema) = (access.workspace_id(), access.schema());
+                    crate::integrations::remove_all_in(c, workspace, schema, Some(target), audit.clock.now()).await?
+                };
                 let detail = Detail::RoleChange { from: current, to: new_role };
                 audit
                     .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, detail))
                     .await?;
+                for event in removed {
+                    audit.record(c, event).await?;
+                }
                 if allowed(current, Permission::ManageMembers) && !allowed(new_role, Permission::ManageMembers) {
                     super::invitations::revoke_sent_by(c, audit, access.workspace_id(), target).await?;
-                }
-                // A role that may not hold integrations (viewer) keeps none: they could
-                // neither see nor disconnect them any more.
-                if !allowed(new_role, Permission::ManageOwnIntegrations) {
-                    let (workspace, schema) = (access.workspace_id(), access.schema());
-                    crate::integrations::remove_all_in(c, audit, workspace, schema, Some(target)).await?;
                 }
                 Ok(())
             }
@@ -151,12 +156,17 @@ pub async fn remove_member(
                 if n == 0 {
                     return Err(WorkspaceError::NoSuchMember);
                 }
+                // Their connections leave with them (revoked at the providers by the job);
+                // rows before the audit chain.
+                let (workspace, schema) = (access.workspace_id(), access.schema());
+                let removed =
+                    crate::integrations::remove_all_in(c, workspace, schema, Some(target), audit.clock.now()).await?;
                 audit
                     .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, Detail::None))
                     .await?;
-                // Their connections leave with them (revoked at the providers by the job).
-                crate::integrations::remove_all_in(c, audit, access.workspace_id(), access.schema(), Some(target))
-                    .await?;
+                for event in removed {
+                    audit.record(c, event).await?;
+                }
                 super::invitations::revoke_sent_by(c, audit, access.workspace_id(), target).await?;
                 Ok(())
             }
