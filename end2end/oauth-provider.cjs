@@ -105,6 +105,16 @@ async function main() {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       redirect_uris: redirectUris,
+    }, {
+      // Another application registered with the same redirect URIs: a code issued to it
+      // must be refused when Fluxi's client redeems it.
+      client_id: 'another-app',
+      client_secret: 'another-app-secret',
+      application_type: 'native',
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: redirectUris,
     }],
     responseTypes: ['code'],
     clockTolerance: 0, // expired tokens are refused at once (default tolerance: 15 s)

@@ -916,3 +916,23 @@ async fn connections_in_use_are_refreshed_ahead_of_expiry_by_the_background_job(
     assert_ne!(new, old);
     assert!(oauth.active(&new).await);
 }
+
+/// A code the provider issued to another application (same redirect URI, Fluxi's state)
+/// is refused by the token endpoint when Fluxi redeems it: nothing is stored.
+#[tokio::test]
+async fn a_code_issued_to_another_client_is_refused() {
+    let (app, oauth) = app_with_provider().await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Other client").await;
+    let authorize = start_connect(&mut ada, &slug).await.replace("client_id=fluxi-test", "client_id=another-app");
+    let back = oauth.consent(&authorize, "ada").await;
+    let res = ada.client.get(&back[back.find("/integrations/callback").unwrap()..]).await;
+    assert_eq!(
+        res.location(),
+        Some(format!("/w/{slug}/integrations?refused=code_refused&provider=local-idp#local-idp").as_str())
+    );
+    let p = page(&ada.client.call("integrations_page", &[("slug", &slug)]).await.body);
+    assert!(card(&p, "local-idp")["mine"].is_null());
+    let refusals = recorded(&app, Action::IntegrationConnectRefused).await;
+    assert!(refusals.iter().any(|e| e.detail["reason"] == "code_refused"));
+}
