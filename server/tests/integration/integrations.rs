@@ -151,6 +151,23 @@ async fn connect(person: &mut Person, slug: &str, oauth: &OauthServer, login: &s
     person.client.get(&path).await
 }
 
+/// A plain form post of `function` (`check_integration`, `disconnect_integration`) for
+/// one connection, from the integrations page.
+async fn on_connection(person: &mut Person, function: &str, slug: &str, id: uuid::Uuid) -> common::Reply {
+    let id = id.to_string();
+    person.client.post_form(function, &format!("/w/{slug}/integrations"), &[("slug", slug), ("connection", &id)]).await
+}
+
+/// One pass of the background revocation job.
+async fn revocation_pass(app: &TestApp) -> usize {
+    let mut conn = app.db.conn().await;
+    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::IntegrationRevoker, &app.clock);
+    let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
+    fluxi_core::integrations::revocations::run_due(&mut conn, &audit, keyring, integrations, app.clock.now(), 10)
+        .await
+        .unwrap()
+}
+
 /// The stored (sealed) tokens of a connection, opened with the app's keyring.
 async fn tokens(app: &TestApp, slug: &str, person: &Person) -> (uuid::Uuid, String, Option<String>) {
     let access = app.access(slug, person).await;
@@ -254,27 +271,13 @@ async fn connecting_through_the_providers_consent_stores_a_sealed_connection_and
     assert!(!recorded(&app, Action::IntegrationConnectRefused).await.is_empty());
 
     // "Check connection" uses it and records when.
-    let res = ada
-        .client
-        .post_form(
-            "check_integration",
-            &format!("/w/{slug}/integrations"),
-            &[("slug", &slug), ("connection", &id.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "check_integration", &slug, id).await;
     assert_eq!(
         res.location(),
         Some(format!("/w/{slug}/integrations?checked=ok&provider=local-idp#local-idp").as_str())
     );
 
-    let res = ada
-        .client
-        .post_form(
-            "disconnect_integration",
-            &format!("/w/{slug}/integrations"),
-            &[("slug", &slug), ("connection", &id.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "disconnect_integration", &slug, id).await;
     assert_eq!(
         res.location(),
         Some(format!("/w/{slug}/integrations?disconnected=revoked&provider=local-idp#local-idp").as_str())
@@ -418,14 +421,7 @@ async fn a_refresh_the_provider_refuses_marks_the_connection_and_tells_its_owner
         })
     })
     .await;
-    let res = ada
-        .client
-        .post_form(
-            "check_integration",
-            &format!("/w/{slug}/integrations"),
-            &[("slug", &slug), ("connection", &id.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "check_integration", &slug, id).await;
     assert_eq!(
         res.location(),
         Some(format!("/w/{slug}/integrations?checked=needs-reconnecting&provider=local-idp#local-idp").as_str())
@@ -445,14 +441,7 @@ async fn a_disconnect_while_the_provider_is_down_deletes_locally_and_the_job_rev
     connect(&mut ada, &slug, &oauth, "ada").await;
     let (id, access_token, _) = tokens(&app, &slug, &ada).await;
     oauth.outage(true).await;
-    let res = ada
-        .client
-        .post_form(
-            "disconnect_integration",
-            &format!("/w/{slug}/integrations"),
-            &[("slug", &slug), ("connection", &id.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "disconnect_integration", &slug, id).await;
     assert_eq!(
         res.location(),
         Some(format!("/w/{slug}/integrations?disconnected=revocation-failed&provider=local-idp#local-idp").as_str())
@@ -464,19 +453,8 @@ async fn a_disconnect_while_the_provider_is_down_deletes_locally_and_the_job_rev
     assert!(oauth.active(&access_token).await, "still live at the provider");
     // The background job's pass, once the backoff has passed.
     app.clock.advance(time::Duration::minutes(2));
+    assert_eq!(revocation_pass(&app).await, 1);
     let mut conn = app.db.conn().await;
-    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::IntegrationRevoker, &app.clock);
-    let worked = fluxi_core::integrations::revocations::run_due(
-        &mut conn,
-        &audit,
-        &app.state.keyring,
-        &app.state.integrations,
-        app.clock.now(),
-        10,
-    )
-    .await
-    .unwrap();
-    assert_eq!(worked, 1);
     assert!(!oauth.active(&access_token).await, "revoked by the retry");
     assert_eq!(recorded(&app, Action::IntegrationRevoked).await.len(), 1);
     let queued: i64 = fluxi_core::schema::integration_revocations::table.count().get_result(&mut conn).await.unwrap();
@@ -494,19 +472,14 @@ async fn leaving_the_workspace_or_its_deletion_queues_revocation_of_the_connecti
     let (_, bob_token, _) = tokens(&app, &slug, &bob).await;
     let res = ada.client.call("remove_member", &[("slug", &slug), ("user_id", &bob.user.id.to_string())]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    let mut conn = app.db.conn().await;
-    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::IntegrationRevoker, &app.clock);
-    let run_due = fluxi_core::integrations::revocations::run_due;
-    let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
-    assert_eq!(run_due(&mut conn, &audit, keyring, integrations, app.clock.now(), 10).await.unwrap(), 1);
+    assert_eq!(revocation_pass(&app).await, 1);
     assert!(!oauth.active(&bob_token).await);
 
     connect(&mut ada, &slug, &oauth, "ada").await;
     let (_, ada_token, _) = tokens(&app, &slug, &ada).await;
     let res = ada.client.call("delete_workspace", &[("slug", &slug), ("password", common::PASSWORD)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    let worked = run_due(&mut conn, &audit, keyring, integrations, app.clock.now(), 10).await.unwrap();
-    assert_eq!(worked, 1, "revoked after the schema is gone");
+    assert_eq!(revocation_pass(&app).await, 1, "revoked after the schema is gone");
     assert!(!oauth.active(&ada_token).await);
 }
 
@@ -626,24 +599,11 @@ async fn a_revocation_still_failing_after_seven_days_is_given_up_and_its_tokens_
     connect(&mut ada, &slug, &oauth, "ada").await;
     let (id, _, _) = tokens(&app, &slug, &ada).await;
     oauth.outage(true).await;
-    let res = ada
-        .client
-        .post_form(
-            "disconnect_integration",
-            &format!("/w/{slug}/integrations"),
-            &[("slug", &slug), ("connection", &id.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "disconnect_integration", &slug, id).await;
     assert!(res.location().unwrap().contains("disconnected=revocation-failed"));
     app.clock.advance(fluxi_core::integrations::revocations::RETRY_PERIOD + time::Duration::minutes(1));
+    assert_eq!(revocation_pass(&app).await, 1);
     let mut conn = app.db.conn().await;
-    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::IntegrationRevoker, &app.clock);
-    let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
-    let worked =
-        fluxi_core::integrations::revocations::run_due(&mut conn, &audit, keyring, integrations, app.clock.now(), 10)
-            .await
-            .unwrap();
-    assert_eq!(worked, 1);
     assert_eq!(recorded(&app, Action::IntegrationRevocationGivenUp).await.len(), 1);
     let queued: i64 = fluxi_core::schema::integration_revocations::table.count().get_result(&mut conn).await.unwrap();
     assert_eq!(queued, 0, "no ciphertext kept past the retry period");
@@ -708,14 +668,7 @@ async fn a_refresh_of_a_connection_sealed_under_an_older_key_moves_all_of_it_to_
         })
     })
     .await;
-    let res = ada
-        .client
-        .post_form(
-            "check_integration",
-            &format!("/w/{slug}/integrations"),
-            &[("slug", &slug), ("connection", &id.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "check_integration", &slug, id).await;
     assert!(res.location().unwrap().contains("checked=ok"), "{:?}", res.location());
     assert_eq!(oauth.stats().await["refresh_token"], 1);
     let p = page(&ada.client.call("integrations_page", &[("slug", &slug)]).await.body);
@@ -760,14 +713,7 @@ async fn reconnecting_the_same_account_keeps_the_grant_and_a_demotion_to_viewer_
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let p = page(&ada.client.call("integrations_page", &[("slug", &slug)]).await.body);
     assert!(card(&p, "local-idp")["others"].as_array().unwrap().is_empty());
-    let mut conn = app.db.conn().await;
-    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::IntegrationRevoker, &app.clock);
-    let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
-    let worked =
-        fluxi_core::integrations::revocations::run_due(&mut conn, &audit, keyring, integrations, app.clock.now(), 10)
-            .await
-            .unwrap();
-    assert_eq!(worked, 1);
+    assert_eq!(revocation_pass(&app).await, 1);
     assert!(!oauth.active(&token).await);
 }
 
@@ -813,25 +759,11 @@ async fn a_grant_shared_with_another_workspace_is_revoked_only_with_the_last_con
     connect(&mut ada, &second, &oauth, "ada").await;
     let (id_first, token_first, _) = tokens(&app, &first, &ada).await;
     let (id_second, token_second, _) = tokens(&app, &second, &ada).await;
-    let res = ada
-        .client
-        .post_form(
-            "disconnect_integration",
-            &format!("/w/{first}/integrations"),
-            &[("slug", &first), ("connection", &id_first.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "disconnect_integration", &first, id_first).await;
     assert!(res.location().unwrap().contains("disconnected=shared"), "{:?}", res.location());
     assert!(oauth.active(&token_second).await, "the other workspace's connection still works");
     assert_eq!(recorded(&app, Action::IntegrationRevocationSkipped).await.len(), 1);
-    let res = ada
-        .client
-        .post_form(
-            "disconnect_integration",
-            &format!("/w/{second}/integrations"),
-            &[("slug", &second), ("connection", &id_second.to_string())],
-        )
-        .await;
+    let res = on_connection(&mut ada, "disconnect_integration", &second, id_second).await;
     assert!(res.location().unwrap().contains("disconnected=revoked"), "{:?}", res.location());
     assert!(!oauth.active(&token_second).await);
     let _ = token_first;
