@@ -610,7 +610,7 @@ async fn a_revocation_still_failing_after_seven_days_is_given_up_and_its_tokens_
 }
 
 #[tokio::test]
-async fn a_refresh_of_a_connection_sealed_under_an_older_key_moves_all_of_it_to_the_current_key() {
+async fn a_connection_sealed_under_an_older_key_moves_to_the_current_one_by_rotation_or_refresh() {
     use fluxi_core::secrets::{EncryptionKey, Keyring, Purpose, Sealed};
     let (k1, k2) = (EncryptionKey::random(), EncryptionKey::random());
     let oauth = OauthServer::start().await;
@@ -625,56 +625,64 @@ async fn a_refresh_of_a_connection_sealed_under_an_older_key_moves_all_of_it_to_
     let slug = app.workspace(&mut ada, "Old key").await;
     connect(&mut ada, &slug, &oauth, "ada").await;
     let (id, ..) = tokens(&app, &slug, &ada).await;
-    // The row as a server that had only key 1 would have sealed it, and due for a refresh.
     let workspace = app.access(&slug, &ada).await.workspace_id();
     let parts = [workspace, ada.user.id, id];
     let parts: Vec<&[u8]> = parts.iter().map(|u| u.as_bytes().as_slice()).collect();
     let old = Keyring::single(k1);
     let schema = format!("ws_{}", workspace.simple());
     let mut conn = app.db.conn().await;
-    let sealed: (i32, Vec<u8>, Vec<u8>, Vec<u8>) = as_tenant(&mut conn, &schema, move |c| {
-        Box::pin(async move {
-            diesel::sql_query(
-                "SELECT key_version, account, access_token, refresh_token FROM integration_connections WHERE id = $1",
-            )
-            .bind::<diesel::sql_types::Uuid, _>(id)
-            .get_result::<FullRow>(c)
-            .await
-            .map(|r| (r.key_version, r.account, r.access_token, r.refresh_token))
+    // Twice, the row as a server that had only key 1 would have sealed it: first moved by
+    // `server keys rotate` (and used without a refresh), then due for a refresh instead.
+    for (round, rotate) in [(0, true), (1, false)] {
+        let sealed: (i32, Vec<u8>, Vec<u8>, Vec<u8>) = as_tenant(&mut conn, &schema, move |c| {
+            Box::pin(async move {
+                diesel::sql_query(
+                    "SELECT key_version, account, access_token, refresh_token FROM integration_connections WHERE id = $1",
+                )
+                .bind::<diesel::sql_types::Uuid, _>(id)
+                .get_result::<FullRow>(c)
+                .await
+                .map(|r| (r.key_version, r.account, r.access_token, r.refresh_token))
+            })
         })
-    })
-    .await;
-    let reseal = |purpose, bytes: Vec<u8>| {
-        let plain = ring.open(purpose, &parts, &Sealed { key_version: sealed.0, bytes }).unwrap();
-        old.seal(purpose, &parts, &plain).bytes
-    };
-    let (account, access_token, refresh_token) = (
-        reseal(Purpose::IntegrationAccount, sealed.1.clone()),
-        reseal(Purpose::IntegrationAccessToken, sealed.2.clone()),
-        reseal(Purpose::IntegrationRefreshToken, sealed.3.clone()),
-    );
-    as_tenant(&mut conn, &schema, move |c| {
-        Box::pin(async move {
-            diesel::sql_query(
-                "UPDATE integration_connections SET key_version = 1, account = $1, access_token = $2, refresh_token = $3, \
-                 access_expires_at = now() - interval '1 minute' WHERE id = $4",
-            )
-            .bind::<diesel::sql_types::Bytea, _>(account)
-            .bind::<diesel::sql_types::Bytea, _>(access_token)
-            .bind::<diesel::sql_types::Bytea, _>(refresh_token)
-            .bind::<diesel::sql_types::Uuid, _>(id)
-            .execute(c)
-            .await
+        .await;
+        let reseal = |purpose, bytes: Vec<u8>| {
+            let plain = ring.open(purpose, &parts, &Sealed { key_version: sealed.0, bytes }).unwrap();
+            old.seal(purpose, &parts, &plain).bytes
+        };
+        let (account, access_token, refresh_token) = (
+            reseal(Purpose::IntegrationAccount, sealed.1.clone()),
+            reseal(Purpose::IntegrationAccessToken, sealed.2.clone()),
+            reseal(Purpose::IntegrationRefreshToken, sealed.3.clone()),
+        );
+        let expires = if rotate { "now() + interval '1 hour'" } else { "now() - interval '1 minute'" };
+        as_tenant(&mut conn, &schema, move |c| {
+            Box::pin(async move {
+                diesel::sql_query(format!(
+                    "UPDATE integration_connections SET key_version = 1, account = $1, access_token = $2, \
+                     refresh_token = $3, access_expires_at = {expires} WHERE id = $4"
+                ))
+                .bind::<diesel::sql_types::Bytea, _>(account)
+                .bind::<diesel::sql_types::Bytea, _>(access_token)
+                .bind::<diesel::sql_types::Bytea, _>(refresh_token)
+                .bind::<diesel::sql_types::Uuid, _>(id)
+                .execute(c)
+                .await
+            })
         })
-    })
-    .await;
-    let res = on_connection(&mut ada, "check_integration", &slug, id).await;
-    assert!(res.location().unwrap().contains("checked=ok"), "{:?}", res.location());
-    assert_eq!(oauth.stats().await["refresh_token"], 1);
-    let p = page(&ada.client.call("integrations_page", &[("slug", &slug)]).await.body);
-    assert_eq!(card(&p, "local-idp")["mine"]["account"], "ada@example.test", "every secret opens under the new key");
-    let counts = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
-    assert!(counts.iter().all(|c| c.kind != "integration connections" || c.key_version == 2), "{counts:?}");
+        .await;
+        if rotate {
+            let report = fluxi_core::secrets::rotate(&mut conn, &ring, 10, &app.clock).await.unwrap();
+            assert_eq!((report.resealed, report.failed), (1, 0));
+        }
+        let res = on_connection(&mut ada, "check_integration", &slug, id).await;
+        assert!(res.location().unwrap().contains("checked=ok"), "{:?}", res.location());
+        assert_eq!(oauth.stats().await["refresh_token"], round, "a refresh only when due");
+        let p = page(&ada.client.call("integrations_page", &[("slug", &slug)]).await.body);
+        assert_eq!(card(&p, "local-idp")["mine"]["account"], "ada@example.test", "every secret opens under key 2");
+        let counts = fluxi_core::secrets::count_by_version(&mut conn).await.unwrap();
+        assert!(counts.iter().all(|c| c.kind != "integration connections" || c.key_version == 2), "{counts:?}");
+    }
 }
 
 #[derive(diesel::QueryableByName)]
