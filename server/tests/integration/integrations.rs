@@ -876,3 +876,44 @@ async fn a_code_issued_to_another_client_is_refused() {
     let refusals = recorded(&app, Action::IntegrationConnectRefused).await;
     assert!(refusals.iter().any(|e| e.detail["reason"] == "code_refused"));
 }
+
+/// Each connection attempt stores a row until its callback or expiry: one person gets 20
+/// under way at once, however many they start in parallel.
+#[tokio::test]
+async fn a_person_has_at_most_twenty_connection_attempts_under_way() {
+    let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
+    let mut ada = app.person("Ada").await;
+    let slug = app.workspace(&mut ada, "Attempts").await;
+    let access = app.access(&slug, &ada).await;
+    let starts = (0..25).map(|i| {
+        let (app, access) = (&app, access.clone());
+        async move {
+            let mut conn = app.db.pool.get().await.unwrap();
+            let (keyring, integrations) = (&app.state.keyring, &app.state.integrations);
+            let binding = format!("session-{i}");
+            fluxi_core::integrations::connect::start(
+                &mut conn,
+                &access,
+                keyring,
+                integrations,
+                "local-idp",
+                binding.as_bytes(),
+                app.clock.now(),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(starts).await;
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(fluxi_core::integrations::IntegrationError::TooManyAttempts)))
+        .count();
+    assert_eq!((results.len() - refused, refused), (20, 5));
+    // Through the server function: a clear 429.
+    let res = ada.client.call("connect_integration", &[("slug", &slug), ("provider", "local-idp")]).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS, "{}", res.body);
+    // Expired attempts no longer count.
+    app.clock.advance(fluxi_core::integrations::connect::STATE_LIFETIME + time::Duration::seconds(1));
+    let res = ada.client.call("connect_integration", &[("slug", &slug), ("provider", "local-idp")]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+}

@@ -52,24 +52,39 @@ pub async fn start(
     let sealed = keyring.seal(Purpose::PkceVerifier, &[&state_hash], verifier.as_bytes());
     let scopes: Vec<Option<String>> = provider.scopes.iter().map(|s| Some(s.name.clone())).collect();
     diesel::delete(ia::table.filter(ia::expires_at.lt(now))).execute(conn).await?;
-    let under_way: i64 = ia::table.filter(ia::user_id.eq(access.user_id())).count().get_result(conn).await?;
-    if under_way >= MAX_ATTEMPTS_UNDER_WAY {
-        return Err(IntegrationError::TooManyAttempts);
-    }
-    diesel::insert_into(ia::table)
-        .values((
-            ia::state_hash.eq(&state_hash),
-            ia::session_hash.eq(crate::tokens::token_hash(&hex::encode(session_binding))),
-            ia::user_id.eq(access.user_id()),
-            ia::workspace_id.eq(access.workspace_id()),
-            ia::provider.eq(provider.id.as_str()),
-            ia::scopes.eq(&scopes),
-            ia::key_version.eq(sealed.key_version),
-            ia::pkce_verifier.eq(&sealed.bytes),
-            ia::expires_at.eq(now + STATE_LIFETIME),
-        ))
-        .execute(conn)
-        .await?;
+    let (user, workspace) = (access.user_id(), access.workspace_id());
+    let session_hash = crate::tokens::token_hash(&hex::encode(session_binding));
+    let provider_id = provider.id.as_str();
+    conn.transaction::<_, IntegrationError, _>(|c| {
+        async move {
+            // One person's starts one at a time, so the count below cannot be outrun.
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind::<diesel::sql_types::Text, _>(format!("integration-attempts:{user}"))
+                .execute(c)
+                .await?;
+            let under_way: i64 = ia::table.filter(ia::user_id.eq(user)).count().get_result(c).await?;
+            if under_way >= MAX_ATTEMPTS_UNDER_WAY {
+                return Err(IntegrationError::TooManyAttempts);
+            }
+            diesel::insert_into(ia::table)
+                .values((
+                    ia::state_hash.eq(&state_hash),
+                    ia::session_hash.eq(session_hash),
+                    ia::user_id.eq(user),
+                    ia::workspace_id.eq(workspace),
+                    ia::provider.eq(provider_id),
+                    ia::scopes.eq(&scopes),
+                    ia::key_version.eq(sealed.key_version),
+                    ia::pkce_verifier.eq(&sealed.bytes),
+                    ia::expires_at.eq(now + STATE_LIFETIME),
+                ))
+                .execute(c)
+                .await?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await?;
     Ok(url)
 }
 
