@@ -370,7 +370,7 @@ async fn store(
                     if same_account && ends_grant {
                         None
                     } else {
-                        revocations::enqueue_removed_raw(c, None, workspace, row, now).await?
+                        revocations::enqueue_removed_raw(c, workspace, row, now).await?
                     }
                 }
                 None => None,

@@ -76,10 +76,6 @@ impl Integrations {
         &self.catalogue
     }
 
-    pub fn redirect_url(&self) -> &url::Url {
-        &self.redirect_url
-    }
-
     /// The origins of the configured OAuth providers' authorization endpoints, each
     /// preceded by a space (for a CSP `form-action` list). Origins of checked URLs hold
     /// no characters that could end a directive.
@@ -526,7 +522,7 @@ pub(crate) async fn remove_all_in(
     tenancy::leave_scope(c).await?;
     let mut events = Vec::with_capacity(removed.len());
     for row in &removed {
-        let queued = revocations::enqueue_removed_raw(c, None, workspace, row, now).await?;
+        let queued = revocations::enqueue_removed_raw(c, workspace, row, now).await?;
         let action = if row.3 == "api_key" { Action::IntegrationKeyDeleted } else { Action::IntegrationDisconnected };
         let revocation = match (row.3.as_str(), queued) {
             ("api_key", _) => Revocation::NotApplicable,
@@ -826,7 +822,9 @@ async fn refresh(
                 ic::refresh_lease.eq(lease),
                 ic::refresh_lease_until.eq(diesel::dsl::sql::<
                     diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-                >("now() + interval '30 seconds'")),
+                >("now() + ")
+                .bind::<diesel::sql_types::Integer, _>(REFRESH_LEASE.whole_seconds() as i32)
+                .sql(" * interval '1 second'")),
             ))
             .returning((ic::key_version, ic::refresh_token, ic::account, ic::scopes))
             .get_result(c)

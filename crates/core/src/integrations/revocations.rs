@@ -48,14 +48,13 @@ pub(crate) async fn enqueue_removed(
     if !offered || (access.is_none() && refresh.is_none()) {
         return Ok((Revocation::NotOffered, None));
     }
-    let id = enqueue_removed_raw(c, Some(integrations), workspace, row, now).await?;
+    let id = enqueue_removed_raw(c, workspace, row, now).await?;
     Ok((Revocation::Pending, id))
 }
 
 /// Queues a removed connection's tokens, whatever its provider offers (the job decides).
 pub(crate) async fn enqueue_removed_raw(
     c: &mut AsyncPgConnection,
-    _integrations: Option<&Integrations>,
     workspace: Uuid,
     row: &RemovedRow,
     now: OffsetDateTime,
@@ -117,7 +116,7 @@ pub(crate) async fn enqueue_tokens(
         refresh,
         account,
     );
-    enqueue_removed_raw(conn, None, workspace, &row, now).await.map(|_| ())
+    enqueue_removed_raw(conn, workspace, &row, now).await.map(|_| ())
 }
 
 type QueueRow =
