@@ -4,6 +4,7 @@
 #![recursion_limit = "512"]
 
 pub mod account;
+pub mod assistant;
 pub mod audit;
 pub mod auth;
 pub mod components;
@@ -118,6 +119,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/w/:slug/settings/members") view=workspaces::MembersSettingsPage ssr=SsrMode::Async/>
                     <Route path=path!("/w/:slug/audit") view=audit::AuditLogPage ssr=SsrMode::Async/>
                     <Route path=path!("/w/:slug/integrations") view=integrations::IntegrationsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/w/:slug/assistant") view=assistant::AssistantPage ssr=SsrMode::Async/>
                     <Route path=path!("/account/activity") view=audit::ActivityLogPage ssr=SsrMode::Async/>
                     <Route path=path!("/invite/:token") view=workspaces::InvitePage ssr=SsrMode::Async/>
                     <Route path=path!("/verify-email/:token") view=verification::VerifyEmailPage ssr=SsrMode::Async/>

@@ -46,6 +46,8 @@ pub struct Config {
     /// The integration providers (`FLUXI_INTEGRATIONS_CATALOGUE`, else the built-in file)
     /// with the client credentials configured for them.
     pub integrations: fluxi_core::integrations::Catalogue,
+    /// The assistant's model and limits (`FLUXI_ASSISTANT_*`).
+    pub assistant: fluxi_core::assistant::AssistantConfig,
     pub database_url: SecretUrl,
     pub addr: SocketAddr,
     pub pool_size: usize,
@@ -221,6 +223,64 @@ fn integrations_catalogue<F: Fn(&str) -> Option<String>>(
     .map_err(|e| ConfigError(format!("integrations catalogue: {e}")))
 }
 
+/// The assistant's model (`FLUXI_ASSISTANT_PROVIDER` = `openai` for any OpenAI-compatible
+/// API, or `anthropic`; `FLUXI_ASSISTANT_BASE_URL`, `_MODEL`, `_API_KEY`), its bounds, and
+/// the deployment's switch (`FLUXI_ASSISTANT=off`). No provider: not configured.
+fn assistant<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<fluxi_core::assistant::AssistantConfig, ConfigError> {
+    use fluxi_core::assistant::{AssistantConfig, AssistantLimits, ModelClient, ModelConfig, WireFormat};
+    let enabled = match vars.get("FLUXI_ASSISTANT").as_deref().map(str::trim) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(v) => return Err(ConfigError(format!("FLUXI_ASSISTANT={v:?} must be on or off"))),
+    };
+    let limits = AssistantLimits {
+        daily_tokens: vars.parsed("FLUXI_ASSISTANT_DAILY_TOKENS", AssistantLimits::default().daily_tokens)?,
+        ..AssistantLimits::default()
+    };
+    let Some(provider) = vars.get("FLUXI_ASSISTANT_PROVIDER") else {
+        return Ok(AssistantConfig { model: None, enabled, limits });
+    };
+    let format = WireFormat::parse(&provider)
+        .ok_or_else(|| ConfigError(format!("FLUXI_ASSISTANT_PROVIDER={provider:?} must be openai or anthropic")))?;
+    let default_base = match format {
+        WireFormat::OpenAi => "https://api.openai.com/v1",
+        WireFormat::Anthropic => "https://api.anthropic.com",
+    };
+    let raw_base = vars.get("FLUXI_ASSISTANT_BASE_URL").unwrap_or_else(|| default_base.to_string());
+    let base_url =
+        url::Url::parse(raw_base.trim()).map_err(|_| ConfigError("FLUXI_ASSISTANT_BASE_URL is not a URL".into()))?;
+    let loopback = matches!(base_url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let loopback_allowed = vars.get("FLUXI_INTEGRATIONS_ALLOW_LOOPBACK_HTTP").as_deref() == Some("1");
+    if base_url.scheme() != "https" && !(base_url.scheme() == "http" && loopback && loopback_allowed) {
+        return Err(ConfigError("FLUXI_ASSISTANT_BASE_URL must use https".into()));
+    }
+    let model = vars
+        .get("FLUXI_ASSISTANT_MODEL")
+        .ok_or_else(|| ConfigError("FLUXI_ASSISTANT_MODEL is required with FLUXI_ASSISTANT_PROVIDER".into()))?;
+    let api_key = vars
+        .get("FLUXI_ASSISTANT_API_KEY")
+        .ok_or_else(|| ConfigError("FLUXI_ASSISTANT_API_KEY is required with FLUXI_ASSISTANT_PROVIDER".into()))?;
+    let max_output_tokens: u32 = vars.parsed("FLUXI_ASSISTANT_MAX_OUTPUT_TOKENS", 1024)?;
+    let timeout: u64 = vars.parsed("FLUXI_ASSISTANT_TIMEOUT_SECONDS", 30)?;
+    if !(16..=16_384).contains(&max_output_tokens) || !(1..=300).contains(&timeout) {
+        return Err(ConfigError(
+            "FLUXI_ASSISTANT_MAX_OUTPUT_TOKENS must be 16–16384 and FLUXI_ASSISTANT_TIMEOUT_SECONDS 1–300".into(),
+        ));
+    }
+    let client = ModelClient::new(ModelConfig {
+        format,
+        base_url,
+        model: model.trim().to_string(),
+        api_key: zeroize::Zeroizing::new(api_key.trim().to_string()),
+        max_output_tokens,
+        timeout: Duration::from_secs(timeout),
+    })
+    .map_err(|_| ConfigError("the assistant's HTTP client could not be built".into()))?;
+    Ok(AssistantConfig { model: Some(client), enabled, limits })
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -359,6 +419,7 @@ impl Config {
         };
         let smtp_url = vars.get("SMTP_URL").map(SecretUrl);
         let integrations = integrations_catalogue(&vars)?;
+        let assistant = assistant(&vars)?;
         if production {
             transport::refuse_plaintext(
                 &base_url,
@@ -369,6 +430,7 @@ impl Config {
         }
         Ok(Self {
             integrations,
+            assistant,
             connection_limits,
             tls,
             http_redirect_addr,

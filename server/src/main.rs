@@ -129,6 +129,7 @@ async fn serve() -> anyhow::Result<()> {
         audit_repeats: Default::default(),
         keyring,
         integrations: fluxi_core::integrations::Integrations::new(config.integrations.clone(), &config.base_url)?,
+        assistant: config.assistant.clone(),
     });
     if encryption_key_is_ephemeral {
         tracing::warn!(

@@ -294,3 +294,41 @@ impl From<tower_sessions::session::Error> for AppError {
         AppError::internal(e)
     }
 }
+
+impl From<fluxi_core::assistant::AssistantError> for AppError {
+    fn from(e: fluxi_core::assistant::AssistantError) -> Self {
+        use fluxi_core::assistant::{AssistantError as E, LimitKind};
+        match e {
+            E::Unavailable(why) => AppError::Rejected(why.words().into()),
+            E::EmptyMessage | E::MessageTooLong => AppError::field("message", e.to_string()),
+            E::Limited { which, wait } => too_many_for(
+                match which {
+                    LimitKind::PersonMessages => format!(
+                        "You have sent the assistant many messages in the last few minutes. Try again in {}.",
+                        in_minutes(wait)
+                    ),
+                    LimitKind::WorkspaceMessages => format!(
+                        "This workspace has sent the assistant many messages in the last hour. Try again in {}.",
+                        in_minutes(wait)
+                    ),
+                    LimitKind::DailyTokens => format!(
+                        "This workspace has used its daily allowance for the assistant. It renews in {}.",
+                        in_minutes(wait)
+                    ),
+                    LimitKind::PersonExecutions | LimitKind::WorkspaceExecutions => format!(
+                        "Many actions proposed by the assistant were carried out in the last hour. Try again in {}.",
+                        in_minutes(wait)
+                    ),
+                },
+                wait,
+            ),
+            E::ProposalNotFound => AppError::NotFound,
+            E::ProposalDecided | E::ProposalExpired | E::ProposalOutdated => AppError::Rejected(e.to_string()),
+            E::StepUpRequired => AppError::field("password", "Enter your password to confirm this action."),
+            E::Busy => AppError::Busy,
+            E::Workspace(w) => w.into(),
+            E::Integration(i) => i.into(),
+            E::Database(d) => AppError::internal(d),
+        }
+    }
+}

@@ -73,6 +73,8 @@ pub struct AppServices {
     pub keyring: fluxi_core::secrets::Keyring,
     /// Provider catalogue, HTTP client and callback URL of the integrations vault.
     pub integrations: fluxi_core::integrations::Integrations,
+    /// The workspace assistant's model, limits and the deployment's switch.
+    pub assistant: fluxi_core::assistant::AssistantConfig,
 }
 
 impl AppServices {
@@ -88,6 +90,16 @@ impl AppServices {
             .into_iter()
             .max_by_key(|t| t.window)
             .unwrap_or_default()
+    }
+
+    /// What the assistant's confirmed proposals are carried out with.
+    pub fn assistant_deps(&self) -> fluxi_core::assistant::proposals::ActionDeps<'_> {
+        fluxi_core::assistant::proposals::ActionDeps {
+            integrations: &self.integrations,
+            keyring: &self.keyring,
+            invitation_policy: &self.invitation_policy,
+            base_url: &self.base_url,
+        }
     }
 
     /// The password checks of sign-in and step-up, over this state.

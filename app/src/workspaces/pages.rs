@@ -183,6 +183,7 @@ pub fn WorkspaceHomePage() -> impl IntoView {
                             <nav aria-label="Workspace" class="mt-2 flex gap-4">
                                 <a href=format!("/w/{}/settings/members", ws.slug) class=LINK>"Members"</a>
                                 <a href=format!("/w/{}/integrations", ws.slug) class=LINK>"Integrations"</a>
+                                <a href=format!("/w/{}/assistant", ws.slug) class=LINK>"Assistant"</a>
                                 {ws.can_view_audit.then(|| view! { <a href=format!("/w/{}/audit", ws.slug) class=LINK>"Audit log"</a> })}
                             </nav>
                             <h2 class="mt-8 text-xl font-semibold">"Notes"</h2>

@@ -2,6 +2,7 @@
 //! tenancy), the Diesel schema and the queries on it. The wasm build never compiles it.
 
 pub mod accounts;
+pub mod assistant;
 pub mod audit;
 pub mod client;
 pub mod clock;

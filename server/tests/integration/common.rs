@@ -52,6 +52,8 @@ pub struct Options {
     /// The local OAuth server the catalogue's `local-idp` provider points at (a closed
     /// port when none: connecting can start, nothing at the provider answers).
     pub oauth_url: Option<String>,
+    /// The assistant's model and limits (none: not configured).
+    pub assistant: Option<fluxi_core::assistant::AssistantConfig>,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             tls: None,
             named_host: false,
             oauth_url: None,
+            assistant: None,
         }
     }
 }
@@ -136,6 +139,7 @@ impl TestApp {
                 &base,
             )
             .unwrap(),
+            assistant: opts.assistant.clone().unwrap_or_else(fluxi_core::assistant::AssistantConfig::not_configured),
         });
         let router = server::build_router(state.clone());
         let tls = opts.tls.as_ref().map(|files| files.acceptor().expect("test certificate"));

@@ -31,9 +31,9 @@ async fn the_fleet_runner_migrates_every_schema_and_isolates_failures() {
             .unwrap()
     };
     for (i, (_, schema)) in schemas.iter().enumerate() {
-        // Every tenant migration undone (each made one table).
+        // Every tenant migration undone.
         let undo = format!(
-            "DROP TABLE {schema}.notes; DROP TABLE {schema}.integration_connections; DELETE FROM {schema}.schema_migrations;"
+            "DROP TABLE {schema}.notes; DROP TABLE {schema}.integration_connections; DROP TABLE {schema}.assistant_proposals, {schema}.assistant_messages, {schema}.assistant_alerts, {schema}.assistant_settings; DELETE FROM {schema}.schema_migrations;"
         );
         let sql = if i == 0 {
             // Broken: the table is gone but an unrelated object holds its name.

@@ -7,6 +7,7 @@ mod common;
 
 mod account_sessions;
 mod accounts;
+mod assistant;
 mod audit;
 mod connections;
 mod database_tls;

@@ -27,11 +27,21 @@ const WORKSPACE_FUNCTIONS: &[(&str, Permission)] = &[
     ("save_api_key", Permission::ManageOwnIntegrations),
     ("disconnect_integration", Permission::ManageOwnIntegrations),
     ("check_integration", Permission::ManageOwnIntegrations),
+    ("assistant_page", Permission::Read),
+    ("send_assistant_message", Permission::Read),
+    ("confirm_assistant_proposal", Permission::Read),
+    ("dismiss_assistant_proposal", Permission::Read),
+    ("set_assistant", Permission::ManageOwners),
 ];
 
-/// Functions about one connection, called with an id that exists nowhere: a role that may
-/// call them gets "not found" (and the others "forbidden" before any lookup).
-const NEED_A_CONNECTION: &[&str] = &["disconnect_integration", "check_integration"];
+/// Functions about one connection or proposal, called with an id that exists nowhere: a
+/// role that may call them gets "not found" (and the others "forbidden" before any lookup).
+const NEED_A_CONNECTION: &[&str] =
+    &["disconnect_integration", "check_integration", "confirm_assistant_proposal", "dismiss_assistant_proposal"];
+
+/// Functions that need the assistant's model, which this server has none of: a role that
+/// may call them is told so (409), after every check of the caller.
+const NEED_A_MODEL: &[&str] = &["send_assistant_message"];
 
 /// Functions that answer a role without the permission like a non-member ("not found"):
 /// the page they serve is not to be seen at all.
@@ -161,6 +171,11 @@ async fn call(app: &TestApp, w: &mut World, caller: Caller, function: &str) -> c
         "disconnect_integration" | "check_integration" => {
             vec![("slug", &slug), ("connection", "6f1c2a64-0d2e-4c44-9a43-3b1f4c1f0b7e")]
         }
+        "confirm_assistant_proposal" | "dismiss_assistant_proposal" => {
+            vec![("slug", &slug), ("proposal", "6f1c2a64-0d2e-4c44-9a43-3b1f4c1f0b7e")]
+        }
+        "send_assistant_message" => vec![("slug", &slug), ("message", "Who are the admins?")],
+        "set_assistant" => vec![("slug", &slug), ("enabled", "off")],
         "audit_page" => ["slug", "action", "actor", "from", "to", "outcome", "before", "after", "event"]
             .into_iter()
             .map(|k| (k, if k == "slug" { slug.as_str() } else { "" }))
@@ -213,6 +228,7 @@ async fn every_workspace_function_allows_exactly_the_roles_the_matrix_allows() {
             Caller::Role(_) if expected_ok && NEED_A_CONNECTION.contains(&function) => {
                 res.status == StatusCode::NOT_FOUND
             }
+            Caller::Role(_) if expected_ok && NEED_A_MODEL.contains(&function) => res.status == StatusCode::CONFLICT,
             Caller::Role(role) if expected_ok => {
                 res.status == StatusCode::OK
                     // The only owner cannot leave: authorized, then refused by the invariant.

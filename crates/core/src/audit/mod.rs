@@ -125,6 +125,20 @@ actions! {
     IntegrationKeyReplaced = "integration.key_replaced", Integrations, "Replaced an API key";
     IntegrationKeyDeleted = "integration.key_deleted", Integrations, "Deleted an API key";
     SecretsRotated = "secrets.rotated", Accounts, "Stored secrets moved to the current encryption key";
+    AssistantAnswered = "assistant.answered", Assistant, "Asked the assistant";
+    AssistantInputBlocked = "assistant.input_blocked", Assistant, "Assistant message blocked: it looked like an attack on the assistant";
+    AssistantContentFlagged = "assistant.content_flagged", Assistant, "Text the assistant read was flagged as a possible injection";
+    AssistantProposed = "assistant.proposed", Assistant, "The assistant proposed an action";
+    AssistantToolRefused = "assistant.tool_refused", Assistant, "Refused what the assistant asked to do";
+    AssistantProposalExecuted = "assistant.proposal_executed", Assistant, "Confirmed an action the assistant proposed";
+    AssistantProposalDismissed = "assistant.proposal_dismissed", Assistant, "Dismissed an action the assistant proposed";
+    AssistantProposalFailed = "assistant.proposal_failed", Assistant, "An action the assistant proposed could not be carried out";
+    AssistantOutputRedacted = "assistant.output_redacted", Assistant, "Removed links, images, secrets or instructions from an assistant answer";
+    AssistantRateLimited = "assistant.rate_limited", Assistant, "Assistant use refused: a limit was reached";
+    AssistantProviderFailed = "assistant.provider_failed", Assistant, "The AI provider did not answer";
+    AssistantAlertRaised = "assistant.alert_raised", Assistant, "Alert: many blocked assistant messages or refused proposals";
+    AssistantEnabled = "assistant.enabled", Assistant, "Turned the assistant on";
+    AssistantDisabled = "assistant.disabled", Assistant, "Turned the assistant off";
 }
 
 /// Stored by its name.
@@ -153,6 +167,7 @@ pub enum ActionGroup {
     Audit,
     TwoFactor,
     Integrations,
+    Assistant,
 }
 
 impl ActionGroup {
@@ -165,6 +180,7 @@ impl ActionGroup {
         ActionGroup::Members,
         ActionGroup::Invitations,
         ActionGroup::Integrations,
+        ActionGroup::Assistant,
         ActionGroup::Audit,
     ];
 
@@ -179,6 +195,7 @@ impl ActionGroup {
             ActionGroup::Audit => "audit",
             ActionGroup::TwoFactor => "two_factor",
             ActionGroup::Integrations => "integrations",
+            ActionGroup::Assistant => "assistant",
         }
     }
     pub fn words(self) -> &'static str {
@@ -192,6 +209,7 @@ impl ActionGroup {
             ActionGroup::Audit => "Audit log",
             ActionGroup::TwoFactor => "Two-factor authentication",
             ActionGroup::Integrations => "Integrations",
+            ActionGroup::Assistant => "Assistant",
         }
     }
     pub fn parse(name: &str) -> Option<ActionGroup> {
@@ -405,6 +423,45 @@ pub enum Detail {
     Rotation {
         resealed: u64,
         failed: u64,
+    },
+    /// One assistant question: model calls and tokens; whether flagged text was involved.
+    AssistantTurn {
+        rounds: u8,
+        input_tokens: u64,
+        output_tokens: u64,
+        flagged: bool,
+    },
+    /// The input screen's decision on a message (never the message).
+    Screened {
+        category: Option<crate::assistant::screen::Category>,
+        score: u8,
+    },
+    /// Workspace text the assistant read (or the question) that the screen flagged.
+    ContentFlagged {
+        source: crate::assistant::spotlight::Source,
+        category: Option<crate::assistant::screen::Category>,
+    },
+    /// A tool call or proposal of the assistant, and why it was refused, if it was.
+    AssistantTool {
+        tool: Option<crate::assistant::tools::Tool>,
+        refusal: Option<crate::assistant::tools::ToolRefusal>,
+        sensitive: bool,
+        after_flagged: bool,
+    },
+    /// What the output guard removed from an answer.
+    OutputRedacted {
+        removed: Vec<crate::assistant::output::Removed>,
+    },
+    AssistantLimit {
+        limit: crate::assistant::LimitKind,
+        retry_after_seconds: u64,
+    },
+    ModelFailed {
+        error: crate::assistant::ModelError,
+    },
+    /// Blocked messages and refused proposals counted in the alert's window.
+    AssistantAlert {
+        events: u32,
     },
 }
 

@@ -22,6 +22,7 @@ pub const TENANT_MIGRATIONS: &[(&str, &str)] = &[
         "2026-12-06-000001_integrations",
         include_str!("../../../../migrations/tenant/2026-12-06-000001_integrations/up.sql"),
     ),
+    ("2026-12-08-000001_assistant", include_str!("../../../../migrations/tenant/2026-12-08-000001_assistant/up.sql")),
 ];
 
 pub fn latest_version() -> &'static str {

@@ -34,3 +34,51 @@ diesel::table! {
         last_used_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    assistant_messages (id) {
+        id -> Uuid,
+        seq -> Int8,
+        owner_id -> Uuid,
+        kind -> Text,
+        body -> Jsonb,
+        flagged -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    assistant_proposals (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        message_id -> Uuid,
+        tool -> Text,
+        arguments -> Jsonb,
+        summary -> Text,
+        sensitive -> Bool,
+        after_flagged -> Bool,
+        status -> Text,
+        created_at -> Timestamptz,
+        decided_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    assistant_alerts (id) {
+        id -> Uuid,
+        events -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    assistant_settings (singleton) {
+        singleton -> Bool,
+        enabled -> Bool,
+        changed_by -> Uuid,
+        changed_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(assistant_proposals -> assistant_messages (message_id));
+diesel::allow_tables_to_appear_in_same_query!(assistant_messages, assistant_proposals);
