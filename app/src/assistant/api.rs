@@ -29,10 +29,14 @@ pub enum BlockView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalView {
     pub id: String,
+    /// Fixed words, roles and verified addresses only.
     pub summary: String,
+    /// The display name it concerns (members write these): shown apart from the summary.
+    pub subject_name: Option<String>,
+    pub consequences: Vec<String>,
     pub sensitive: bool,
     pub after_flagged: bool,
-    /// "pending", "done", "failed", "dismissed", "expired".
+    /// "pending", "executing", "done", "failed", "dismissed", "cancelled", "expired".
     pub status: String,
 }
 
@@ -63,8 +67,6 @@ pub struct AssistantPage {
     /// Owners: the workspace's switch, and its position.
     pub can_switch: bool,
     pub on_for_workspace: bool,
-    /// The person's step-up is fresh (sensitive proposals ask no password).
-    pub step_up_fresh: bool,
     pub has_mfa: bool,
     pub messages: Vec<MessageView>,
     /// Recent alerts, for those who manage members.
@@ -141,15 +143,18 @@ mod imp {
                 .map(|p| ProposalView {
                     id: p.id.to_string(),
                     summary: p.summary.clone(),
+                    subject_name: p.subject_name.clone(),
+                    consequences: p.consequences.clone(),
                     sensitive: p.sensitive,
                     after_flagged: p.after_flagged,
                     status: match p.status {
                         proposals::Status::Pending if expired(p) => "expired",
                         proposals::Status::Pending => "pending",
-                        proposals::Status::Executing => "pending",
+                        proposals::Status::Executing => "executing",
                         proposals::Status::Done => "done",
                         proposals::Status::Failed => "failed",
                         proposals::Status::Dismissed => "dismissed",
+                        proposals::Status::Cancelled => "cancelled",
                     }
                     .into(),
                 })
@@ -184,7 +189,6 @@ pub async fn get_assistant_page(slug: String) -> Result<AssistantPage, AppError>
         unavailable: (availability != Availability::Ready).then(|| availability.words().to_string()),
         can_switch: access.can(Permission::ManageOwners),
         on_for_workspace: availability != Availability::OffForWorkspace,
-        step_up_fresh: ssr::step_up_fresh(&state, &ssr::session().await?).await?,
         has_mfa,
         messages: messages.into_iter().map(|m| imp::message(m, expired)).collect(),
         alerts: alerts
@@ -222,8 +226,9 @@ pub async fn send_assistant_message(slug: String, message: String) -> Result<(),
     Ok(())
 }
 
-/// Sensitive proposals need a fresh step-up: the password (and a code, with two-factor
-/// authentication) unless this session confirmed who it is within the step-up window.
+/// Sensitive proposals need the person's password (and a code, with two-factor
+/// authentication) with this very confirmation: an earlier step-up does not carry over to
+/// an action the model proposed.
 #[server(prefix = "/api", endpoint = "confirm_assistant_proposal")]
 pub async fn confirm_assistant_proposal(
     slug: String,
@@ -233,27 +238,28 @@ pub async fn confirm_assistant_proposal(
 ) -> Result<(), AppError> {
     use crate::ssr;
     use fluxi_core::accounts::StepUpFor;
-    use fluxi_core::assistant::proposals;
+    use fluxi_core::assistant::{self, proposals, Availability};
     use fluxi_core::audit::Action;
     let state = ssr::state()?;
     let (user, mut conn, access) = ssr::workspace_access(&state, &slug).await?;
     let id = imp::parse_proposal(&proposal)?;
     let found = proposals::find(&mut conn, &access, id).await?;
-    let mut stepped_up = ssr::step_up_fresh(&state, &ssr::session().await?).await?;
-    if found.sensitive && !stepped_up {
-        let password = password
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| AppError::field("password", "Enter your password to confirm this action."))?;
-        drop(conn);
-        let purpose = StepUpFor::workspace(access.workspace_id(), Action::AssistantProposalExecuted);
-        ssr::step_up(&state, &user, &password, code.as_deref(), None, purpose).await?;
-        stepped_up = true;
-        conn = ssr::conn(&state).await?;
-    }
     let origin = ssr::origin(&state);
     let audit = ssr::audit_as(&state, &origin, &user);
     let deps = state.assistant_deps();
     let now = state.clock.now();
+    let ready = assistant::availability(&mut conn, &state.assistant, &access).await? == Availability::Ready;
+    let mut stepped_up = false;
+    if found.sensitive && ready && found.status == proposals::Status::Pending {
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            drop(conn);
+            let purpose = StepUpFor::workspace(access.workspace_id(), Action::AssistantProposalExecuted);
+            ssr::step_up_now(&state, &user, &password, code.as_deref(), purpose).await?;
+            stepped_up = true;
+            conn = ssr::conn(&state).await?;
+        }
+    }
+    // Refusals (switched off, decided, expired, no password) are the domain's, and audited.
     proposals::confirm(&mut conn, &audit, &access, &state.assistant, &deps, id, stepped_up, now).await?;
     Ok(())
 }

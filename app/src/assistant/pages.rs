@@ -99,10 +99,10 @@ pub fn AssistantPage() -> impl IntoView {
                     Err(e) => problem_view(e),
                     Ok(p) => {
                         let slug = StoredValue::new(p.slug.clone());
-                        let ask_password = !p.step_up_fresh;
                         let has_mfa = p.has_mfa;
+                        let ready = p.ready;
                         let messages = p.messages.clone().into_iter().map(|m| {
-                            view! { <MessageItem message=m slug=slug.get_value() ask_password has_mfa confirm dismiss/> }
+                            view! { <MessageItem message=m slug=slug.get_value() ready has_mfa confirm dismiss/> }
                         }).collect_view();
                         let message_error = Signal::derive(move || send_error.get().and_then(|e| e.message_for("message")));
                         let alerts = (!p.alerts.is_empty()).then(|| view! {
@@ -158,7 +158,7 @@ pub fn AssistantPage() -> impl IntoView {
 fn MessageItem(
     message: MessageView,
     slug: String,
-    ask_password: bool,
+    ready: bool,
     has_mfa: bool,
     confirm: ServerAction<ConfirmAssistantProposal>,
     dismiss: ServerAction<DismissAssistantProposal>,
@@ -207,15 +207,17 @@ fn MessageItem(
         .into_iter()
         .map(|p| {
             let heading = format!("proposal-{}", p.id);
-            let pending = p.status == "pending";
+            let pending = p.status == "pending" && ready;
             let state = match p.status.as_str() {
                 "done" => Some("Done."),
+                "executing" => Some("Being carried out."),
                 "failed" => Some("Could not be carried out."),
                 "dismissed" => Some("Dismissed."),
+                "cancelled" => Some("Cancelled: the assistant was turned off."),
                 "expired" => Some("Expired: ask the assistant again."),
                 _ => None,
             };
-            let needs_password = p.sensitive && ask_password;
+            let needs_password = p.sensitive;
             let password_id = format!("{heading}-password");
             let code_id = format!("{heading}-code");
             let id = StoredValue::new(p.id.clone());
@@ -223,7 +225,13 @@ fn MessageItem(
             view! {
                 <section aria-labelledby=labelled_by class="mt-3 rounded-lg border border-slate-300 bg-white p-4">
                     <h2 id=heading class="text-base font-semibold">"Proposed action"</h2>
-                    <p class="mt-1">{p.summary.clone()}</p>
+                    <p class="mt-1 font-medium">{p.summary.clone()}</p>
+                    {p.subject_name.clone().map(|n| view! {
+                        <p class="mt-1 text-sm text-slate-700">"Their display name (written by members): " <span class="rounded bg-slate-100 px-1 font-mono">{n}</span></p>
+                    })}
+                    {(!p.consequences.is_empty()).then(|| view! {
+                        <ul class="mt-1 list-disc pl-5 text-sm text-slate-800">{p.consequences.iter().map(|c| view! { <li>{c.clone()}</li> }).collect_view()}</ul>
+                    })}
                     {p.after_flagged.then(|| view! { <p class="mt-1 text-sm font-medium text-amber-800">"Proposed after the assistant read flagged text: make sure this is what you want."</p> })}
                     {state.map(|s| view! { <p role="status" class="mt-1 text-sm text-slate-700">{s}</p> })}
                     {pending.then(|| view! {

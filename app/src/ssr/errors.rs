@@ -111,6 +111,9 @@ impl From<WorkspaceError> for AppError {
             WorkspaceError::Forbidden => AppError::Forbidden,
             WorkspaceError::LastOwner => AppError::Rejected("A workspace must keep at least one owner.".into()),
             WorkspaceError::NoSuchMember => AppError::Rejected("That person is not a member of this workspace.".into()),
+            WorkspaceError::RoleChangedMeanwhile => {
+                AppError::Rejected("That member's role changed in the meantime, so nothing was done.".into())
+            }
             WorkspaceError::Invalid(input) => input.into(),
             WorkspaceError::TooManyInvitations => AppError::too_many(
                 format!(

@@ -16,19 +16,25 @@ CREATE TABLE assistant_messages (
 CREATE INDEX assistant_messages_owner ON assistant_messages (owner_id, seq DESC);
 
 -- Actions the model proposed, checked against the person's permissions, waiting for
--- their confirmation. `arguments` are the parsed, validated ones; `summary` says exactly
--- what confirming will do. Single use: a proposal leaves 'pending' once.
+-- their confirmation. `arguments` are the parsed, validated ones with what they were
+-- checked against; `summary` says exactly what confirming will do, in fixed words and
+-- verified addresses only; `subject_name` (a display name, text members write) is shown
+-- apart from it; `consequences` are its side effects. Single use: a proposal leaves
+-- 'pending' once.
 CREATE TABLE assistant_proposals (
     id uuid PRIMARY KEY,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
     owner_id uuid NOT NULL,
     message_id uuid NOT NULL REFERENCES assistant_messages (id) ON DELETE CASCADE,
     tool text NOT NULL,
     arguments jsonb NOT NULL,
     summary text NOT NULL,
+    subject_name text,
+    consequences text[] NOT NULL DEFAULT '{}',
     sensitive boolean NOT NULL,
     after_flagged boolean NOT NULL,
     status text NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'executing', 'done', 'failed', 'dismissed')),
+        CHECK (status IN ('pending', 'executing', 'done', 'failed', 'dismissed', 'cancelled')),
     created_at timestamptz NOT NULL,
     decided_at timestamptz
 );

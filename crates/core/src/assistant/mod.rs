@@ -199,7 +199,7 @@ pub(crate) async fn require_ready(
 }
 
 /// The owners' switch: on at once for everyone in the workspace, off at once (a question
-/// under way stops before its next model call; no proposal can be confirmed).
+/// under way stops at its next step; pending proposals are cancelled).
 pub async fn set_enabled(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -213,6 +213,14 @@ pub async fn set_enabled(
     conn.transaction::<_, AssistantError, _>(|c| {
         async move {
             tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
+            // Off means nothing proposed before can be confirmed later either.
+            if !enabled {
+                use crate::tenancy::schema::assistant_proposals as ap;
+                diesel::update(ap::table.filter(ap::status.eq("pending")))
+                    .set((ap::status.eq("cancelled"), ap::decided_at.eq(now)))
+                    .execute(c)
+                    .await?;
+            }
             diesel::insert_into(assistant_settings::table)
                 .values((
                     assistant_settings::enabled.eq(enabled),

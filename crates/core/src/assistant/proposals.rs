@@ -19,7 +19,7 @@ use crate::secrets::Keyring;
 use crate::tenancy;
 use crate::tenancy::schema::assistant_proposals as ap;
 use crate::workspaces::invitations::InvitationPolicy;
-use crate::workspaces::{self, Permission, Role, WorkspaceAccess};
+use crate::workspaces::{self, allowed, Permission, Role, WorkspaceAccess};
 
 /// What carrying out a proposal needs besides the database.
 pub struct ActionDeps<'a> {
@@ -35,8 +35,12 @@ pub struct Proposal {
     pub id: Uuid,
     pub message_id: Uuid,
     pub tool: Tool,
-    /// Exactly what confirming does, in words.
+    /// Exactly what confirming does, in fixed words and verified addresses.
     pub summary: String,
+    /// The display name of whom it concerns: text members write, shown apart.
+    pub subject_name: Option<String>,
+    /// Side effects, in words.
+    pub consequences: Vec<String>,
     /// Needs a fresh step-up.
     pub sensitive: bool,
     /// The model had read flagged content before proposing it.
@@ -53,6 +57,8 @@ pub enum Status {
     Done,
     Failed,
     Dismissed,
+    /// The assistant was turned off before anyone decided.
+    Cancelled,
 }
 
 impl Status {
@@ -63,10 +69,11 @@ impl Status {
             Status::Done => "done",
             Status::Failed => "failed",
             Status::Dismissed => "dismissed",
+            Status::Cancelled => "cancelled",
         }
     }
     fn parse(s: &str) -> Option<Status> {
-        [Status::Pending, Status::Executing, Status::Done, Status::Failed, Status::Dismissed]
+        [Status::Pending, Status::Executing, Status::Done, Status::Failed, Status::Dismissed, Status::Cancelled]
             .into_iter()
             .find(|x| x.as_str() == s)
     }
@@ -92,7 +99,7 @@ impl Planned {
             Planned::DisconnectIntegration { .. } => Tool::DisconnectIntegration,
         }
     }
-    fn target(&self) -> Target {
+    pub fn target(&self) -> Target {
         match self {
             Planned::InviteMember { .. } => Target::None,
             Planned::ChangeRole { member_id, .. } | Planned::RemoveMember { member_id, .. } => {
@@ -108,18 +115,24 @@ impl Planned {
 pub struct Draft {
     pub planned: Planned,
     pub summary: String,
+    pub subject_name: Option<String>,
+    pub consequences: Vec<String>,
     pub sensitive: bool,
+    /// Something in it looks planted (a name the screen flags, a look-alike address):
+    /// the card says to check it.
+    pub suspicious: bool,
 }
 
 /// Checks an action call against the workspace and the person's permissions, as the
-/// page's own checks would, and words it. Read under the caller's connection.
+/// page's own checks would, and words it. The summary holds only fixed words, roles and
+/// verified addresses, so nothing a member wrote can reword it; a display name is kept
+/// apart (`subject_name`).
 pub(crate) async fn draft(
     conn: &mut AsyncPgConnection,
     access: &WorkspaceAccess,
     deps: &ActionDeps<'_>,
     call: &Call,
 ) -> Result<Draft, ToolRefusal> {
-    let ws = quoted(access.name());
     match call {
         Call::InviteMember { email, role } => {
             if !access.can(Permission::ManageMembers) {
@@ -127,9 +140,22 @@ pub(crate) async fn draft(
             }
             let email = crate::accounts::validate_email(email).map_err(|_| ToolRefusal::BadArguments)?;
             let role = Role::from(*role);
+            let lookalike = !email.is_ascii();
+            let mut consequences = Vec::new();
+            if lookalike {
+                consequences.push(
+                    "The address contains letters from outside the Latin alphabet: check it letter by letter.".into(),
+                );
+            }
+            if role == Role::Admin {
+                consequences.push("Admins manage members and integrations and read the audit log.".into());
+            }
             Ok(Draft {
-                summary: format!("Invite {email} to {ws} as {}", role.as_str()),
+                summary: format!("Invite {email} to this workspace as {}", role.as_str()),
+                subject_name: None,
+                consequences,
                 sensitive: role == Role::Admin,
+                suspicious: lookalike,
                 planned: Planned::InviteMember { email, role },
             })
         }
@@ -138,20 +164,24 @@ pub(crate) async fn draft(
             if !workspaces::may_manage(access, member.user_id, member.role) {
                 return Err(ToolRefusal::NotPermitted);
             }
-            let to = Role::from(*role);
-            if to == member.role {
+            let (from, to) = (member.role, Role::from(*role));
+            if to == from {
                 return Err(ToolRefusal::NotPossible);
             }
+            let mut consequences = Vec::new();
+            if !allowed(to, Permission::ManageOwnIntegrations) {
+                consequences.push("Their integrations in this workspace are disconnected.".into());
+            }
+            if allowed(from, Permission::ManageMembers) && !allowed(to, Permission::ManageMembers) {
+                consequences.push("Invitations they sent and that are still pending are revoked.".into());
+            }
             Ok(Draft {
-                summary: format!(
-                    "Change the role of {} ({}) from {} to {}",
-                    quoted(&member.display_name),
-                    member.email,
-                    member.role.as_str(),
-                    to.as_str()
-                ),
-                sensitive: to == Role::Admin || member.role == Role::Admin,
-                planned: Planned::ChangeRole { member_id: member.user_id, from: member.role, to },
+                summary: format!("Change the role of {} from {} to {}", member.email, from.as_str(), to.as_str()),
+                suspicious: planted(&member.display_name),
+                subject_name: Some(member.display_name),
+                consequences,
+                sensitive: to == Role::Admin || matches!(from, Role::Owner | Role::Admin),
+                planned: Planned::ChangeRole { member_id: member.user_id, from, to },
             })
         }
         Call::RemoveMember { member_id } => {
@@ -162,13 +192,15 @@ pub(crate) async fn draft(
             if !workspaces::may_manage(access, member.user_id, member.role) {
                 return Err(ToolRefusal::NotPermitted);
             }
+            let mut consequences = vec!["Their integrations in this workspace are disconnected.".to_string()];
+            if allowed(member.role, Permission::ManageMembers) {
+                consequences.push("Invitations they sent and that are still pending are revoked.".into());
+            }
             Ok(Draft {
-                summary: format!(
-                    "Remove {} ({}, {}) from {ws}",
-                    quoted(&member.display_name),
-                    member.email,
-                    member.role.as_str()
-                ),
+                summary: format!("Remove {} ({}) from this workspace", member.email, member.role.as_str()),
+                suspicious: planted(&member.display_name),
+                subject_name: Some(member.display_name),
+                consequences,
                 sensitive: true,
                 planned: Planned::RemoveMember { member_id: member.user_id, role: member.role },
             })
@@ -184,10 +216,22 @@ pub(crate) async fn draft(
             let c = visible.into_iter().find(|c| c.id == *connection_id).ok_or(ToolRefusal::NotFound)?;
             let provider =
                 deps.integrations.catalogue().get(&c.provider).map_or(c.provider.clone(), |p| p.name.clone());
-            let whose = if c.owner_id == access.user_id() { "your".to_string() } else { "a member's".to_string() };
+            let mine = c.owner_id == access.user_id();
+            let whose = if mine {
+                "your".to_string()
+            } else {
+                let owner = member(conn, access, c.owner_id)
+                    .await
+                    .map(|m| m.email)
+                    .unwrap_or_else(|_| "a former member".into());
+                format!("{owner}'s")
+            };
             Ok(Draft {
-                summary: format!("Disconnect {whose} {provider} integration and revoke its access"),
-                sensitive: c.owner_id != access.user_id(),
+                summary: format!("Disconnect {whose} {provider} integration"),
+                subject_name: None,
+                consequences: vec![format!("Fluxi deletes its access and revokes it at {provider}.")],
+                sensitive: !mine,
+                suspicious: false,
                 planned: Planned::DisconnectIntegration { connection_id: c.id },
             })
         }
@@ -197,10 +241,10 @@ pub(crate) async fn draft(
     }
 }
 
-/// Text the workspace's people wrote, quoted so it reads as a name, not as instructions.
-fn quoted(s: &str) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).take(80).collect();
-    format!("“{clean}”")
+/// A display name that reads like instructions or names a tool.
+fn planted(name: &str) -> bool {
+    super::screen::screen_content(name).decision != super::screen::Decision::Allow
+        || name.chars().any(|c| matches!(c, '“' | '”' | '"' | '(' | ')' | '[' | ']'))
 }
 
 async fn member(
@@ -230,6 +274,8 @@ pub(crate) async fn insert(
             ap::tool.eq(draft.planned.tool().name()),
             ap::arguments.eq(serde_json::to_value(&draft.planned).unwrap_or_default()),
             ap::summary.eq(&draft.summary),
+            ap::subject_name.eq(&draft.subject_name),
+            ap::consequences.eq(&draft.consequences),
             ap::sensitive.eq(draft.sensitive),
             ap::after_flagged.eq(after_flagged),
             ap::created_at.eq(now),
@@ -239,14 +285,16 @@ pub(crate) async fn insert(
     Ok(id)
 }
 
-type Row = (Uuid, Uuid, String, serde_json::Value, String, bool, bool, String, OffsetDateTime);
+type Row =
+    (Uuid, Uuid, String, serde_json::Value, (String, Option<String>, Vec<String>), bool, bool, String, OffsetDateTime);
 
+#[allow(clippy::type_complexity)]
 fn columns() -> (
     ap::id,
     ap::message_id,
     ap::tool,
     ap::arguments,
-    ap::summary,
+    (ap::summary, ap::subject_name, ap::consequences),
     ap::sensitive,
     ap::after_flagged,
     ap::status,
@@ -257,7 +305,7 @@ fn columns() -> (
         ap::message_id,
         ap::tool,
         ap::arguments,
-        ap::summary,
+        (ap::summary, ap::subject_name, ap::consequences),
         ap::sensitive,
         ap::after_flagged,
         ap::status,
@@ -266,13 +314,25 @@ fn columns() -> (
 }
 
 fn from_row(r: Row) -> Option<(Proposal, serde_json::Value)> {
-    let (id, message_id, tool, arguments, summary, sensitive, after_flagged, status, created_at) = r;
+    let (
+        id,
+        message_id,
+        tool,
+        arguments,
+        (summary, subject_name, consequences),
+        sensitive,
+        after_flagged,
+        status,
+        created_at,
+    ) = r;
     Some((
         Proposal {
             id,
             message_id,
             tool: Tool::parse(&tool)?,
             summary,
+            subject_name,
+            consequences,
             sensitive,
             after_flagged,
             status: Status::parse(&status)?,
@@ -287,7 +347,7 @@ pub(crate) async fn load_for(c: &mut AsyncPgConnection, owner: Uuid, messages: &
     let rows: Vec<Row> = ap::table
         .filter(ap::owner_id.eq(owner))
         .filter(ap::message_id.eq_any(messages))
-        .order((ap::created_at.asc(), ap::id.asc()))
+        .order(ap::seq.asc())
         .select(columns())
         .load(c)
         .await?;
@@ -310,13 +370,31 @@ pub async fn find(
 }
 
 fn detail(p: &Proposal, refusal: Option<ToolRefusal>) -> Detail {
-    Detail::AssistantTool { tool: Some(p.tool), refusal, sensitive: p.sensitive, after_flagged: p.after_flagged }
+    Detail::AssistantTool {
+        tool: Some(p.tool),
+        refusal,
+        sensitive: p.sensitive,
+        after_flagged: p.after_flagged,
+        proposal: Some(p.id),
+    }
+}
+
+/// Why a confirmation was refused before anything was done, for the trail.
+fn refusal_of(e: &AssistantError) -> Option<ToolRefusal> {
+    match e {
+        AssistantError::StepUpRequired => Some(ToolRefusal::NotPermitted),
+        AssistantError::ProposalExpired | AssistantError::ProposalDecided | AssistantError::Unavailable(_) => {
+            Some(ToolRefusal::NotPossible)
+        }
+        AssistantError::Limited { .. } => Some(ToolRefusal::RateLimited),
+        _ => None,
+    }
 }
 
 /// Carries out one of the person's pending proposals. `stepped_up`: the person confirmed
-/// who they are within the step-up window (required for sensitive proposals). The kill
+/// who they are for this confirmation (required for sensitive proposals). The kill
 /// switches and the execution limits apply; the proposal is claimed before anything is
-/// done, so it runs at most once however many confirmations arrive.
+/// done, so it runs at most once however many confirmations arrive. A refusal is audited.
 // Each argument is a separate input of the one action (who, which, with what, when).
 #[allow(clippy::too_many_arguments)]
 pub async fn confirm(
@@ -329,20 +407,36 @@ pub async fn confirm(
     stepped_up: bool,
     now: OffsetDateTime,
 ) -> Result<Proposal, AssistantError> {
-    super::require_ready(conn, config, access).await?;
     let proposal = find(conn, access, id).await?;
-    if proposal.status != Status::Pending {
-        return Err(AssistantError::ProposalDecided);
+    let checked = async {
+        super::require_ready(conn, config, access).await?;
+        if proposal.status != Status::Pending {
+            return Err(AssistantError::ProposalDecided);
+        }
+        if super::proposal_expired(proposal.created_at, &config.limits, now) {
+            return Err(AssistantError::ProposalExpired);
+        }
+        if proposal.sensitive && !stepped_up {
+            return Err(AssistantError::StepUpRequired);
+        }
+        let limits = &config.limits;
+        take_limit(conn, audit, access, LimitKind::PersonExecutions, limits.person_executions, now).await?;
+        take_limit(conn, audit, access, LimitKind::WorkspaceExecutions, limits.workspace_executions, now).await
     }
-    if super::proposal_expired(proposal.created_at, &config.limits, now) {
-        return Err(AssistantError::ProposalExpired);
+    .await;
+    if let Err(e) = checked {
+        if let Some(why) = refusal_of(&e) {
+            let event = Event::workspace(
+                access.workspace_id(),
+                Action::AssistantConfirmRefused,
+                Target::None,
+                Outcome::Denied,
+                detail(&proposal, Some(why)),
+            );
+            audit.record(conn, event).await?;
+        }
+        return Err(e);
     }
-    if proposal.sensitive && !stepped_up {
-        return Err(AssistantError::StepUpRequired);
-    }
-    let limits = &config.limits;
-    take_limit(conn, audit, access, LimitKind::PersonExecutions, limits.person_executions, now).await?;
-    take_limit(conn, audit, access, LimitKind::WorkspaceExecutions, limits.workspace_executions, now).await?;
     // Claimed: from here on, no other confirmation of it can start.
     let me = access.user_id();
     let arguments: Option<serde_json::Value> =
@@ -390,7 +484,8 @@ pub async fn confirm(
 }
 
 /// The action itself, by the pages' own domain functions (each checks the caller's role
-/// again in its transaction and records its own event).
+/// again in its transaction and records its own event); a member's role must still be
+/// the one the card named, checked under the domain function's lock.
 async fn execute(
     conn: &mut AsyncPgConnection,
     audit: &Audit<'_>,
@@ -399,6 +494,12 @@ async fn execute(
     planned: &Planned,
     now: OffsetDateTime,
 ) -> Result<(), AssistantError> {
+    let outdated = |e: workspaces::WorkspaceError| match e {
+        workspaces::WorkspaceError::RoleChangedMeanwhile | workspaces::WorkspaceError::NoSuchMember => {
+            AssistantError::ProposalOutdated
+        }
+        e => e.into(),
+    };
     match planned {
         Planned::InviteMember { email, role } => {
             workspaces::invitations::invite(
@@ -414,16 +515,18 @@ async fn execute(
             .await?;
         }
         Planned::ChangeRole { member_id, from, to } => {
-            still_holds(conn, access, *member_id, *from).await?;
-            workspaces::change_role(conn, audit, access, *member_id, *to).await?;
+            workspaces::change_role_from(conn, audit, access, *member_id, Some(*from), *to).await.map_err(outdated)?;
         }
         Planned::RemoveMember { member_id, role } => {
-            still_holds(conn, access, *member_id, *role).await?;
-            workspaces::remove_member(conn, audit, access, *member_id).await?;
+            workspaces::remove_member_holding(conn, audit, access, *member_id, Some(*role)).await.map_err(outdated)?;
         }
         Planned::DisconnectIntegration { connection_id } => {
-            let done =
-                crate::integrations::disconnect(conn, audit, access, deps.integrations, *connection_id, now).await?;
+            let done = crate::integrations::disconnect(conn, audit, access, deps.integrations, *connection_id, now)
+                .await
+                .map_err(|e| match e {
+                    crate::integrations::IntegrationError::NotFound => AssistantError::ProposalOutdated,
+                    e => e.into(),
+                })?;
             if let Some(queued) = done.queued {
                 // Revoked now when the provider answers; otherwise the job retries.
                 if crate::integrations::take_provider_call(conn, access.user_id(), now).await.is_ok() {
@@ -433,21 +536,6 @@ async fn execute(
         }
     }
     Ok(())
-}
-
-/// The member still holds the role the card named: otherwise the person confirmed
-/// something other than what would happen.
-async fn still_holds(
-    conn: &mut AsyncPgConnection,
-    access: &WorkspaceAccess,
-    member: Uuid,
-    role: Role,
-) -> Result<(), AssistantError> {
-    let members = workspaces::list_members(conn, access).await?;
-    match members.into_iter().find(|m| m.user_id == member) {
-        Some(m) if m.role == role => Ok(()),
-        _ => Err(AssistantError::ProposalOutdated),
-    }
 }
 
 /// Dismisses one of the person's pending proposals.

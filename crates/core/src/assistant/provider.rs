@@ -113,6 +113,8 @@ pub struct ModelReply {
     pub calls: Vec<ToolCall>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The provider said what the call used (some OpenAI-compatible servers do not).
+    pub usage_reported: bool,
     /// The answer stopped at `max_tokens`.
     pub truncated: bool,
 }
@@ -388,6 +390,7 @@ fn parse_openai(value: &Value) -> Option<ModelReply> {
         calls,
         input_tokens: value["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         output_tokens: value["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+        usage_reported: value["usage"]["prompt_tokens"].is_u64() && value["usage"]["completion_tokens"].is_u64(),
         truncated: choice["finish_reason"] == "length",
     })
 }
@@ -419,6 +422,7 @@ fn parse_anthropic(value: &Value) -> Option<ModelReply> {
         calls,
         input_tokens: value["usage"]["input_tokens"].as_u64().unwrap_or(0),
         output_tokens: value["usage"]["output_tokens"].as_u64().unwrap_or(0),
+        usage_reported: value["usage"]["input_tokens"].is_u64() && value["usage"]["output_tokens"].is_u64(),
         truncated: value["stop_reason"] == "max_tokens",
     })
 }

@@ -30,6 +30,11 @@ use crate::workspaces::{Permission, WorkspaceAccess};
 
 /// Questions and answers of earlier turns sent along as context.
 const HISTORY_TURNS: i64 = 6;
+/// Tool calls carried out per model reply and per question; more are refused unrun.
+const MAX_CALLS_PER_REPLY: usize = 6;
+const MAX_CALLS_PER_TURN: usize = 12;
+/// Notices an answer carries at most.
+const MAX_NOTICES: usize = 5;
 /// Longest tool result handed to the model.
 const TOOL_RESULT_MAX_CHARS: usize = 12_000;
 
@@ -95,22 +100,22 @@ pub async fn ask(
         return Ok(Asked::Blocked { reason });
     }
     let question_flagged = screened.decision == Decision::Flag;
-    let history = history(&mut conn, access).await?;
+    let (history, history_flagged) = history(&mut conn, access).await?;
     {
         let body = MessageBody { text: Some(question.to_string()), ..Default::default() };
         let category = screened.category;
         conn.transaction::<_, AssistantError, _>(|c| {
             async move {
                 insert_message(c, access, MessageKind::Question, &body, question_flagged, now).await?;
+                let ws = access.workspace_id();
+                let detail = Detail::Screened { category, score: screened.score };
+                audit
+                    .record(c, Event::workspace(ws, Action::AssistantAsked, Target::None, Outcome::Succeeded, detail))
+                    .await?;
                 if question_flagged {
                     let detail = Detail::ContentFlagged { source: Source::Question, category };
-                    let event = Event::workspace(
-                        access.workspace_id(),
-                        Action::AssistantContentFlagged,
-                        Target::None,
-                        Outcome::Succeeded,
-                        detail,
-                    );
+                    let event =
+                        Event::workspace(ws, Action::AssistantContentFlagged, Target::None, Outcome::Succeeded, detail);
                     audit.record(c, event).await?;
                 }
                 Ok(())
@@ -127,15 +132,21 @@ pub async fn ask(
     let mut turns = history;
     turns.push(Turn::User(question.to_string()));
     let tool_specs: Vec<_> = Tool::ALL.iter().map(|t| t.spec()).collect();
-    let mut state = TurnState { flagged_read: question_flagged, ..Default::default() };
+    // Flagged text read in an earlier turn is still in the context (its answers are).
+    let mut state = TurnState { flagged_read: question_flagged || history_flagged, ..Default::default() };
     let mut allowed_ids: HashSet<Uuid> = [access.workspace_id(), access.user_id()].into_iter().collect();
-    let mut final_text = String::new();
+    // Everything the model said in the turn, shown (through the output guard) in order.
+    let mut said: Vec<String> = Vec::new();
     let mut failure: Option<ModelError> = None;
     let mut rounds = 0u8;
+    let mut calls_left = MAX_CALLS_PER_TURN;
     for _ in 0..limits.max_rounds {
         let mut conn = pool.get().await.map_err(|_| AssistantError::Busy)?;
-        // The switches take effect at once: a question under way stops here.
-        super::require_ready(&mut conn, config, access).await?;
+        // The switches take effect at once: a question under way stops at its next step.
+        if let Err(e) = super::require_ready(&mut conn, config, access).await {
+            stopped(&mut state, e)?;
+            break;
+        }
         let request = ModelRequest { system: &system, turns: &turns, tools: &tool_specs };
         let reserved = estimate_tokens(&system, &turns, model.config().max_output_tokens);
         let budget = RateLimit::per_day(limits.daily_tokens);
@@ -151,8 +162,18 @@ pub async fn ask(
         rounds += 1;
         let reply = model.complete(&request).await;
         let mut conn = pool.get().await.map_err(|_| AssistantError::Busy)?;
-        let used = reply.as_ref().map(|r| (r.input_tokens + r.output_tokens).min(i32::MAX as u64) as i32).unwrap_or(0);
-        rate_limit::release(&mut conn, &budget_key, (reserved - used).max(0)).await?;
+        // What the call cost: as reported, else all that was reserved; more than reserved
+        // is charged too, so the budget holds whatever the estimate.
+        let used = match &reply {
+            Ok(r) if r.usage_reported => (r.input_tokens + r.output_tokens).min(i32::MAX as u64) as i32,
+            Ok(_) => reserved,
+            Err(_) => 0,
+        };
+        if used <= reserved {
+            rate_limit::release(&mut conn, &budget_key, reserved - used).await?;
+        } else {
+            rate_limit::add(&mut conn, &budget_key, used - reserved, budget, now).await?;
+        }
         state.input_tokens += reply.as_ref().map_or(0, |r| r.input_tokens);
         state.output_tokens += reply.as_ref().map_or(0, |r| r.output_tokens);
         let reply: ModelReply = match reply {
@@ -163,18 +184,35 @@ pub async fn ask(
             }
         };
         if reply.calls.is_empty() {
-            final_text = reply.text;
+            said.push(reply.text);
+            break;
+        }
+        if let Err(e) = super::require_ready(&mut conn, config, access).await {
+            stopped(&mut state, e)?;
             break;
         }
         let mut results = Vec::new();
-        for call in &reply.calls {
-            let cx = CallContext { access, deps, spotlight: &spotlight, limits: &limits, now };
-            let content = run_call(&mut conn, &cx, call, &mut state, &mut allowed_ids).await?;
-            results.push(content);
+        let cx = CallContext { access, deps, spotlight: &spotlight, limits: &limits, now };
+        for (i, call) in reply.calls.iter().enumerate() {
+            // Bounded work per question whatever the model asks: the rest are refused
+            // unrun (once on record), and every call still gets its answer.
+            if i >= MAX_CALLS_PER_REPLY || calls_left == 0 {
+                if !state.refusals.iter().any(|(_, r)| *r == ToolRefusal::RateLimited) {
+                    state.refusals.push((Tool::parse(&call.name), ToolRefusal::RateLimited));
+                }
+                results.push(ToolResult {
+                    call_id: call.id.clone(),
+                    content: "Refused: too many tool calls in one answer.".into(),
+                    is_error: true,
+                });
+                continue;
+            }
+            calls_left -= 1;
+            results.push(run_call(&mut conn, &cx, call, &mut state, &mut allowed_ids).await?);
         }
         turns.push(Turn::Assistant { text: reply.text.clone(), calls: reply.calls.clone() });
         turns.push(Turn::ToolResults(results));
-        final_text = reply.text;
+        said.push(reply.text);
     }
 
     // The answer, through the output guard, with everything that happened in the turn.
@@ -185,8 +223,10 @@ pub async fn ask(
         allowed_ids: &allowed_ids,
         forbidden_terms: &[],
     };
-    let rendered = output::render(&final_text, &rules);
+    let said: Vec<String> = said.into_iter().filter(|t| !t.trim().is_empty()).collect();
+    let rendered = output::render(&said.join("\n\n"), &rules);
     let mut notices = std::mem::take(&mut state.notices);
+    notices.truncate(MAX_NOTICES);
     if let Some(e) = failure {
         notices.push(failure_words(e).to_string());
     }
@@ -212,17 +252,18 @@ pub async fn ask(
                 if !state.drafts.is_empty() {
                     tenancy::enter_scope(c, access.schema(), access.db_role()).await?;
                     for (draft, after_flagged) in &state.drafts {
-                        proposals::insert(c, access.user_id(), message, draft, *after_flagged, now).await?;
+                        let id = proposals::insert(c, access.user_id(), message, draft, *after_flagged, now).await?;
                         let detail = Detail::AssistantTool {
                             tool: Some(draft.planned.tool()),
                             refusal: None,
                             sensitive: draft.sensitive,
                             after_flagged: *after_flagged,
+                            proposal: Some(id),
                         };
                         proposal_events.push(Event::workspace(
                             access.workspace_id(),
                             Action::AssistantProposed,
-                            Target::None,
+                            draft.planned.target(),
                             Outcome::Succeeded,
                             detail,
                         ));
@@ -245,6 +286,7 @@ pub async fn ask(
                         refusal: Some(*refusal),
                         sensitive: false,
                         after_flagged: state.flagged_read,
+                        proposal: None,
                     };
                     let event =
                         Event::workspace(ws, Action::AssistantToolRefused, Target::None, Outcome::Denied, detail);
@@ -302,6 +344,17 @@ struct TurnState {
     notices: Vec<String>,
     input_tokens: u64,
     output_tokens: u64,
+}
+
+/// A switch turned the assistant off during the turn: it ends here, with what it has.
+fn stopped(state: &mut TurnState, e: AssistantError) -> Result<(), AssistantError> {
+    match e {
+        AssistantError::Unavailable(why) => {
+            state.notices.push(format!("Stopped: {}", why.words()));
+            Ok(())
+        }
+        e => Err(e),
+    }
 }
 
 fn failure_words(e: ModelError) -> &'static str {
@@ -380,27 +433,29 @@ async fn insert_message(
     Ok(id)
 }
 
-/// The person's last questions and answers, as context.
-async fn history(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Result<Vec<Turn>, AssistantError> {
+/// The person's last questions and answers, as context, and whether any of them was
+/// flagged (or followed flagged text).
+async fn history(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Result<(Vec<Turn>, bool), AssistantError> {
     let me = access.user_id();
-    let rows: Vec<(String, Value)> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+    let rows: Vec<(String, Value, bool)> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
         async move {
             am::table
                 .filter(am::owner_id.eq(me))
                 .filter(am::kind.eq_any(["question", "answer"]))
                 .order(am::seq.desc())
                 .limit(HISTORY_TURNS * 2)
-                .select((am::kind, am::body))
+                .select((am::kind, am::body, am::flagged))
                 .load(c)
                 .await
         }
         .scope_boxed()
     })
     .await?;
+    let flagged = rows.iter().any(|r| r.2);
     let mut turns: Vec<Turn> = rows
         .into_iter()
         .rev()
-        .filter_map(|(kind, body)| {
+        .filter_map(|(kind, body, _)| {
             let body: MessageBody = serde_json::from_value(body).ok()?;
             match kind.as_str() {
                 "question" => Some(Turn::User(body.text?)),
@@ -412,7 +467,7 @@ async fn history(conn: &mut AsyncPgConnection, access: &WorkspaceAccess) -> Resu
     while matches!(<[Turn]>::first(&turns), Some(Turn::Assistant { .. })) {
         turns.remove(0);
     }
-    Ok(turns)
+    Ok((turns, flagged))
 }
 
 /// Runs one tool call: a read (under the person's permissions, its content spotlighted
@@ -449,7 +504,8 @@ async fn run_call(
                     "Proposed to the person, not done: \"{}\". They will confirm or dismiss it.",
                     draft.summary
                 );
-                state.drafts.push((draft, state.flagged_read));
+                let after_flagged = state.flagged_read || draft.suspicious;
+                state.drafts.push((draft, after_flagged));
                 ToolResult { call_id: call.id.clone(), content: text, is_error: false }
             }
             Err(why) => {

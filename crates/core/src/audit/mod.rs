@@ -125,7 +125,8 @@ actions! {
     IntegrationKeyReplaced = "integration.key_replaced", Integrations, "Replaced an API key";
     IntegrationKeyDeleted = "integration.key_deleted", Integrations, "Deleted an API key";
     SecretsRotated = "secrets.rotated", Accounts, "Stored secrets moved to the current encryption key";
-    AssistantAnswered = "assistant.answered", Assistant, "Asked the assistant";
+    AssistantAsked = "assistant.asked", Assistant, "Asked the assistant";
+    AssistantAnswered = "assistant.answered", Assistant, "The assistant answered";
     AssistantInputBlocked = "assistant.input_blocked", Assistant, "Assistant message blocked: it looked like an attack on the assistant";
     AssistantContentFlagged = "assistant.content_flagged", Assistant, "Text the assistant read was flagged as a possible injection";
     AssistantProposed = "assistant.proposed", Assistant, "The assistant proposed an action";
@@ -133,6 +134,7 @@ actions! {
     AssistantProposalExecuted = "assistant.proposal_executed", Assistant, "Confirmed an action the assistant proposed";
     AssistantProposalDismissed = "assistant.proposal_dismissed", Assistant, "Dismissed an action the assistant proposed";
     AssistantProposalFailed = "assistant.proposal_failed", Assistant, "An action the assistant proposed could not be carried out";
+    AssistantConfirmRefused = "assistant.confirm_refused", Assistant, "Confirming an action the assistant proposed was refused";
     AssistantOutputRedacted = "assistant.output_redacted", Assistant, "Removed links, images, secrets or instructions from an assistant answer";
     AssistantRateLimited = "assistant.rate_limited", Assistant, "Assistant use refused: a limit was reached";
     AssistantProviderFailed = "assistant.provider_failed", Assistant, "The AI provider did not answer";
@@ -447,6 +449,8 @@ pub enum Detail {
         refusal: Option<crate::assistant::tools::ToolRefusal>,
         sensitive: bool,
         after_flagged: bool,
+        /// The proposal it was (or became).
+        proposal: Option<Uuid>,
     },
     /// What the output guard removed from an answer.
     OutputRedacted {

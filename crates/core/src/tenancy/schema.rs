@@ -50,11 +50,14 @@ diesel::table! {
 diesel::table! {
     assistant_proposals (id) {
         id -> Uuid,
+        seq -> Int8,
         owner_id -> Uuid,
         message_id -> Uuid,
         tool -> Text,
         arguments -> Jsonb,
         summary -> Text,
+        subject_name -> Nullable<Text>,
+        consequences -> Array<Text>,
         sensitive -> Bool,
         after_flagged -> Bool,
         status -> Text,

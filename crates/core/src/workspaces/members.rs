@@ -74,6 +74,19 @@ pub async fn change_role(
     target: Uuid,
     new_role: Role,
 ) -> Result<(), WorkspaceError> {
+    change_role_from(conn, audit, access, target, None, new_role).await
+}
+
+/// [`change_role`], only while the member still holds `expected` (checked under the
+/// lock): for a change confirmed as "from this role to that one".
+pub async fn change_role_from(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    target: Uuid,
+    expected: Option<Role>,
+    new_role: Role,
+) -> Result<(), WorkspaceError> {
     let (action, on) = (Action::RoleChanged, Target::Member(target));
     if access.require(Permission::ManageMembers).is_err() {
         return refused(conn, audit, access, action, on, WorkspaceError::Forbidden).await;
@@ -83,6 +96,9 @@ pub async fn change_role(
             async move {
                 let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
                 let current = current.ok_or(WorkspaceError::NoSuchMember)?;
+                if expected.is_some_and(|e| e != current) {
+                    return Err(WorkspaceError::RoleChangedMeanwhile);
+                }
                 if (current == Role::Owner || new_role == Role::Owner) && !allowed(caller, Permission::ManageOwners) {
                     return Err(WorkspaceError::Forbidden);
                 }
@@ -128,6 +144,17 @@ pub async fn remove_member(
     access: &WorkspaceAccess,
     target: Uuid,
 ) -> Result<(), WorkspaceError> {
+    remove_member_holding(conn, audit, access, target, None).await
+}
+
+/// [`remove_member`], only while the member still holds `expected` (checked under the lock).
+pub async fn remove_member_holding(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    access: &WorkspaceAccess,
+    target: Uuid,
+    expected: Option<Role>,
+) -> Result<(), WorkspaceError> {
     let leaving = target == access.user_id();
     let action = if leaving { Action::MemberLeft } else { Action::MemberRemoved };
     let on = Target::Member(target);
@@ -142,6 +169,9 @@ pub async fn remove_member(
                 } else {
                     let (caller, current) = lock_roles(c, access, Permission::ManageMembers, Some(target)).await?;
                     let current = current.ok_or(WorkspaceError::NoSuchMember)?;
+                    if expected.is_some_and(|e| e != current) {
+                        return Err(WorkspaceError::RoleChangedMeanwhile);
+                    }
                     if current == Role::Owner && !allowed(caller, Permission::ManageOwners) {
                         return Err(WorkspaceError::Forbidden);
                     }

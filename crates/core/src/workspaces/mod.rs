@@ -21,7 +21,10 @@ pub use lifecycle::{
     create_workspace, delete_old_workspace_creations, delete_workspace, set_mfa_required, slugify,
     validate_workspace_name, DEFAULT_WORKSPACES_PER_DAY, WORKSPACE_NAME_MAX_CHARS,
 };
-pub use members::{change_role, list_members, may_manage, remove_member, transfer_ownership, Member};
+pub use members::{
+    change_role, change_role_from, list_members, may_manage, remove_member, remove_member_holding, transfer_ownership,
+    Member,
+};
 
 pub use permissions::{allowed, Permission, Role};
 
@@ -45,6 +48,9 @@ pub enum WorkspaceError {
     LastOwner,
     #[error("that person is not a member of this workspace")]
     NoSuchMember,
+    /// The member's role is no longer the one the caller confirmed a change from.
+    #[error("that member's role changed in the meantime")]
+    RoleChangedMeanwhile,
     /// The workspace requires two-factor authentication and the caller has none.
     #[error("this workspace requires two-factor authentication")]
     MfaRequired,
