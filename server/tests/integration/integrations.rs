@@ -144,7 +144,7 @@ async fn start_connect(person: &mut Person, slug: &str) -> String {
 }
 
 /// The full flow: Connect, the provider's login and consent, the callback.
-async fn connect(person: &mut Person, slug: &str, oauth: &OauthServer, login: &str) -> common::Reply {
+pub async fn connect(person: &mut Person, slug: &str, oauth: &OauthServer, login: &str) -> common::Reply {
     let authorize = start_connect(person, slug).await;
     let back = oauth.consent(&authorize, login).await;
     let path = back.split_once("://").map(|(_, rest)| &rest[rest.find('/').unwrap()..]).unwrap().to_string();

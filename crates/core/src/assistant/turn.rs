@@ -534,7 +534,11 @@ async fn run_call(
 /// Marks untrusted text and screens it: flagged content is still given (and shown), but
 /// proposals that follow carry the flag.
 fn untrusted(spotlight: &Spotlight, state: &mut TurnState, source: Source, text: &str) -> Value {
-    let s = screen::screen_content(text);
+    let mut s = screen::screen_content(text);
+    // An address reads as words once its separators are spaces ("ignore-all-previous-…@…").
+    if s.decision == Decision::Allow && matches!(source, Source::Email | Source::Invitation | Source::Integration) {
+        s = screen::screen_content(&text.replace(['-', '_', '.', '+', '@'], " "));
+    }
     if s.decision != Decision::Allow {
         state.flagged_read = true;
         if !state.flagged_sources.contains(&source) {
