@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use app::ssr::{AppServices, AppState};
 use fluxi_core::accounts::PasswordHasher;
-use fluxi_core::clock::{SharedClock, SystemClock};
+use fluxi_core::clock::{Clock, SharedClock, SystemClock};
 use fluxi_core::db;
 use leptos::config::get_configuration;
 use server::config::Config;
@@ -38,7 +38,10 @@ fn main() -> std::process::ExitCode {
         "migrate" => runtime.block_on(migrate()),
         "audit" => runtime.block_on(audit(&args[1..])),
         "keys" => runtime.block_on(keys(&args[1..])),
-        other => Err(anyhow::anyhow!("unknown command {other:?}; use `serve`, `migrate`, `audit` or `keys`")),
+        "assistant" => runtime.block_on(assistant(&args[1..])),
+        other => {
+            Err(anyhow::anyhow!("unknown command {other:?}; use `serve`, `migrate`, `audit`, `keys` or `assistant`"))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -246,6 +249,22 @@ async fn keys(args: &[String]) -> anyhow::Result<()> {
         }
         _ => bail!("use `keys rotate [--batch N]` or `keys status`"),
     }
+}
+
+/// `assistant off|on`: the deployment's switch, for every instance at once.
+async fn assistant(args: &[String]) -> anyhow::Result<()> {
+    let enabled = match args.first().map(String::as_str) {
+        Some("off") => false,
+        Some("on") => true,
+        _ => bail!("use `assistant off` or `assistant on`"),
+    };
+    let config = Config::from_env()?;
+    let mut conn = db::connect(&config.database_url).await?;
+    let clock = SystemClock;
+    let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::AssistantSwitch, &clock);
+    fluxi_core::assistant::set_deployment_enabled(&mut conn, &audit, enabled, clock.now()).await?;
+    println!("the assistant is {} for this deployment", if enabled { "on" } else { "off" });
+    Ok(())
 }
 
 async fn audit(args: &[String]) -> anyhow::Result<()> {

@@ -15,6 +15,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    assistant_deployment (singleton) {
+        singleton -> Bool,
+        enabled -> Bool,
+        changed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     audit_anchors (chain_id) {
         chain_id -> Uuid,
         seq -> Int8,
@@ -301,6 +309,7 @@ diesel::joinable!(workspace_creations -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     account_links,
+    assistant_deployment,
     audit_anchors,
     audit_chains,
     audit_checkpoint_heads,

@@ -630,7 +630,29 @@ async fn the_kill_switches_stop_everything_at_once() {
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(common::role_of(&app, &t.slug, t.viewer.user.id).await.as_deref(), Some("member"));
 
-    // The deployment's switch.
+    // The deployment's switch (`server assistant off`), read by every instance at every step.
+    model
+        .script(
+            "vic-back",
+            json!([{ "call": [{ "name": "change_role", "arguments": { "member_id": vic, "role": "viewer" } }] }]),
+        )
+        .await;
+    assert_eq!(ask(&mut t.admin, &t.slug, "vic-back").await.status, StatusCode::OK);
+    let pending = last_proposals(&page(&mut t.admin, &t.slug).await)[0]["id"].as_str().unwrap().to_string();
+    {
+        use fluxi_core::clock::Clock;
+        let mut conn = app.db.conn().await;
+        let audit = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::AssistantSwitch, &app.clock);
+        fluxi_core::assistant::set_deployment_enabled(&mut conn, &audit, false, app.clock.now()).await.unwrap();
+    }
+    let res = ask(&mut t.member, &t.slug, "hello").await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    assert!(res.body.contains("turned off for this server"), "{}", res.body);
+    let res = t.admin.client.call("confirm_assistant_proposal", &[("slug", &t.slug), ("proposal", &pending)]).await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+    assert!(recorded(&app, Action::AssistantDisabled).await.iter().any(|e| e.actor_kind == "system:assistant_switch"));
+
+    // The deployment's configuration.
     let off = AssistantConfig { enabled: false, ..model.config(AssistantLimits::default()) };
     let app = TestApp::spawn_with(common::Options { assistant: Some(off), ..Default::default() }).await;
     let mut t = team(&app).await;

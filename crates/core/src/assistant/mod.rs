@@ -176,7 +176,12 @@ pub async fn availability(
     if config.model.is_none() {
         return Ok(Availability::NotConfigured);
     }
-    if !config.enabled {
+    let deployment: Option<bool> = crate::schema::assistant_deployment::table
+        .select(crate::schema::assistant_deployment::enabled)
+        .first(conn)
+        .await
+        .optional()?;
+    if !config.enabled || deployment == Some(false) {
         return Ok(Availability::OffForDeployment);
     }
     let enabled: Option<bool> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
@@ -245,6 +250,55 @@ pub async fn set_enabled(
     })
     .await
 }
+
+/// The deployment's switch (`server assistant off|on`): every instance reads it at every
+/// step, so off stops questions under way and confirmations everywhere at once; pending
+/// proposals of every workspace are cancelled. Recorded in the account-level trail.
+pub async fn set_deployment_enabled(
+    conn: &mut AsyncPgConnection,
+    audit: &Audit<'_>,
+    enabled: bool,
+    now: OffsetDateTime,
+) -> Result<(), AssistantError> {
+    use crate::schema::assistant_deployment as d;
+    conn.transaction::<_, AssistantError, _>(|c| {
+        async move {
+            diesel::insert_into(d::table)
+                .values((d::enabled.eq(enabled), d::changed_at.eq(now)))
+                .on_conflict(d::singleton)
+                .do_update()
+                .set((d::enabled.eq(enabled), d::changed_at.eq(now)))
+                .execute(c)
+                .await?;
+            let action = if enabled { Action::AssistantEnabled } else { Action::AssistantDisabled };
+            audit.record(c, Event::account(None, action, Outcome::Succeeded, Detail::None)).await?;
+            Ok(())
+        }
+        .scope_boxed()
+    })
+    .await?;
+    if !enabled {
+        // Each workspace in its own transaction: one broken schema does not keep the
+        // others' proposals confirmable.
+        for (_, schema) in tenancy::workspace_schemas_from(conn, TENANT_TABLES).await? {
+            let _ = tenancy::scoped_transaction(conn, &schema, &schema, |c| {
+                async move {
+                    use crate::tenancy::schema::assistant_proposals as ap;
+                    diesel::update(ap::table.filter(ap::status.eq("pending")))
+                        .set((ap::status.eq("cancelled"), ap::decided_at.eq(now)))
+                        .execute(c)
+                        .await
+                }
+                .scope_boxed()
+            })
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// The tenant migration that made the assistant's tables.
+const TENANT_TABLES: &str = "2026-12-08-000001_assistant";
 
 /// One entry of a person's conversation, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -252,6 +252,8 @@ pub enum SystemJob {
     IntegrationRefresher,
     /// `server keys rotate`, run by an operator.
     KeyRotation,
+    /// `server assistant off|on`, run by an operator.
+    AssistantSwitch,
 }
 
 /// Who did it. An email is given in clear and stored only as a pseudonym.
@@ -280,6 +282,7 @@ impl Actor<'_> {
             Actor::System(SystemJob::IntegrationRevoker) => "system:integration_revoker",
             Actor::System(SystemJob::IntegrationRefresher) => "system:integration_refresher",
             Actor::System(SystemJob::KeyRotation) => "system:key_rotation",
+            Actor::System(SystemJob::AssistantSwitch) => "system:assistant_switch",
         }
     }
 }
