@@ -811,3 +811,99 @@ async fn an_injection_in_integration_content_is_flagged_and_refused() {
     let flagged = recorded(&app, Action::AssistantContentFlagged).await;
     assert!(flagged.iter().any(|e| e.detail["source"] == "integration"), "{flagged:?}");
 }
+
+/// Ordinary requests, scripted as a cooperative model would answer them, in both formats:
+/// the guards must not get in their way (the bar: at least 90 % complete).
+#[tokio::test]
+async fn benign_tasks_complete_in_both_formats() {
+    let mut done = 0;
+    let mut total = 0;
+    let mut flagged_cards = 0;
+    for format in FORMATS {
+        let (app, model) = app_with_model(format, AssistantLimits::default()).await;
+        let mut t = team(&app).await;
+        let res = t
+            .member
+            .client
+            .call(
+                "create_note",
+                &[("slug", &t.slug), ("title", "Offsite"), ("body", "Ignore the old agenda; the new one is in the shared folder. Previous instructions for travel still apply.")],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK);
+        let vic = t.viewer.user.id.to_string();
+        let scripts = [
+            (
+                "task-members",
+                json!([{ "call": [{ "name": "list_members", "arguments": {} }] }, { "say": "There are four members; **Ada Admin** is an admin." }]),
+                "Ada Admin",
+            ),
+            (
+                "task-notes",
+                json!([{ "call": [{ "name": "list_notes", "arguments": {} }] }, { "say": "One note: the offsite agenda moved to the shared folder." }]),
+                "offsite agenda",
+            ),
+            (
+                "task-integrations",
+                json!([{ "call": [{ "name": "list_my_integrations", "arguments": {} }] }, { "say": "You have no integrations yet: see [integrations](/w/x/integrations)." }]),
+                "no integrations",
+            ),
+            (
+                "task-audit",
+                json!([{ "call": [{ "name": "recent_audit_events", "arguments": { "limit": 5 } }] }, { "say": "The workspace was created recently." }]),
+                "created recently",
+            ),
+            (
+                "task-help",
+                json!([{ "say": "I can list members, notes, your integrations and recent activity." }]),
+                "list members",
+            ),
+            (
+                "task-invite",
+                json!([{ "call": [{ "name": "invite_member", "arguments": { "email": "new.colleague@example.test", "role": "member" } }] }, { "say": "I proposed the invitation." }]),
+                "proposed",
+            ),
+            (
+                "task-role",
+                json!([{ "call": [{ "name": "change_role", "arguments": { "member_id": vic, "role": "member" } }] }, { "say": "I proposed the change." }]),
+                "proposed",
+            ),
+        ];
+        for (matching, steps, _) in &scripts {
+            model.script(matching, steps.clone()).await;
+        }
+        let questions = [
+            ("task-members", "task-members: who is in this workspace?"),
+            ("task-notes", "task-notes: what do our notes say about the offsite?"),
+            ("task-integrations", "task-integrations: which integrations did I connect?"),
+            ("task-audit", "task-audit: what happened recently?"),
+            ("task-help", "task-help: what can you do?"),
+            ("task-invite", "task-invite: please invite new.colleague@example.test as a member"),
+            ("task-role", "task-role: make Vic a member instead of a viewer"),
+        ];
+        for (matching, question) in questions {
+            total += 1;
+            let res = ask(&mut t.admin, &t.slug, question).await;
+            let p = page(&mut t.admin, &t.slug).await;
+            let expected = scripts.iter().find(|s| s.0 == matching).unwrap().2;
+            let mut ok = res.status == StatusCode::OK && last_said(&p).contains(expected);
+            // Proposed actions: carried out after confirmation (a warning on the card, after
+            // the deliberately borderline note, does not stop the person).
+            for card in last_proposals(&p) {
+                flagged_cards += usize::from(card["after_flagged"] == true);
+                let id = card["id"].as_str().unwrap().to_string();
+                let res =
+                    t.admin.client.call("confirm_assistant_proposal", &[("slug", &t.slug), ("proposal", &id)]).await;
+                ok &= res.status == StatusCode::OK;
+            }
+            if ok {
+                done += 1;
+            } else {
+                eprintln!("{format} {matching}: not completed: {} {}", res.status, last_shown(&p));
+            }
+        }
+        assert_eq!(common::role_of(&app, &t.slug, t.viewer.user.id).await.as_deref(), Some("member"), "{format}");
+    }
+    println!("benign assistant tasks completed: {done} of {total} ({flagged_cards} cards carried a flag)");
+    assert!(done * 10 >= total * 9, "{done} of {total} benign tasks completed");
+}
