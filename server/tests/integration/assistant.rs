@@ -624,6 +624,9 @@ async fn the_kill_switches_stop_everything_at_once() {
     assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
     assert_eq!(last_proposals(&page(&mut t.admin, &t.slug).await)[0]["status"], "cancelled");
     assert_eq!(common::role_of(&app, &t.slug, t.viewer.user.id).await.as_deref(), Some("viewer"));
+    // A question after the switch went on again (a proposal made at the same instant as a
+    // switch change is refused: it may have overlapped it).
+    app.clock.advance(time::Duration::seconds(1));
     assert_eq!(ask(&mut t.admin, &t.slug, "vic-member again").await.status, StatusCode::OK);
     let card = last_proposals(&page(&mut t.admin, &t.slug).await)[0]["id"].as_str().unwrap().to_string();
     let res = t.admin.client.call("confirm_assistant_proposal", &[("slug", &t.slug), ("proposal", &card)]).await;

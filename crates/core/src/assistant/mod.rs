@@ -192,6 +192,24 @@ pub async fn availability(
     Ok(if enabled == Some(false) { Availability::OffForWorkspace } else { Availability::Ready })
 }
 
+/// When either switch (the workspace's, the deployment's) last changed.
+pub(crate) async fn switched_at(
+    conn: &mut AsyncPgConnection,
+    access: &WorkspaceAccess,
+) -> Result<Option<OffsetDateTime>, AssistantError> {
+    let deployment: Option<OffsetDateTime> = crate::schema::assistant_deployment::table
+        .select(crate::schema::assistant_deployment::changed_at)
+        .first(conn)
+        .await
+        .optional()?;
+    let workspace: Option<OffsetDateTime> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+        async move { assistant_settings::table.select(assistant_settings::changed_at).first(c).await.optional() }
+            .scope_boxed()
+    })
+    .await?;
+    Ok(deployment.max(workspace))
+}
+
 pub(crate) async fn require_ready(
     conn: &mut AsyncPgConnection,
     config: &AssistantConfig,

@@ -140,7 +140,7 @@ pub(crate) async fn draft(
             }
             let email = crate::accounts::validate_email(email).map_err(|_| ToolRefusal::BadArguments)?;
             let role = Role::from(*role);
-            let lookalike = !email.is_ascii();
+            let lookalike = planted_address(&email);
             let mut consequences = Vec::new();
             if lookalike {
                 consequences.push(
@@ -177,7 +177,7 @@ pub(crate) async fn draft(
             }
             Ok(Draft {
                 summary: format!("Change the role of {} from {} to {}", member.email, from.as_str(), to.as_str()),
-                suspicious: planted(&member.display_name),
+                suspicious: planted(&member.display_name) || planted_address(&member.email),
                 subject_name: Some(member.display_name),
                 consequences,
                 sensitive: to == Role::Admin || matches!(from, Role::Owner | Role::Admin),
@@ -198,7 +198,7 @@ pub(crate) async fn draft(
             }
             Ok(Draft {
                 summary: format!("Remove {} ({}) from this workspace", member.email, member.role.as_str()),
-                suspicious: planted(&member.display_name),
+                suspicious: planted(&member.display_name) || planted_address(&member.email),
                 subject_name: Some(member.display_name),
                 consequences,
                 sensitive: true,
@@ -239,6 +239,13 @@ pub(crate) async fn draft(
             Err(ToolRefusal::UnknownTool)
         }
     }
+}
+
+/// An address that reads like instructions, or that mixes in letters from outside the
+/// Latin alphabet (a look-alike of a colleague's).
+fn planted_address(email: &str) -> bool {
+    !email.is_ascii()
+        || super::screen::screen_content(&super::turn::as_words(email)).decision != super::screen::Decision::Allow
 }
 
 /// A display name that reads like instructions or names a tool.
@@ -415,6 +422,11 @@ pub async fn confirm(
         }
         if super::proposal_expired(proposal.created_at, &config.limits, now) {
             return Err(AssistantError::ProposalExpired);
+        }
+        // Made before a switch last changed (or during the change): what the switch
+        // cancelled, or a turn that overlapped it, is never carried out.
+        if super::switched_at(conn, access).await?.is_some_and(|at| proposal.created_at <= at) {
+            return Err(AssistantError::ProposalDecided);
         }
         if proposal.sensitive && !stepped_up {
             return Err(AssistantError::StepUpRequired);

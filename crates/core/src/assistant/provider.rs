@@ -212,7 +212,12 @@ impl ModelClient {
             }
         };
         let mut response = request.body(body.to_vec()).send().await.map_err(|e| {
-            Failure::Passing(if e.is_timeout() { ModelError::Timeout } else { ModelError::Unreachable }, None)
+            // A timed-out call may still be billed by the provider: not tried again.
+            if e.is_timeout() {
+                Failure::Final(ModelError::Timeout)
+            } else {
+                Failure::Passing(ModelError::Unreachable, None)
+            }
         })?;
         let status = response.status();
         if !status.is_success() {

@@ -35,6 +35,8 @@ const MAX_CALLS_PER_REPLY: usize = 6;
 const MAX_CALLS_PER_TURN: usize = 12;
 /// Notices an answer carries at most.
 const MAX_NOTICES: usize = 5;
+/// Most tokens one call is charged (a provider's absurd figure must not overflow the count).
+const MAX_TOKENS_CHARGED: u64 = 1_000_000;
 /// Longest tool result handed to the model.
 const TOOL_RESULT_MAX_CHARS: usize = 12_000;
 
@@ -165,9 +167,13 @@ pub async fn ask(
         // What the call cost: as reported, else all that was reserved; more than reserved
         // is charged too, so the budget holds whatever the estimate.
         let used = match &reply {
-            Ok(r) if r.usage_reported => (r.input_tokens + r.output_tokens).min(i32::MAX as u64) as i32,
-            Ok(_) => reserved,
-            Err(_) => 0,
+            // At least the prompt as estimated: a provider's zero is not believed.
+            Ok(r) if r.usage_reported => ((r.input_tokens + r.output_tokens).min(MAX_TOKENS_CHARGED) as i32)
+                .max(reserved.saturating_sub(model.config().max_output_tokens as i32)),
+            // No answer that cost nothing: refused outright, or never reached.
+            Err(ModelError::Rejected | ModelError::Unreachable) => 0,
+            // Unreported, or a failure after the provider may have worked on it.
+            _ => reserved,
         };
         if used <= reserved {
             rate_limit::release(&mut conn, &budget_key, reserved - used).await?;
@@ -537,7 +543,7 @@ fn untrusted(spotlight: &Spotlight, state: &mut TurnState, source: Source, text:
     let mut s = screen::screen_content(text);
     // An address reads as words once its separators are spaces ("ignore-all-previous-…@…").
     if s.decision == Decision::Allow && matches!(source, Source::Email | Source::Invitation | Source::Integration) {
-        s = screen::screen_content(&text.replace(['-', '_', '.', '+', '@'], " "));
+        s = screen::screen_content(&as_words(text));
     }
     if s.decision != Decision::Allow {
         state.flagged_read = true;
@@ -547,6 +553,25 @@ fn untrusted(spotlight: &Spotlight, state: &mut TurnState, source: Source, text:
         }
     }
     Value::String(spotlight.mark(source, text))
+}
+
+/// An address or account name as words: every separator a space, camel case split.
+pub(crate) fn as_words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut prev_lower = false;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if prev_lower && c.is_uppercase() {
+                out.push(' ');
+            }
+            prev_lower = c.is_lowercase();
+            out.push(c);
+        } else {
+            prev_lower = false;
+            out.push(' ');
+        }
+    }
+    out
 }
 
 async fn read(
