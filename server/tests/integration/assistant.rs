@@ -207,6 +207,7 @@ async fn questions_are_answered_with_read_tools_in_both_formats() {
         // The key went only in the header the format uses.
         assert!(requests.iter().all(|r| r["auth_ok"] == true), "{format}");
         assert!(!recorded(&app, Action::AssistantAnswered).await.is_empty());
+        assert!(!recorded(&app, Action::AssistantAsked).await.is_empty());
         // The question's words are not in the audit trail.
         let mut conn = app.db.conn().await;
         let leaked: i64 =
