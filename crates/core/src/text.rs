@@ -23,6 +23,14 @@ fn is_disallowed(c: char, multi_line: bool) -> bool {
     if c.is_control() {
         return !(multi_line && matches!(c, '\t' | '\n' | '\r'));
     }
+    is_invisible(c)
+}
+
+/// Characters that show nothing yet change what text says or how it is read: zero-width
+/// spaces, direction controls, line and paragraph separators, the byte-order mark,
+/// Hangul and Braille blanks, tag characters (they can carry hidden ASCII). The
+/// zero-width joiner and non-joiner are not among them: scripts and emoji need them.
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

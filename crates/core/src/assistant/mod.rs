@@ -173,51 +173,53 @@ pub async fn availability(
     config: &AssistantConfig,
     access: &WorkspaceAccess,
 ) -> Result<Availability, AssistantError> {
-    if config.model.is_none() {
-        return Ok(Availability::NotConfigured);
-    }
-    let deployment: Option<bool> = crate::schema::assistant_deployment::table
-        .select(crate::schema::assistant_deployment::enabled)
-        .first(conn)
-        .await
-        .optional()?;
-    if !config.enabled || deployment == Some(false) {
-        return Ok(Availability::OffForDeployment);
-    }
-    let enabled: Option<bool> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
-        async move { assistant_settings::table.select(assistant_settings::enabled).first(c).await.optional() }
-            .scope_boxed()
-    })
-    .await?;
-    Ok(if enabled == Some(false) { Availability::OffForWorkspace } else { Availability::Ready })
+    Ok(switches(conn, config, access).await?.0)
 }
 
-/// When either switch (the workspace's, the deployment's) last changed.
-pub(crate) async fn switched_at(
+/// Whether the assistant may be used, and when either switch (the deployment's, the
+/// workspace's) last changed: both rows read once.
+async fn switches(
     conn: &mut AsyncPgConnection,
+    config: &AssistantConfig,
     access: &WorkspaceAccess,
-) -> Result<Option<OffsetDateTime>, AssistantError> {
-    let deployment: Option<OffsetDateTime> = crate::schema::assistant_deployment::table
-        .select(crate::schema::assistant_deployment::changed_at)
-        .first(conn)
-        .await
-        .optional()?;
-    let workspace: Option<OffsetDateTime> = tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
-        async move { assistant_settings::table.select(assistant_settings::changed_at).first(c).await.optional() }
+) -> Result<(Availability, Option<OffsetDateTime>), AssistantError> {
+    use crate::schema::assistant_deployment as d;
+    if config.model.is_none() {
+        return Ok((Availability::NotConfigured, None));
+    }
+    let deployment: Option<(bool, OffsetDateTime)> =
+        d::table.select((d::enabled, d::changed_at)).first(conn).await.optional()?;
+    let workspace: Option<(bool, OffsetDateTime)> =
+        tenancy::scoped_transaction(conn, access.schema(), access.db_role(), |c| {
+            async move {
+                assistant_settings::table
+                    .select((assistant_settings::enabled, assistant_settings::changed_at))
+                    .first(c)
+                    .await
+                    .optional()
+            }
             .scope_boxed()
-    })
-    .await?;
-    Ok(deployment.max(workspace))
+        })
+        .await?;
+    let availability = if !config.enabled || deployment.is_some_and(|(on, _)| !on) {
+        Availability::OffForDeployment
+    } else if workspace.is_some_and(|(on, _)| !on) {
+        Availability::OffForWorkspace
+    } else {
+        Availability::Ready
+    };
+    Ok((availability, deployment.map(|d| d.1).max(workspace.map(|w| w.1))))
 }
 
+/// Refuses unless the assistant may be used; returns when a switch last changed.
 pub(crate) async fn require_ready(
     conn: &mut AsyncPgConnection,
     config: &AssistantConfig,
     access: &WorkspaceAccess,
-) -> Result<(), AssistantError> {
-    match availability(conn, config, access).await? {
-        Availability::Ready => Ok(()),
-        other => Err(AssistantError::Unavailable(other)),
+) -> Result<Option<OffsetDateTime>, AssistantError> {
+    match switches(conn, config, access).await? {
+        (Availability::Ready, switched_at) => Ok(switched_at),
+        (other, _) => Err(AssistantError::Unavailable(other)),
     }
 }
 

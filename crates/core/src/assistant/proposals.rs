@@ -416,7 +416,7 @@ pub async fn confirm(
 ) -> Result<Proposal, AssistantError> {
     let proposal = find(conn, access, id).await?;
     let checked = async {
-        super::require_ready(conn, config, access).await?;
+        let switched_at = super::require_ready(conn, config, access).await?;
         if proposal.status != Status::Pending {
             return Err(AssistantError::ProposalDecided);
         }
@@ -425,7 +425,7 @@ pub async fn confirm(
         }
         // Made before a switch last changed (or during the change): what the switch
         // cancelled, or a turn that overlapped it, is never carried out.
-        if super::switched_at(conn, access).await?.is_some_and(|at| proposal.created_at <= at) {
+        if switched_at.is_some_and(|at| proposal.created_at <= at) {
             return Err(AssistantError::ProposalDecided);
         }
         if proposal.sensitive && !stepped_up {

@@ -211,31 +211,10 @@ impl Spotlight {
     }
 }
 
-/// Characters that show nothing yet change what text says or how it is read: zero-width
-/// spaces, direction controls, the byte-order mark, Hangul fillers, tag characters (they
-/// can carry hidden ASCII) and the private-use area. The zero-width joiner and non-joiner
-/// are kept: scripts and emoji need them.
+/// What `crate::text` calls invisible, and the private-use area (no meaning a reader sees,
+/// any a model may have learnt).
 pub(crate) fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{180E}'
-            | '\u{200B}'
-            | '\u{200E}'
-            | '\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{E000}'..='\u{F8FF}'
-            | '\u{E0000}'..='\u{E007F}'
-    )
+    crate::text::is_invisible(c) || ('\u{E000}'..='\u{F8FF}').contains(&c)
 }
 
 #[cfg(test)]
