@@ -154,6 +154,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/integrations/callback", get(integrations_callback::callback))
         .merge(pages)
         .fallback_service(static_files)
+        .layer(axum::middleware::from_fn(middleware::own_reactive_owner))
         .layer(axum::middleware::from_fn_with_state(state.clone(), server_fns::edge))
         .layer(sessions)
         .layer(axum::middleware::map_response(middleware::secure_session_removal))

@@ -21,21 +21,30 @@ pub async fn session() -> Result<Session, AppError> {
 }
 
 /// Per-request memo of the signed-in user: a page render calls several server functions
-/// (navigation, page data), and each needs the user; load it once per request.
+/// (navigation, page data), and each needs the user; load it once per request. The memo
+/// names the session it was loaded for and answers only for that session, so that even a
+/// memo reached from the wrong request (see `own_reactive_owner` in the server crate)
+/// cannot hand out another person.
 #[derive(Clone, Default)]
 pub struct RequestCache {
-    user: Arc<Mutex<Option<Option<User>>>>,
+    user: Arc<Mutex<Option<KnownUser>>>,
     /// Held while the user is loaded: the resources of a page start concurrently, and
     /// without it each would miss the memo and load the user itself.
     loading: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// Who is signed in (or nobody) in the session with this id.
+type KnownUser = (Option<tower_sessions::session::Id>, Option<User>);
+
 impl RequestCache {
-    fn get(&self) -> Option<Option<User>> {
-        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn get(&self, session: &Session) -> Option<Option<User>> {
+        match self.user.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some((id, user)) if *id == session.id() => Some(user.clone()),
+            _ => None,
+        }
     }
-    fn set(&self, user: Option<Option<User>>) {
-        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = user;
+    fn set(&self, known: Option<(&Session, Option<User>)>) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = known.map(|(session, user)| (session.id(), user));
     }
 }
 
@@ -52,15 +61,15 @@ pub async fn current_user(state: &AppState, session: &Session) -> Result<Option<
     let Some(cache) = use_context::<RequestCache>() else {
         return load_current_user(state, session).await;
     };
-    if let Some(known) = cache.get() {
+    if let Some(known) = cache.get(session) {
         return Ok(known);
     }
     let _loading = cache.loading.lock().await;
-    if let Some(known) = cache.get() {
+    if let Some(known) = cache.get(session) {
         return Ok(known);
     }
     let user = load_current_user(state, session).await?;
-    cache.set(Some(user.clone()));
+    cache.set(Some((session, user.clone())));
     Ok(user)
 }
 

@@ -155,6 +155,22 @@ pub async fn render_to_completion(
     }
 }
 
+/// Runs a request under an empty reactive owner of its own.
+///
+/// Leptos keeps the current reactive owner in a thread-local: a page render makes its root
+/// owner current (`Owner::new_root`) and leaves it so while the render is in flight, and a
+/// server function's owner becomes a child of whatever is current. Any other request polled
+/// on that thread meanwhile would find that render's contexts, the per-request memo of the
+/// signed-in person among them, and act as someone else (tested by
+/// `a_plain_handler_never_sees_the_person_of_a_page_rendered_meanwhile`). Under this owner,
+/// `use_context` finds only what the request itself provided.
+pub async fn own_reactive_owner(req: Request<Body>, next: Next) -> Response {
+    use leptos::reactive::computed::ScopedFuture;
+    use leptos::reactive::owner::Owner;
+    let owner = Owner::new_root(None);
+    owner.with(|| ScopedFuture::new_untracked(next.run(req))).await
+}
+
 /// tower-sessions removes the session cookie with only its name and path, and browsers
 /// ignore a `__Host-` cookie without `Secure`: the emptied cookie must carry the same
 /// attributes as the one it replaces, or the browser keeps the old one.

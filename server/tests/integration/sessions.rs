@@ -339,3 +339,61 @@ async fn the_cleanup_task_removes_expired_sessions_and_erases_finished_mail_bodi
     }
     task.abort();
 }
+
+/// A handler outside the app's pages (the audit export, the OAuth callback) reads who is
+/// signed in from its own request, even while another person's page is being rendered on
+/// the same thread: the renderer's reactive owner lingers in a thread-local, and its
+/// per-request memo of the signed-in user must never answer for another request. (One
+/// thread: `#[tokio::test]` runs the server and every request on the test's own.)
+#[tokio::test]
+async fn a_plain_handler_never_sees_the_person_of_a_page_rendered_meanwhile() {
+    use diesel::sql_types::BigInt;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use fluxi_core::schema::workspaces;
+    #[derive(QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let rendered = app.workspace(&mut owner, "Rendered").await;
+    let exported = app.workspace(&mut owner, "Exported").await;
+    let mut outsider = app.person("Outsider").await;
+    let export_path = format!("/w/{exported}/audit/export.jsonl");
+    assert_eq!(outsider.client.get(&export_path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(owner.client.get(&export_path).await.status, StatusCode::OK);
+
+    // The owner's page of one workspace has loaded who they are, then waits for its notes.
+    let schema: String = {
+        let mut conn = app.db.conn().await;
+        workspaces::table
+            .filter(workspaces::slug.eq(&rendered))
+            .select(workspaces::schema_name)
+            .first(&mut conn)
+            .await
+            .unwrap()
+    };
+    let mut admin = diesel_async::AsyncPgConnection::establish(&app.db.admin_url).await.unwrap();
+    admin.batch_execute(&format!("BEGIN; LOCK TABLE {schema}.notes IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+    let page = {
+        let (mut client, rendered) = (owner.client, rendered.clone());
+        tokio::spawn(async move { client.get(&format!("/w/{rendered}")).await.status })
+    };
+    let waiting =
+        format!("SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND relation = '{schema}.notes'::regclass");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while diesel::sql_query(&waiting).get_result::<Waiting>(&mut admin).await.unwrap().n == 0 {
+        assert!(!page.is_finished(), "the page did not wait for its notes");
+        assert!(std::time::Instant::now() < deadline, "the page never reached its notes");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Meanwhile the outsider asks for the export of the owner's other workspace.
+    let export = outsider.client.get(&export_path).await;
+    let home = outsider.client.call("workspace_home", &[("slug", &exported)]).await;
+    assert!(!page.is_finished(), "the page was still being rendered");
+    admin.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(page.await.unwrap(), StatusCode::OK);
+    assert_eq!(export.status, StatusCode::NOT_FOUND, "the outsider was served as the owner");
+    assert_eq!(home.status, StatusCode::NOT_FOUND, "a server function too");
+}
