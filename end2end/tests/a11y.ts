@@ -124,6 +124,8 @@ export class A11yWatch {
   private readonly captures = new Set<Promise<void>>();
   private analysis: Promise<void> = Promise.resolve();
   private analysed = 0;
+  /** Set once the analyses are over: later reports are not analysed. */
+  private finished = false;
   private visited = 0;
   private analysisPage: Page | undefined;
   private current: Snapshot | undefined;
@@ -237,6 +239,7 @@ export class A11yWatch {
 
   /** Queues the analysis of a state, unless an identical one was analysed already. */
   private analyse(snapshot: Snapshot): void {
+    if (this.finished) return;
     // Fluxi's own pages only: an OAuth provider's sign-in and consent pages are theirs.
     if (new URL(snapshot.url).origin !== APP_ORIGIN) return;
     // Script contents (embedded resource data), the response's nonce (Leptos writes it
@@ -352,8 +355,15 @@ export class A11yWatch {
         if (state) this.fromPage(page, state[0], state[1]);
       }
     }
-    while (this.captures.size > 0) await Promise.all([...this.captures]);
-    await this.analysis;
+    // A page may still report a state meanwhile (its quiet timer, a `beforeunload`), which
+    // queues one more analysis: wait until nothing is left, then take no more.
+    for (;;) {
+      while (this.captures.size > 0) await Promise.all([...this.captures]);
+      const queued = this.analysis;
+      await queued;
+      if (queued === this.analysis && this.captures.size === 0) break;
+    }
+    this.finished = true;
     await this.analysisContext.close();
     testInfo.annotations.push({ type: 'axe', description: `${this.analysed} page states analysed` });
     // A safeguard for this machinery itself: pages were shown, so something must have been analysed.
