@@ -22,9 +22,10 @@ pub async fn session() -> Result<Session, AppError> {
 
 /// Per-request memo of the signed-in user: a page render calls several server functions
 /// (navigation, page data), and each needs the user; load it once per request. The memo
-/// names the session it was loaded for and answers only for that session, so that even a
-/// memo reached from the wrong request (see `own_reactive_owner` in the server crate)
-/// cannot hand out another person.
+/// names the session it was loaded for and answers only for that session (never for a
+/// request without a session id: a cookieless visitor, or one just signed in or out), so
+/// that even a memo reached from the wrong request (see `own_reactive_owner` in the
+/// server crate) cannot hand out another person.
 #[derive(Clone, Default)]
 pub struct RequestCache {
     user: Arc<Mutex<Option<KnownUser>>>,
@@ -34,17 +35,18 @@ pub struct RequestCache {
 }
 
 /// Who is signed in (or nobody) in the session with this id.
-type KnownUser = (Option<tower_sessions::session::Id>, Option<User>);
+type KnownUser = (tower_sessions::session::Id, Option<User>);
 
 impl RequestCache {
     fn get(&self, session: &Session) -> Option<Option<User>> {
+        let id = session.id()?;
         match self.user.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some((id, user)) if *id == session.id() => Some(user.clone()),
+            Some((known, user)) if *known == id => Some(user.clone()),
             _ => None,
         }
     }
-    fn set(&self, known: Option<(&Session, Option<User>)>) {
-        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = known.map(|(session, user)| (session.id(), user));
+    fn set(&self, known: Option<KnownUser>) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = known;
     }
 }
 
@@ -68,8 +70,13 @@ pub async fn current_user(state: &AppState, session: &Session) -> Result<Option<
     if let Some(known) = cache.get(session) {
         return Ok(known);
     }
+    let loaded_for = session.id();
     let user = load_current_user(state, session).await?;
-    cache.set(Some((session, user.clone())));
+    // Kept only if the session is still the one it was loaded for (a sign-in or
+    // sign-out meanwhile changes or drops the id).
+    if let Some(id) = loaded_for.filter(|id| session.id() == Some(*id)) {
+        cache.set(Some((id, user.clone())));
+    }
     Ok(user)
 }
 

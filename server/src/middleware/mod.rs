@@ -343,4 +343,39 @@ mod tests {
         wait_until("the handler was cancelled", || probe.handler_cancelled.load(Ordering::SeqCst)).await;
         assert!(!probe.handler_finished.load(Ordering::SeqCst));
     }
+
+    /// A context provided by some other request's owner, left current on this thread.
+    #[derive(Clone)]
+    struct Foreign;
+
+    /// Whether a handler run in its own task (as pages and server functions are, by
+    /// `render_to_completion`) can see a foreign owner left current on the thread, with
+    /// and without `own_reactive_owner` inside the task.
+    async fn sees_foreign_context(isolated: bool) -> bool {
+        use leptos::prelude::{provide_context, use_context};
+        use leptos::reactive::owner::Owner;
+        use tower::ServiceExt;
+        let renders = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut router = Router::new().route("/", get(|| async { use_context::<Foreign>().is_some().to_string() }));
+        if isolated {
+            router = router.route_layer(from_fn(super::own_reactive_owner));
+        }
+        let router = router.route_layer(from_fn(move |req, next: Next| {
+            render_to_completion(renders.clone(), Duration::from_secs(10), req, next)
+        }));
+        // What a page render leaves behind: a root owner made current for good.
+        let foreign = Owner::new_root(None);
+        foreign.with(|| provide_context(Foreign));
+        let req = axum::http::Request::builder().uri("/").body(axum::body::Body::empty()).unwrap();
+        let res = router.oneshot(req).await.unwrap();
+        drop(foreign);
+        let body = axum::body::to_bytes(res.into_body(), 64).await.unwrap();
+        body.as_ref() == b"true"
+    }
+
+    #[tokio::test]
+    async fn a_request_under_its_own_owner_sees_no_other_requests_contexts() {
+        assert!(sees_foreign_context(false).await, "without it, the foreign owner is seen (the test can fail)");
+        assert!(!sees_foreign_context(true).await);
+    }
 }
