@@ -140,9 +140,6 @@ pub fn build_router(state: AppState) -> Router {
         .leptos_routes_with_context(&state, routes, provide_state(leptos_state.clone()), move || {
             shell(leptos_state.leptos_options.clone())
         })
-        // Inside the render's own task (see `middleware::own_reactive_owner`): server
-        // functions are routed here and make their owner a child of the current one.
-        .route_layer(axum::middleware::from_fn(middleware::own_reactive_owner))
         .route_layer(render_to_completion);
     let mut router = Router::new();
     if state.dev_mailbox {
@@ -157,6 +154,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/integrations/callback", get(integrations_callback::callback))
         .merge(pages)
         .fallback_service(static_files)
+        // (Pages and server functions get theirs inside `render_to_completion`.)
         .layer(axum::middleware::from_fn(middleware::own_reactive_owner))
         .layer(axum::middleware::from_fn_with_state(state.clone(), server_fns::edge))
         .layer(sessions)

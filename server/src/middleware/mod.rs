@@ -99,6 +99,9 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
 /// in server/tests/integration/rendering.rs, and docs/known-issues.md). Here the tree is torn down, at
 /// the end of the body, only after every `<Suspense>` has resolved.
 ///
+/// The task polls the request under a reactive owner of its own (see
+/// `own_reactive_owner`).
+///
 /// Two limits keep abandoned work bounded: at most `renders.available_permits()` run at
 /// once (more get "busy, try again", like a full database pool), and one that is still
 /// running after `limit` (several request time limits: something is stuck) is dropped and
@@ -134,7 +137,7 @@ pub async fn render_to_completion(
                 }
             }
         };
-        match tokio::time::timeout(limit, work).await {
+        match tokio::time::timeout(limit, under_own_owner(work)).await {
             Ok(res) => res,
             Err(_) => {
                 tracing::error!(
@@ -164,11 +167,18 @@ pub async fn render_to_completion(
 /// signed-in person among them, and act as someone else (tested by
 /// `a_plain_handler_never_sees_the_person_of_a_page_rendered_meanwhile`). Under this owner,
 /// `use_context` finds only what the request itself provided.
+/// Page renders and server functions get theirs inside `render_to_completion`'s task,
+/// where they are polled.
 pub async fn own_reactive_owner(req: Request<Body>, next: Next) -> Response {
+    under_own_owner(next.run(req)).await
+}
+
+/// `work`, polled under a new, empty root owner (made current at every poll).
+fn under_own_owner<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
     use leptos::reactive::computed::ScopedFuture;
     use leptos::reactive::owner::Owner;
     let owner = Owner::new_root(None);
-    owner.with(|| ScopedFuture::new_untracked(next.run(req))).await
+    owner.with(|| ScopedFuture::new_untracked(work))
 }
 
 /// tower-sessions removes the session cookie with only its name and path, and browsers
@@ -348,34 +358,45 @@ mod tests {
     #[derive(Clone)]
     struct Foreign;
 
-    /// Whether a handler run in its own task (as pages and server functions are, by
-    /// `render_to_completion`) can see a foreign owner left current on the thread, with
-    /// and without `own_reactive_owner` inside the task.
-    async fn sees_foreign_context(isolated: bool) -> bool {
-        use leptos::prelude::{provide_context, use_context};
-        use leptos::reactive::owner::Owner;
+    /// Whether a handler sees a foreign owner that another task made current on its
+    /// thread between two of its polls (as a page render in flight does).
+    async fn sees_foreign_context(router: Router<()>) -> bool {
         use tower::ServiceExt;
-        let renders = Arc::new(tokio::sync::Semaphore::new(8));
-        let mut router = Router::new().route("/", get(|| async { use_context::<Foreign>().is_some().to_string() }));
-        if isolated {
-            router = router.route_layer(from_fn(super::own_reactive_owner));
-        }
-        let router = router.route_layer(from_fn(move |req, next: Next| {
-            render_to_completion(renders.clone(), Duration::from_secs(10), req, next)
-        }));
-        // What a page render leaves behind: a root owner made current for good.
-        let foreign = Owner::new_root(None);
-        foreign.with(|| provide_context(Foreign));
         let req = axum::http::Request::builder().uri("/").body(axum::body::Body::empty()).unwrap();
         let res = router.oneshot(req).await.unwrap();
-        drop(foreign);
         let body = axum::body::to_bytes(res.into_body(), 64).await.unwrap();
         body.as_ref() == b"true"
     }
 
+    async fn looks_for_a_foreign_context() -> String {
+        use leptos::prelude::{provide_context, use_context};
+        use leptos::reactive::owner::Owner;
+        let (set, was_set) = tokio::sync::oneshot::channel();
+        let (done, until_done) = tokio::sync::oneshot::channel::<()>();
+        // `#[tokio::test]` has one thread: this task runs on the handler's.
+        tokio::spawn(async move {
+            let foreign = Owner::new_root(None);
+            foreign.with(|| provide_context(Foreign));
+            let _ = set.send(());
+            let _ = until_done.await;
+            drop(foreign);
+        });
+        was_set.await.unwrap();
+        let seen = use_context::<Foreign>().is_some();
+        let _ = done.send(());
+        seen.to_string()
+    }
+
     #[tokio::test]
     async fn a_request_under_its_own_owner_sees_no_other_requests_contexts() {
-        assert!(sees_foreign_context(false).await, "without it, the foreign owner is seen (the test can fail)");
-        assert!(!sees_foreign_context(true).await);
+        let bare = Router::new().route("/", get(looks_for_a_foreign_context));
+        assert!(sees_foreign_context(bare.clone()).await, "without an owner of its own it is seen (the test can fail)");
+        let plain = bare.clone().layer(from_fn(super::own_reactive_owner));
+        assert!(!sees_foreign_context(plain).await, "a plain route");
+        let renders = Arc::new(tokio::sync::Semaphore::new(8));
+        let page = bare.route_layer(from_fn(move |req, next: Next| {
+            render_to_completion(renders.clone(), Duration::from_secs(10), req, next)
+        }));
+        assert!(!sees_foreign_context(page).await, "a page or server function, in its own task");
     }
 }
