@@ -69,6 +69,11 @@ async fn load(conn: &mut AsyncPgConnection, chain: Uuid, actors: &[Uuid], n: i64
     diesel::sql_query("ANALYZE audit_events").execute(conn).await.unwrap();
 }
 
+/// The id of the account with this (normalized) address.
+async fn user_id(conn: &mut AsyncPgConnection, email: &str) -> Uuid {
+    users::table.filter(users::email_normalized.eq(email)).select(users::id).first(conn).await.unwrap()
+}
+
 async fn chain_of(conn: &mut AsyncPgConnection, slug: &str) -> Uuid {
     workspaces::table.filter(workspaces::slug.eq(slug)).select(workspaces::id).first(conn).await.unwrap()
 }
@@ -107,12 +112,7 @@ async fn main() {
             fluxi_core::audit::maintenance::ensure_partitions(&mut conn, now - time::Duration::days(400), now)
                 .await
                 .unwrap();
-            let owner: Uuid = users::table
-                .filter(users::email_normalized.eq(&owner_email))
-                .select(users::id)
-                .first(&mut conn)
-                .await
-                .unwrap();
+            let owner: Uuid = user_id(&mut conn, &owner_email).await;
             let audit = fluxi_core::testing::audit();
             let mut slugs = Vec::new();
             for name in ["Big Trail", "Small Trail"] {
@@ -174,18 +174,8 @@ async fn main() {
                 .first(&mut conn)
                 .await
                 .unwrap();
-            let actor: Uuid = users::table
-                .filter(users::email_normalized.eq("actor3@example.test"))
-                .select(users::id)
-                .first(&mut conn)
-                .await
-                .unwrap();
-            let owner: Uuid = users::table
-                .filter(users::email_normalized.eq(&owner_email))
-                .select(users::id)
-                .first(&mut conn)
-                .await
-                .unwrap();
+            let actor: Uuid = user_id(&mut conn, "actor3@example.test").await;
+            let owner: Uuid = user_id(&mut conn, &owner_email).await;
             let mut readers = Vec::new();
             // Readers come from the owner's access, as in the app.
             for chain in [big, small] {
@@ -240,12 +230,7 @@ async fn main() {
             // them, the role change as a person makes it (the owner's request through its
             // server function on the running server, another member, always audited).
             let member = actor;
-            let requested: Uuid = users::table
-                .filter(users::email_normalized.eq("actor4@example.test"))
-                .select(users::id)
-                .first(&mut conn)
-                .await
-                .unwrap();
+            let requested: Uuid = user_id(&mut conn, "actor4@example.test").await;
             let small_slug: String =
                 workspaces::table.find(small).select(workspaces::slug).first(&mut conn).await.unwrap();
             let server = std::env::var("BENCH_URL").ok().zip(std::env::var("BENCH_COOKIE").ok());

@@ -167,6 +167,7 @@ pub async fn render_to_completion(
 /// signed-in person among them, and act as someone else (tested by
 /// `a_plain_handler_never_sees_the_person_of_a_page_rendered_meanwhile`). Under this owner,
 /// `use_context` finds only what the request itself provided.
+///
 /// Page renders and server functions get theirs inside `render_to_completion`'s task,
 /// where they are polled.
 pub async fn own_reactive_owner(req: Request<Body>, next: Next) -> Response {
