@@ -142,7 +142,9 @@ async fn main() {
             let t = Instant::now();
             let big = chain_of(&mut conn, &slugs[0]).await;
             let small = chain_of(&mut conn, &slugs[1]).await;
-            // Their creation events would sit at seq 1; start the bulk rows after a clean slate.
+            // Their creation events would sit at seq 1; start the bulk rows after a clean slate
+            // (sealed first, so the running server's sealer cannot chain them later).
+            fluxi_core::audit::seal_all(&mut conn).await.unwrap();
             diesel::sql_query("DELETE FROM audit_events WHERE chain_id = ANY($1)")
                 .bind::<diesel::sql_types::Array<SqlUuid>, _>(vec![big, small])
                 .execute(&mut conn)
@@ -264,32 +266,30 @@ async fn main() {
                 conn.transaction::<_, diesel::result::Error, _>(|c| {
                     async move {
                         workspaces::table.find(small).select(workspaces::id).for_update().first::<Uuid>(c).await?;
-                        diesel::update(
+                        let update = diesel::update(
                             memberships::table
                                 .filter(memberships::workspace_id.eq(small))
                                 .filter(memberships::user_id.eq(member)),
                         )
-                        .set(memberships::role.eq(role))
-                        .execute(c)
-                        .await?;
-                        if with_event {
-                            let detail = Detail::RoleChange {
-                                from: fluxi_core::workspaces::Role::Member,
-                                to: fluxi_core::workspaces::Role::Viewer,
-                            };
-                            audit
-                                .record(
-                                    c,
-                                    Event::workspace(
-                                        small,
-                                        Action::RoleChanged,
-                                        Target::Member(member),
-                                        Outcome::Succeeded,
-                                        detail,
-                                    ),
-                                )
-                                .await?;
+                        .set(memberships::role.eq(role));
+                        if !with_event {
+                            update.execute(c).await?;
+                            return Ok(());
                         }
+                        // As `workspaces::change_role` records it: behind the update.
+                        let detail = Detail::RoleChange {
+                            from: fluxi_core::workspaces::Role::Member,
+                            to: fluxi_core::workspaces::Role::Viewer,
+                        };
+                        let event = Event::workspace(
+                            small,
+                            Action::RoleChanged,
+                            Target::Member(member),
+                            Outcome::Succeeded,
+                            detail,
+                        );
+                        let c: &AsyncPgConnection = c;
+                        audit.record_behind(c, update.execute(&mut &*c), event).await?;
                         Ok(())
                     }
                     .scope_boxed()
@@ -363,6 +363,9 @@ async fn main() {
                     report.chains,
                     t.elapsed().as_secs_f64() * 1e3
                 );
+                if let Some(problem) = &report.refused {
+                    println!("  refused: {problem}");
+                }
             }
         }
         other => panic!("unknown mode {other:?}: load, measure or prune"),

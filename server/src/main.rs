@@ -169,6 +169,7 @@ async fn serve() -> anyhow::Result<()> {
         checkpoint_file: config.audit_checkpoint_file.clone(),
     };
     server::jobs::audit::spawn(upkeep, config.audit_checkpoint_every);
+    server::jobs::audit::spawn_sealer(pool.clone(), std::time::Duration::from_secs(1));
     server::jobs::integration_revocations::spawn(
         pool.clone(),
         state.clock.clone(),

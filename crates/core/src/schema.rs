@@ -84,6 +84,29 @@ diesel::table! {
 }
 
 diesel::table! {
+    audit_inbox (chain_id, id) {
+        id -> Int8,
+        chain_id -> Uuid,
+        occurred_at -> Timestamptz,
+        workspace_id -> Nullable<Uuid>,
+        account_id -> Nullable<Uuid>,
+        actor_kind -> Text,
+        actor_id -> Nullable<Uuid>,
+        actor_email_pn -> Nullable<Bytea>,
+        action -> Text,
+        action_group -> Text,
+        target_kind -> Text,
+        target_id -> Nullable<Uuid>,
+        outcome -> Text,
+        request_id -> Nullable<Uuid>,
+        network_pn -> Nullable<Bytea>,
+        agent_pn -> Nullable<Bytea>,
+        pseudonym_epoch -> Nullable<Int4>,
+        detail -> Jsonb,
+    }
+}
+
+diesel::table! {
     familiar_devices (user_id, device_hash) {
         user_id -> Uuid,
         device_hash -> Bytea,
@@ -315,6 +338,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_checkpoint_heads,
     audit_checkpoints,
     audit_events,
+    audit_inbox,
     familiar_devices,
     familiar_networks,
     integration_authorizations,

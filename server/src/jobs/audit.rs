@@ -1,4 +1,5 @@
-//! Keeping the audit trail: partitions made ahead, signed checkpoints, pruning.
+//! Keeping the audit trail: recorded events sealed into their chains, partitions made
+//! ahead, signed checkpoints, pruning.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,30 @@ pub fn spawn(upkeep: AuditUpkeep, every: Duration) -> tokio::task::JoinHandle<()
         loop {
             tick.tick().await;
             upkeep.round().await;
+        }
+    })
+}
+
+/// Seals recorded events into their chains every `every`, round after round while the
+/// inbox has more than one round's worth. Several instances share the work (each round
+/// skips rows another holds).
+pub fn spawn_sealer(pool: Pool, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(mut conn) = pool.get().await else { continue };
+            loop {
+                match fluxi_core::audit::seal_round(&mut conn).await {
+                    Ok(n) if n >= fluxi_core::audit::SEAL_ROUND_LIMIT => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "sealing audit events failed; they stay in the inbox until the next round");
+                        break;
+                    }
+                }
+            }
         }
     })
 }

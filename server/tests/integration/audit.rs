@@ -263,10 +263,11 @@ async fn a_rolled_back_action_leaves_no_event() {
     assert_eq!(recorded(&app, Action::RoleChanged).await.len(), 1);
 }
 
-/// Concurrent writers to one chain queue on its head: one unbroken chain, no fork.
+/// Concurrent writers to one chain, sealed meanwhile by concurrent background rounds and
+/// readers' seals: one unbroken chain, no fork, no event lost or sealed twice.
 #[tokio::test]
 async fn concurrent_writers_produce_one_unbroken_chain() {
-    let app = TestApp::spawn_with(common::Options { pool_size: 12, ..Default::default() }).await;
+    let app = TestApp::spawn_with(common::Options { pool_size: 16, ..Default::default() }).await;
     let mut owner = app.person("Owner").await;
     let slug = app.workspace(&mut owner, "Busy").await;
     let ws = workspace_id(&app, &slug).await;
@@ -281,10 +282,26 @@ async fn concurrent_writers_produce_one_unbroken_chain() {
             })
         })
         .collect();
-    for w in writers {
-        w.await.unwrap();
+    let sealers: Vec<_> = (0..6)
+        .map(|i| {
+            let pool = app.db.pool.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.get().await.unwrap();
+                for _ in 0..10 {
+                    if i % 2 == 0 {
+                        fluxi_core::audit::seal_round(&mut conn).await.unwrap();
+                    } else {
+                        fluxi_core::audit::seal_chain(&mut conn, ws).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(sealers) {
+        task.await.unwrap();
     }
     let mut conn = app.db.conn().await;
+    fluxi_core::audit::seal_all(&mut conn).await.unwrap();
     let seqs: Vec<i64> = audit_events::table
         .filter(audit_events::chain_id.eq(ws))
         .order(audit_events::seq)
@@ -295,6 +312,44 @@ async fn concurrent_writers_produce_one_unbroken_chain() {
     assert_eq!(seqs, (1..=61).collect::<Vec<_>>(), "creation plus 60, each position once");
     let report = verify_chain(&mut conn, &app.state.audit_signer, ws).await.unwrap();
     assert_eq!((report.problem, report.events), (None, 61));
+}
+
+/// Events wait in the inbox until sealed: the server's background sealer chains them
+/// without any reader, and an event whose month has no partition yet (a clock months
+/// ahead) gets one made rather than blocking its chain.
+#[tokio::test]
+async fn the_background_sealer_chains_recorded_events_without_a_reader() {
+    use fluxi_core::schema::audit_inbox;
+    let app = TestApp::spawn().await;
+    let mut owner = app.person("Owner").await;
+    let slug = app.workspace(&mut owner, "Sealed").await;
+    let ws = workspace_id(&app, &slug).await;
+    let pending = || async {
+        let mut conn = app.db.conn().await;
+        audit_inbox::table.filter(audit_inbox::chain_id.eq(ws)).count().get_result::<i64>(&mut conn).await.unwrap()
+    };
+    let chained = || async {
+        let mut conn = app.db.conn().await;
+        audit_events::table.filter(audit_events::chain_id.eq(ws)).count().get_result::<i64>(&mut conn).await.unwrap()
+    };
+    assert_eq!((pending().await, chained().await), (1, 0), "the creation waits in the inbox");
+
+    app.clock.advance(Duration::days(150));
+    let later = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::AuditMaintenance, &app.clock);
+    let event = Event::workspace(ws, Action::AuditViewed, Target::AuditLog, Outcome::Succeeded, Detail::None);
+    later.record(&mut *app.db.conn().await, event).await.unwrap();
+    assert_eq!(pending().await, 2);
+
+    let sealer = server::jobs::audit::spawn_sealer(app.db.pool.clone(), std::time::Duration::from_millis(20));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pending().await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the sealer did not empty the inbox");
+        tokio::task::yield_now().await;
+    }
+    sealer.abort();
+    assert_eq!(chained().await, 2);
+    let report = verify_chain(&mut *app.db.conn().await, &app.state.audit_signer, ws).await.unwrap();
+    assert_eq!((report.problem, report.events), (None, 2));
 }
 
 /// Whoever controls the database could edit, delete, insert or reorder rows, or recompute
@@ -458,7 +513,7 @@ async fn the_trail_holds_no_clear_text_identifiers_or_secrets() {
     upkeep.checkpoint().await.unwrap();
     let mut dump = std::fs::read_to_string(&file).unwrap();
     let mut conn = app.db.conn().await;
-    for table in ["audit_events", "audit_chains", "audit_anchors", "audit_checkpoints"] {
+    for table in ["audit_inbox", "audit_events", "audit_chains", "audit_anchors", "audit_checkpoints"] {
         #[derive(QueryableByName)]
         struct Text {
             #[diesel(sql_type = diesel::sql_types::Text)]

@@ -475,6 +475,8 @@ pub async fn recorded(app: &TestApp, action: fluxi_core::audit::Action) -> Vec<f
     use diesel::SelectableHelper;
     use fluxi_core::audit::query::{audit_events, StoredEvent};
     let mut conn = app.db.conn().await;
+    // What a reader of the trail sees: every committed event, chained.
+    fluxi_core::audit::seal_all(&mut conn).await.unwrap();
     audit_events::table
         .filter(audit_events::action.eq(action.name()))
         .order((audit_events::chain_id, audit_events::seq))

@@ -402,7 +402,9 @@ async fn no_secret_or_recovery_code_is_stored_or_shown_in_clear() {
         dump: String,
     }
     let mut dump = String::new();
-    for table in ["mfa_totp", "mfa_recovery_codes", "sessions", "audit_events", "users", "sign_in_failures"] {
+    for table in
+        ["mfa_totp", "mfa_recovery_codes", "sessions", "audit_inbox", "audit_events", "users", "sign_in_failures"]
+    {
         let d: Dump =
             diesel::sql_query(format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') AS dump FROM {table} t"))
                 .get_result(&mut conn)

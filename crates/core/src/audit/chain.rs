@@ -2,7 +2,7 @@
 //!
 //! `hash = SHA-256(previous hash ‖ seq ‖ time ‖ rest)`: seq and time as 8-byte big-endian
 //! integers (time in microseconds since the Unix epoch, PostgreSQL's precision), `rest` the
-//! encoding below of every other stored field. The writer computes the first part in SQL
+//! encoding below of every other stored field. The sealer computes the first part in SQL
 //! (`sha256`, `int8send`), where seq and time are decided under the chain's row lock;
 //! `server audit verify` recomputes all of it here.
 

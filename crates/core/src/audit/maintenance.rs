@@ -40,6 +40,11 @@ fn partition_name(start: OffsetDateTime) -> String {
     format!("audit_events_p{:04}{:02}", start.year(), start.month() as u8)
 }
 
+/// The partition holding `at`.
+pub(super) fn partition_name_at(at: OffsetDateTime) -> String {
+    partition_name(month_start(at))
+}
+
 fn parse_partition_name(name: &str) -> Option<OffsetDateTime> {
     let digits = name.strip_prefix("audit_events_p")?;
     if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -168,6 +173,7 @@ pub async fn checkpoint(
     signer: &AuditSigner,
     now: OffsetDateTime,
 ) -> diesel::QueryResult<CheckpointRun> {
+    super::seal_all(conn).await?;
     let moved: Vec<Moved> = diesel::sql_query(
         "SELECT c.chain_id, c.last_seq, c.last_hash, h.checkpoint_id AS signed_in FROM audit_chains c \
          LEFT JOIN LATERAL (SELECT seq, checkpoint_id FROM audit_checkpoint_heads \
@@ -305,6 +311,7 @@ pub async fn prune(
     clock: &dyn Clock,
     retention: Duration,
 ) -> diesel::QueryResult<PruneReport> {
+    super::seal_all(conn).await?;
     conn.transaction::<_, diesel::result::Error, _>(|c| {
         async move {
             #[derive(QueryableByName)]

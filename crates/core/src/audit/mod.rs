@@ -5,8 +5,9 @@
 //! - [`Detail`]: the only extra data an event carries. It holds enums, numbers and ids,
 //!   never text, so a password, token, code, secret or clear personal identifier cannot be
 //!   put into it.
-//! - [`Audit::record`]: appends one event to its chain in one statement, on the caller's
-//!   connection, so it commits or rolls back with the caller's transaction.
+//! - [`Audit::record`]: records one event in one statement, on the caller's connection, so
+//!   it commits or rolls back with the caller's transaction; `seal` then moves it from the
+//!   inbox into its chain.
 //! - `chain`: the canonical encoding and hash; `verify`: the checks of `server audit verify`.
 //! - `query`: the viewer's filters and keyset pages; `maintenance`: partitions, checkpoints, pruning.
 
@@ -14,6 +15,7 @@ mod chain;
 pub mod export;
 pub mod maintenance;
 pub mod query;
+mod seal;
 mod signing;
 pub mod verify;
 mod writer;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use chain::{canonical_rest, event_hash, ChainFields, GENESIS_HASH};
+pub use seal::{seal_all, seal_chain, seal_round, SEAL_ROUND_LIMIT};
 pub use signing::{AuditSigner, BadSigningKey};
 pub use writer::{Audit, Origin, RepeatFilter, ACCOUNT_CHAIN};
 

@@ -109,6 +109,7 @@ pub async fn verify_chain_with(
     chain: Uuid,
     shipped: &[Checkpoint],
 ) -> QueryResult<ChainReport> {
+    super::seal_chain(conn, chain).await?;
     let mut report = ChainReport { chain, events: 0, last_seq: 0, problem: None, verified_through: None };
     let anchor: Option<AnchorRow> =
         diesel::sql_query("SELECT seq, hash, pruned_before, signature FROM audit_anchors WHERE chain_id = $1")
@@ -243,6 +244,7 @@ pub async fn verify(
     let chains: Vec<Uuid> = match only {
         Some(chain) => vec![chain],
         None => {
+            super::seal_all(conn).await?;
             #[derive(QueryableByName)]
             struct C {
                 #[diesel(sql_type = diesel::sql_types::Uuid)]

@@ -1,7 +1,7 @@
 //! The one writer of audit events.
 
-use diesel::sql_types::{Bytea, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel::ExpressionMethods;
+use diesel_async::{AsyncConnectionCore, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{Actor, Event, AGENT_PURPOSE, EMAIL_PURPOSE, NETWORK_PURPOSE};
@@ -85,93 +85,6 @@ impl Default for RepeatFilter {
     }
 }
 
-/// The append, as one prepared statement: each value bound once, in order, in `p`.
-/// (`diesel::sql_query` is never cached; planning this statement over the partitioned
-/// table on every event cost more than the insert itself.)
-struct Append<'q> {
-    chain: Uuid,
-    at: time::OffsetDateTime,
-    rest: &'q [u8],
-    workspace: Option<Uuid>,
-    account: Option<Uuid>,
-    actor_kind: &'q str,
-    actor_id: Option<Uuid>,
-    email_pn: Option<&'q [u8]>,
-    action: &'q str,
-    group: &'q str,
-    target_kind: &'q str,
-    target_id: Option<Uuid>,
-    outcome: &'q str,
-    request_id: Option<Uuid>,
-    network_pn: Option<&'q [u8]>,
-    agent_pn: Option<&'q [u8]>,
-    epoch: Option<i32>,
-    detail: &'q serde_json::Value,
-}
-
-impl diesel::query_builder::QueryId for Append<'_> {
-    type QueryId = Append<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Append<'_> {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> diesel::QueryResult<()> {
-        out.push_sql("WITH p AS (SELECT ");
-        out.push_bind_param::<SqlUuid, _>(&self.chain)?;
-        out.push_sql("::uuid AS chain, ");
-        out.push_bind_param::<Timestamptz, _>(&self.at)?;
-        out.push_sql("::timestamptz AS at, ");
-        out.push_bind_param::<Bytea, _>(&self.rest)?;
-        out.push_sql(
-            "::bytea AS rest), \
-             head AS (SELECT c.last_seq + 1 AS seq, greatest(p.at, c.last_at) AS at, c.last_hash AS prev \
-                      FROM audit_chains c, p WHERE c.chain_id = p.chain FOR UPDATE OF c), \
-             ev AS (SELECT head.seq, head.at, sha256(head.prev || int8send(head.seq) \
-                      || int8send((extract(epoch FROM head.at) * 1000000)::bigint) || p.rest) AS hash FROM head, p), \
-             moved AS (UPDATE audit_chains c SET last_seq = ev.seq, last_hash = ev.hash, last_at = ev.at \
-                      FROM ev, p WHERE c.chain_id = p.chain) \
-             INSERT INTO audit_events (chain_id, seq, occurred_at, workspace_id, account_id, actor_kind, actor_id, \
-                 actor_email_pn, action, action_group, target_kind, target_id, outcome, request_id, network_pn, \
-                 agent_pn, pseudonym_epoch, detail, hash) \
-             SELECT p.chain, ev.seq, ev.at, ",
-        );
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.workspace)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.account)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.actor_kind)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.actor_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Bytea>, _>(&self.email_pn)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.action)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.group)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.target_kind)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.target_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.outcome)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.request_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Bytea>, _>(&self.network_pn)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Bytea>, _>(&self.agent_pn)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Integer>, _>(&self.epoch)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Jsonb, _>(self.detail)?;
-        out.push_sql(", ev.hash FROM ev, p");
-        Ok(())
-    }
-}
-
 impl<'a> Audit<'a> {
     /// The same context with another actor (a sign-in learns who it is only at the end).
     /// A background job acting on its own: no request, no pseudonyms.
@@ -202,11 +115,31 @@ impl<'a> Audit<'a> {
         self.record(conn, event).await
     }
 
-    /// Appends `event` to its chain, in one statement on `conn`: inside the caller's
-    /// transaction it commits or rolls back with the action. The chain's row stays locked
-    /// until then, so callers record last, after their own locks (lock order: workspace
-    /// row, memberships, then the chain).
-    pub async fn record(&self, conn: &mut AsyncPgConnection, event: Event) -> diesel::QueryResult<()> {
+    /// Runs `last`, the action's last statement (on a shared borrow of `conn`), and records
+    /// `event` behind it in the same round trip: PostgreSQL runs them in that order, in the
+    /// caller's transaction, and an audited action costs no extra wait for its event.
+    pub async fn record_behind<T>(
+        &self,
+        conn: &AsyncPgConnection,
+        last: impl std::future::Future<Output = diesel::QueryResult<T>>,
+        event: Event,
+    ) -> diesel::QueryResult<T> {
+        let mut shared = conn;
+        let (value, ()) = futures_util::try_join!(last, self.record(&mut shared, event))?;
+        Ok(value)
+    }
+
+    /// Records `event` in one statement on `conn`: inside the caller's transaction it
+    /// commits or rolls back with the action. The event goes to the inbox, not yet to its
+    /// chain: no chain lock is taken, so audited actions of one workspace (or every
+    /// sign-in, on the account chain) never queue behind each other; [`super::seal`] chains
+    /// it after the commit, and before any read of its chain. On a shared connection
+    /// (`&AsyncPgConnection`) it can be pipelined behind the action's last statement.
+    pub async fn record<C>(&self, conn: &mut C, event: Event) -> diesel::QueryResult<()>
+    where
+        C: AsyncConnectionCore<Backend = diesel::pg::Pg> + Send,
+    {
+        use crate::schema::audit_inbox::dsl as inbox;
         let (actor_id, email) = match self.actor {
             Actor::User { id, email_normalized } => (Some(id), Some(email_normalized)),
             Actor::Anonymous { email_normalized } => (None, email_normalized),
@@ -220,56 +153,29 @@ impl<'a> Audit<'a> {
         let epoch = keys.filter(|_| email_pn.is_some() || network_pn.is_some() || agent_pn.is_some()).map(|k| k.0);
         let detail =
             serde_json::to_value(&event.detail).map_err(|e| diesel::result::Error::SerializationError(e.into()))?;
-        let fields = super::ChainFields {
-            chain_id: event.chain,
-            workspace_id: event.workspace,
-            account_id: event.account,
-            actor_kind: self.actor.kind(),
-            actor_id,
-            actor_email_pn: email_pn.as_deref(),
-            action: event.action.name(),
-            target_kind: event.target.kind(),
-            target_id: event.target.id(),
-            outcome: event.outcome.name(),
-            request_id: self.origin.request_id,
-            network_pn: network_pn.as_deref(),
-            agent_pn: agent_pn.as_deref(),
-            pseudonym_epoch: epoch,
-            detail: &detail,
-        };
-        let rest = super::canonical_rest(&fields);
-        for _ in 0..2 {
-            let append = Append {
-                chain: event.chain,
-                at: self.clock.now(),
-                rest: &rest,
-                workspace: event.workspace,
-                account: event.account,
-                actor_kind: fields.actor_kind,
-                actor_id,
-                email_pn: email_pn.as_deref(),
-                action: fields.action,
-                group: event.action.group().name(),
-                target_kind: fields.target_kind,
-                target_id: fields.target_id,
-                outcome: fields.outcome,
-                request_id: self.origin.request_id,
-                network_pn: network_pn.as_deref(),
-                agent_pn: agent_pn.as_deref(),
-                epoch,
-                detail: &detail,
-            };
-            let appended = append.execute(conn).await?;
-            if appended == 1 {
-                return Ok(());
-            }
-            // A chain's first event: make its head, then append.
-            diesel::sql_query("INSERT INTO audit_chains (chain_id) VALUES ($1) ON CONFLICT DO NOTHING")
-                .bind::<SqlUuid, _>(event.chain)
-                .execute(conn)
-                .await?;
-        }
-        Err(diesel::result::Error::NotFound)
+        diesel::insert_into(inbox::audit_inbox)
+            .values((
+                inbox::chain_id.eq(event.chain),
+                inbox::occurred_at.eq(self.clock.now()),
+                inbox::workspace_id.eq(event.workspace),
+                inbox::account_id.eq(event.account),
+                inbox::actor_kind.eq(self.actor.kind()),
+                inbox::actor_id.eq(actor_id),
+                inbox::actor_email_pn.eq(email_pn),
+                inbox::action.eq(event.action.name()),
+                inbox::action_group.eq(event.action.group().name()),
+                inbox::target_kind.eq(event.target.kind()),
+                inbox::target_id.eq(event.target.id()),
+                inbox::outcome.eq(event.outcome.name()),
+                inbox::request_id.eq(self.origin.request_id),
+                inbox::network_pn.eq(network_pn),
+                inbox::agent_pn.eq(agent_pn),
+                inbox::pseudonym_epoch.eq(epoch),
+                inbox::detail.eq(detail),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 

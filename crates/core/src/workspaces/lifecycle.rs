@@ -175,11 +175,9 @@ pub async fn delete_workspace(
                     .bind::<diesel::sql_types::Text, _>(name)
                     .execute(c)
                     .await?;
-                // Last, so the chain heads are locked only briefly (the drop above can
-                // wait on queries of the workspace). The workspace's trail outlives it;
-                // the deletion also goes to the deleting owner's own activity, since
-                // nobody can open this workspace's log any more. Workspace chain first,
-                // then the account chain.
+                // The workspace's trail outlives it; the deletion also goes to the
+                // deleting owner's own activity, since nobody can open this workspace's
+                // log any more.
                 for event in removed {
                     audit.record(c, event).await?;
                 }

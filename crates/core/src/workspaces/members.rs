@@ -102,26 +102,23 @@ pub async fn change_role_from(
                 if (current == Role::Owner || new_role == Role::Owner) && !allowed(caller, Permission::ManageOwners) {
                     return Err(WorkspaceError::Forbidden);
                 }
-                diesel::update(
+                let update = diesel::update(
                     memberships::table
                         .filter(memberships::workspace_id.eq(access.workspace_id()))
                         .filter(memberships::user_id.eq(target)),
                 )
-                .set(memberships::role.eq(new_role.as_str()))
-                .execute(c)
-                .await?;
+                .set(memberships::role.eq(new_role.as_str()));
+                let detail = Detail::RoleChange { from: current, to: new_role };
+                let event = Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, detail);
+                audit.record_behind(c, update.execute(&mut &*c), event).await?;
                 // A role that may not hold integrations (viewer) keeps none: they could
-                // neither see nor disconnect them any more. Rows before the audit chain.
+                // neither see nor disconnect them any more.
                 let removed = if allowed(new_role, Permission::ManageOwnIntegrations) {
                     Vec::new()
                 } else {
                     let (workspace, schema) = (access.workspace_id(), access.schema());
                     crate::integrations::remove_all_in(c, workspace, schema, Some(target), audit.clock.now()).await?
                 };
-                let detail = Detail::RoleChange { from: current, to: new_role };
-                audit
-                    .record(c, Event::workspace(access.workspace_id(), action, on, Outcome::Succeeded, detail))
-                    .await?;
                 for event in removed {
                     audit.record(c, event).await?;
                 }
@@ -186,8 +183,7 @@ pub async fn remove_member_holding(
                 if n == 0 {
                     return Err(WorkspaceError::NoSuchMember);
                 }
-                // Their connections leave with them (revoked at the providers by the job);
-                // rows before the audit chain.
+                // Their connections leave with them (revoked at the providers by the job).
                 let (workspace, schema) = (access.workspace_id(), access.schema());
                 let removed =
                     crate::integrations::remove_all_in(c, workspace, schema, Some(target), audit.clock.now()).await?;
