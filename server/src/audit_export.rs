@@ -109,9 +109,11 @@ async fn start(
         }
         Err(e) => return Err(busy(&e)),
     };
-    // Stable while events arrive: the export ends at the chain's position now.
+    // Stable while events arrive: the export ends at the chain's position now (`head`
+    // seals first, so the date bounds after it see every event committed so far).
+    let head = query::head(&mut conn, &reader).await.map_err(|e| busy(&e))?;
     let mut bounds = query::seq_bounds(&mut conn, &reader, &filter).await.map_err(|e| busy(&e))?;
-    bounds.1 = bounds.1.min(query::head(&mut conn, &reader).await.map_err(|e| busy(&e))?);
+    bounds.1 = bounds.1.min(head);
     let detail = Detail::AuditExport { filter: filter.used(), format };
     let event =
         Event::workspace(access.workspace_id(), Action::AuditExported, Target::AuditLog, Outcome::Succeeded, detail);

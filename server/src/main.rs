@@ -169,7 +169,11 @@ async fn serve() -> anyhow::Result<()> {
         checkpoint_file: config.audit_checkpoint_file.clone(),
     };
     server::jobs::audit::spawn(upkeep, config.audit_checkpoint_every);
-    server::jobs::audit::spawn_sealer(pool.clone(), std::time::Duration::from_secs(1));
+    server::jobs::audit::spawn_sealer(
+        pool.clone(),
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
     server::jobs::integration_revocations::spawn(
         pool.clone(),
         state.clock.clone(),
@@ -326,12 +330,13 @@ async fn audit(args: &[String]) -> anyhow::Result<()> {
                 let name = if r.chain.is_nil() { "accounts".to_string() } else { format!("workspace {}", r.chain) };
                 match &r.problem {
                     None => println!(
-                        "{name}: intact, {} events through #{}{}",
+                        "{name}: intact, {} events through #{}{}{}",
                         r.events,
                         r.last_seq,
                         r.verified_through
                             .map(|t| format!(", matches the checkpoint signed at {t}"))
-                            .unwrap_or_default()
+                            .unwrap_or_default(),
+                        if r.pending > 0 { format!("; {} event(s) not yet sealed", r.pending) } else { String::new() }
                     ),
                     Some(problem) => {
                         broken += 1;

@@ -452,8 +452,7 @@ pub async fn use_recovery_code(
 /// Inside the caller's transaction: deletes the recovery code `code` of `user` (one
 /// statement per key version, so of N simultaneous uses exactly one succeeds) and returns
 /// how many are left. Records a wrong code; the use is the caller's to record, with
-/// [`record_recovery_code_used`], after its other row locks (the event takes the account
-/// chain's lock, which every writer takes last).
+/// [`record_recovery_code_used`], with the rest of the sign-in.
 pub async fn take_recovery_code(
     c: &mut AsyncPgConnection,
     audit: &Audit<'_>,

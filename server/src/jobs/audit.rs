@@ -89,25 +89,34 @@ pub fn spawn(upkeep: AuditUpkeep, every: Duration) -> tokio::task::JoinHandle<()
     })
 }
 
-/// Seals recorded events into their chains every `every`, round after round while the
-/// inbox has more than one round's worth. Several instances share the work (each round
-/// skips rows another holds).
-pub fn spawn_sealer(pool: Pool, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Seals recorded events into their chains every `every`. Several instances share the
+/// work (a chain another holds is skipped). A chain that fails is logged and left alone for
+/// `hold_back`, so a bad row neither floods the log nor delays the other chains.
+pub fn spawn_sealer(pool: Pool, every: Duration, hold_back: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut held: std::collections::HashMap<uuid::Uuid, tokio::time::Instant> = Default::default();
         loop {
             tick.tick().await;
-            let Ok(mut conn) = pool.get().await else { continue };
-            loop {
-                match fluxi_core::audit::seal_round(&mut conn).await {
-                    Ok(n) if n >= fluxi_core::audit::SEAL_ROUND_LIMIT => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "sealing audit events failed; they stay in the inbox until the next round");
-                        break;
+            let now = tokio::time::Instant::now();
+            held.retain(|_, until| *until > now);
+            let mut conn = match pool.get().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no database connection to seal audit events; retrying next round");
+                    continue;
+                }
+            };
+            let skip = held.keys().copied().collect();
+            match fluxi_core::audit::seal_round(&mut conn, &skip).await {
+                Ok(report) => {
+                    for (chain, error) in report.failed {
+                        tracing::error!(%chain, %error, "sealing audit events failed; they wait in the inbox");
+                        held.insert(chain, now + hold_back);
                     }
                 }
+                Err(e) => tracing::error!(error = %e, "sealing audit events failed; retrying next round"),
             }
         }
     })

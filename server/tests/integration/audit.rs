@@ -289,9 +289,9 @@ async fn concurrent_writers_produce_one_unbroken_chain() {
                 let mut conn = pool.get().await.unwrap();
                 for _ in 0..10 {
                     if i % 2 == 0 {
-                        fluxi_core::audit::seal_round(&mut conn).await.unwrap();
+                        fluxi_core::audit::seal_round(&mut conn, &Default::default()).await.unwrap();
                     } else {
-                        fluxi_core::audit::seal_chain(&mut conn, ws).await.unwrap();
+                        fluxi_core::audit::seal_chain(&mut conn, ws).await;
                     }
                 }
             })
@@ -315,41 +315,63 @@ async fn concurrent_writers_produce_one_unbroken_chain() {
 }
 
 /// Events wait in the inbox until sealed: the server's background sealer chains them
-/// without any reader, and an event whose month has no partition yet (a clock months
-/// ahead) gets one made rather than blocking its chain.
+/// without any reader. An event it cannot seal (dated in a month without a partition)
+/// holds up only its own chain: the others are sealed, checkpoints signed, the chain's
+/// own audit log still opens, and once the month exists the event is chained.
 #[tokio::test]
-async fn the_background_sealer_chains_recorded_events_without_a_reader() {
+async fn the_background_sealer_chains_events_and_one_bad_chain_holds_up_no_other() {
     use fluxi_core::schema::audit_inbox;
     let app = TestApp::spawn().await;
     let mut owner = app.person("Owner").await;
-    let slug = app.workspace(&mut owner, "Sealed").await;
-    let ws = workspace_id(&app, &slug).await;
-    let pending = || async {
-        let mut conn = app.db.conn().await;
-        audit_inbox::table.filter(audit_inbox::chain_id.eq(ws)).count().get_result::<i64>(&mut conn).await.unwrap()
+    let stuck_slug = app.workspace(&mut owner, "Stuck").await;
+    let (stuck, fine) =
+        (workspace_id(&app, &stuck_slug).await, workspace_id(&app, &app.workspace(&mut owner, "Fine").await).await);
+    let db = &app.db;
+    let pending = |chain: Uuid| async move {
+        let mut conn = db.conn().await;
+        audit_inbox::table.filter(audit_inbox::chain_id.eq(chain)).count().get_result::<i64>(&mut conn).await.unwrap()
     };
-    let chained = || async {
-        let mut conn = app.db.conn().await;
-        audit_events::table.filter(audit_events::chain_id.eq(ws)).count().get_result::<i64>(&mut conn).await.unwrap()
+    let chained = |chain: Uuid| async move {
+        let mut conn = db.conn().await;
+        audit_events::table.filter(audit_events::chain_id.eq(chain)).count().get_result::<i64>(&mut conn).await.unwrap()
     };
-    assert_eq!((pending().await, chained().await), (1, 0), "the creation waits in the inbox");
+    assert_eq!((pending(stuck).await, chained(stuck).await), (1, 0), "the creation waits in the inbox");
 
-    app.clock.advance(Duration::days(150));
-    let later = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::AuditMaintenance, &app.clock);
-    let event = Event::workspace(ws, Action::AuditViewed, Target::AuditLog, Outcome::Succeeded, Detail::None);
+    // Five months ahead: no partition yet (they are made two months ahead).
+    let ahead = fluxi_core::clock::At(app.clock.now() + Duration::days(150));
+    let later = fluxi_core::audit::Audit::system(fluxi_core::audit::SystemJob::AuditMaintenance, &ahead);
+    let event = Event::workspace(stuck, Action::AuditViewed, Target::AuditLog, Outcome::Succeeded, Detail::None);
     later.record(&mut *app.db.conn().await, event).await.unwrap();
-    assert_eq!(pending().await, 2);
+    assert_eq!(pending(stuck).await, 2);
 
-    let sealer = server::jobs::audit::spawn_sealer(app.db.pool.clone(), std::time::Duration::from_millis(20));
+    let hold_back = std::time::Duration::from_millis(50);
+    let sealer =
+        server::jobs::audit::spawn_sealer(app.db.pool.clone(), std::time::Duration::from_millis(20), hold_back);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while pending().await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the sealer did not empty the inbox");
+    while pending(fine).await > 0 || pending(ACCOUNT_CHAIN).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the sealer did not chain the other chains");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pending(stuck).await, 2, "the stuck chain keeps its events, in order");
+    let run =
+        fluxi_core::audit::maintenance::checkpoint(&mut *app.db.conn().await, &app.state.audit_signer, app.clock.now())
+            .await
+            .unwrap();
+    assert!(run.checkpoint.is_some_and(|c| c.heads().iter().any(|(chain, _, _)| *chain == fine)));
+    let page = owner.client.get(&format!("/w/{stuck_slug}/audit")).await;
+    assert_eq!(page.status, StatusCode::OK, "the stuck chain's log still opens");
+
+    let then = ahead.0;
+    fluxi_core::audit::maintenance::ensure_partitions(&mut *app.db.conn().await, then, then).await.unwrap();
+    while pending(stuck).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the sealer did not come back to the held-back chain");
         tokio::task::yield_now().await;
     }
     sealer.abort();
-    assert_eq!(chained().await, 2);
-    let report = verify_chain(&mut *app.db.conn().await, &app.state.audit_signer, ws).await.unwrap();
-    assert_eq!((report.problem, report.events), (None, 2));
+    // The creation, the event ahead, and the opening of the log above.
+    assert_eq!(chained(stuck).await, 3);
+    let report = verify_chain(&mut *app.db.conn().await, &app.state.audit_signer, stuck).await.unwrap();
+    assert_eq!((report.problem, report.events, report.pending), (None, 3, 0));
 }
 
 /// Whoever controls the database could edit, delete, insert or reorder rows, or recompute
@@ -510,15 +532,21 @@ async fn the_trail_holds_no_clear_text_identifiers_or_secrets() {
         retention: Duration::days(365),
         checkpoint_file: Some(file.clone()),
     };
+    #[derive(QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        t: String,
+    }
+    let mut conn = app.db.conn().await;
+    // The inbox before the checkpoint seals it.
+    let waiting: Vec<Text> = diesel::sql_query("SELECT t::text AS t FROM audit_inbox t").load(&mut conn).await.unwrap();
+    assert!(!waiting.is_empty(), "events wait in the inbox until sealed");
     upkeep.checkpoint().await.unwrap();
     let mut dump = std::fs::read_to_string(&file).unwrap();
-    let mut conn = app.db.conn().await;
+    for row in waiting {
+        dump.push_str(&row.t);
+    }
     for table in ["audit_inbox", "audit_events", "audit_chains", "audit_anchors", "audit_checkpoints"] {
-        #[derive(QueryableByName)]
-        struct Text {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            t: String,
-        }
         let rows: Vec<Text> =
             diesel::sql_query(format!("SELECT t::text AS t FROM {table} t")).load(&mut conn).await.unwrap();
         for row in rows {
@@ -826,8 +854,16 @@ async fn exports_stream_every_matching_event_with_a_signed_summary() {
         .unwrap();
     assert_eq!(res.headers()["content-encoding"], "br");
     assert!(res.bytes().await.is_ok(), "the compressed export ends without a reset");
+    // Dated, right after an action: the export includes the event just recorded.
+    let r =
+        owner.client.call("invite_member", &[("slug", &slug), ("email", "e5@example.test"), ("role", "viewer")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let today = app.clock.now().date().to_string();
+    let r =
+        owner.client.get(&format!("/w/{slug}/audit/export.jsonl?action=invitation.sent&from={today}&to={today}")).await;
+    assert_eq!(fluxi_core::audit::export::verify_export(r.body.as_bytes(), &signer).unwrap().count, 6);
     let exports = recorded(&app, Action::AuditExported).await;
-    assert_eq!(exports.len(), 3, "each export is an event");
+    assert_eq!(exports.len(), 4, "each export is an event");
 }
 
 /// Owners and admins read the trail; members, viewers, other workspaces' admins and

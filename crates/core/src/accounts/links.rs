@@ -241,7 +241,7 @@ pub async fn delete_expired(conn: &mut AsyncPgConnection, before: OffsetDateTime
 
 /// Records a mailed link that did nothing (`event`, refused for `problem`). Tokens we never
 /// issued are recorded once per action, client network and repeat window: anyone can send
-/// them as fast as they like, and each would otherwise take the account chain's lock.
+/// them as fast as they like, and each would otherwise be an event to keep and chain.
 pub(crate) async fn record_refusal(
     conn: &mut AsyncPgConnection,
     audit: &crate::audit::Audit<'_>,

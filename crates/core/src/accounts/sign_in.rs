@@ -430,7 +430,6 @@ impl<'a> PasswordGate<'a> {
                     if new_place && user_ref.email_verified_at.is_some() {
                         notify(c, audit, user_ref.id, Notice::NewPlace).await?;
                     }
-                    // Events last: they take the account chain's lock, after every row lock.
                     if let Some(left) = recovery_codes_left {
                         crate::mfa::record_recovery_code_used(c, audit, user_ref.id, left).await?;
                     }

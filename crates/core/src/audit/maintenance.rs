@@ -40,11 +40,6 @@ fn partition_name(start: OffsetDateTime) -> String {
     format!("audit_events_p{:04}{:02}", start.year(), start.month() as u8)
 }
 
-/// The partition holding `at`.
-pub(super) fn partition_name_at(at: OffsetDateTime) -> String {
-    partition_name(month_start(at))
-}
-
 fn parse_partition_name(name: &str) -> Option<OffsetDateTime> {
     let digits = name.strip_prefix("audit_events_p")?;
     if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -57,6 +52,15 @@ fn parse_partition_name(name: &str) -> Option<OffsetDateTime> {
 
 fn sql_time(at: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02} 00:00:00+00", at.year(), at.month() as u8, at.day())
+}
+
+/// Seals every chain's pending events before a job that reads all chains; a chain that
+/// cannot be sealed is logged and the job goes on with what is chained.
+async fn seal_first(conn: &mut AsyncPgConnection, then: &str) -> diesel::QueryResult<()> {
+    for (chain, error) in super::seal_all(conn).await?.failed {
+        tracing::error!(%chain, %error, "audit events of this chain could not be sealed; {then}");
+    }
+    Ok(())
 }
 
 /// Makes the monthly partitions from the month of `from` through `MONTHS_AHEAD` months
@@ -173,7 +177,7 @@ pub async fn checkpoint(
     signer: &AuditSigner,
     now: OffsetDateTime,
 ) -> diesel::QueryResult<CheckpointRun> {
-    super::seal_all(conn).await?;
+    seal_first(conn, "signing what is chained").await?;
     let moved: Vec<Moved> = diesel::sql_query(
         "SELECT c.chain_id, c.last_seq, c.last_hash, h.checkpoint_id AS signed_in FROM audit_chains c \
          LEFT JOIN LATERAL (SELECT seq, checkpoint_id FROM audit_checkpoint_heads \
@@ -311,7 +315,7 @@ pub async fn prune(
     clock: &dyn Clock,
     retention: Duration,
 ) -> diesel::QueryResult<PruneReport> {
-    super::seal_all(conn).await?;
+    seal_first(conn, "pruning what is chained").await?;
     conn.transaction::<_, diesel::result::Error, _>(|c| {
         async move {
             #[derive(QueryableByName)]

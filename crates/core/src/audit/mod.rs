@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use chain::{canonical_rest, event_hash, ChainFields, GENESIS_HASH};
-pub use seal::{seal_all, seal_chain, seal_round, SEAL_ROUND_LIMIT};
+pub use seal::{seal_all, seal_chain, seal_round, SealReport, SEAL_BATCH};
 pub use signing::{AuditSigner, BadSigningKey};
 pub use writer::{Audit, Origin, RepeatFilter, ACCOUNT_CHAIN};
 

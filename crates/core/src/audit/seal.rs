@@ -1,10 +1,12 @@
 //! The sealer: moves recorded events from the inbox into their hash chains.
 //!
 //! Actions record into `audit_inbox` (see [`super::Audit::record`]); sealing deletes
-//! committed inbox rows and appends each to its chain, in the order recorded, in one
-//! transaction — an event is in the inbox or in its chain, never both or neither. The
-//! server seals every second (`server/src/jobs/audit.rs`), and every read of a chain seals
-//! that chain first, so a reader sees every event committed before the read began.
+//! committed inbox rows and appends each to its chain, in id order, in one transaction —
+//! an event is in the inbox or in its chain, never both or neither. The server seals
+//! every second (`server/src/jobs/audit.rs`), and every read of a chain seals that chain
+//! first, so a reader sees every event committed before the read began. Each chain is
+//! sealed in transactions of its own: a chain that fails (say, an event dated in a month
+//! without a partition) holds up no other.
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bytea, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
@@ -39,103 +41,150 @@ struct Pending {
     detail: serde_json::Value,
 }
 
-/// Events sealed per transaction by the background round.
-pub const SEAL_ROUND_LIMIT: usize = 1_000;
+/// Events sealed per transaction.
+pub const SEAL_BATCH: usize = 1_000;
 
-/// Seals every committed event of `chain`. Waits for a concurrent sealer of the same rows
-/// rather than skipping them, so what the caller reads next includes them.
-pub async fn seal_chain(conn: &mut AsyncPgConnection, chain: Uuid) -> QueryResult<usize> {
-    let pending: bool = diesel::select(diesel::dsl::exists(audit_inbox::table.filter(audit_inbox::chain_id.eq(chain))))
-        .get_result(conn)
-        .await?;
-    if !pending {
-        return Ok(0);
-    }
-    conn.transaction(|c| {
-        async move {
-            let rows = diesel::delete(audit_inbox::table.filter(audit_inbox::chain_id.eq(chain)))
-                .returning(Pending::as_returning())
-                .get_results(c)
-                .await?;
-            append_all(c, rows).await
-        }
-        .scope_boxed()
-    })
-    .await
+/// Batches a reader seals before it reads anyway: a larger backlog (a sealer stopped for
+/// long) is the background rounds' work, not one request's.
+const READER_BATCHES: usize = 10;
+
+/// Whether to wait for a chain another sealer holds (readers, who must see its events) or
+/// to skip it (background rounds, which come back a second later).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    Wait,
+    Skip,
 }
 
-/// Seals every chain's pending events: what a reader of several chains (checkpoints,
-/// pruning) calls first.
-pub async fn seal_all(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
-    let chains: Vec<Uuid> = audit_inbox::table.select(audit_inbox::chain_id).distinct().load(conn).await?;
+/// What a round of sealing did.
+#[derive(Debug, Default)]
+pub struct SealReport {
+    pub sealed: usize,
+    /// Chains whose batch failed (rolled back; their events wait in the inbox), and why.
+    pub failed: Vec<(Uuid, String)>,
+}
+
+/// Seals the committed events of `chain` before a read of it, so the read includes every
+/// event committed before it began: waits for a concurrent sealer of the chain rather
+/// than skipping it. A failure is logged, not returned: the reader then reads what is
+/// chained. Inside an outer transaction the chain's head stays locked until that commits,
+/// so callers seal outside one.
+pub async fn seal_chain(conn: &mut AsyncPgConnection, chain: Uuid) -> usize {
+    let pending = diesel::select(diesel::dsl::exists(audit_inbox::table.filter(audit_inbox::chain_id.eq(chain))))
+        .get_result::<bool>(conn)
+        .await;
+    if !matches!(pending, Ok(true)) {
+        return 0;
+    }
     let mut sealed = 0;
-    for chain in chains {
-        sealed += seal_chain(conn, chain).await?;
+    for _ in 0..READER_BATCHES {
+        match seal_batch(conn, chain, Busy::Wait).await {
+            Ok(Some(n)) => {
+                sealed += n;
+                if n < SEAL_BATCH {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(%chain, error = %e, "sealing audit events before a read failed; reading what is chained");
+                break;
+            }
+        }
     }
-    Ok(sealed)
+    sealed
 }
 
-/// One round of the background sealer: up to [`SEAL_ROUND_LIMIT`] committed events of any
-/// chains, skipping rows another sealer holds. Returns how many it sealed.
-pub async fn seal_round(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+/// Seals every chain's pending events, waiting for chains other sealers hold: what a
+/// reader of all chains (checkpoints, pruning) calls first. A chain that fails is
+/// reported and the others are still sealed.
+pub async fn seal_all(conn: &mut AsyncPgConnection) -> QueryResult<SealReport> {
+    let chains = pending_chains(conn).await?;
+    Ok(seal_chains(conn, chains, Busy::Wait).await)
+}
+
+/// One round of the background sealer: every chain with pending events but those in
+/// `held_back` (chains that failed lately) and those another sealer holds, each in
+/// batches of its own transaction, so one chain's failure or backlog holds up no other.
+pub async fn seal_round(
+    conn: &mut AsyncPgConnection,
+    held_back: &std::collections::HashSet<Uuid>,
+) -> QueryResult<SealReport> {
+    let mut chains = pending_chains(conn).await?;
+    chains.retain(|c| !held_back.contains(c));
+    Ok(seal_chains(conn, chains, Busy::Skip).await)
+}
+
+async fn pending_chains(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Uuid>> {
+    audit_inbox::table.select(audit_inbox::chain_id).distinct().load(conn).await
+}
+
+async fn seal_chains(conn: &mut AsyncPgConnection, chains: Vec<Uuid>, busy: Busy) -> SealReport {
+    let mut report = SealReport::default();
+    for chain in chains {
+        loop {
+            match seal_batch(conn, chain, busy).await {
+                Ok(Some(n)) => {
+                    report.sealed += n;
+                    if n < SEAL_BATCH {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    report.failed.push((chain, e.to_string()));
+                    break;
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Seals up to [`SEAL_BATCH`] of `chain`'s committed events, oldest first, in one
+/// transaction under the chain head's lock (every sealer takes it before touching the
+/// chain's inbox rows, so no two seal the same row). `None`: skipped, another sealer
+/// holds the chain.
+async fn seal_batch(conn: &mut AsyncPgConnection, chain: Uuid, busy: Busy) -> QueryResult<Option<usize>> {
+    use crate::schema::audit_chains;
+    // A chain's first event: its head, to lock.
+    diesel::insert_into(audit_chains::table)
+        .values(audit_chains::chain_id.eq(chain))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
     conn.transaction(|c| {
         async move {
-            let keys: Vec<(Uuid, i64)> = audit_inbox::table
-                .select((audit_inbox::chain_id, audit_inbox::id))
+            let head = audit_chains::table.find(chain).select(audit_chains::chain_id).for_update();
+            let locked: Vec<Uuid> = match busy {
+                Busy::Wait => head.load(c).await?,
+                Busy::Skip => head.skip_locked().load(c).await?,
+            };
+            if locked.is_empty() {
+                return Ok(None);
+            }
+            let ids: Vec<i64> = audit_inbox::table
+                .filter(audit_inbox::chain_id.eq(chain))
                 .order(audit_inbox::id)
-                .limit(SEAL_ROUND_LIMIT as i64)
-                .for_update()
-                .skip_locked()
+                .limit(SEAL_BATCH as i64)
+                .select(audit_inbox::id)
                 .load(c)
                 .await?;
-            if keys.is_empty() {
-                return Ok(0);
+            let mut rows = diesel::delete(
+                audit_inbox::table.filter(audit_inbox::chain_id.eq(chain)).filter(audit_inbox::id.eq_any(ids)),
+            )
+            .returning(Pending::as_returning())
+            .get_results(c)
+            .await?;
+            rows.sort_by_key(|r| r.id);
+            for row in &rows {
+                append(c, row).await?;
             }
-            let ids: Vec<i64> = keys.iter().map(|k| k.1).collect();
-            let rows = diesel::delete(audit_inbox::table.filter(audit_inbox::id.eq_any(ids)))
-                .returning(Pending::as_returning())
-                .get_results(c)
-                .await?;
-            append_all(c, rows).await
+            Ok(Some(rows.len()))
         }
         .scope_boxed()
     })
     .await
-}
-
-/// Appends `rows` to their chains in the order they were recorded. A row whose month has
-/// no partition yet (a clock far ahead) gets one made, once.
-async fn append_all(c: &mut AsyncPgConnection, mut rows: Vec<Pending>) -> QueryResult<usize> {
-    rows.sort_by_key(|r| (r.chain_id, r.id));
-    if let (Some(from), Some(until)) =
-        (rows.iter().map(|r| r.occurred_at).min(), rows.iter().map(|r| r.occurred_at).max())
-    {
-        if !partitions_cover(c, from, until).await? {
-            super::maintenance::ensure_partitions(c, from, until).await?;
-        }
-    }
-    for row in &rows {
-        append(c, row).await?;
-    }
-    Ok(rows.len())
-}
-
-/// Whether `audit_events` has partitions for the months of `from` and `until`.
-async fn partitions_cover(c: &mut AsyncPgConnection, from: OffsetDateTime, until: OffsetDateTime) -> QueryResult<bool> {
-    #[derive(QueryableByName)]
-    struct Covered {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        covered: bool,
-    }
-    let names = [super::maintenance::partition_name_at(from), super::maintenance::partition_name_at(until)];
-    let row: Covered = diesel::sql_query(
-        "SELECT to_regclass('public.' || $1) IS NOT NULL AND to_regclass('public.' || $2) IS NOT NULL AS covered",
-    )
-    .bind::<Text, _>(&names[0])
-    .bind::<Text, _>(&names[1])
-    .get_result(c)
-    .await?;
-    Ok(row.covered)
 }
 
 /// Appends one event to its chain under the chain's row lock (made on the chain's first
