@@ -115,26 +115,29 @@ impl<'a> Audit<'a> {
         self.record(conn, event).await
     }
 
-    /// Runs `last`, the action's last statement (on a shared borrow of `conn`), and records
-    /// `event` behind it in the same round trip: PostgreSQL runs them in that order, in the
-    /// caller's transaction, and an audited action costs no extra wait for its event.
+    /// Runs `statement`, one of the action's (on a shared borrow of `conn`), and records
+    /// `event` behind it in the same round trip once both statements are prepared on this
+    /// connection: PostgreSQL runs them in that order, in the caller's transaction, and the
+    /// action waits for no extra answer. If `statement` fails, so does the record (the
+    /// transaction is aborted) and `statement`'s error is returned.
     pub async fn record_behind<T>(
         &self,
         conn: &AsyncPgConnection,
-        last: impl std::future::Future<Output = diesel::QueryResult<T>>,
+        statement: impl std::future::Future<Output = diesel::QueryResult<T>>,
         event: Event,
     ) -> diesel::QueryResult<T> {
         let mut shared = conn;
-        let (value, ()) = futures_util::try_join!(last, self.record(&mut shared, event))?;
+        let (value, ()) = futures_util::try_join!(statement, self.record(&mut shared, event))?;
         Ok(value)
     }
 
     /// Records `event` in one statement on `conn`: inside the caller's transaction it
     /// commits or rolls back with the action. The event goes to the inbox, not yet to its
     /// chain: no chain lock is taken, so audited actions of one workspace (or every
-    /// sign-in, on the account chain) never queue behind each other; [`super::seal`] chains
-    /// it after the commit, and before any read of its chain. On a shared connection
-    /// (`&AsyncPgConnection`) it can be pipelined behind the action's last statement.
+    /// sign-in, on the account chain) never queue behind each other; the sealer
+    /// (`seal.rs`) chains it after the commit, and before any read of its chain. On a
+    /// shared connection (`&AsyncPgConnection`) it can be pipelined behind another
+    /// statement ([`Audit::record_behind`]).
     pub async fn record<C>(&self, conn: &mut C, event: Event) -> diesel::QueryResult<()>
     where
         C: AsyncConnectionCore<Backend = diesel::pg::Pg> + Send,
