@@ -76,21 +76,9 @@ pub async fn seal_chain(conn: &mut AsyncPgConnection, chain: Uuid) -> usize {
     if !matches!(pending, Ok(true)) {
         return 0;
     }
-    let mut sealed = 0;
-    for _ in 0..READER_BATCHES {
-        match seal_batch(conn, chain, Busy::Wait).await {
-            Ok(Some(n)) => {
-                sealed += n;
-                if n < SEAL_BATCH {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::error!(%chain, error = %e, "sealing audit events before a read failed; reading what is chained");
-                break;
-            }
-        }
+    let (sealed, failed) = seal_batches(conn, chain, Busy::Wait, READER_BATCHES).await;
+    if let Some(e) = failed {
+        tracing::error!(%chain, error = %e, "sealing audit events before a read failed; reading what is chained");
     }
     sealed
 }
@@ -122,23 +110,35 @@ async fn pending_chains(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Uuid>> 
 async fn seal_chains(conn: &mut AsyncPgConnection, chains: Vec<Uuid>, busy: Busy) -> SealReport {
     let mut report = SealReport::default();
     for chain in chains {
-        loop {
-            match seal_batch(conn, chain, busy).await {
-                Ok(Some(n)) => {
-                    report.sealed += n;
-                    if n < SEAL_BATCH {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    report.failed.push((chain, e.to_string()));
+        let (sealed, failed) = seal_batches(conn, chain, busy, usize::MAX).await;
+        report.sealed += sealed;
+        report.failed.extend(failed.map(|e| (chain, e.to_string())));
+    }
+    report
+}
+
+/// Seals `chain` batch after batch, at most `max_batches`, until one is not full, the
+/// chain is skipped, or a batch fails (that batch rolled back, the error returned).
+async fn seal_batches(
+    conn: &mut AsyncPgConnection,
+    chain: Uuid,
+    busy: Busy,
+    max_batches: usize,
+) -> (usize, Option<diesel::result::Error>) {
+    let mut sealed = 0;
+    for _ in 0..max_batches {
+        match seal_batch(conn, chain, busy).await {
+            Ok(Some(n)) => {
+                sealed += n;
+                if n < SEAL_BATCH {
                     break;
                 }
             }
+            Ok(None) => break,
+            Err(e) => return (sealed, Some(e)),
         }
     }
-    report
+    (sealed, None)
 }
 
 /// Seals up to [`SEAL_BATCH`] of `chain`'s committed events, oldest first, in one
@@ -187,82 +187,44 @@ async fn seal_batch(conn: &mut AsyncPgConnection, chain: Uuid, busy: Busy) -> Qu
     .await
 }
 
-/// Appends one event to its chain under the chain's row lock (made on the chain's first
-/// event).
-async fn append(c: &mut AsyncPgConnection, row: &Pending) -> QueryResult<()> {
-    let fields = super::ChainFields {
-        chain_id: row.chain_id,
-        workspace_id: row.workspace_id,
-        account_id: row.account_id,
-        actor_kind: &row.actor_kind,
-        actor_id: row.actor_id,
-        actor_email_pn: row.actor_email_pn.as_deref(),
-        action: &row.action,
-        target_kind: &row.target_kind,
-        target_id: row.target_id,
-        outcome: &row.outcome,
-        request_id: row.request_id,
-        network_pn: row.network_pn.as_deref(),
-        agent_pn: row.agent_pn.as_deref(),
-        pseudonym_epoch: row.pseudonym_epoch,
-        detail: &row.detail,
-    };
-    let rest = super::canonical_rest(&fields);
-    for _ in 0..2 {
-        let statement = Append {
-            chain: row.chain_id,
-            at: row.occurred_at,
-            rest: &rest,
-            workspace: row.workspace_id,
-            account: row.account_id,
-            actor_kind: &row.actor_kind,
-            actor_id: row.actor_id,
-            email_pn: row.actor_email_pn.as_deref(),
-            action: &row.action,
-            group: &row.action_group,
-            target_kind: &row.target_kind,
-            target_id: row.target_id,
-            outcome: &row.outcome,
-            request_id: row.request_id,
-            network_pn: row.network_pn.as_deref(),
-            agent_pn: row.agent_pn.as_deref(),
-            epoch: row.pseudonym_epoch,
-            detail: &row.detail,
-        };
-        if statement.execute(c).await? == 1 {
-            return Ok(());
+impl Pending {
+    fn fields(&self) -> super::ChainFields<'_> {
+        super::ChainFields {
+            chain_id: self.chain_id,
+            workspace_id: self.workspace_id,
+            account_id: self.account_id,
+            actor_kind: &self.actor_kind,
+            actor_id: self.actor_id,
+            actor_email_pn: self.actor_email_pn.as_deref(),
+            action: &self.action,
+            target_kind: &self.target_kind,
+            target_id: self.target_id,
+            outcome: &self.outcome,
+            request_id: self.request_id,
+            network_pn: self.network_pn.as_deref(),
+            agent_pn: self.agent_pn.as_deref(),
+            pseudonym_epoch: self.pseudonym_epoch,
+            detail: &self.detail,
         }
-        // A chain's first event: make its head, then append.
-        diesel::sql_query("INSERT INTO audit_chains (chain_id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind::<SqlUuid, _>(row.chain_id)
-            .execute(c)
-            .await?;
     }
-    Err(diesel::result::Error::NotFound)
+}
+
+/// Appends one event to its chain, whose head the caller has made and locked.
+async fn append(c: &mut AsyncPgConnection, row: &Pending) -> QueryResult<()> {
+    let rest = super::canonical_rest(&row.fields());
+    match (Append { row, rest: &rest }).execute(c).await? {
+        1 => Ok(()),
+        _ => Err(diesel::result::Error::NotFound),
+    }
 }
 
 /// The append, as one prepared statement: each value bound once, in order, in `p`.
 /// (`diesel::sql_query` is never cached; planning this statement over the partitioned
 /// table on every event cost more than the insert itself.)
 struct Append<'q> {
-    chain: Uuid,
-    at: time::OffsetDateTime,
+    row: &'q Pending,
+    /// The canonical encoding of the row's fields but seq and time.
     rest: &'q [u8],
-    workspace: Option<Uuid>,
-    account: Option<Uuid>,
-    actor_kind: &'q str,
-    actor_id: Option<Uuid>,
-    email_pn: Option<&'q [u8]>,
-    action: &'q str,
-    group: &'q str,
-    target_kind: &'q str,
-    target_id: Option<Uuid>,
-    outcome: &'q str,
-    request_id: Option<Uuid>,
-    network_pn: Option<&'q [u8]>,
-    agent_pn: Option<&'q [u8]>,
-    epoch: Option<i32>,
-    detail: &'q serde_json::Value,
 }
 
 impl diesel::query_builder::QueryId for Append<'_> {
@@ -276,9 +238,9 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Append<'_> {
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> diesel::QueryResult<()> {
         out.push_sql("WITH p AS (SELECT ");
-        out.push_bind_param::<SqlUuid, _>(&self.chain)?;
+        out.push_bind_param::<SqlUuid, _>(&self.row.chain_id)?;
         out.push_sql("::uuid AS chain, ");
-        out.push_bind_param::<Timestamptz, _>(&self.at)?;
+        out.push_bind_param::<Timestamptz, _>(&self.row.occurred_at)?;
         out.push_sql("::timestamptz AS at, ");
         out.push_bind_param::<Bytea, _>(&self.rest)?;
         out.push_sql(
@@ -294,35 +256,35 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Append<'_> {
                  agent_pn, pseudonym_epoch, detail, hash) \
              SELECT p.chain, ev.seq, ev.at, ",
         );
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.workspace)?;
+        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.row.workspace_id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.account)?;
+        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.row.account_id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.actor_kind)?;
+        out.push_bind_param::<Text, _>(&self.row.actor_kind)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.actor_id)?;
+        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.row.actor_id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<Bytea>, _>(&self.email_pn)?;
+        out.push_bind_param::<Nullable<Bytea>, _>(&self.row.actor_email_pn)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.action)?;
+        out.push_bind_param::<Text, _>(&self.row.action)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.group)?;
+        out.push_bind_param::<Text, _>(&self.row.action_group)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.target_kind)?;
+        out.push_bind_param::<Text, _>(&self.row.target_kind)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.target_id)?;
+        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.row.target_id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.outcome)?;
+        out.push_bind_param::<Text, _>(&self.row.outcome)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.request_id)?;
+        out.push_bind_param::<Nullable<SqlUuid>, _>(&self.row.request_id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<Bytea>, _>(&self.network_pn)?;
+        out.push_bind_param::<Nullable<Bytea>, _>(&self.row.network_pn)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<Bytea>, _>(&self.agent_pn)?;
+        out.push_bind_param::<Nullable<Bytea>, _>(&self.row.agent_pn)?;
         out.push_sql(", ");
-        out.push_bind_param::<Nullable<Integer>, _>(&self.epoch)?;
+        out.push_bind_param::<Nullable<Integer>, _>(&self.row.pseudonym_epoch)?;
         out.push_sql(", ");
-        out.push_bind_param::<Jsonb, _>(self.detail)?;
+        out.push_bind_param::<Jsonb, _>(&self.row.detail)?;
         out.push_sql(", ev.hash FROM ev, p");
         Ok(())
     }
